@@ -1,0 +1,13 @@
+//! The weft router: everything a host runs to be part of a weft mesh.
+//!
+//! It owns the daemon (control connections, gossip, topology, the HTTP API),
+//! the choice of data path per connection (kernel fast datapath or the
+//! encrypted userspace path) and the `weft` command line that drives it.
+//!
+//! It must not hold protocol state machines that do their own I/O: the
+//! handshake lives in `weft-crypto`, the address ring in `weft-ipam` and the
+//! kernel datapath wire format in `weft-odp`; this crate wires them to
+//! sockets, timers and the kernel.
+
+/// The version reported by `weft version` and in `weft report`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

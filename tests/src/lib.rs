@@ -1,0 +1,42 @@
+//! A testbed of simulated hosts, each a network namespace on this machine.
+//!
+//! It owns everything weft's integration tests need from the kernel besides
+//! weft itself: hosts joined by an underlay bridge (optionally through a
+//! router hop with a smaller MTU), container namespaces for weft to attach,
+//! commands and background processes inside them, nftables blocks between
+//! hosts, and cleanup that also happens after a panic, a kill or Ctrl-C.
+//!
+//! It must never touch the namespace it was started in: every interface,
+//! route and nftables rule it makes lives inside a namespace it created, so
+//! removing those namespaces removes everything. Traffic goes only to
+//! addresses inside them.
+//!
+//! ```no_run
+//! use testbed::{Block, Spec, Testbed};
+//! let mut tb = Testbed::create_owned("example", Spec::hosts(3)).unwrap();
+//! let h2 = tb.host_addr(2).to_string();
+//! tb.host(1).run(["ping", "-c1", "-W1", h2.as_str()]).unwrap();
+//! tb.block(1, 2, Block::AllUdp).unwrap();
+//! // dropping `tb` removes every namespace, process and rule it made
+//! ```
+
+mod bins;
+mod block;
+mod error;
+mod netns;
+mod probe;
+mod process;
+mod spec;
+mod state;
+mod testbed;
+
+pub use bins::workspace_bin;
+pub use block::{Block, BlockRule};
+pub use error::Error;
+pub use netns::Netns;
+pub use probe::{tcp_transfer, udp_probe};
+pub use process::Background;
+pub use spec::{Hop, Node, Spec};
+pub use testbed::{Testbed, destroy, gc, list};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
