@@ -9,3 +9,28 @@
 //! userspace path, or what a missing module means for the mesh is decided by
 //! the router. It reports kernel errors precisely enough for the router to
 //! decide.
+//!
+//! Layout: [`message`] is the envelope shared by all families, [`nla`] the
+//! attribute encoding; [`datapath`], [`vport`], [`flow`] and [`packet`] one
+//! family each, with their attributes and request constructors; [`client`]
+//! and [`upcall`] the sockets.
+
+pub mod client;
+pub mod codec;
+pub mod datapath;
+mod error;
+pub mod flow;
+pub mod message;
+pub mod nla;
+pub mod packet;
+pub mod upcall;
+pub mod vport;
+
+pub use client::{Client, FamilyIds};
+pub use datapath::{Datapath, DatapathAttr, DatapathFamily, DatapathMessage, DatapathStats, MegaflowStats, features};
+pub use error::{DecodeError, Error};
+pub use flow::{Action, Flow, FlowAttr, FlowFamily, FlowMessage, FlowStats, KeyAttr, KeyFields, PutMode, TunnelAttr, TunnelKey};
+pub use message::{Family, Message, ObjectCmd};
+pub use packet::{PacketAttr, PacketCmd, PacketFamily, PacketMessage, Upcall};
+pub use upcall::UpcallSocket;
+pub use vport::{Vport, VportAttr, VportFamily, VportKind, VportMessage, VportStats, VportType};

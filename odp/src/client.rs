@@ -1,0 +1,358 @@
+//! The request/response socket to the kernel datapath, on neli.
+//!
+//! neli frames netlink messages, numbers them and decodes kernel errors and
+//! acks; what goes inside (the generic netlink and ovs headers and the
+//! attributes) is this crate's own [`Message`], carried as opaque bytes.
+
+use std::iter::once;
+
+use neli::{
+    consts::{
+        genl::{CtrlAttr, CtrlAttrMcastGrp, CtrlCmd, Index},
+        nl::{GenlId, NlmF, Nlmsg},
+        socket::NlFamily,
+    },
+    genl::{AttrTypeBuilder, Genlmsghdr, GenlmsghdrBuilder, NlattrBuilder},
+    nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder},
+    socket::synchronous::NlSocketHandle,
+    types::{Buffer, GenlBuffer},
+    utils::Groups,
+};
+
+use crate::{
+    Datapath, DatapathFamily, DatapathMessage, Error, Family, Flow, FlowFamily, FlowMessage, KeyAttr, Message,
+    PacketFamily, PacketMessage, PutMode, Vport, VportFamily, VportKind, VportMessage,
+    flow::Action,
+    vport::VPORT_MCGROUP,
+};
+
+/// The generic netlink ids the kernel assigned to the datapath families at
+/// module load; they differ between boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FamilyIds {
+    pub datapath: u16,
+    pub vport: u16,
+    pub flow: u16,
+    pub packet: u16,
+    /// The multicast group announcing vport changes.
+    pub vport_mcgroup: Option<u32>,
+}
+
+/// A connection to the kernel datapath for requests.
+pub struct Client {
+    socket: NlSocketHandle,
+    ids: FamilyIds,
+    seq: u32,
+}
+
+fn socket_error(e: impl std::fmt::Display) -> Error {
+    Error::Socket(e.to_string())
+}
+
+pub(crate) fn open_socket() -> Result<NlSocketHandle, Error> {
+    NlSocketHandle::connect(NlFamily::Generic, None, Groups::empty()).map_err(socket_error)
+}
+
+/// Which family a message type belongs to, for addressing it.
+pub trait Addressed: Family {
+    fn id(ids: &FamilyIds) -> u16;
+}
+
+impl Addressed for DatapathFamily {
+    fn id(ids: &FamilyIds) -> u16 {
+        ids.datapath
+    }
+}
+impl Addressed for VportFamily {
+    fn id(ids: &FamilyIds) -> u16 {
+        ids.vport
+    }
+}
+impl Addressed for FlowFamily {
+    fn id(ids: &FamilyIds) -> u16 {
+        ids.flow
+    }
+}
+impl Addressed for PacketFamily {
+    fn id(ids: &FamilyIds) -> u16 {
+        ids.packet
+    }
+}
+
+impl Client {
+    /// Connects and looks up the four families. Fails with
+    /// [`Error::ModuleNotLoaded`] on a kernel without openvswitch (the
+    /// kernel tries to load the module on this lookup).
+    pub fn connect() -> Result<Client, Error> {
+        let socket = open_socket()?;
+        let _ = socket.enable_ext_ack(true);
+        let mut client = Client {
+            socket,
+            ids: FamilyIds {
+                datapath: 0,
+                vport: 0,
+                flow: 0,
+                packet: 0,
+                vport_mcgroup: None,
+            },
+            seq: 0,
+        };
+        let (datapath, _) = client.resolve(DatapathFamily::NAME, None)?;
+        let (vport, vport_mcgroup) = client.resolve(VportFamily::NAME, Some(VPORT_MCGROUP))?;
+        let (flow, _) = client.resolve(FlowFamily::NAME, None)?;
+        let (packet, _) = client.resolve(PacketFamily::NAME, None)?;
+        client.ids = FamilyIds {
+            datapath,
+            vport,
+            flow,
+            packet,
+            vport_mcgroup,
+        };
+        Ok(client)
+    }
+
+    pub fn family_ids(&self) -> FamilyIds {
+        self.ids
+    }
+
+    /// The netlink port id of this socket.
+    pub fn port_id(&self) -> u32 {
+        self.socket.pid()
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// `CTRL_CMD_GETFAMILY`: the family's id and, if asked, a multicast
+    /// group's id.
+    fn resolve(&mut self, family: &'static str, mcgroup: Option<&str>) -> Result<(u16, Option<u32>), Error> {
+        let attr = NlattrBuilder::default()
+            .nla_type(AttrTypeBuilder::default().nla_type(CtrlAttr::FamilyName).build().map_err(socket_error)?)
+            .nla_payload(family)
+            .build()
+            .map_err(socket_error)?;
+        let genl = GenlmsghdrBuilder::default()
+            .cmd(CtrlCmd::Getfamily)
+            .version(2)
+            .attrs(once(attr).collect::<GenlBuffer<_, _>>())
+            .build()
+            .map_err(socket_error)?;
+        let seq = self.next_seq();
+        let msg = NlmsghdrBuilder::default()
+            .nl_type(GenlId::Ctrl)
+            .nl_flags(NlmF::REQUEST | NlmF::ACK)
+            .nl_seq(seq)
+            .nl_payload(NlPayload::Payload(genl))
+            .build()
+            .map_err(socket_error)?;
+        self.socket.send(&msg).map_err(socket_error)?;
+        let mut result = None;
+        loop {
+            let (replies, _) = self
+                .socket
+                .recv::<u16, Genlmsghdr<CtrlCmd, CtrlAttr>>()
+                .map_err(socket_error)?;
+            for reply in replies {
+                let reply = reply.map_err(socket_error)?;
+                if *reply.nl_seq() != seq {
+                    continue;
+                }
+                match reply.nl_payload() {
+                    NlPayload::Payload(p) => {
+                        let attrs = p.attrs().get_attr_handle();
+                        let id = attrs.get_attr_payload_as::<u16>(CtrlAttr::FamilyId).map_err(socket_error)?;
+                        let group = mcgroup.and_then(|wanted| {
+                            let groups = attrs.get_nested_attributes::<Index>(CtrlAttr::McastGroups).ok()?;
+                            groups.iter().find_map(|group| {
+                                let group = group.get_attr_handle::<CtrlAttrMcastGrp>().ok()?;
+                                let name = group
+                                    .get_attr_payload_as_with_len::<String>(CtrlAttrMcastGrp::Name)
+                                    .ok()?;
+                                (name == wanted)
+                                    .then(|| group.get_attr_payload_as::<u32>(CtrlAttrMcastGrp::Id).ok())
+                                    .flatten()
+                            })
+                        });
+                        result = Some((id, group));
+                    }
+                    NlPayload::Err(e) => {
+                        return Err(match -*e.error() {
+                            libc::ENOENT => Error::ModuleNotLoaded { family },
+                            errno => Error::from_errno(errno, format!("looking up {family}")),
+                        });
+                    }
+                    NlPayload::Ack(_) => {
+                        return result.ok_or_else(|| Error::Socket(format!("no reply for family {family}")));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` and collects the replies: one for a plain request, many
+    /// for a dump. Kernel errors are mapped with `context` naming the
+    /// object, e.g. "datapath weft".
+    pub fn request<F: Addressed>(
+        &mut self,
+        msg: &Message<F>,
+        extra_flags: u16,
+        dump: bool,
+        context: &str,
+    ) -> Result<Vec<Message<F>>, Error> {
+        let seq = self.next_seq();
+        let mut flags = NlmF::REQUEST | NlmF::from_bits_truncate(extra_flags);
+        // The kernel answers changes (new, set, del) with a notification
+        // that reaches the requester only with ECHO; gets answer anyway.
+        flags |= if dump { NlmF::DUMP } else { NlmF::ACK | NlmF::ECHO };
+        let request: Nlmsghdr<u16, Buffer> = NlmsghdrBuilder::default()
+            .nl_type(F::id(&self.ids))
+            .nl_flags(flags)
+            .nl_seq(seq)
+            .nl_pid(self.socket.pid())
+            .nl_payload(NlPayload::Payload(Buffer::from(msg.to_bytes())))
+            .build()
+            .map_err(socket_error)?;
+        self.socket.send(&request).map_err(socket_error)?;
+        let mut replies = Vec::new();
+        loop {
+            let (batch, _) = self.socket.recv::<u16, Buffer>().map_err(socket_error)?;
+            for reply in batch {
+                let reply = reply.map_err(socket_error)?;
+                if *reply.nl_seq() != seq {
+                    continue;
+                }
+                let done = u16::from(Nlmsg::Done) == *reply.nl_type();
+                match reply.nl_payload() {
+                    NlPayload::Payload(bytes) if !done => replies.push(Message::parse(bytes.as_ref())?),
+                    NlPayload::Err(e) => return Err(Error::from_errno(-*e.error(), context)),
+                    NlPayload::Ack(_) | NlPayload::DumpExtAck(_) => return Ok(replies),
+                    _ if done => return Ok(replies),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A request expecting exactly one object back.
+    fn one<F: Addressed>(&mut self, msg: &Message<F>, flags: u16, context: &str) -> Result<Message<F>, Error> {
+        self.request(msg, flags, false, context)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Socket(format!("the kernel sent no reply for {context}")))
+    }
+
+    // Datapaths.
+
+    /// Creates a datapath; its misses go to netlink port `upcall_pid`.
+    pub fn create_datapath(&mut self, name: &str, upcall_pid: u32, user_features: u32) -> Result<Datapath, Error> {
+        let context = format!("datapath {name}");
+        let reply = self.one(&DatapathMessage::create(name, upcall_pid, user_features), 0, &context)?;
+        Ok(Datapath::try_from(&reply)?)
+    }
+
+    pub fn datapath(&mut self, name: &str) -> Result<Datapath, Error> {
+        let reply = self.one(&DatapathMessage::get(Some(name)), 0, &format!("datapath {name}"))?;
+        Ok(Datapath::try_from(&reply)?)
+    }
+
+    pub fn datapaths(&mut self) -> Result<Vec<Datapath>, Error> {
+        let replies = self.request(&DatapathMessage::get(None), 0, true, "datapaths")?;
+        Ok(replies.iter().map(Datapath::try_from).collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_datapath(&mut self, dp_ifindex: i32, upcall_pid: u32, user_features: u32) -> Result<Datapath, Error> {
+        let msg = DatapathMessage::set(dp_ifindex, upcall_pid, user_features);
+        let reply = self.one(&msg, 0, &format!("datapath {dp_ifindex}"))?;
+        Ok(Datapath::try_from(&reply)?)
+    }
+
+    pub fn delete_datapath(&mut self, dp_ifindex: i32) -> Result<(), Error> {
+        let context = format!("datapath {dp_ifindex}");
+        self.request(&DatapathMessage::delete(dp_ifindex), 0, false, &context)
+            .map(drop)
+    }
+
+    // Vports.
+
+    pub fn create_vport(
+        &mut self,
+        dp_ifindex: i32,
+        name: &str,
+        kind: VportKind,
+        upcall_pids: &[u32],
+    ) -> Result<Vport, Error> {
+        let msg = VportMessage::create(dp_ifindex, name, kind, upcall_pids);
+        let reply = self.one(&msg, 0, &format!("vport {name}"))?;
+        Ok(Vport::try_from(&reply)?)
+    }
+
+    pub fn vport(&mut self, dp_ifindex: i32, name: &str) -> Result<Vport, Error> {
+        let reply = self.one(&VportMessage::get(dp_ifindex, Some(name)), 0, &format!("vport {name}"))?;
+        Ok(Vport::try_from(&reply)?)
+    }
+
+    pub fn vports(&mut self, dp_ifindex: i32) -> Result<Vec<Vport>, Error> {
+        let replies = self.request(&VportMessage::get(dp_ifindex, None), 0, true, "vports")?;
+        Ok(replies.iter().map(Vport::try_from).collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_vport_upcall_pids(&mut self, dp_ifindex: i32, port_no: u32, pids: &[u32]) -> Result<Vport, Error> {
+        let msg = VportMessage::set_upcall_pids(dp_ifindex, port_no, pids);
+        let reply = self.one(&msg, 0, &format!("vport {port_no}"))?;
+        Ok(Vport::try_from(&reply)?)
+    }
+
+    pub fn delete_vport(&mut self, dp_ifindex: i32, port_no: u32) -> Result<(), Error> {
+        let context = format!("vport {port_no}");
+        self.request(&VportMessage::delete(dp_ifindex, port_no), 0, false, &context)
+            .map(drop)
+    }
+
+    // Flows.
+
+    /// Installs or changes a flow and returns it as the kernel stored it.
+    pub fn put_flow(&mut self, dp_ifindex: i32, flow: &Flow, mode: PutMode) -> Result<Flow, Error> {
+        let msg = FlowMessage::put(dp_ifindex, flow, mode);
+        let reply = self.one(&msg, mode.netlink_flags(), "flow")?;
+        Ok(Flow::try_from(&reply)?)
+    }
+
+    pub fn flow(&mut self, dp_ifindex: i32, key: &[KeyAttr]) -> Result<Flow, Error> {
+        let reply = self.one(&FlowMessage::get(dp_ifindex, Some(key)), 0, "flow")?;
+        Ok(Flow::try_from(&reply)?)
+    }
+
+    pub fn flows(&mut self, dp_ifindex: i32) -> Result<Vec<Flow>, Error> {
+        let replies = self.request(&FlowMessage::get(dp_ifindex, None), 0, true, "flows")?;
+        Ok(replies.iter().map(Flow::try_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes one flow and returns its final statistics.
+    pub fn delete_flow(&mut self, dp_ifindex: i32, key: &[KeyAttr]) -> Result<Flow, Error> {
+        let reply = self.one(&FlowMessage::delete(dp_ifindex, Some(key)), 0, "flow")?;
+        Ok(Flow::try_from(&reply)?)
+    }
+
+    /// Deletes every flow of the datapath.
+    pub fn flush_flows(&mut self, dp_ifindex: i32) -> Result<(), Error> {
+        self.request(&FlowMessage::delete(dp_ifindex, None), 0, false, "flows")
+            .map(drop)
+    }
+
+    // Packets.
+
+    /// Runs `actions` on `packet` in the datapath.
+    pub fn execute(
+        &mut self,
+        dp_ifindex: i32,
+        packet: &[u8],
+        key: Vec<KeyAttr>,
+        actions: Vec<Action>,
+    ) -> Result<(), Error> {
+        let msg = PacketMessage::execute(dp_ifindex, packet, key, actions);
+        self.request(&msg, 0, false, "packet execute").map(drop)
+    }
+}

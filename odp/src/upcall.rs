@@ -1,0 +1,69 @@
+//! The socket upcalls arrive on.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use neli::{nl::NlPayload, socket::synchronous::NlSocketHandle, types::Buffer};
+
+use crate::{DecodeError, Error, PacketMessage, Upcall, client::open_socket};
+
+/// Room for a burst of upcalls: a full queue loses them (the datapath
+/// counts them in `lost`), and a busy router drains it in batches.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// A netlink socket whose port id is given to datapaths and vports as their
+/// upcall port; the kernel sends `ovs_packet` messages to it.
+pub struct UpcallSocket {
+    socket: NlSocketHandle,
+}
+
+impl UpcallSocket {
+    pub fn open() -> Result<UpcallSocket, Error> {
+        let socket = open_socket()?;
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+        Ok(UpcallSocket { socket })
+    }
+
+    /// The netlink port id to register as upcall pid.
+    pub fn port_id(&self) -> u32 {
+        self.socket.pid()
+    }
+
+    /// Makes [`UpcallSocket::recv`] return an empty batch instead of
+    /// blocking, for use with an event loop.
+    pub fn set_nonblocking(&self) -> Result<(), Error> {
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with no pointers involved.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(Error::Socket(std::io::Error::last_os_error().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram's worth of upcalls. Messages that are not
+    /// upcalls are skipped; an unreadable one is an error for that message
+    /// only, so one bad message cannot hide the others.
+    pub fn recv(&self) -> Result<Vec<Result<Upcall, DecodeError>>, Error> {
+        let (batch, _) = match self.socket.recv::<u16, Buffer>() {
+            Ok(received) => received,
+            Err(neli::err::SocketError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(Error::Socket(e.to_string())),
+        };
+        let mut upcalls = Vec::new();
+        for msg in batch {
+            let msg = msg.map_err(|e| Error::Socket(e.to_string()))?;
+            if let NlPayload::Payload(bytes) = msg.nl_payload() {
+                upcalls.push(PacketMessage::parse(bytes.as_ref()).and_then(Upcall::try_from));
+            }
+        }
+        Ok(upcalls)
+    }
+}
+
+impl AsRawFd for UpcallSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
