@@ -20,10 +20,9 @@ use neli::{
 };
 
 use crate::{
-    Datapath, DatapathFamily, DatapathMessage, Error, Family, Flow, FlowFamily, FlowMessage, KeyAttr, Message,
-    PacketFamily, PacketMessage, PutMode, Vport, VportFamily, VportKind, VportMessage,
-    flow::Action,
-    vport::VPORT_MCGROUP,
+    Datapath, DatapathFamily, DatapathMessage, Error, Family, Flow, FlowFamily, FlowMessage,
+    KeyAttr, Message, PacketFamily, PacketMessage, PutMode, Vport, VportFamily, VportKind,
+    VportMessage, flow::Action, vport::VPORT_MCGROUP,
 };
 
 /// The generic netlink ids the kernel assigned to the datapath families at
@@ -127,9 +126,18 @@ impl Client {
 
     /// `CTRL_CMD_GETFAMILY`: the family's id and, if asked, a multicast
     /// group's id.
-    fn resolve(&mut self, family: &'static str, mcgroup: Option<&str>) -> Result<(u16, Option<u32>), Error> {
+    fn resolve(
+        &mut self,
+        family: &'static str,
+        mcgroup: Option<&str>,
+    ) -> Result<(u16, Option<u32>), Error> {
         let attr = NlattrBuilder::default()
-            .nla_type(AttrTypeBuilder::default().nla_type(CtrlAttr::FamilyName).build().map_err(socket_error)?)
+            .nla_type(
+                AttrTypeBuilder::default()
+                    .nla_type(CtrlAttr::FamilyName)
+                    .build()
+                    .map_err(socket_error)?,
+            )
             .nla_payload(family)
             .build()
             .map_err(socket_error)?;
@@ -162,16 +170,22 @@ impl Client {
                 match reply.nl_payload() {
                     NlPayload::Payload(p) => {
                         let attrs = p.attrs().get_attr_handle();
-                        let id = attrs.get_attr_payload_as::<u16>(CtrlAttr::FamilyId).map_err(socket_error)?;
+                        let id = attrs
+                            .get_attr_payload_as::<u16>(CtrlAttr::FamilyId)
+                            .map_err(socket_error)?;
                         let group = mcgroup.and_then(|wanted| {
-                            let groups = attrs.get_nested_attributes::<Index>(CtrlAttr::McastGroups).ok()?;
+                            let groups = attrs
+                                .get_nested_attributes::<Index>(CtrlAttr::McastGroups)
+                                .ok()?;
                             groups.iter().find_map(|group| {
                                 let group = group.get_attr_handle::<CtrlAttrMcastGrp>().ok()?;
                                 let name = group
                                     .get_attr_payload_as_with_len::<String>(CtrlAttrMcastGrp::Name)
                                     .ok()?;
                                 (name == wanted)
-                                    .then(|| group.get_attr_payload_as::<u32>(CtrlAttrMcastGrp::Id).ok())
+                                    .then(|| {
+                                        group.get_attr_payload_as::<u32>(CtrlAttrMcastGrp::Id).ok()
+                                    })
                                     .flatten()
                             })
                         });
@@ -184,7 +198,8 @@ impl Client {
                         });
                     }
                     NlPayload::Ack(_) => {
-                        return result.ok_or_else(|| Error::Socket(format!("no reply for family {family}")));
+                        return result
+                            .ok_or_else(|| Error::Socket(format!("no reply for family {family}")));
                     }
                     _ => {}
                 }
@@ -206,7 +221,11 @@ impl Client {
         let mut flags = NlmF::REQUEST | NlmF::from_bits_truncate(extra_flags);
         // The kernel answers changes (new, set, del) with a notification
         // that reaches the requester only with ECHO; gets answer anyway.
-        flags |= if dump { NlmF::DUMP } else { NlmF::ACK | NlmF::ECHO };
+        flags |= if dump {
+            NlmF::DUMP
+        } else {
+            NlmF::ACK | NlmF::ECHO
+        };
         let request: Nlmsghdr<u16, Buffer> = NlmsghdrBuilder::default()
             .nl_type(F::id(&self.ids))
             .nl_flags(flags)
@@ -226,7 +245,9 @@ impl Client {
                 }
                 let done = u16::from(Nlmsg::Done) == *reply.nl_type();
                 match reply.nl_payload() {
-                    NlPayload::Payload(bytes) if !done => replies.push(Message::parse(bytes.as_ref())?),
+                    NlPayload::Payload(bytes) if !done => {
+                        replies.push(Message::parse(bytes.as_ref())?)
+                    }
                     NlPayload::Err(e) => return Err(Error::from_errno(-*e.error(), context)),
                     NlPayload::Ack(_) | NlPayload::DumpExtAck(_) => return Ok(replies),
                     _ if done => return Ok(replies),
@@ -237,7 +258,12 @@ impl Client {
     }
 
     /// A request expecting exactly one object back.
-    fn one<F: Addressed>(&mut self, msg: &Message<F>, flags: u16, context: &str) -> Result<Message<F>, Error> {
+    fn one<F: Addressed>(
+        &mut self,
+        msg: &Message<F>,
+        flags: u16,
+        context: &str,
+    ) -> Result<Message<F>, Error> {
         self.request(msg, flags, false, context)?
             .into_iter()
             .next()
@@ -247,23 +273,44 @@ impl Client {
     // Datapaths.
 
     /// Creates a datapath; its misses go to netlink port `upcall_pid`.
-    pub fn create_datapath(&mut self, name: &str, upcall_pid: u32, user_features: u32) -> Result<Datapath, Error> {
+    pub fn create_datapath(
+        &mut self,
+        name: &str,
+        upcall_pid: u32,
+        user_features: u32,
+    ) -> Result<Datapath, Error> {
         let context = format!("datapath {name}");
-        let reply = self.one(&DatapathMessage::create(name, upcall_pid, user_features), 0, &context)?;
+        let reply = self.one(
+            &DatapathMessage::create(name, upcall_pid, user_features),
+            0,
+            &context,
+        )?;
         Ok(Datapath::try_from(&reply)?)
     }
 
     pub fn datapath(&mut self, name: &str) -> Result<Datapath, Error> {
-        let reply = self.one(&DatapathMessage::get(Some(name)), 0, &format!("datapath {name}"))?;
+        let reply = self.one(
+            &DatapathMessage::get(Some(name)),
+            0,
+            &format!("datapath {name}"),
+        )?;
         Ok(Datapath::try_from(&reply)?)
     }
 
     pub fn datapaths(&mut self) -> Result<Vec<Datapath>, Error> {
         let replies = self.request(&DatapathMessage::get(None), 0, true, "datapaths")?;
-        Ok(replies.iter().map(Datapath::try_from).collect::<Result<_, _>>()?)
+        Ok(replies
+            .iter()
+            .map(Datapath::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
-    pub fn set_datapath(&mut self, dp_ifindex: i32, upcall_pid: u32, user_features: u32) -> Result<Datapath, Error> {
+    pub fn set_datapath(
+        &mut self,
+        dp_ifindex: i32,
+        upcall_pid: u32,
+        user_features: u32,
+    ) -> Result<Datapath, Error> {
         let msg = DatapathMessage::set(dp_ifindex, upcall_pid, user_features);
         let reply = self.one(&msg, 0, &format!("datapath {dp_ifindex}"))?;
         Ok(Datapath::try_from(&reply)?)
@@ -290,16 +337,28 @@ impl Client {
     }
 
     pub fn vport(&mut self, dp_ifindex: i32, name: &str) -> Result<Vport, Error> {
-        let reply = self.one(&VportMessage::get(dp_ifindex, Some(name)), 0, &format!("vport {name}"))?;
+        let reply = self.one(
+            &VportMessage::get(dp_ifindex, Some(name)),
+            0,
+            &format!("vport {name}"),
+        )?;
         Ok(Vport::try_from(&reply)?)
     }
 
     pub fn vports(&mut self, dp_ifindex: i32) -> Result<Vec<Vport>, Error> {
         let replies = self.request(&VportMessage::get(dp_ifindex, None), 0, true, "vports")?;
-        Ok(replies.iter().map(Vport::try_from).collect::<Result<_, _>>()?)
+        Ok(replies
+            .iter()
+            .map(Vport::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
-    pub fn set_vport_upcall_pids(&mut self, dp_ifindex: i32, port_no: u32, pids: &[u32]) -> Result<Vport, Error> {
+    pub fn set_vport_upcall_pids(
+        &mut self,
+        dp_ifindex: i32,
+        port_no: u32,
+        pids: &[u32],
+    ) -> Result<Vport, Error> {
         let msg = VportMessage::set_upcall_pids(dp_ifindex, port_no, pids);
         let reply = self.one(&msg, 0, &format!("vport {port_no}"))?;
         Ok(Vport::try_from(&reply)?)
@@ -307,8 +366,13 @@ impl Client {
 
     pub fn delete_vport(&mut self, dp_ifindex: i32, port_no: u32) -> Result<(), Error> {
         let context = format!("vport {port_no}");
-        self.request(&VportMessage::delete(dp_ifindex, port_no), 0, false, &context)
-            .map(drop)
+        self.request(
+            &VportMessage::delete(dp_ifindex, port_no),
+            0,
+            false,
+            &context,
+        )
+        .map(drop)
     }
 
     // Flows.
@@ -327,7 +391,10 @@ impl Client {
 
     pub fn flows(&mut self, dp_ifindex: i32) -> Result<Vec<Flow>, Error> {
         let replies = self.request(&FlowMessage::get(dp_ifindex, None), 0, true, "flows")?;
-        Ok(replies.iter().map(Flow::try_from).collect::<Result<_, _>>()?)
+        Ok(replies
+            .iter()
+            .map(Flow::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Deletes one flow and returns its final statistics.

@@ -154,7 +154,8 @@ pub mod u32s {
     }
 
     pub fn write(v: &[u32], buf: &mut Vec<u8>) {
-        v.iter().for_each(|x| buf.extend_from_slice(&x.to_ne_bytes()))
+        v.iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_ne_bytes()))
     }
 }
 
@@ -168,7 +169,10 @@ thread_local! {
 }
 
 /// Parses nested attributes one level deeper, within [`MAX_NESTING`].
-fn parse_nested<T: crate::nla::Nla>(what: &'static str, value: &[u8]) -> Result<Vec<T>, DecodeError> {
+fn parse_nested<T: crate::nla::Nla>(
+    what: &'static str,
+    value: &[u8],
+) -> Result<Vec<T>, DecodeError> {
     let depth = NESTING.get();
     if depth >= MAX_NESTING {
         return Err(DecodeError::Invalid {

@@ -78,7 +78,9 @@ pub(crate) fn u64s<const N: usize>(bytes: &[u8]) -> [u64; N] {
 }
 
 pub(crate) fn put_u64s(values: &[u64], buf: &mut Vec<u8>) {
-    values.iter().for_each(|v| buf.extend_from_slice(&v.to_ne_bytes()));
+    values
+        .iter()
+        .for_each(|v| buf.extend_from_slice(&v.to_ne_bytes()));
 }
 
 impl Fixed for DatapathStats {
@@ -178,7 +180,10 @@ impl DatapathMessage {
 
     /// Gets (or with a dump, lists) datapaths; by name when given.
     pub fn get(name: Option<&str>) -> DatapathMessage {
-        let attrs = name.map(|n| DatapathAttr::Name(n.to_string())).into_iter().collect();
+        let attrs = name
+            .map(|n| DatapathAttr::Name(n.to_string()))
+            .into_iter()
+            .collect();
         Message::new(ObjectCmd::Get, 0, attrs)
     }
 

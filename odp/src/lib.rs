@@ -27,9 +27,14 @@ pub mod upcall;
 pub mod vport;
 
 pub use client::{Client, FamilyIds};
-pub use datapath::{Datapath, DatapathAttr, DatapathFamily, DatapathMessage, DatapathStats, MegaflowStats, features};
+pub use datapath::{
+    Datapath, DatapathAttr, DatapathFamily, DatapathMessage, DatapathStats, MegaflowStats, features,
+};
 pub use error::{DecodeError, Error};
-pub use flow::{Action, Flow, FlowAttr, FlowFamily, FlowMessage, FlowStats, KeyAttr, KeyFields, PutMode, TunnelAttr, TunnelKey};
+pub use flow::{
+    Action, Flow, FlowAttr, FlowFamily, FlowMessage, FlowStats, KeyAttr, KeyFields, PutMode,
+    TunnelAttr, TunnelKey,
+};
 pub use message::{Family, Message, ObjectCmd};
 pub use packet::{PacketAttr, PacketCmd, PacketFamily, PacketMessage, Upcall};
 pub use upcall::UpcallSocket;

@@ -131,7 +131,9 @@ pub(crate) fn string(what: &'static str, value: &[u8]) -> Result<String, DecodeE
         what,
         reason: reason.to_string(),
     };
-    let text = value.strip_suffix(&[0]).ok_or_else(|| invalid("not NUL-terminated"))?;
+    let text = value
+        .strip_suffix(&[0])
+        .ok_or_else(|| invalid("not NUL-terminated"))?;
     if text.contains(&0) {
         return Err(invalid("NUL inside the string"));
     }
@@ -173,7 +175,10 @@ mod tests {
             Some(Err(DecodeError::AttributeLength { len: 200, .. }))
         ));
         assert!(split(&[1, 0]).next().unwrap().is_err());
-        assert!(split(&[2, 0, 0, 0]).next().unwrap().is_err(), "length below header size");
+        assert!(
+            split(&[2, 0, 0, 0]).next().unwrap().is_err(),
+            "length below header size"
+        );
     }
 
     #[test]

@@ -120,7 +120,12 @@ impl TryFrom<PacketMessage> for Upcall {
 impl PacketMessage {
     /// Runs `actions` on `packet` as if it had arrived with the metadata in
     /// `key` (at least the in_port; a tunnel for packets from one).
-    pub fn execute(dp_ifindex: i32, packet: &[u8], key: Vec<KeyAttr>, actions: Vec<Action>) -> PacketMessage {
+    pub fn execute(
+        dp_ifindex: i32,
+        packet: &[u8],
+        key: Vec<KeyAttr>,
+        actions: Vec<Action>,
+    ) -> PacketMessage {
         Message::new(
             PacketCmd::Execute,
             dp_ifindex,

@@ -130,8 +130,16 @@ pub struct VportStats {
 impl Fixed for VportStats {
     const LEN: usize = 64;
     fn read(bytes: &[u8]) -> VportStats {
-        let [rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped] =
-            u64s(bytes);
+        let [
+            rx_packets,
+            tx_packets,
+            rx_bytes,
+            tx_bytes,
+            rx_errors,
+            tx_errors,
+            rx_dropped,
+            tx_dropped,
+        ] = u64s(bytes);
         VportStats {
             rx_packets,
             tx_packets,
@@ -234,7 +242,12 @@ impl TryFrom<&VportMessage> for Vport {
 impl VportMessage {
     /// Adds port `name` of `kind` to the datapath, its upcalls going to
     /// `upcall_pids` (the kernel needs at least one; 0 means "none").
-    pub fn create(dp_ifindex: i32, name: &str, kind: VportKind, upcall_pids: &[u32]) -> VportMessage {
+    pub fn create(
+        dp_ifindex: i32,
+        name: &str,
+        kind: VportKind,
+        upcall_pids: &[u32],
+    ) -> VportMessage {
         let vport_type = match kind {
             VportKind::Netdev => VportType::Netdev,
             VportKind::Internal => VportType::Internal,
@@ -243,7 +256,11 @@ impl VportMessage {
         let mut attrs = vec![
             VportAttr::Name(name.to_string()),
             VportAttr::Type(vport_type),
-            VportAttr::UpcallPids(if upcall_pids.is_empty() { vec![0] } else { upcall_pids.to_vec() }),
+            VportAttr::UpcallPids(if upcall_pids.is_empty() {
+                vec![0]
+            } else {
+                upcall_pids.to_vec()
+            }),
         ];
         if let VportKind::Vxlan { dst_port } = kind {
             attrs.push(VportAttr::Options(vec![TunnelOption::DstPort(dst_port)]));
@@ -253,7 +270,10 @@ impl VportMessage {
 
     /// Gets one port by name (or lists all ports with a dump and no name).
     pub fn get(dp_ifindex: i32, name: Option<&str>) -> VportMessage {
-        let attrs = name.map(|n| VportAttr::Name(n.to_string())).into_iter().collect();
+        let attrs = name
+            .map(|n| VportAttr::Name(n.to_string()))
+            .into_iter()
+            .collect();
         Message::new(ObjectCmd::Get, dp_ifindex, attrs)
     }
 

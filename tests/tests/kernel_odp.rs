@@ -9,8 +9,8 @@ use std::{
 
 use testbed::{Netns, Spec, Testbed};
 use weft_odp::{
-    Action, Client, Error, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr, TunnelKey, Upcall, UpcallSocket,
-    VportKind, VportType,
+    Action, Client, Error, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr, TunnelKey,
+    Upcall, UpcallSocket, VportKind, VportType,
     flow::{EthernetKey, Ipv4Key, PortsKey},
 };
 
@@ -21,7 +21,10 @@ fn mac(last: u8) -> [u8; 6] {
 }
 
 fn mac_str(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Connects to the datapath inside `ns`: datapaths, vports and upcall
@@ -41,25 +44,45 @@ fn upcalls_in(ns: &Netns) -> UpcallSocket {
 /// Plugs container `c` into `host` with a veth pair: `port` in the host,
 /// `eth0` with `addr/24` and MAC `mac` in the container.
 fn plug(host: &Netns, port: &str, c: &Netns, addr: &str, mac: [u8; 6]) {
-    host.ip(["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", c.name()])
+    host.ip([
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        c.name(),
+    ])
+    .unwrap();
+    c.ip(["link", "set", "dev", "eth0", "address", &mac_str(mac), "up"])
         .unwrap();
-    c.ip(["link", "set", "dev", "eth0", "address", &mac_str(mac), "up"]).unwrap();
-    c.ip(["addr", "add", &format!("{addr}/24"), "dev", "eth0"]).unwrap();
+    c.ip(["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
+        .unwrap();
     host.ip(["link", "set", "dev", port, "up"]).unwrap();
 }
 
 fn pings(from: &Netns, to: &str) -> bool {
     // Three tries: under emulation the first may wait on ARP; a path that
     // does not forward fails all three.
-    from.succeeds(["ping", "-c3", "-i0.3", "-W2", "-q", to]).unwrap()
+    from.succeeds(["ping", "-c3", "-i0.3", "-W2", "-q", to])
+        .unwrap()
 }
 
 /// Matches every Ethernet frame from `port`: the key needs an Ethernet
 /// field (without one the kernel matches only non-Ethernet packets), and
 /// the mask ignores everything but the port.
 fn from_port(port: u32) -> (Vec<KeyAttr>, Vec<KeyAttr>) {
-    let key = vec![KeyAttr::InPort(port), KeyAttr::Ethernet(EthernetKey::default())];
-    let mask = vec![KeyAttr::InPort(u32::MAX), KeyAttr::Ethernet(EthernetKey::default())];
+    let key = vec![
+        KeyAttr::InPort(port),
+        KeyAttr::Ethernet(EthernetKey::default()),
+    ];
+    let mask = vec![
+        KeyAttr::InPort(u32::MAX),
+        KeyAttr::Ethernet(EthernetKey::default()),
+    ];
     (key, mask)
 }
 
@@ -89,23 +112,50 @@ fn wait_upcall(socket: &UpcallSocket, mut wanted: impl FnMut(&Upcall) -> bool) -
 /// `ns` into `DIR/<name>.pcap` while the returned guard lives: the source
 /// of the byte-exact fixtures in `odp/tests/captures`
 /// (`scripts/capture-odp` regenerates them).
-fn capture(tb: &Testbed, ns: &Netns, name: &str) -> Option<testbed::Background> {
+fn capture(tb: &Testbed, ns: &Netns, name: &str) -> Option<Capture> {
     let dir = std::env::var_os("WEFT_ODP_CAPTURE")?;
     ns.ip(["link", "add", "nlmon0", "type", "nlmon"]).unwrap();
     ns.ip(["link", "set", "dev", "nlmon0", "up"]).unwrap();
     let file = std::path::Path::new(&dir).join(format!("{name}.pcap"));
     let file = file.to_str().unwrap();
-    let tcpdump = tb.spawn(ns, "tcpdump", ["tcpdump", "-i", "nlmon0", "-U", "-w", file]).unwrap();
+    let tcpdump = tb
+        .spawn(
+            ns,
+            "tcpdump",
+            [
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                "nlmon0",
+                "-U",
+                "-w",
+                file,
+            ],
+        )
+        .unwrap();
     // tcpdump needs a moment to attach; traffic before that is lost.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !tcpdump.log().contains("listening on") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(tcpdump)
+    Some(Capture { _tcpdump: tcpdump })
+}
+
+/// Stops tcpdump when dropped, after letting it write out.
+struct Capture {
+    _tcpdump: testbed::Background,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Let tcpdump write out what the test's last requests produced.
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn ovs_dpctl(ns: &Netns, args: &[&str]) -> String {
-    ns.run(std::iter::once("ovs-dpctl").chain(args.iter().copied())).unwrap()
+    ns.run(std::iter::once("ovs-dpctl").chain(args.iter().copied()))
+        .unwrap()
 }
 
 #[test]
@@ -121,41 +171,95 @@ fn two_netdev_ports_forward_only_through_installed_flows() {
     let dp = odp.create_datapath("tdp", upcalls.port_id(), 0).unwrap();
     assert_eq!(dp.name, "tdp");
     let pid = [upcalls.port_id()];
-    let v1 = odp.create_vport(dp.ifindex, "v1", VportKind::Netdev, &pid).unwrap();
-    let v2 = odp.create_vport(dp.ifindex, "v2", VportKind::Netdev, &pid).unwrap();
+    let v1 = odp
+        .create_vport(dp.ifindex, "v1", VportKind::Netdev, &pid)
+        .unwrap();
+    let v2 = odp
+        .create_vport(dp.ifindex, "v2", VportKind::Netdev, &pid)
+        .unwrap();
     assert_eq!((v1.kind, v1.name.as_str()), (VportType::Netdev, "v1"));
     assert_eq!(v1.upcall_pids, pid);
 
     assert!(!pings(&c1, "10.9.0.2"), "no flows, no forwarding");
 
-    forward(&mut odp, dp.ifindex, v1.port_no, vec![Action::Output(v2.port_no)]);
-    forward(&mut odp, dp.ifindex, v2.port_no, vec![Action::Output(v1.port_no)]);
+    forward(
+        &mut odp,
+        dp.ifindex,
+        v1.port_no,
+        vec![Action::Output(v2.port_no)],
+    );
+    forward(
+        &mut odp,
+        dp.ifindex,
+        v2.port_no,
+        vec![Action::Output(v1.port_no)],
+    );
     assert!(pings(&c1, "10.9.0.2"), "the flows forward");
     assert!(pings(&c2, "10.9.0.1"));
 
     // ovs-dpctl, an independent client, sees exactly what we made.
     let show = ovs_dpctl(&h1, &["show"]);
-    let ports: Vec<&str> = show.lines().filter(|l| l.trim_start().starts_with("port ")).collect();
+    let ports: Vec<&str> = show
+        .lines()
+        .filter(|l| l.trim_start().starts_with("port "))
+        .collect();
     assert!(show.starts_with("system@tdp:"), "{show}");
     assert_eq!(ports.len(), 3, "local port plus two netdevs: {show}");
-    assert!(show.contains(&format!("port {}: v1\n", v1.port_no)), "{show}");
-    assert!(show.contains(&format!("port {}: v2\n", v2.port_no)), "{show}");
+    assert!(
+        show.contains(&format!("port {}: v1\n", v1.port_no)),
+        "{show}"
+    );
+    assert!(
+        show.contains(&format!("port {}: v2\n", v2.port_no)),
+        "{show}"
+    );
     let flows = ovs_dpctl(&h1, &["dump-flows", "system@tdp"]);
     assert_eq!(flows.lines().count(), 2, "{flows}");
     for (from, to) in [(v1.port_no, v2.port_no), (v2.port_no, v1.port_no)] {
         assert!(
             flows
                 .lines()
-                .any(|l| l.contains(&format!("in_port({from})")) && l.ends_with(&format!("actions:{to}"))),
+                .any(|l| l.contains(&format!("in_port({from})"))
+                    && l.ends_with(&format!("actions:{to}"))),
             "flow {from} -> {to} in {flows}"
         );
     }
     let listed = odp.flows(dp.ifindex).unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|f| f.stats.packets > 0), "both flows carried the pings");
+    assert!(
+        listed.iter().all(|f| f.stats.packets > 0),
+        "both flows carried the pings"
+    );
+    let (key, _) = from_port(v2.port_no);
+    let one = odp.flow(dp.ifindex, &key).unwrap();
+    assert_eq!(one.actions, vec![Action::Output(v1.port_no)]);
+    assert!(one.used_ms.is_some(), "a flow that matched reports when");
+    let stats = odp.datapath("tdp").unwrap().stats;
+    assert!(
+        stats.missed > 0,
+        "the pings before the flows were misses: {stats:?}"
+    );
+    assert!(stats.hit > 0, "the pings after them hit: {stats:?}");
+    assert_eq!(stats.flows, 2);
+    let features = weft_odp::features::UNALIGNED;
+    let changed = odp
+        .set_datapath(dp.ifindex, upcalls.port_id(), features)
+        .unwrap();
+    assert_eq!(changed.user_features & features, features);
+    let names: Vec<String> = odp
+        .datapaths()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["tdp"]);
     let vports = odp.vports(dp.ifindex).unwrap();
     assert_eq!(vports.len(), 3);
-    assert!(vports.iter().any(|v| v.port_no == 0 && v.kind == VportType::Internal && v.name == "tdp"));
+    assert!(
+        vports
+            .iter()
+            .any(|v| v.port_no == 0 && v.kind == VportType::Internal && v.name == "tdp")
+    );
 
     // Flows come and go individually.
     let (key, _) = from_port(v1.port_no);
@@ -165,11 +269,21 @@ fn two_netdev_ports_forward_only_through_installed_flows() {
     odp.flush_flows(dp.ifindex).unwrap();
     assert!(odp.flows(dp.ifindex).unwrap().is_empty());
 
+    odp.delete_vport(dp.ifindex, v2.port_no).unwrap();
+    assert!(matches!(
+        odp.vport(dp.ifindex, "v2"),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(odp.vports(dp.ifindex).unwrap().len(), 2);
+
     odp.delete_datapath(dp.ifindex).unwrap();
     assert_eq!(ovs_dpctl(&h1, &["show"]), "", "nothing is left");
     assert!(matches!(odp.datapath("tdp"), Err(Error::NotFound { .. })));
     let links = h1.ip(["-o", "link", "show"]).unwrap();
-    assert!(!links.contains("tdp"), "the local port went with the datapath: {links}");
+    assert!(
+        !links.contains("tdp"),
+        "the local port went with the datapath: {links}"
+    );
 }
 
 /// Sets up one side of a vxlan link: a datapath on `host` with a vxlan
@@ -187,10 +301,28 @@ fn side(host: &Netns, container: &Netns, addr: &str, mac: [u8; 6]) -> Side {
     let mut odp = client_in(host);
     let upcalls = upcalls_in(host);
     let pid = [upcalls.port_id()];
-    let dp = odp.create_datapath("vx", upcalls.port_id(), 0).unwrap().ifindex;
-    let vxlan = odp.create_vport(dp, "vxlan", VportKind::Vxlan { dst_port: VXLAN_PORT }, &pid).unwrap();
-    assert_eq!((vxlan.kind, vxlan.dst_port), (VportType::Vxlan, Some(VXLAN_PORT)));
-    let local = odp.create_vport(dp, "veth", VportKind::Netdev, &pid).unwrap().port_no;
+    let dp = odp
+        .create_datapath("vx", upcalls.port_id(), 0)
+        .unwrap()
+        .ifindex;
+    let vxlan = odp
+        .create_vport(
+            dp,
+            "vxlan",
+            VportKind::Vxlan {
+                dst_port: VXLAN_PORT,
+            },
+            &pid,
+        )
+        .unwrap();
+    assert_eq!(
+        (vxlan.kind, vxlan.dst_port),
+        (VportType::Vxlan, Some(VXLAN_PORT))
+    );
+    let local = odp
+        .create_vport(dp, "veth", VportKind::Netdev, &pid)
+        .unwrap()
+        .port_no;
     Side {
         odp,
         upcalls,
@@ -230,7 +362,10 @@ fn vxlan_ports_carry_traffic_with_the_tunnel_key() {
     assert!(!pings(&c1, "10.9.1.2"));
     let upcall = wait_upcall(&b.upcalls, |u| u.key.in_port() == Some(b.vxlan));
     assert_eq!(upcall.cmd, PacketCmd::Miss);
-    let tun = upcall.key.tunnel().expect("a tunnel in the key of a packet from vxlan");
+    let tun = upcall
+        .key
+        .tunnel()
+        .expect("a tunnel in the key of a packet from vxlan");
     assert!(tun.contains(&TunnelAttr::Id(42)), "{tun:?}");
     assert!(tun.contains(&TunnelAttr::Ipv4Src(ha)), "{tun:?}");
     assert!(tun.contains(&TunnelAttr::Ipv4Dst(hb)), "{tun:?}");
@@ -262,10 +397,16 @@ fn vxlan_ports_carry_traffic_with_the_tunnel_key() {
     assert_eq!(installed.key.tunnel_id(), Some(42));
     assert!(pings(&c1, "10.9.1.2"), "ping across the vxlan tunnel");
     let flows = b.odp.flows(b.dp).unwrap();
-    let rx = flows.iter().find(|f| f.key.tunnel_id() == Some(42)).expect("the tunnel flow");
+    let rx = flows
+        .iter()
+        .find(|f| f.key.tunnel_id() == Some(42))
+        .expect("the tunnel flow");
     assert!(rx.stats.packets > 0, "{rx:?}");
     let dump = ovs_dpctl(&h1, &["dump-flows", "system@vx"]);
-    assert!(dump.contains("set(tunnel(tun_id=0x2a,src=192.0.2.1,dst=192.0.2.2"), "{dump}");
+    assert!(
+        dump.contains("set(tunnel(tun_id=0x2a,src=192.0.2.1,dst=192.0.2.2"),
+        "{dump}"
+    );
 
     // Changing a flow's actions in place (modify), then a duplicate create.
     let (key, mask) = from_port(b.local);
@@ -286,16 +427,36 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
     let mut odp = client_in(&h1);
     let upcalls = upcalls_in(&h1);
     let pid = [upcalls.port_id()];
-    let dp = odp.create_datapath("up", upcalls.port_id(), 0).unwrap().ifindex;
-    let v1 = odp.create_vport(dp, "v1", VportKind::Netdev, &pid).unwrap().port_no;
-    let v2 = odp.create_vport(dp, "v2", VportKind::Netdev, &pid).unwrap().port_no;
+    let dp = odp
+        .create_datapath("up", upcalls.port_id(), 0)
+        .unwrap()
+        .ifindex;
+    let v1 = odp
+        .create_vport(dp, "v1", VportKind::Netdev, &pid)
+        .unwrap()
+        .port_no;
+    let v2 = odp
+        .create_vport(dp, "v2", VportKind::Netdev, &pid)
+        .unwrap()
+        .port_no;
     // No ARP needed: c1 knows c2's MAC, so the first packet is the datagram.
-    c1.ip(["neigh", "add", "10.9.2.2", "lladdr", &mac_str(mac(2)), "dev", "eth0"]).unwrap();
+    c1.ip([
+        "neigh",
+        "add",
+        "10.9.2.2",
+        "lladdr",
+        &mac_str(mac(2)),
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
 
     let receiver = c2
         .spawn_thread(|| {
             let socket = UdpSocket::bind("10.9.2.2:9999").unwrap();
-            socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut buf = [0u8; 64];
             let (n, from) = socket.recv_from(&mut buf).unwrap();
             (buf[..n].to_vec(), from)
@@ -308,11 +469,19 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
     .unwrap();
 
     let upcall = wait_upcall(&upcalls, |u| {
-        u.key.iter().any(|k| matches!(k, KeyAttr::Udp(PortsKey { dst: 9999, .. })))
+        u.key
+            .iter()
+            .any(|k| matches!(k, KeyAttr::Udp(PortsKey { dst: 9999, .. })))
     });
     assert_eq!(upcall.cmd, PacketCmd::Miss);
     assert_eq!(upcall.key.in_port(), Some(v1));
-    assert_eq!(upcall.key.ethernet(), Some(EthernetKey { src: mac(1), dst: mac(2) }));
+    assert_eq!(
+        upcall.key.ethernet(),
+        Some(EthernetKey {
+            src: mac(1),
+            dst: mac(2)
+        })
+    );
     assert_eq!(upcall.key.ether_type(), Some(0x0800));
     let ipv4 = upcall.key.iter().find_map(|k| match k {
         KeyAttr::Ipv4(ip) => Some(*ip),
@@ -327,7 +496,10 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
         frag: 0,
     };
     assert_eq!(ipv4, Some(expected));
-    assert!(upcall.key.contains(&KeyAttr::Udp(PortsKey { src: 7777, dst: 9999 })));
+    assert!(upcall.key.contains(&KeyAttr::Udp(PortsKey {
+        src: 7777,
+        dst: 9999
+    })));
     // The key describes the packet that came with it.
     let frame = &upcall.packet;
     assert_eq!(&frame[0..6], &mac(2));
@@ -336,7 +508,8 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
 
     // Execute: the datapath delivers the packet we hand back.
     let key = vec![KeyAttr::InPort(v1)];
-    odp.execute(dp, frame, key, vec![Action::Output(v2)]).unwrap();
+    odp.execute(dp, frame, key, vec![Action::Output(v2)])
+        .unwrap();
     let (payload, from) = receiver.join().unwrap().unwrap();
     assert_eq!(payload, b"weft-upcall");
     assert_eq!(from.to_string(), "10.9.2.1:7777");
@@ -344,7 +517,11 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
     // A userspace action hands packets up with our cookie.
     let (key, mask) = from_port(v1);
     let cookie = b"cookie42".to_vec();
-    let flow = Flow::new(key, Some(mask), vec![Action::userspace(upcalls.port_id(), Some(cookie.clone()))]);
+    let flow = Flow::new(
+        key,
+        Some(mask),
+        vec![Action::userspace(upcalls.port_id(), Some(cookie.clone()))],
+    );
     odp.put_flow(dp, &flow, PutMode::Create).unwrap();
     c1.in_thread(|| {
         let socket = UdpSocket::bind("10.9.2.1:7778").unwrap();
@@ -371,8 +548,11 @@ fn kernel_errors_are_told_apart() {
     let err = odp.request(&bad, 0, false, "vport nosuch").unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     // A vxlan port without its UDP port option is invalid.
-    let mut no_port = weft_odp::VportMessage::create(dp.ifindex, "vx0", VportKind::Vxlan { dst_port: 1 }, &[0]);
-    no_port.attrs.retain(|a| !matches!(a, weft_odp::VportAttr::Options(_)));
+    let mut no_port =
+        weft_odp::VportMessage::create(dp.ifindex, "vx0", VportKind::Vxlan { dst_port: 1 }, &[0]);
+    no_port
+        .attrs
+        .retain(|a| !matches!(a, weft_odp::VportAttr::Options(_)));
     let err = odp.request(&no_port, 0, false, "vport vx0").unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 
@@ -381,7 +561,13 @@ fn kernel_errors_are_told_apart() {
     let probe = testbed::workspace_bin("weft-odp-probe").unwrap();
     let as_nobody = |op: &str| {
         let out = h1
-            .command(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .command([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ])
             .arg(&probe)
             .arg(op)
             .output()

@@ -185,7 +185,10 @@ impl Fixed for PortsKey {
 impl Fixed for IcmpKey {
     const LEN: usize = 2;
     fn read(b: &[u8]) -> IcmpKey {
-        IcmpKey { kind: b[0], code: b[1] }
+        IcmpKey {
+            kind: b[0],
+            code: b[1],
+        }
     }
     fn write(&self, buf: &mut Vec<u8>) {
         buf.extend_from_slice(&[self.kind, self.code]);

@@ -5,7 +5,9 @@ mod action;
 mod key;
 
 pub use action::{Action, UserspaceAttr};
-pub use key::{ArpKey, EthernetKey, IcmpKey, Ipv4Key, KeyAttr, KeyFields, PortsKey, TunnelAttr, TunnelKey};
+pub use key::{
+    ArpKey, EthernetKey, IcmpKey, Ipv4Key, KeyAttr, KeyFields, PortsKey, TunnelAttr, TunnelKey,
+};
 
 use crate::{
     DecodeError,

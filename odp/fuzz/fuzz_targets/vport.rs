@@ -1,0 +1,13 @@
+#![no_main]
+//! Any bytes: parsing never panics, and what parses re-emits to bytes that
+//! parse to the same message.
+
+use libfuzzer_sys::fuzz_target;
+use weft_odp::{Message, VportFamily};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(msg) = Message::<VportFamily>::parse(data) {
+        let again = Message::<VportFamily>::parse(&msg.to_bytes()).expect("emitted messages parse");
+        assert_eq!(again, msg);
+    }
+});
