@@ -1,8 +1,31 @@
 //! Cryptography for weft's control connections and userspace data path.
 //!
-//! This crate owns the authenticated key exchange between two routers, the
-//! record layer of the TCP control stream and the sealing of data packets
-//! sent over UDP, including replay protection and rekeying.
+//! This crate owns the authenticated key exchange between two routers
+//! ([`handshake`]), the record layer of the TCP control stream ([`record`],
+//! over [`frame`]) and the sealing of data packets sent over UDP
+//! ([`datagram`]), including replay protection ([`replay`]) and rekeying.
 //!
 //! It must stay pure: no sockets, no threads and no clock (time comes in as
 //! an argument), so every property can be tested in memory and fuzzed.
+//! Secrets live in [`SecretKey`] and are wiped when dropped.
+
+pub mod datagram;
+pub mod frame;
+pub mod handshake;
+pub mod hello;
+mod kdf;
+mod key;
+mod password;
+pub mod record;
+pub mod replay;
+
+pub use datagram::{OpenError, Opener, RekeyPolicy, SealError, Sealer};
+pub use frame::{FrameDecoder, FrameError};
+pub use handshake::{
+    DataKeys, Established, Failure, Handshake, HandshakeError, RefuseCode, Role, Step, refusal,
+};
+pub use hello::{Hello, HelloError};
+pub use kdf::hkdf;
+pub use key::{KEY_LEN, SecretKey, TAG_LEN};
+pub use password::Password;
+pub use record::{RecordError, RecordReceiver, RecordSender};

@@ -1,0 +1,61 @@
+//! Sealing and opening a batch of packets allocates nothing: the hot path
+//! of the userspace data path runs on buffers the caller owns.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Instant,
+};
+
+use weft_crypto::{
+    Opener, RekeyPolicy, Sealer, SecretKey,
+    datagram::{HEADER_LEN, OVERHEAD},
+};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn batches_seal_and_open_without_allocating() {
+    let now = Instant::now();
+    let key = SecretKey::from_bytes([5; 32]);
+    let policy = RekeyPolicy {
+        after_packets: 40, // rekeys inside the batches, which must not allocate either
+        ..RekeyPolicy::default()
+    };
+    let mut sealer = Sealer::new(key.clone(), now, policy);
+    let mut opener = Opener::new(key, policy);
+    let mut packets: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1400 + OVERHEAD]).collect();
+    let mut results = vec![Ok(0..0); packets.len()];
+
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        sealer.seal_batch(now, b"conn", &mut packets).unwrap();
+        opener.open_batch(now, b"conn", &mut packets, &mut results);
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|range| range.start == HEADER_LEN))
+        );
+    }
+    let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(during, 0, "{during} allocations while sealing and opening");
+    assert!(sealer.epoch() >= 15, "the batches crossed rekeys");
+}
