@@ -6,8 +6,12 @@
 //!
 //! It must not hold protocol state machines that do their own I/O: the
 //! handshake lives in `weft-crypto`, the address ring in `weft-ipam` and the
-//! kernel datapath wire format in `weft-odp`; this crate wires them to
-//! sockets, timers and the kernel.
+//! kernel datapath wire format in `weft-odp`; the mesh logic here ([`mesh`])
+//! is pure as well, and the runtime wires all of them to sockets, timers
+//! and the kernel.
+
+pub mod identity;
+pub mod mesh;
 
 /// The version reported by `weft version` and in `weft report`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

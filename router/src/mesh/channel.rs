@@ -1,0 +1,58 @@
+//! Gossip channels: how subsystems (IPAM first) share state over the mesh
+//! without knowing its shape.
+//!
+//! A channel is pure like the mesh: it gets messages and time, and queues
+//! what it wants sent. The mesh routes: gossip goes to neighbors (and what
+//! a neighbor's gossip changed goes on to the others), broadcasts follow
+//! the source's tree, unicasts the shortest path.
+
+use std::{collections::BTreeSet, time::Instant};
+
+use crate::identity::PeerName;
+
+/// What a channel asks the mesh to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// To every neighbor, to merge.
+    Gossip(Vec<u8>),
+    /// To every reachable router.
+    Broadcast(Vec<u8>),
+    /// To one router.
+    Unicast(PeerName, Vec<u8>),
+}
+
+pub trait Channel {
+    /// Merges a neighbor's gossip; returns the part that was news to us, to
+    /// pass on to our other neighbors.
+    fn on_gossip(
+        &mut self,
+        now: Instant,
+        from: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String>;
+
+    fn on_broadcast(
+        &mut self,
+        now: Instant,
+        source: PeerName,
+        payload: &[u8],
+    ) -> Result<(), String>;
+
+    fn on_unicast(&mut self, now: Instant, source: PeerName, payload: &[u8]) -> Result<(), String>;
+
+    /// Everything we know, for periodic anti-entropy and for new neighbors.
+    fn full_state(&self) -> Option<Vec<u8>>;
+
+    /// The set of reachable routers changed.
+    fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>);
+
+    /// Messages to send, taken one at a time.
+    fn poll_outgoing(&mut self) -> Option<Outgoing>;
+
+    /// When the channel wants time to pass in (a deadline), if ever.
+    fn next_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn on_timeout(&mut self, _now: Instant) {}
+}

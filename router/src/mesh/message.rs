@@ -1,0 +1,92 @@
+//! The messages routers exchange over control connections, one per record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    identity::PeerName,
+    mesh::topology::{DigestEntry, PeerInfo},
+};
+
+/// A broadcast that has been forwarded this many times is dropped: trees
+/// never get this deep, but views that disagree while the topology changes
+/// must not let a message circle.
+pub const MAX_BROADCAST_HOPS: u8 = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlMessage {
+    /// Sent when a connection has been idle, to show it is alive.
+    Heartbeat,
+    /// The connection is refused after the handshake (name clash, limit,
+    /// duplicate); the sender closes it next.
+    Refuse { reason: String },
+    /// Topology entries: changes as they happen, and the answer to a
+    /// digest or request.
+    Topology { entries: Vec<PeerInfo> },
+    /// Anti-entropy: which entry versions the sender holds.
+    Digest { entries: Vec<DigestEntry> },
+    /// Entries the sender wants in full.
+    Request { names: Vec<PeerName> },
+    /// A subsystem's state for a neighbor to merge.
+    Gossip { channel: String, payload: Vec<u8> },
+    /// A subsystem's message for every router, along the source's tree.
+    Broadcast {
+        channel: String,
+        source: PeerName,
+        hops: u8,
+        payload: Vec<u8>,
+    },
+    /// A subsystem's message for one router, forwarded hop by hop.
+    Unicast {
+        channel: String,
+        source: PeerName,
+        destination: PeerName,
+        payload: Vec<u8>,
+    },
+}
+
+impl ControlMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("control messages serialize")
+    }
+
+    /// Reads a message off the wire; anything malformed is an error.
+    pub fn decode(bytes: &[u8]) -> Result<ControlMessage, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("malformed control message: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let messages = [
+            ControlMessage::Heartbeat,
+            ControlMessage::Refuse {
+                reason: "name clash".into(),
+            },
+            ControlMessage::Request {
+                names: vec![PeerName::from_u64(7)],
+            },
+            ControlMessage::Broadcast {
+                channel: "ipam".into(),
+                source: PeerName::from_u64(1),
+                hops: 3,
+                payload: vec![1, 2, 3],
+            },
+        ];
+        for m in messages {
+            assert_eq!(ControlMessage::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = ControlMessage::decode(&bytes);
+        }
+    }
+}
