@@ -213,6 +213,9 @@ pub struct Handshake {
     sent: Vec<u8>,
     password: Option<Password>,
     state: State,
+    /// The peer's hello once received: even when the handshake fails, it
+    /// says who claimed to be calling.
+    peer_hello: Option<Hello>,
     #[cfg(test)]
     fixed_ephemeral: Option<[u8; 32]>,
     /// Noise's split and handshake hash, kept for known-answer tests.
@@ -234,12 +237,18 @@ impl Handshake {
             sent,
             password,
             state: State::AwaitHello,
+            peer_hello: None,
             #[cfg(test)]
             fixed_ephemeral: None,
             #[cfg(test)]
             transcript: None,
         };
         (handshake, frame)
+    }
+
+    /// The hello the peer sent, unauthenticated: who it claims to be.
+    pub fn peer_hello(&self) -> Option<&Hello> {
+        self.peer_hello.as_ref()
     }
 
     /// Handles one frame from the peer (a payload from the frame decoder).
@@ -277,6 +286,7 @@ impl Handshake {
             HelloError::NotWeft => HandshakeError::Malformed(e.to_string()),
             other => HandshakeError::Malformed(format!("bad hello: {other}")),
         })?;
+        self.peer_hello = Some(peer.clone());
         let version = self
             .hello
             .negotiate(&peer)

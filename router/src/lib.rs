@@ -10,6 +10,9 @@
 //! is pure as well, and the runtime wires all of them to sockets, timers
 //! and the kernel.
 
+pub mod api;
+pub mod cli;
+pub mod daemon;
 pub mod identity;
 pub mod mesh;
 

@@ -1,22 +1,54 @@
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-/// weft: a container overlay network router.
-#[derive(Parser)]
-#[command(name = "weft", version = weft_router::VERSION, propagate_version = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use clap::Parser;
+use weft_router::{
+    cli::{
+        self,
+        args::{Cli, Command},
+    },
+    daemon,
+};
+
+fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
+    match command {
+        Command::Launch(args) => cli::launch(&args, argv),
+        Command::Router(args) => daemon::run(args),
+        Command::Stop(dirs) => {
+            if !cli::stop(&dirs)? {
+                eprintln!(
+                    "no weft router is running with run directory {}",
+                    dirs.run_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Reset(dirs) => cli::reset(&dirs),
+        Command::Status { what, dirs } => {
+            print!("{}", cli::get(&dirs, what.map_or("/status", |w| w.path()))?);
+            Ok(())
+        }
+        Command::Report(dirs) => {
+            print!("{}", cli::get(&dirs, "/report")?);
+            Ok(())
+        }
+        Command::Connect {
+            peers,
+            replace,
+            dirs,
+        } => cli::peers(&dirs, "/connect", &peers, replace),
+        Command::Forget { peers, dirs } => cli::peers(&dirs, "/forget", &peers, false),
+        Command::Version(dirs) => cli::version(&dirs),
+    }
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the version of this weft binary.
-    Version,
-}
-
-fn main() {
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Version => println!("weft {}", weft_router::VERSION),
+    match run(cli.command, &argv) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

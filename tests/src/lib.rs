@@ -29,6 +29,7 @@ mod process;
 mod spec;
 mod state;
 mod testbed;
+mod weft;
 
 pub use bins::workspace_bin;
 pub use block::{Block, BlockRule};
@@ -38,5 +39,6 @@ pub use probe::{tcp_transfer, udp_probe};
 pub use process::Background;
 pub use spec::{Hop, Node, Spec};
 pub use testbed::{Testbed, destroy, gc, list};
+pub use weft::{WeftHost, eventually};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,201 @@
+//! The control plane at scale: gossip convergence of simulated meshes of
+//! 100, 500 and 1000 routers (each given two random addresses), and the
+//! memory of a real router connected to 50 peers against an idle one
+//! measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use bench::{Row, Summary};
+use clap::Parser;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use testbed::{Spec, Testbed, eventually};
+use weft_router::mesh::sim::Network;
+
+#[derive(Parser)]
+#[command(about = "Gossip convergence and router memory")]
+struct Args {
+    /// Mesh sizes to simulate.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    sizes: Vec<usize>,
+    /// Simulations per size (different seeds).
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
+    /// Peers of the router whose memory is measured (0 skips it).
+    #[arg(long, default_value_t = 50)]
+    memory_peers: usize,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+struct Convergence {
+    simulated: Duration,
+    messages_per_router: f64,
+    bytes_per_router: f64,
+    wall: Duration,
+}
+
+fn simulate(n: usize, seed: u64) -> Convergence {
+    let wall = Instant::now();
+    let mut net = Network::new(seed);
+    for _ in 0..n {
+        net.add_router(|c| c.discovery = false);
+    }
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for r in 0..n {
+        for _ in 0..2 {
+            let other = rng.random_range(0..n);
+            if other != r {
+                net.add_target(r, other);
+            }
+        }
+    }
+    let simulated = net
+        .run_until_converged(Duration::from_millis(10), Duration::from_secs(600))
+        .unwrap_or_else(|| panic!("{n} routers did not converge"));
+    let messages: u64 = net.routers.iter().map(|r| r.messages).sum();
+    let bytes: u64 = net.routers.iter().map(|r| r.bytes).sum();
+    Convergence {
+        simulated,
+        messages_per_router: messages as f64 / n as f64,
+        bytes_per_router: bytes as f64 / n as f64,
+        wall: wall.elapsed(),
+    }
+}
+
+fn rss_kib(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// RSS of router h1 alone, then with `peers` routers connected to it.
+fn memory(peers: usize) -> Result<(f64, f64), String> {
+    let tb =
+        Testbed::create_owned("benchmem", Spec::hosts(peers + 1)).map_err(|e| e.to_string())?;
+    let h1 = tb.weft(1);
+    h1.launch(&[]).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = h1.pid().ok_or("no pid for h1")?;
+    let idle = rss_kib(pid);
+    let first = tb.host_addr(1).to_string();
+    for h in 2..=peers + 1 {
+        tb.weft(h)
+            .launch(&["--no-discovery", &first])
+            .map_err(|e| e.to_string())?;
+    }
+    eventually("all peers connected to h1", Duration::from_secs(60), || {
+        let report = h1.report().map_err(|e| e.to_string())?;
+        let n = report["connections"].as_array().map_or(0, |c| c.len());
+        if n == peers {
+            Ok(())
+        } else {
+            Err(format!("{n} connections"))
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    Ok((idle, rss_kib(pid)))
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let mut rows = Vec::new();
+    let mut baseline: Option<Summary> = None;
+    for &n in &args.sizes {
+        let runs: Vec<Convergence> = (0..args.rounds)
+            .map(|seed| simulate(n, 1000 + seed))
+            .collect();
+        let ms = Summary::of(
+            &runs
+                .iter()
+                .map(|r| r.simulated.as_secs_f64() * 1000.0)
+                .collect::<Vec<_>>(),
+        );
+        let bytes = Summary::of(&runs.iter().map(|r| r.bytes_per_router).collect::<Vec<_>>());
+        let msgs = Summary::of(
+            &runs
+                .iter()
+                .map(|r| r.messages_per_router)
+                .collect::<Vec<_>>(),
+        );
+        let wall = Summary::of(
+            &runs
+                .iter()
+                .map(|r| r.wall.as_secs_f64())
+                .collect::<Vec<_>>(),
+        );
+        eprintln!(
+            "{n} routers: converged in {ms} ms simulated, {bytes} bytes/router, {msgs} messages/router, {wall} s wall"
+        );
+        let base = *baseline.get_or_insert(ms);
+        rows.push(Row {
+            benchmark: "mesh".into(),
+            configuration: format!("{n} simulated routers, 2 random links each, 1 ms latency"),
+            metric: "time to identical full knowledge (simulated)".into(),
+            unit: "ms".into(),
+            value: ms,
+            baseline: Some(base),
+            ratio: Some(Summary {
+                median: ms.median / base.median,
+                min: ms.min / base.median,
+                max: ms.max / base.median,
+            }),
+            target: None,
+            note: format!("baseline: {} routers", args.sizes[0]),
+        });
+        rows.push(Row {
+            benchmark: "mesh".into(),
+            configuration: format!("{n} simulated routers"),
+            metric: "bytes sent per router until converged".into(),
+            unit: "bytes".into(),
+            value: bytes,
+            baseline: None,
+            ratio: None,
+            target: None,
+            note: format!("{} messages per router", msgs.median),
+        });
+    }
+    if args.memory_peers > 0 {
+        let (idle, busy) = memory(args.memory_peers)?;
+        eprintln!(
+            "router RSS: {idle} KiB alone, {busy} KiB with {} peers",
+            args.memory_peers
+        );
+        let mib = |k: f64| Summary {
+            median: k / 1024.0,
+            min: k / 1024.0,
+            max: k / 1024.0,
+        };
+        rows.push(Row {
+            benchmark: "mesh".into(),
+            configuration: format!("one router with {} connected peers", args.memory_peers),
+            metric: "resident memory".into(),
+            unit: "MiB".into(),
+            value: mib(busy),
+            baseline: Some(mib(idle)),
+            ratio: Some(Summary {
+                median: busy / idle,
+                min: busy / idle,
+                max: busy / idle,
+            }),
+            target: None,
+            note: "baseline: the same router before any peer connected".into(),
+        });
+    }
+    println!("{}", Row::markdown_header());
+    for row in &rows {
+        println!("{}", row.markdown());
+    }
+    if let Some(path) = args.json {
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("rows serialize"))
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

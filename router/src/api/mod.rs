@@ -1,0 +1,345 @@
+//! The HTTP API, on a unix socket in the run directory (what the command
+//! line uses) and on a TCP address (127.0.0.1:6784 by default).
+//!
+//! | method and path        | answer                                     |
+//! |------------------------|--------------------------------------------|
+//! | `GET /status`          | summary, text                              |
+//! | `GET /status/peers`    | table of peers and their connections       |
+//! | `GET /status/connections` | table of this router's connections      |
+//! | `GET /status/targets`  | table of addresses this router connects to |
+//! | `GET /report`          | everything, JSON ([`report::Report`])      |
+//! | `POST /connect`        | `{"peers": ["host:port"], "replace": false}` |
+//! | `POST /forget`         | `{"peers": ["host:port"]}`                 |
+//! | `GET /metrics`         | Prometheus text format                     |
+//! | `POST /stop`           | stops the router                           |
+
+pub mod metrics;
+pub mod report;
+
+use std::{convert::Infallible, net::SocketAddr, path::Path};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request as HttpRequest, Response, StatusCode,
+    body::{Bytes, Incoming},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::{mpsc, oneshot},
+};
+
+use crate::daemon::router::Request;
+
+/// The largest request body accepted: peer lists are short.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the API serves from: a line to the router task.
+#[derive(Clone)]
+pub struct Api {
+    router: mpsc::Sender<Request>,
+}
+
+#[derive(Deserialize)]
+struct PeersBody {
+    peers: Vec<String>,
+    #[serde(default)]
+    replace: bool,
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body.into())))
+        .expect("valid response")
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// Resolves `host` or `host:port` (port 6783 by default).
+pub async fn resolve_peer(peer: &str) -> Result<SocketAddr, String> {
+    let with_port = if peer.parse::<SocketAddr>().is_ok()
+        || peer
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+    {
+        peer.to_string()
+    } else {
+        format!("{peer}:6783")
+    };
+    tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| format!("cannot resolve peer {peer:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("peer {peer:?} resolves to no address"))
+}
+
+impl Api {
+    pub fn new(router: mpsc::Sender<Request>) -> Api {
+        Api { router }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, Response<Full<Bytes>>> {
+        let (tx, rx) = oneshot::channel();
+        let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, "the router is stopping\n");
+        self.router
+            .send(make(tx))
+            .await
+            .map_err(|_| unavailable())?;
+        rx.await.map_err(|_| unavailable())
+    }
+
+    /// Answers one request; callable without a socket, which is how the
+    /// routes are tested.
+    pub async fn handle(&self, method: Method, path: &str, body: Bytes) -> Response<Full<Bytes>> {
+        match self.route(method, path, body).await {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    async fn route(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+        let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+        Ok(match (method, path) {
+            (Method::GET, "/status" | "") => {
+                text(StatusCode::OK, self.ask(Request::Report).await?.summary())
+            }
+            (Method::GET, "/status/peers") => text(
+                StatusCode::OK,
+                self.ask(Request::Report).await?.peers_table(),
+            ),
+            (Method::GET, "/status/connections") => text(
+                StatusCode::OK,
+                self.ask(Request::Report).await?.connections_table(),
+            ),
+            (Method::GET, "/status/targets") => text(
+                StatusCode::OK,
+                self.ask(Request::Report).await?.targets_table(),
+            ),
+            (Method::GET, "/report") => {
+                let report = self.ask(Request::Report).await?;
+                json(serde_json::to_string_pretty(&report).expect("reports serialize") + "\n")
+            }
+            (Method::GET, "/metrics") => text(
+                StatusCode::OK,
+                metrics::render(&self.ask(Request::Metrics).await?),
+            ),
+            (Method::POST, "/connect" | "/forget") => {
+                let body: PeersBody = serde_json::from_slice(&body).map_err(|e| {
+                    text(
+                        StatusCode::BAD_REQUEST,
+                        format!("expected {{\"peers\": [\"host:port\", ...]}}: {e}\n"),
+                    )
+                })?;
+                let mut peers = Vec::new();
+                for peer in &body.peers {
+                    peers.push(
+                        resolve_peer(peer)
+                            .await
+                            .map_err(|e| text(StatusCode::BAD_REQUEST, e + "\n"))?,
+                    );
+                }
+                if path == "/connect" {
+                    let replace = body.replace;
+                    self.ask(|done| Request::Connect {
+                        peers,
+                        replace,
+                        done,
+                    })
+                    .await?;
+                } else {
+                    self.ask(|done| Request::Forget { peers, done }).await?;
+                }
+                text(StatusCode::OK, "")
+            }
+            (Method::POST, "/stop") => {
+                let _ = self.router.send(Request::Stop).await;
+                text(StatusCode::OK, "stopping\n")
+            }
+            (method, path) => text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no {method} {path}; see `weft --help` or GET /status, /report, /metrics\n"
+                ),
+            ),
+        })
+    }
+
+    async fn serve_http(
+        self,
+        req: HttpRequest<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return Ok(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large\n",
+                ));
+            }
+        };
+        Ok(self.handle(parts.method, parts.uri.path(), body).await)
+    }
+
+    fn serve_connection<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| api.clone().serve_http(req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+
+    /// Serves on both listeners until the process ends.
+    pub async fn serve(self, tcp: TcpListener, unix: UnixListener) {
+        loop {
+            tokio::select! {
+                Ok((stream, _)) = tcp.accept() => self.serve_connection(stream),
+                Ok((stream, _)) = unix.accept() => self.serve_connection(stream),
+            }
+        }
+    }
+}
+
+/// Binds the unix socket, replacing a stale one from a crashed router.
+pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{report::*, *};
+
+    fn canned() -> Report {
+        Report {
+            router: RouterInfo {
+                name: "02:00:00:00:00:01".into(),
+                nickname: "h1".into(),
+                uid: 7,
+                version: crate::VERSION.into(),
+                protocol: "weft 1..1".into(),
+                port: 6783,
+                encryption: true,
+                discovery: true,
+                conn_limit: 100,
+                uptime_seconds: 3,
+            },
+            peers: vec![PeerReport {
+                name: "02:00:00:00:00:01".into(),
+                nickname: "h1".into(),
+                uid: 7,
+                connections: vec![],
+            }],
+            connections: vec![ConnectionReport {
+                peer: None,
+                nickname: None,
+                address: "192.0.2.9:6783".into(),
+                outbound: true,
+                state: "retrying".into(),
+                overlay: None,
+                encrypted: None,
+                mtu: None,
+                reason: Some("connect: connection refused".into()),
+            }],
+            targets: vec![],
+        }
+    }
+
+    /// An API whose router task answers from a canned report and records
+    /// what it was asked to connect to.
+    fn api() -> (Api, tokio::task::JoinHandle<Vec<SocketAddr>>) {
+        let (tx, mut rx) = mpsc::channel(8);
+        let router = tokio::spawn(async move {
+            let mut connected = Vec::new();
+            while let Some(request) = rx.recv().await {
+                match request {
+                    Request::Report(reply) => {
+                        let _ = reply.send(canned());
+                    }
+                    Request::Connect { peers, done, .. } => {
+                        connected.extend(peers);
+                        let _ = done.send(());
+                    }
+                    Request::Stop => break,
+                    _ => {}
+                }
+            }
+            connected
+        });
+        (Api::new(tx), router)
+    }
+
+    async fn body(response: Response<Full<Bytes>>) -> (StatusCode, String) {
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn routes_answer_without_a_socket() {
+        let (api, router) = api();
+        let (status, text) = body(api.handle(Method::GET, "/status", Bytes::new()).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("Encryption: enabled"), "{text}");
+        assert!(
+            text.contains("Attention"),
+            "a failing connection is flagged: {text}"
+        );
+        let (_, text) = body(api.handle(Method::GET, "/report", Bytes::new()).await).await;
+        let report: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(report, canned());
+        let (_, text) = body(
+            api.handle(Method::GET, "/status/connections", Bytes::new())
+                .await,
+        )
+        .await;
+        assert!(text.contains("connect: connection refused"), "{text}");
+
+        let connect = Bytes::from(r#"{"peers": ["192.0.2.5", "192.0.2.6:7000"]}"#);
+        let (status, _) = body(api.handle(Method::POST, "/connect", connect).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, text) = body(
+            api.handle(Method::POST, "/connect", Bytes::from("peers=x"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("expected"), "{text}");
+        let (status, _) = body(api.handle(Method::GET, "/nonsense", Bytes::new()).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = body(api.handle(Method::POST, "/stop", Bytes::new()).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let connected = router.await.unwrap();
+        assert_eq!(
+            connected,
+            vec![
+                "192.0.2.5:6783".parse().unwrap(),
+                "192.0.2.6:7000".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The command line: `weft launch`, `weft router`, `weft status` and the
+//! rest. Every option's doc comment is its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::identity::PeerName;
+
+/// weft: a container overlay network router.
+///
+/// Every host runs one router; given the address of any other router it
+/// joins the whole mesh. Start it with `weft launch`, look at it with
+/// `weft status`.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version = crate::VERSION, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the router in the background; returns once it answers.
+    Launch(RouterArgs),
+    /// Run the router in the foreground (for systemd and Kubernetes).
+    Router(RouterArgs),
+    /// Stop the router.
+    Stop(DirArgs),
+    /// Stop the router and remove its persisted state.
+    Reset(DirArgs),
+    /// Show the router's state: a summary, or one table.
+    Status {
+        #[command(subcommand)]
+        what: Option<StatusWhat>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Print the router's full state as JSON.
+    Report(DirArgs),
+    /// Connect to more peers (host or host:port).
+    Connect {
+        #[arg(required = true)]
+        peers: Vec<String>,
+        /// Replace the peers given so far instead of adding.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Stop connecting to peers (existing connections stay).
+    Forget {
+        #[arg(required = true)]
+        peers: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Print the version of this weft binary and of the running router.
+    Version(DirArgs),
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWhat {
+    /// Every peer this router knows and its connections.
+    Peers,
+    /// This router's connections, including failed and refused ones.
+    Connections,
+    /// The addresses this router connects to, and how that goes.
+    Targets,
+}
+
+impl StatusWhat {
+    pub fn path(self) -> &'static str {
+        match self {
+            StatusWhat::Peers => "/status/peers",
+            StatusWhat::Connections => "/status/connections",
+            StatusWhat::Targets => "/status/targets",
+        }
+    }
+}
+
+/// Where the router keeps its state and its sockets; several routers on
+/// one machine (simulated hosts) each need their own.
+#[derive(Args, Debug, Clone)]
+pub struct DirArgs {
+    /// Persisted state (peer name, address allocations).
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "/var/lib/weft")]
+    pub data_dir: PathBuf,
+    /// Runtime files: API socket, pid file, log of a launched router.
+    #[arg(long, env = "WEFT_RUN_DIR", default_value = "/run/weft")]
+    pub run_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// Peers to connect to: host or host:port.
+    pub peers: Vec<String>,
+    /// TCP port for control connections from other routers.
+    #[arg(long, env = "WEFT_PORT", default_value_t = 6783)]
+    pub port: u16,
+    /// Address to accept control connections on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// Network password: encrypts and authenticates everything between
+    /// routers. All routers of a mesh need the same one.
+    #[arg(long, env = "WEFT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// This router's name (six hex bytes, like 02:00:00:00:00:01); by
+    /// default derived from the machine id and data directory.
+    #[arg(long)]
+    pub name: Option<PeerName>,
+    /// A name for people; the host name by default.
+    #[arg(long)]
+    pub nickname: Option<String>,
+    /// The HTTP API's TCP address (it also listens on a socket in the run
+    /// directory).
+    #[arg(long, env = "WEFT_HTTP_ADDR", default_value = "127.0.0.1:6784")]
+    pub http_addr: std::net::SocketAddr,
+    /// Most connections to other routers.
+    #[arg(long, default_value_t = 100)]
+    pub conn_limit: usize,
+    /// Connect only to the peers given, not to peers learnt from others.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[command(flatten)]
+    pub dirs: DirArgs,
+}

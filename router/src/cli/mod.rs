@@ -1,0 +1,190 @@
+//! The `weft` command line. Every command but `router` talks to a running
+//! router through its API; `launch` starts one.
+
+pub mod args;
+pub mod client;
+
+use std::{
+    io::{Read, Seek, SeekFrom},
+    os::unix::process::CommandExt,
+    process::{Command as Process, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    api::report::Report,
+    cli::{
+        args::{DirArgs, RouterArgs},
+        client::{Client, ClientError},
+    },
+    daemon::paths::{Paths, read_pid},
+};
+
+/// How long `weft launch` waits for the router's API before giving up.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client(dirs: &DirArgs) -> Client {
+    Client::new(Paths::new(dirs).socket())
+}
+
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(8192)));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `weft launch`: starts `weft router` with the same arguments in the
+/// background, then waits until its API answers or it dies, and says why.
+pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
+    let paths = Paths::new(&args.dirs);
+    let api = client(&args.dirs);
+    if let Ok(body) = api.get("/report") {
+        let report: Report =
+            serde_json::from_str(&body).context("reading the running router's report")?;
+        bail!(
+            "a weft router is already running here: {} ({}); stop it with `weft stop`",
+            report.router.name,
+            report.router.nickname
+        );
+    }
+    std::fs::create_dir_all(&paths.run_dir).with_context(|| {
+        format!(
+            "cannot create the run directory {} (run as root?)",
+            paths.run_dir.display()
+        )
+    })?;
+    let log = std::fs::File::create(paths.log_file())
+        .with_context(|| format!("cannot create {}", paths.log_file().display()))?;
+    let mut router_argv = argv[1..].to_vec();
+    let at = router_argv
+        .iter()
+        .position(|a| a == "launch")
+        .context("no launch subcommand")?;
+    router_argv[at] = "router".into();
+    let exe = std::env::current_exe().context("cannot find the weft binary")?;
+    let mut command = Process::new(exe);
+    command
+        .args(&router_argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the router from our
+    // terminal and session so it outlives this command.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().context("cannot start the router")?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the router exited ({status}) before it was ready:\n{}",
+                tail(&paths.log_file(), 5)
+            );
+        }
+        if let Ok(body) = api.get("/report") {
+            let report: Report = serde_json::from_str(&body)?;
+            println!(
+                "weft router {} ({}) started, pid {}; log {}",
+                report.router.name,
+                report.router.nickname,
+                child.id(),
+                paths.log_file().display()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > LAUNCH_TIMEOUT {
+            let _ = child.kill();
+            bail!(
+                "the router did not answer within {LAUNCH_TIMEOUT:?}; its log says:\n{}",
+                tail(&paths.log_file(), 5)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// `weft stop`: asks the router to stop (or signals it if its API does not
+/// answer) and waits until it is gone. Stopping a stopped router is fine.
+pub fn stop(dirs: &DirArgs) -> Result<bool> {
+    let paths = Paths::new(dirs);
+    let pid = read_pid(&paths.pid_file()).filter(|&p| alive(p));
+    match client(dirs).post("/stop", "") {
+        Ok(_) => {}
+        Err(ClientError::NotRunning(_)) => match pid {
+            Some(pid) => {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .with_context(|| format!("cannot signal the router (pid {pid})"))?;
+            }
+            None => return Ok(false),
+        },
+        Err(e) => return Err(e.into()),
+    }
+    let Some(pid) = pid else { return Ok(true) };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            bail!("the router (pid {pid}) did not stop within {STOP_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(true)
+}
+
+/// `weft reset`: stop, then remove persisted state.
+pub fn reset(dirs: &DirArgs) -> Result<()> {
+    stop(dirs)?;
+    let paths = Paths::new(dirs);
+    for file in paths.state_files().into_iter().chain([paths.log_file()]) {
+        match std::fs::remove_file(&file) {
+            Ok(()) => println!("removed {}", file.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Sends peers to `/connect` or `/forget`.
+pub fn peers(dirs: &DirArgs, path: &str, peers: &[String], replace: bool) -> Result<()> {
+    let body = serde_json::json!({ "peers": peers, "replace": replace });
+    client(dirs).post(path, &body.to_string())?;
+    Ok(())
+}
+
+pub fn get(dirs: &DirArgs, path: &str) -> Result<String> {
+    Ok(client(dirs).get(path)?)
+}
+
+pub fn version(dirs: &DirArgs) -> Result<()> {
+    println!("weft {}", crate::VERSION);
+    if let Ok(body) = client(dirs).get("/report") {
+        let report: Report = serde_json::from_str(&body)?;
+        println!(
+            "router {} (running, {})",
+            report.router.version, report.router.name
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The router process: binds its sockets, builds its identity and runs the
+//! router task and the API until stopped.
+
+pub mod connection;
+pub mod paths;
+pub mod router;
+
+use std::{
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
+use weft_crypto::Password;
+
+use crate::{
+    api::{self, Api},
+    cli::args::RouterArgs,
+    daemon::{
+        connection::Context,
+        paths::Paths,
+        router::{Router, Settings},
+    },
+    identity::{MAX_NICKNAME, PeerIdentity, PeerName},
+    mesh::{Config, Input, Mesh, Source},
+};
+
+/// The peer name: given, or persisted from an earlier start, or derived
+/// from the machine id and the data directory (so simulated hosts on one
+/// machine differ) and then persisted.
+fn peer_name(given: Option<PeerName>, paths: &Paths) -> Result<PeerName> {
+    if let Some(name) = given {
+        return Ok(name);
+    }
+    let file = paths.name_file();
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return text.trim().parse().map_err(|e: String| {
+            anyhow::anyhow!("{}: {e}; remove it or pass --name", file.display())
+        });
+    }
+    let machine_id = std::fs::read_to_string("/etc/machine-id")
+        .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
+        .context("no machine id in /etc/machine-id; pass --name")?;
+    let dir = std::fs::canonicalize(&paths.data_dir).unwrap_or_else(|_| paths.data_dir.clone());
+    let seed = format!("{}\n{}", machine_id.trim(), dir.display());
+    let name = PeerName::derive(seed.as_bytes());
+    std::fs::write(&file, format!("{name}\n"))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(name)
+}
+
+fn nickname(given: Option<String>) -> String {
+    let name = given
+        .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
+        .unwrap_or_else(|| "weft".into());
+    name.chars().take(MAX_NICKNAME).collect()
+}
+
+fn create_dir(dir: &Path, what: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the {what} directory {} (run as root, or choose another with --{what}-dir)",
+            dir.display()
+        )
+    })
+}
+
+async fn bind_tcp(addr: std::net::SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "another process (another weft router?) uses it; choose another with {flag}"
+            ),
+            std::io::ErrorKind::PermissionDenied => "run as root".to_string(),
+            _ => format!("check {flag}"),
+        };
+        anyhow::anyhow!("cannot listen for {what} on {addr}: {e}; {hint}")
+    })
+}
+
+/// Runs the router in the foreground until SIGTERM, SIGINT or `POST /stop`.
+pub fn run(args: RouterArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("bad --log-level {:?}", args.log_level))?;
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: RouterArgs) -> Result<()> {
+    let paths = Paths::new(&args.dirs);
+    create_dir(&paths.data_dir, "data")?;
+    create_dir(&paths.run_dir, "run")?;
+    if let Some(pid) = paths::read_pid(&paths.pid_file()) {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && pid != std::process::id() as i32
+        {
+            bail!(
+                "a weft router is already running with run directory {} (pid {pid}); stop it with `weft stop`",
+                paths.run_dir.display()
+            );
+        }
+    }
+    let mut targets = Vec::new();
+    for peer in &args.peers {
+        targets.push(api::resolve_peer(peer).await.map_err(anyhow::Error::msg)?);
+    }
+    let listener = bind_tcp((args.host, args.port).into(), "peers", "--port").await?;
+    let http = bind_tcp(args.http_addr, "the HTTP API", "--http-addr").await?;
+    let unix = api::bind_unix(&paths.socket())
+        .with_context(|| format!("cannot create the API socket {}", paths.socket().display()))?;
+    let identity = PeerIdentity {
+        name: peer_name(args.name, &paths)?,
+        nickname: nickname(args.nickname.clone()),
+        uid: rand::random(),
+        listen_port: args.port,
+    };
+    let password = args.password.as_deref().map(Password::derive);
+    let clock_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let mut config = Config::new(identity.clone(), clock_ms, rand::random());
+    config.conn_limit = args.conn_limit;
+    config.discovery = !args.no_discovery;
+    let now = std::time::Instant::now();
+    let mut mesh = Mesh::new(config, now);
+    for address in targets {
+        mesh.handle(
+            now,
+            Input::AddTarget {
+                address,
+                source: Source::CommandLine,
+            },
+        );
+    }
+    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", paths.pid_file().display()))?;
+    tracing::info!(
+        name = %identity.name,
+        nickname = %identity.nickname,
+        port = args.port,
+        http = %args.http_addr,
+        encryption = password.is_some(),
+        "weft router {} started",
+        crate::VERSION
+    );
+
+    let (events_tx, events_rx) = mpsc::channel(4096);
+    let (requests_tx, requests_rx) = mpsc::channel(64);
+    let ctx = Context {
+        identity,
+        password: password.clone(),
+        events: events_tx,
+    };
+    let settings = Settings {
+        port: args.port,
+        encryption: password.is_some(),
+        discovery: !args.no_discovery,
+        conn_limit: args.conn_limit,
+    };
+    let api = tokio::spawn(Api::new(requests_tx).serve(http, unix));
+    let router = Router::new(mesh, ctx, events_rx, settings);
+    let mut term =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        }
+    };
+    router.run(listener, requests_rx, shutdown).await;
+    api.abort();
+    let _ = std::fs::remove_file(paths.socket());
+    let _ = std::fs::remove_file(paths.pid_file());
+    Ok(())
+}

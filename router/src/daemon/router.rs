@@ -1,0 +1,463 @@
+//! The router's central task: it owns the mesh, starts connection tasks,
+//! passes their events in and the mesh's decisions out, and answers the API.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    api::report::{
+        ConnectionReport, PeerConnectionReport, PeerReport, Report, RouterInfo, TargetReport,
+    },
+    daemon::connection::{self, Command, Context, Event, PROTOCOL},
+    mesh::{ConnId, Input, Mesh, Output, Source, TargetState},
+};
+
+/// Failed inbound attempts shown in `weft status connections`: the last
+/// few, for a few minutes, so a peer with the wrong password is visible on
+/// this side too.
+const RECENT_FAILURES: usize = 16;
+const FAILURE_MEMORY: Duration = Duration::from_secs(300);
+/// Handshakes in progress at once; more wait in the kernel's backlog, so a
+/// flood of junk connections cannot exhaust the router.
+const MAX_HANDSHAKES: usize = 64;
+
+/// Requests from the API.
+#[derive(Debug)]
+pub enum Request {
+    Report(oneshot::Sender<Report>),
+    Connect {
+        peers: Vec<SocketAddr>,
+        replace: bool,
+        done: oneshot::Sender<()>,
+    },
+    Forget {
+        peers: Vec<SocketAddr>,
+        done: oneshot::Sender<()>,
+    },
+    Metrics(oneshot::Sender<Metrics>),
+    Stop,
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub peers: usize,
+    pub connections_by_state: BTreeMap<String, usize>,
+    pub targets_by_state: BTreeMap<String, usize>,
+    pub refused_by_us: u64,
+    pub failed_attempts: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+}
+
+struct Failure {
+    at: Instant,
+    remote: SocketAddr,
+    /// Who the peer said it was (unauthenticated).
+    peer: Option<crate::identity::PeerIdentity>,
+    reason: String,
+}
+
+pub struct Settings {
+    pub port: u16,
+    pub encryption: bool,
+    pub discovery: bool,
+    pub conn_limit: usize,
+}
+
+pub struct Router {
+    mesh: Mesh,
+    ctx: Context,
+    settings: Settings,
+    conns: BTreeMap<ConnId, mpsc::Sender<Command>>,
+    next_conn: ConnId,
+    events: mpsc::Receiver<Event>,
+    inbound_failures: VecDeque<Failure>,
+    failed_attempts: u64,
+    handshakes: std::sync::Arc<tokio::sync::Semaphore>,
+    started: Instant,
+}
+
+impl Router {
+    pub fn new(
+        mesh: Mesh,
+        ctx: Context,
+        events: mpsc::Receiver<Event>,
+        settings: Settings,
+    ) -> Router {
+        Router {
+            mesh,
+            ctx,
+            settings,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            events,
+            inbound_failures: VecDeque::new(),
+            failed_attempts: 0,
+            handshakes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            started: Instant::now(),
+        }
+    }
+
+    fn conn_id(&mut self) -> ConnId {
+        self.next_conn += 1;
+        self.next_conn
+    }
+
+    /// Runs until stopped by the API or `shutdown`.
+    pub async fn run(
+        mut self,
+        listener: TcpListener,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.mesh.next_timeout());
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => self.accept(stream, remote),
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+                Some(event) = self.events.recv() => self.on_event(event),
+                request = requests.recv() => match request {
+                    Some(Request::Stop) | None => break,
+                    Some(request) => self.on_request(request).await,
+                },
+                _ = tokio::time::sleep_until(deadline) => self.mesh.handle(Instant::now(), Input::Tick),
+                _ = &mut shutdown => break,
+            }
+            self.drain();
+        }
+        for (_, commands) in std::mem::take(&mut self.conns) {
+            let _ = commands.try_send(Command::Close {
+                reason: "the router is stopping".into(),
+                refuse: false,
+            });
+        }
+        tracing::info!("router stopped");
+    }
+
+    fn accept(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let conn = self.conn_id();
+        let ctx = self.ctx.clone();
+        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "too many handshakes in progress; dropping a connection");
+            return;
+        };
+        tokio::spawn(async move {
+            connection::inbound(conn, stream, remote, ctx).await;
+            drop(permit);
+        });
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        let input = match event {
+            Event::Established {
+                conn,
+                peer,
+                address,
+                outbound,
+                target,
+                encrypted,
+                commands,
+            } => {
+                self.conns.insert(conn, commands);
+                Input::Connected {
+                    conn,
+                    peer,
+                    address,
+                    outbound,
+                    target,
+                    encrypted,
+                }
+            }
+            Event::Failed {
+                remote,
+                target,
+                peer,
+                reason,
+                refused,
+                ..
+            } => {
+                self.failed_attempts += 1;
+                match target {
+                    Some(target) => {
+                        tracing::info!(%target, %reason, "connection attempt failed");
+                        Input::ConnectFailed {
+                            target,
+                            peer: peer.map(|p| p.name),
+                            reason,
+                            refused,
+                        }
+                    }
+                    None => {
+                        tracing::info!(%remote, %reason, "incoming connection failed");
+                        self.inbound_failures.push_back(Failure {
+                            at: now,
+                            remote,
+                            peer,
+                            reason,
+                        });
+                        while self.inbound_failures.len() > RECENT_FAILURES {
+                            self.inbound_failures.pop_front();
+                        }
+                        return;
+                    }
+                }
+            }
+            Event::Received { conn, message } => Input::Received { conn, message },
+            Event::Closed { conn, reason } => {
+                self.conns.remove(&conn);
+                Input::Closed { conn, reason }
+            }
+        };
+        self.mesh.handle(now, input);
+    }
+
+    /// Carries out the mesh's decisions.
+    fn drain(&mut self) {
+        while let Some(output) = self.mesh.poll_output() {
+            match output {
+                Output::Connect { target } => {
+                    let conn = self.conn_id();
+                    tokio::spawn(connection::outbound(conn, target, self.ctx.clone()));
+                }
+                Output::Send { conn, message } => {
+                    let Some(commands) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    if commands.try_send(Command::Send(message)).is_err() {
+                        // A full queue means the peer stopped reading.
+                        let reason =
+                            "the peer is not keeping up; dropping the connection".to_string();
+                        let _ = commands.try_send(Command::Close {
+                            reason: reason.clone(),
+                            refuse: false,
+                        });
+                        self.conns.remove(&conn);
+                        self.mesh
+                            .handle(Instant::now(), Input::Closed { conn, reason });
+                    }
+                }
+                Output::Close {
+                    conn,
+                    reason,
+                    refuse,
+                } => {
+                    if let Some(commands) = self.conns.remove(&conn) {
+                        let _ = commands.try_send(Command::Close { reason, refuse });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: Request) {
+        let now = Instant::now();
+        match request {
+            Request::Report(reply) => {
+                let _ = reply.send(self.report(now));
+            }
+            Request::Connect {
+                peers,
+                replace,
+                done,
+            } => {
+                if replace {
+                    let given: Vec<SocketAddr> = self
+                        .mesh
+                        .targets()
+                        .filter(|t| t.source != Source::Discovered)
+                        .map(|t| t.address)
+                        .collect();
+                    for address in given {
+                        self.mesh.handle(now, Input::Forget { address });
+                    }
+                }
+                for address in peers {
+                    self.mesh.handle(
+                        now,
+                        Input::AddTarget {
+                            address,
+                            source: Source::Api,
+                        },
+                    );
+                }
+                let _ = done.send(());
+            }
+            Request::Forget { peers, done } => {
+                for address in peers {
+                    self.mesh.handle(now, Input::Forget { address });
+                }
+                let _ = done.send(());
+            }
+            Request::Metrics(reply) => {
+                let report = self.report(now);
+                let mut m = Metrics {
+                    peers: report.peers.len(),
+                    refused_by_us: self.mesh.stats().refused,
+                    failed_attempts: self.failed_attempts,
+                    messages_sent: self.mesh.stats().messages_sent,
+                    messages_received: self.mesh.stats().messages_received,
+                    ..Metrics::default()
+                };
+                for c in &report.connections {
+                    *m.connections_by_state.entry(c.state.clone()).or_default() += 1;
+                }
+                for t in &report.targets {
+                    *m.targets_by_state.entry(t.state.clone()).or_default() += 1;
+                }
+                let _ = reply.send(m);
+            }
+            Request::Stop => {}
+        }
+    }
+
+    pub fn report(&mut self, now: Instant) -> Report {
+        let mesh = &self.mesh;
+        let id = mesh.identity();
+        let reachable = mesh.routes().reachable();
+        let adjacency = mesh.routes().adjacency();
+        let nickname_of = |name| {
+            mesh.topology()
+                .get(name)
+                .map(|p| p.nickname.clone())
+                .unwrap_or_default()
+        };
+        let peers = mesh
+            .topology()
+            .peers()
+            .filter(|p| reachable.contains(&p.name))
+            .map(|p| PeerReport {
+                name: p.name.to_string(),
+                nickname: p.nickname.clone(),
+                uid: p.uid,
+                connections: p
+                    .connections
+                    .iter()
+                    .map(|c| PeerConnectionReport {
+                        peer: c.peer.to_string(),
+                        nickname: nickname_of(c.peer),
+                        address: c.address.to_string(),
+                        outbound: c.outbound,
+                        established: adjacency.get(&p.name).is_some_and(|a| a.contains(&c.peer)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut connections: Vec<ConnectionReport> = mesh
+            .connections()
+            .map(|c| ConnectionReport {
+                peer: Some(c.peer.name.to_string()),
+                nickname: Some(c.peer.nickname.clone()),
+                address: c.address.to_string(),
+                outbound: c.outbound,
+                state: "established".into(),
+                overlay: None,
+                encrypted: Some(c.encrypted),
+                mtu: None,
+                reason: None,
+            })
+            .collect();
+        let connected: std::collections::BTreeSet<_> =
+            mesh.connections().map(|c| c.peer.name).collect();
+        for t in mesh.targets() {
+            let covered = t.peer.is_some_and(|p| connected.contains(&p));
+            if covered || t.state == TargetState::Connected {
+                continue;
+            }
+            let state = match (t.state, &t.last_error) {
+                (TargetState::Connecting, _) => "connecting",
+                (TargetState::OurOwn, _) => "failed",
+                (_, Some(_)) => "retrying",
+                (_, None) => "connecting",
+            };
+            connections.push(ConnectionReport {
+                peer: t.peer.map(|p| p.to_string()),
+                nickname: t.peer.map(nickname_of).filter(|n| !n.is_empty()),
+                address: t.address.to_string(),
+                outbound: true,
+                state: state.into(),
+                overlay: None,
+                encrypted: None,
+                mtu: None,
+                reason: t.last_error.clone(),
+            });
+        }
+        self.inbound_failures
+            .retain(|f| now.duration_since(f.at) < FAILURE_MEMORY);
+        for f in &self.inbound_failures {
+            connections.push(ConnectionReport {
+                peer: f.peer.as_ref().map(|p| p.name.to_string()),
+                nickname: f.peer.as_ref().map(|p| p.nickname.clone()),
+                address: f.remote.to_string(),
+                outbound: false,
+                state: "failed".into(),
+                overlay: None,
+                encrypted: None,
+                mtu: None,
+                reason: Some(format!(
+                    "{} ({:.0}s ago)",
+                    f.reason,
+                    now.duration_since(f.at).as_secs_f64()
+                )),
+            });
+        }
+        let targets = mesh
+            .targets()
+            .map(|t| {
+                let state = if t.peer.is_some_and(|p| connected.contains(&p)) {
+                    "connected"
+                } else {
+                    match t.state {
+                        TargetState::Waiting => "waiting",
+                        TargetState::Connecting => "connecting",
+                        TargetState::Connected => "connected",
+                        TargetState::OurOwn => "our-own-address",
+                    }
+                };
+                TargetReport {
+                    address: t.address.to_string(),
+                    source: match t.source {
+                        Source::CommandLine => "command-line",
+                        Source::Api => "connect",
+                        Source::Discovered => "discovered",
+                    }
+                    .into(),
+                    state: state.into(),
+                    attempts: t.attempts,
+                    next_try_seconds: (t.state == TargetState::Waiting && state == "waiting")
+                        .then(|| t.next_try.saturating_duration_since(now).as_secs_f64()),
+                    last_error: t.last_error.clone(),
+                }
+            })
+            .collect();
+        Report {
+            router: RouterInfo {
+                name: id.name.to_string(),
+                nickname: id.nickname.clone(),
+                uid: id.uid,
+                version: crate::VERSION.into(),
+                protocol: format!("weft {}..{}", PROTOCOL.0, PROTOCOL.1),
+                port: self.settings.port,
+                encryption: self.settings.encryption,
+                discovery: self.settings.discovery,
+                conn_limit: self.settings.conn_limit,
+                uptime_seconds: now.duration_since(self.started).as_secs(),
+            },
+            peers,
+            connections,
+            targets,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! weft routers on testbed hosts: each host gets its own data and run
+//! directories inside the testbed's state, and runs the workspace's `weft`
+//! binary inside its namespace, the way a user would.
+
+use std::{
+    path::PathBuf,
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{Error, Netns, Result, Testbed, state, workspace_bin};
+
+/// The weft router of one testbed host.
+pub struct WeftHost {
+    pub host: usize,
+    pub netns: Netns,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Testbed {
+    /// The weft router of `host` (not started until [`WeftHost::launch`]).
+    pub fn weft(&self, host: usize) -> WeftHost {
+        let base = state::dir(self.name())
+            .join("weft")
+            .join(format!("h{host}"));
+        WeftHost {
+            host,
+            netns: self.host(host),
+            data_dir: base.join("data"),
+            run_dir: base.join("run"),
+        }
+    }
+}
+
+impl WeftHost {
+    /// Runs `weft ARGS` in the host with this host's directories;
+    /// returns the whole output whatever the exit status.
+    pub fn command(&self, args: &[&str]) -> Result<Output> {
+        let weft = workspace_bin("weft")?;
+        let mut cmd = self.netns.command([weft.as_os_str()]);
+        cmd.args(args)
+            .env("WEFT_DATA_DIR", &self.data_dir)
+            .env("WEFT_RUN_DIR", &self.run_dir)
+            .env_remove("WEFT_PASSWORD");
+        cmd.output().map_err(|source| Error::Spawn {
+            command: format!("weft {}", args.join(" ")),
+            source,
+        })
+    }
+
+    /// Runs `weft ARGS` and returns its stdout; a failure is an error with
+    /// its stderr.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.command(args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Command {
+                command: format!("weft {}", args.join(" ")),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// `weft launch --nickname hN ARGS`.
+    pub fn launch(&self, args: &[&str]) -> Result<String> {
+        let nickname = format!("h{}", self.host);
+        let mut all = vec!["launch", "--nickname", &nickname];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// `weft report`, parsed.
+    pub fn report(&self) -> Result<Value> {
+        let text = self.run(&["report"])?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("weft report is not JSON: {e}\n{text}")))
+    }
+
+    /// The router's pid, from its pid file.
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.run_dir.join("weft.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Kills the router outright, as a crash would.
+    pub fn kill9(&self) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| Error::Spec(format!("no router running on h{}", self.host)))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| Error::Spec(format!("kill {pid}: {e}")))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The router's log (when started with `weft launch`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join("weft.log")).unwrap_or_default()
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after
+/// `timeout` with `what` and the last value seen.
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> std::result::Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}: {last}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
