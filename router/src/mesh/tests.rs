@@ -1,4 +1,6 @@
-use std::time::Duration;
+use std::{cell::RefCell, collections::VecDeque, rc::Rc, time::Duration};
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use super::{sim::Network, *};
 
@@ -220,5 +222,117 @@ fn five_hundred_routers_with_sparse_links_converge_to_identical_knowledge() {
     assert!(
         took < 5 * SEC,
         "gossip should spread in seconds, took {took:?}"
+    );
+}
+
+/// A toy subsystem: gossips the highest number it has seen, and records
+/// the broadcasts and unicasts it receives. The test keeps a handle on the
+/// state the mesh's copy works on.
+#[derive(Default)]
+struct MaxState {
+    value: u64,
+    outgoing: VecDeque<Outgoing>,
+    broadcasts: Vec<(PeerName, Vec<u8>)>,
+    unicasts: Vec<(PeerName, Vec<u8>)>,
+}
+
+struct MaxChannel(Rc<RefCell<MaxState>>);
+
+impl Channel for MaxChannel {
+    fn on_gossip(
+        &mut self,
+        _: Instant,
+        _: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        let v = u64::from_be_bytes(payload.try_into().map_err(|_| "not a u64".to_string())?);
+        let mut s = self.0.borrow_mut();
+        if v > s.value {
+            s.value = v;
+            Ok(Some(payload.to_vec()))
+        } else {
+            Ok(None)
+        }
+    }
+    fn on_broadcast(&mut self, _: Instant, source: PeerName, payload: &[u8]) -> Result<(), String> {
+        self.0
+            .borrow_mut()
+            .broadcasts
+            .push((source, payload.to_vec()));
+        Ok(())
+    }
+    fn on_unicast(&mut self, _: Instant, source: PeerName, payload: &[u8]) -> Result<(), String> {
+        self.0
+            .borrow_mut()
+            .unicasts
+            .push((source, payload.to_vec()));
+        Ok(())
+    }
+    fn full_state(&self) -> Option<Vec<u8>> {
+        Some(self.0.borrow().value.to_be_bytes().to_vec())
+    }
+    fn on_peers_changed(&mut self, _: Instant, _: &BTreeSet<PeerName>) {}
+    fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.0.borrow_mut().outgoing.pop_front()
+    }
+}
+
+#[test]
+fn gossip_channels_gossip_broadcast_and_unicast_across_the_mesh() {
+    let mut net = Network::new(9);
+    let routers: Vec<usize> = (0..8)
+        .map(|_| net.add_router(|c| c.discovery = false))
+        .collect();
+    let states: Vec<Rc<RefCell<MaxState>>> = routers
+        .iter()
+        .map(|&r| {
+            let state = Rc::new(RefCell::new(MaxState::default()));
+            net.routers[r]
+                .mesh
+                .add_channel("max", Box::new(MaxChannel(state.clone())));
+            state
+        })
+        .collect();
+    for w in routers.windows(2) {
+        net.add_target(w[1], w[0]); // a line: broadcasts and unicasts need hops
+    }
+    net.run_for(2 * SEC);
+
+    let source = net.routers[routers[0]].mesh.name();
+    let dest = net.routers[routers[7]].mesh.name();
+    {
+        let mut s3 = states[3].borrow_mut();
+        s3.value = 42;
+        s3.outgoing
+            .push_back(Outgoing::Gossip(42u64.to_be_bytes().to_vec()));
+        let mut s0 = states[0].borrow_mut();
+        s0.outgoing
+            .push_back(Outgoing::Broadcast(b"hello all".to_vec()));
+        s0.outgoing
+            .push_back(Outgoing::Unicast(dest, b"hello 7".to_vec()));
+    }
+    // Any input lets routers 0 and 3 send what their channels queued.
+    net.add_target(routers[0], routers[0]);
+    net.add_target(routers[3], routers[3]);
+    net.run_for(2 * SEC);
+
+    for (r, state) in states.iter().enumerate() {
+        let s = state.borrow();
+        assert_eq!(s.value, 42, "gossip reached router {r}");
+        if r != 0 {
+            assert_eq!(
+                s.broadcasts,
+                vec![(source, b"hello all".to_vec())],
+                "router {r} got the broadcast once"
+            );
+        }
+    }
+    assert_eq!(
+        states[7].borrow().unicasts,
+        vec![(source, b"hello 7".to_vec())]
+    );
+    assert!(
+        states[4].borrow().unicasts.is_empty(),
+        "relays do not consume unicasts"
     );
 }
