@@ -43,8 +43,8 @@ pub enum Error {
     NotFound { what: String },
     #[error("{what} already exists")]
     AlreadyExists { what: String },
-    #[error("the kernel datapath returned {source} for {context}")]
-    Kernel { context: String, source: io::Error },
+    #[error("the kernel datapath returned {cause} for {context}")]
+    Kernel { context: String, cause: io::Error },
     #[error("netlink socket: {0}")]
     Socket(String),
     #[error("unreadable reply from the kernel datapath: {0}")]
@@ -62,7 +62,7 @@ impl Error {
             libc::EEXIST | libc::EBUSY => Error::AlreadyExists { what: context },
             _ => Error::Kernel {
                 context,
-                source: io::Error::from_raw_os_error(errno),
+                cause: io::Error::from_raw_os_error(errno),
             },
         }
     }

@@ -13,8 +13,10 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod datapath;
 pub mod identity;
 pub mod mesh;
+pub mod netdev;
 
 /// The version reported by `weft version` and in `weft report`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

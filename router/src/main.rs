@@ -38,6 +38,9 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         } => cli::peers(&dirs, "/connect", &peers, replace),
         Command::Forget { peers, dirs } => cli::peers(&dirs, "/forget", &peers, false),
         Command::Version(dirs) => cli::version(&dirs),
+        Command::Attach { args, dirs } => cli::attach(&dirs, "/attach", &args),
+        Command::Detach { args, dirs } => cli::attach(&dirs, "/detach", &args),
+        Command::Ps(dirs) => cli::ps(&dirs),
     }
 }
 

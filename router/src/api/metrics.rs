@@ -61,6 +61,15 @@ pub fn render(m: &Metrics) -> String {
         "counter",
         vec![(String::new(), m.messages_received as f64)],
     );
+    gauge(
+        "weft_datapath_total",
+        "The userspace data path's counters: frames from and to the bridge, datagrams and bytes, drops by reason, frames relayed for others.",
+        "counter",
+        m.data
+            .iter()
+            .map(|(k, v)| (format!("{{counter=\"{k}\"}}"), *v as f64))
+            .collect(),
+    );
     out
 }
 

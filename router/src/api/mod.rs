@@ -11,6 +11,9 @@
 //! | `POST /connect`        | `{"peers": ["host:port"], "replace": false}` |
 //! | `POST /forget`         | `{"peers": ["host:port"]}`                 |
 //! | `GET /metrics`         | Prometheus text format                     |
+//! | `POST /attach`         | `{"target": "ns", "addresses": ["10.32.0.5/12"]}` |
+//! | `POST /detach`         | `{"target": "ns", "addresses": []}` (none: all) |
+//! | `GET /ps`              | attached containers, JSON                  |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod metrics;
@@ -32,15 +35,27 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::daemon::router::Request;
+use crate::{
+    daemon::router::Request,
+    netdev::{HostNetwork, target::Target},
+};
 
 /// The largest request body accepted: peer lists are short.
 const MAX_BODY: usize = 64 * 1024;
 
-/// What the API serves from: a line to the router task.
+/// What the API serves from: a line to the router task, and the host's
+/// overlay devices for attaching containers.
 #[derive(Clone)]
 pub struct Api {
     router: mpsc::Sender<Request>,
+    network: Option<std::sync::Arc<HostNetwork>>,
+}
+
+#[derive(Deserialize)]
+struct AttachBody {
+    target: String,
+    #[serde(default)]
+    addresses: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -84,8 +99,81 @@ pub async fn resolve_peer(peer: &str) -> Result<SocketAddr, String> {
 }
 
 impl Api {
-    pub fn new(router: mpsc::Sender<Request>) -> Api {
-        Api { router }
+    pub fn new(router: mpsc::Sender<Request>, network: std::sync::Arc<HostNetwork>) -> Api {
+        Api {
+            router,
+            network: Some(network),
+        }
+    }
+
+    async fn attach(
+        &self,
+        path: &str,
+        body: &Bytes,
+    ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+        let bad = |msg: String| text(StatusCode::BAD_REQUEST, msg + "\n");
+        let network = self
+            .network
+            .as_ref()
+            .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "no overlay network here\n"))?;
+        let body: AttachBody = serde_json::from_slice(body).map_err(|e| {
+            bad(format!(
+                "expected {{\"target\": ..., \"addresses\": [...]}}: {e}"
+            ))
+        })?;
+        let target = Target::parse(&body.target).map_err(|e| bad(e.to_string()))?;
+        let mut addresses = Vec::new();
+        for a in &body.addresses {
+            let net: ipnet::IpNet = a.parse().map_err(|_| {
+                bad(format!(
+                    "{a:?} is not an address with a prefix length, like 10.32.0.5/12"
+                ))
+            })?;
+            addresses.push(net);
+        }
+        let mut registry = network.registry.lock().await;
+        let failed = |e: crate::netdev::attach::AttachError| {
+            text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"))
+        };
+        if path == "/attach" {
+            if addresses.is_empty() {
+                return Err(bad(
+                    "give at least one address (ADDR/PREFIX) until IPAM allocates them".into(),
+                ));
+            }
+            let a = registry
+                .attach(
+                    &network.netlink,
+                    network.bridge,
+                    network.mtu,
+                    &target,
+                    &addresses,
+                )
+                .await
+                .map_err(failed)?;
+            Ok(json(
+                serde_json::to_string(&a).expect("attachments serialize") + "\n",
+            ))
+        } else {
+            let a = registry
+                .detach(&network.netlink, &target, &addresses)
+                .await
+                .map_err(failed)?;
+            Ok(json(
+                serde_json::to_string(&a).expect("attachments serialize") + "\n",
+            ))
+        }
+    }
+
+    async fn ps(&self) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+        let Some(network) = &self.network else {
+            return Ok(json("[]\n".into()));
+        };
+        let mut registry = network.registry.lock().await;
+        let _ = registry.prune(&network.netlink).await;
+        Ok(json(
+            serde_json::to_string_pretty(&registry.list()).expect("attachments serialize") + "\n",
+        ))
     }
 
     async fn ask<T>(
@@ -168,6 +256,8 @@ impl Api {
                 }
                 text(StatusCode::OK, "")
             }
+            (Method::POST, "/attach" | "/detach") => return self.attach(path, &body).await,
+            (Method::GET, "/ps") => return self.ps().await,
             (Method::POST, "/stop") => {
                 let _ = self.router.send(Request::Stop).await;
                 text(StatusCode::OK, "stopping\n")
@@ -290,7 +380,13 @@ mod tests {
             }
             connected
         });
-        (Api::new(tx), router)
+        (
+            Api {
+                router: tx,
+                network: None,
+            },
+            router,
+        )
     }
 
     async fn body(response: Response<Full<Bytes>>) -> (StatusCode, String) {

@@ -57,6 +57,25 @@ pub enum Command {
     },
     /// Print the version of this weft binary and of the running router.
     Version(DirArgs),
+    /// Put a container on the weft network: ADDR/CIDR... TARGET, where
+    /// TARGET is a network namespace name, a namespace path, a pid or a
+    /// Docker container.
+    Attach {
+        /// Addresses with prefix length (10.32.0.5/12), then the target.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Take a container off the weft network, or only some addresses.
+    Detach {
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// List attached containers with their MAC and addresses.
+    Ps(DirArgs),
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +141,15 @@ pub struct RouterArgs {
     /// Connect only to the peers given, not to peers learnt from others.
     #[arg(long)]
     pub no_discovery: bool,
+    /// MTU of the overlay (containers' interfaces); by default the
+    /// underlay interface's MTU minus what encapsulation adds.
+    #[arg(long, env = "WEFT_MTU")]
+    pub mtu: Option<u32>,
+    /// Subnets whose hosts trust each other's network: between two routers
+    /// in them, data goes unencrypted even with a password (control
+    /// connections stay encrypted). Comma-separated CIDRs.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_subnets: Vec<ipnet::IpNet>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

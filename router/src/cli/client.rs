@@ -14,10 +14,10 @@ pub enum ClientError {
         "no weft router is running with this run directory (no API at {0}); start one with `weft launch`"
     )]
     NotRunning(PathBuf),
-    #[error("talking to the router at {path}: {source}")]
+    #[error("talking to the router at {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the router answered {status}: {body}")]
     Status { status: u16, body: String },
@@ -43,9 +43,9 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str, body: &str) -> Result<String, ClientError> {
-        let io = |source| ClientError::Io {
+        let io = |cause| ClientError::Io {
             path: self.socket.clone(),
-            source,
+            cause,
         };
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {

@@ -188,3 +188,37 @@ pub fn version(dirs: &DirArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `weft attach ADDR/CIDR... TARGET` and `weft detach [ADDR/CIDR...] TARGET`.
+pub fn attach(dirs: &DirArgs, path: &str, args: &[String]) -> Result<()> {
+    let (target, addresses) = args.split_last().context("no target given")?;
+    let body = serde_json::json!({ "target": target, "addresses": addresses });
+    let answer = client(dirs).post(path, &body.to_string())?;
+    if path == "/attach" {
+        let attachment: serde_json::Value = serde_json::from_str(&answer)?;
+        for a in attachment["addresses"].as_array().into_iter().flatten() {
+            println!("{}", a.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// `weft ps`: target, MAC, addresses, a line per container.
+pub fn ps(dirs: &DirArgs) -> Result<()> {
+    let list: Vec<serde_json::Value> = serde_json::from_str(&client(dirs).get("/ps")?)?;
+    for a in list {
+        let addrs: Vec<&str> = a["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .collect();
+        println!(
+            "{} {} {}",
+            a["target"].as_str().unwrap_or("-"),
+            a["mac"].as_str().unwrap_or("-"),
+            addrs.join(" ")
+        );
+    }
+    Ok(())
+}

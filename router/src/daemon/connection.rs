@@ -11,8 +11,8 @@ use tokio::{
     time::{Instant, sleep_until, timeout},
 };
 use weft_crypto::{
-    Established, FrameDecoder, Handshake, HandshakeError, Hello, Password, RecordReceiver,
-    RecordSender, Role, handshake::MAX_HANDSHAKE_FRAME, record::MAX_FRAME,
+    DataKeys, Established, FrameDecoder, Handshake, HandshakeError, Hello, Password,
+    RecordReceiver, RecordSender, Role, handshake::MAX_HANDSHAKE_FRAME, record::MAX_FRAME,
 };
 
 use crate::{
@@ -36,10 +36,14 @@ pub enum Event {
     Established {
         conn: ConnId,
         peer: PeerIdentity,
+        /// Where the peer accepts control connections.
         address: SocketAddr,
+        /// Our end of the connection.
+        local: SocketAddr,
         outbound: bool,
         target: Option<SocketAddr>,
-        encrypted: bool,
+        /// Keys for the data path; `None` on a mesh without a password.
+        data_keys: Option<DataKeys>,
         commands: mpsc::Sender<Command>,
     },
     /// An attempt that never got established.
@@ -192,15 +196,18 @@ async fn run(
         Err(e) => return fail(&ctx, conn, remote, target, None, e, false).await,
     };
     let address = SocketAddr::new(remote.ip(), peer.listen_port);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
     let (commands, command_rx) = mpsc::channel(SEND_QUEUE);
-    let encrypted = established.data_keys.is_some();
     let event = Event::Established {
         conn,
         peer,
         address,
+        local,
         outbound: target.is_some(),
         target,
-        encrypted,
+        data_keys: established.data_keys.clone(),
         commands,
     };
     if ctx.events.send(event).await.is_err() {

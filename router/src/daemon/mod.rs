@@ -7,6 +7,7 @@ pub mod router;
 
 use std::{
     path::Path,
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -22,8 +23,13 @@ use crate::{
         paths::Paths,
         router::{Router, Settings},
     },
+    datapath::{
+        self, encap,
+        engine::{self, DataPlane},
+    },
     identity::{MAX_NICKNAME, PeerIdentity, PeerName},
     mesh::{Config, Input, Mesh, Source},
+    netdev::{self, HostNetwork, Netlink, attach::Registry},
 };
 
 /// The peer name: given, or persisted from an earlier start, or derived
@@ -116,6 +122,14 @@ async fn serve(args: RouterArgs) -> Result<()> {
         targets.push(api::resolve_peer(peer).await.map_err(anyhow::Error::msg)?);
     }
     let listener = bind_tcp((args.host, args.port).into(), "peers", "--port").await?;
+    let udp = std::net::UdpSocket::bind((args.host, args.port)).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for data on UDP {}:{}: {e}; choose another --port",
+            args.host,
+            args.port
+        )
+    })?;
+    datapath::socket::prepare(&udp).context("cannot set up the UDP socket")?;
     let http = bind_tcp(args.http_addr, "the HTTP API", "--http-addr").await?;
     let unix = api::bind_unix(&paths.socket())
         .with_context(|| format!("cannot create the API socket {}", paths.socket().display()))?;
@@ -126,6 +140,35 @@ async fn serve(args: RouterArgs) -> Result<()> {
         listen_port: args.port,
     };
     let password = args.password.as_deref().map(Password::derive);
+
+    // The host side of the overlay: bridge, TAP, and the MTU that fits.
+    let netlink = Netlink::here().context("cannot talk to the kernel over netlink")?;
+    let underlay = netdev::underlay(&netlink, &targets).await?;
+    let overlay_mtu = match args.mtu {
+        Some(mtu) => mtu,
+        None => underlay
+            .mtu
+            .saturating_sub(encap::overhead(password.is_some())),
+    };
+    if overlay_mtu < netdev::MIN_MTU {
+        bail!(
+            "the overlay MTU would be {overlay_mtu} (underlay {} has MTU {}): too small; give --mtu",
+            underlay.name,
+            underlay.mtu
+        );
+    }
+    let (bridge, tap) = netdev::setup(&netlink, overlay_mtu).await?;
+    let mut registry = Registry::load(paths.data_dir.join("attachments.json"))?;
+    registry.prune(&netlink).await?;
+    registry.set_mtu(&netlink, overlay_mtu).await;
+    tracing::info!(
+        underlay = %underlay.name,
+        underlay_mtu = underlay.mtu,
+        overlay_mtu,
+        bridge = netdev::BRIDGE,
+        "overlay network ready"
+    );
+
     let clock_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -156,6 +199,17 @@ async fn serve(args: RouterArgs) -> Result<()> {
         crate::VERSION
     );
 
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let data = DataPlane::start(
+        engine::Config {
+            local: identity.name,
+            tap: tap.try_clone_fd().context("cannot share the TAP device")?,
+            udp,
+            link_mtu: underlay.mtu,
+        },
+        reports_tx,
+    )
+    .context("cannot start the data path")?;
     let (events_tx, events_rx) = mpsc::channel(4096);
     let (requests_tx, requests_rx) = mpsc::channel(64);
     let ctx = Context {
@@ -168,9 +222,17 @@ async fn serve(args: RouterArgs) -> Result<()> {
         encryption: password.is_some(),
         discovery: !args.no_discovery,
         conn_limit: args.conn_limit,
+        trusted_subnets: args.trusted_subnets.clone(),
+        overlay_mtu,
     };
-    let api = tokio::spawn(Api::new(requests_tx).serve(http, unix));
-    let router = Router::new(mesh, ctx, events_rx, settings);
+    let network = Arc::new(HostNetwork {
+        netlink,
+        bridge: bridge.index,
+        mtu: overlay_mtu,
+        registry: tokio::sync::Mutex::new(registry),
+    });
+    let api = tokio::spawn(Api::new(requests_tx, network).serve(http, unix));
+    let router = Router::new(mesh, ctx, events_rx, settings, data, reports_rx);
     let mut term =
         tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let shutdown = async move {
@@ -181,6 +243,7 @@ async fn serve(args: RouterArgs) -> Result<()> {
     };
     router.run(listener, requests_rx, shutdown).await;
     api.abort();
+    drop(tap);
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
     Ok(())

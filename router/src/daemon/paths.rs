@@ -40,7 +40,7 @@ impl Paths {
 
     /// Everything `weft reset` removes from the data directory.
     pub fn state_files(&self) -> Vec<PathBuf> {
-        vec![self.name_file()]
+        vec![self.name_file(), self.data_dir.join("attachments.json")]
     }
 }
 

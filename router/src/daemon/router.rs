@@ -2,10 +2,14 @@
 //! passes their events in and the mesh's decisions out, and answers the API.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
-    net::SocketAddr,
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use ipnet::IpNet;
+use weft_crypto::DataKeys;
 
 use tokio::{
     net::TcpListener,
@@ -17,7 +21,12 @@ use crate::{
         ConnectionReport, PeerConnectionReport, PeerReport, Report, RouterInfo, TargetReport,
     },
     daemon::connection::{self, Command, Context, Event, PROTOCOL},
-    mesh::{ConnId, Input, Mesh, Output, Source, TargetState},
+    datapath::{
+        encap,
+        engine::{self, DataPlane, PathReport, PeerSpec},
+    },
+    identity::PeerName,
+    mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last
@@ -56,6 +65,8 @@ pub struct Metrics {
     pub failed_attempts: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
+    /// The data path's counters by name.
+    pub data: BTreeMap<&'static str, u64>,
 }
 
 struct Failure {
@@ -71,6 +82,30 @@ pub struct Settings {
     pub encryption: bool,
     pub discovery: bool,
     pub conn_limit: usize,
+    /// Subnets between whose hosts data goes unencrypted.
+    pub trusted_subnets: Vec<IpNet>,
+    /// MTU of the containers' interfaces.
+    pub overlay_mtu: u32,
+}
+
+/// A connection's data path, from the handshake until it is torn down.
+struct DataSetup {
+    peer: PeerName,
+    remote: IpAddr,
+    keys: Option<DataKeys>,
+    /// The session id our peer is to put on datagrams for us.
+    session: u32,
+    /// Whether we want its data sealed.
+    encrypt: bool,
+    /// Set once the peer told us its UDP port and the engine knows it.
+    active: bool,
+}
+
+/// What the data path last said about a peer.
+#[derive(Clone, Debug)]
+struct PathState {
+    sealed: bool,
+    report: Option<PathReport>,
 }
 
 pub struct Router {
@@ -84,6 +119,11 @@ pub struct Router {
     failed_attempts: u64,
     handshakes: std::sync::Arc<tokio::sync::Semaphore>,
     started: Instant,
+    data: DataPlane,
+    reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
+    setups: HashMap<ConnId, DataSetup>,
+    paths: HashMap<PeerName, PathState>,
+    sent_routes: Arc<Routes>,
 }
 
 impl Router {
@@ -92,8 +132,15 @@ impl Router {
         ctx: Context,
         events: mpsc::Receiver<Event>,
         settings: Settings,
+        data: DataPlane,
+        reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
     ) -> Router {
         Router {
+            sent_routes: mesh.data_routes(),
+            data,
+            reports,
+            setups: HashMap::new(),
+            paths: HashMap::new(),
             mesh,
             ctx,
             settings,
@@ -128,6 +175,7 @@ impl Router {
                     Err(e) => tracing::warn!(error = %e, "accept failed"),
                 },
                 Some(event) = self.events.recv() => self.on_event(event),
+                Some(report) = self.reports.recv() => self.on_path(report),
                 request = requests.recv() => match request {
                     Some(Request::Stop) | None => break,
                     Some(request) => self.on_request(request).await,
@@ -136,6 +184,11 @@ impl Router {
                 _ = &mut shutdown => break,
             }
             self.drain();
+            let routes = self.mesh.data_routes();
+            if !Arc::ptr_eq(&routes, &self.sent_routes) {
+                self.data.send(engine::Command::Routes(routes.clone()));
+                self.sent_routes = routes;
+            }
         }
         for (_, commands) in std::mem::take(&mut self.conns) {
             let _ = commands.try_send(Command::Close {
@@ -166,20 +219,45 @@ impl Router {
                 conn,
                 peer,
                 address,
+                local,
                 outbound,
                 target,
-                encrypted,
+                data_keys,
                 commands,
             } => {
                 self.conns.insert(conn, commands);
-                Input::Connected {
+                let name = peer.name;
+                let trusted = |ip: IpAddr| {
+                    self.settings
+                        .trusted_subnets
+                        .iter()
+                        .any(|net| net.contains(&ip))
+                };
+                self.setups.insert(
                     conn,
-                    peer,
-                    address,
-                    outbound,
-                    target,
-                    encrypted,
-                }
+                    DataSetup {
+                        peer: name,
+                        remote: address.ip(),
+                        encrypt: data_keys.is_some()
+                            && !(trusted(local.ip()) && trusted(address.ip())),
+                        keys: data_keys.clone(),
+                        session: rand::random::<u32>().max(1),
+                        active: false,
+                    },
+                );
+                self.mesh.handle(
+                    now,
+                    Input::Connected {
+                        conn,
+                        peer,
+                        address,
+                        outbound,
+                        target,
+                        encrypted: data_keys.is_some(),
+                    },
+                );
+                self.offer_data_path(conn, name);
+                return;
             }
             Event::Failed {
                 remote,
@@ -215,13 +293,100 @@ impl Router {
                     }
                 }
             }
+            Event::Received {
+                conn,
+                message:
+                    ControlMessage::DataPath {
+                        udp_port,
+                        session,
+                        encrypt,
+                    },
+            } => return self.start_data_path(conn, udp_port, session, encrypt),
             Event::Received { conn, message } => Input::Received { conn, message },
             Event::Closed { conn, reason } => {
                 self.conns.remove(&conn);
+                if let Some(setup) = self.setups.remove(&conn) {
+                    if setup.active {
+                        self.data.send(engine::Command::RemovePeer(setup.peer));
+                        self.paths.remove(&setup.peer);
+                    }
+                }
                 Input::Closed { conn, reason }
             }
         };
         self.mesh.handle(now, input);
+    }
+
+    /// Tells the peer of an accepted connection how to reach our data path.
+    fn offer_data_path(&mut self, conn: ConnId, peer: PeerName) {
+        let accepted = self.mesh.connection_to(peer).is_some_and(|c| c.id == conn);
+        let Some(setup) = self.setups.get(&conn) else {
+            return;
+        };
+        if !accepted {
+            self.setups.remove(&conn);
+            return;
+        }
+        let offer = ControlMessage::DataPath {
+            udp_port: self.settings.port,
+            session: setup.session,
+            encrypt: setup.encrypt,
+        };
+        if let Some(commands) = self.conns.get(&conn) {
+            let _ = commands.try_send(Command::Send(offer));
+        }
+    }
+
+    /// The peer's offer arrived: the data path can start.
+    fn start_data_path(&mut self, conn: ConnId, udp_port: u16, session: u32, encrypt: bool) {
+        let Some(setup) = self.setups.get_mut(&conn) else {
+            return;
+        };
+        if setup.active {
+            return;
+        }
+        let seal = setup.encrypt || encrypt;
+        let keys = if seal { setup.keys.clone() } else { None };
+        if seal && keys.is_none() {
+            tracing::error!(peer = %setup.peer, "the peer wants encrypted data but there are no keys");
+            return;
+        }
+        setup.active = true;
+        let peer = setup.peer;
+        // A newer connection to the same peer replaces the older's path.
+        for (other, s) in self.setups.iter_mut() {
+            if *other != conn && s.peer == peer {
+                s.active = false;
+            }
+        }
+        let setup = &self.setups[&conn];
+        self.paths.insert(
+            peer,
+            PathState {
+                sealed: keys.is_some(),
+                report: None,
+            },
+        );
+        self.data.send(engine::Command::AddPeer(PeerSpec {
+            name: peer,
+            addr: SocketAddr::new(setup.remote, udp_port),
+            send_session: session,
+            recv_session: setup.session,
+            keys,
+        }));
+        tracing::info!(%peer, sealed = seal, "data path started");
+    }
+
+    /// The data path reported a change for a peer.
+    fn on_path(&mut self, report: PathReport) {
+        tracing::info!(peer = %report.peer, usable = report.usable, mtu = ?report.path_mtu, "data path changed");
+        let usable = report.usable;
+        let peer = report.peer;
+        if let Some(state) = self.paths.get_mut(&peer) {
+            state.report = Some(report);
+        }
+        self.mesh
+            .handle(Instant::now(), Input::DataPath { peer, usable });
     }
 
     /// Carries out the mesh's decisions.
@@ -317,6 +482,7 @@ impl Router {
                 for t in &report.targets {
                     *m.targets_by_state.entry(t.state.clone()).or_default() += 1;
                 }
+                m.data = self.data.counters.snapshot();
                 let _ = reply.send(m);
             }
             Request::Stop => {}
@@ -355,18 +521,32 @@ impl Router {
                     .collect(),
             })
             .collect();
+        let overlay_mtu = self.settings.overlay_mtu;
         let mut connections: Vec<ConnectionReport> = mesh
             .connections()
-            .map(|c| ConnectionReport {
-                peer: Some(c.peer.name.to_string()),
-                nickname: Some(c.peer.nickname.clone()),
-                address: c.address.to_string(),
-                outbound: c.outbound,
-                state: "established".into(),
-                overlay: None,
-                encrypted: Some(c.encrypted),
-                mtu: None,
-                reason: None,
+            .map(|c| {
+                let path = self.paths.get(&c.peer.name);
+                let report = path.and_then(|p| p.report.as_ref());
+                let usable = report.is_some_and(|r| r.usable);
+                let sealed = path.map_or(c.encrypted, |p| p.sealed);
+                let reason = match report {
+                    _ if usable => None,
+                    Some(r) => r.reason.clone(),
+                    None => Some("waiting for the data path's first heartbeat".into()),
+                };
+                ConnectionReport {
+                    peer: Some(c.peer.name.to_string()),
+                    nickname: Some(c.peer.nickname.clone()),
+                    address: c.address.to_string(),
+                    outbound: c.outbound,
+                    state: if usable { "established" } else { "connected" }.into(),
+                    overlay: usable.then(|| "userspace".to_string()),
+                    encrypted: Some(sealed),
+                    mtu: report
+                        .and_then(|r| r.path_mtu)
+                        .map(|m| m.saturating_sub(encap::overhead(sealed)).min(overlay_mtu)),
+                    reason,
+                }
             })
             .collect();
         let connected: std::collections::BTreeSet<_> =

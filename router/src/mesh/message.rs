@@ -42,6 +42,13 @@ pub enum ControlMessage {
         destination: PeerName,
         payload: Vec<u8>,
     },
+    /// How to reach the sender's data path: its UDP port, the session id to
+    /// put on datagrams for it, and whether it wants them encrypted.
+    DataPath {
+        udp_port: u16,
+        session: u32,
+        encrypt: bool,
+    },
 }
 
 impl ControlMessage {

@@ -104,6 +104,12 @@ pub enum Input {
         address: SocketAddr,
         source: Source,
     },
+    /// The data path of the connection to `peer` started or stopped
+    /// carrying data.
+    DataPath {
+        peer: PeerName,
+        usable: bool,
+    },
     Forget {
         address: SocketAddr,
     },
@@ -139,6 +145,8 @@ pub struct Connection {
     pub target: Option<SocketAddr>,
     pub encrypted: bool,
     pub since: Instant,
+    /// Whether its data path carries data.
+    pub usable: bool,
 }
 
 /// Message counts, for metrics and the simulation's report.
@@ -155,6 +163,9 @@ pub struct Mesh {
     rng: SmallRng,
     topology: Topology,
     routes: Routes,
+    /// Routes over connections that carry data, for frames; shared with
+    /// the data path, replaced (never changed) when recomputed.
+    data_routes: std::sync::Arc<Routes>,
     routes_stale: bool,
     /// Route recomputation is batched like gossip: at most once per
     /// gossip delay, unless a message needs routes now.
@@ -191,6 +202,7 @@ impl Mesh {
             rng,
             topology: Topology::new(local),
             routes: Routes::compute(name, Default::default()),
+            data_routes: std::sync::Arc::new(Routes::compute(name, Default::default())),
             routes_stale: false,
             refresh_routes_at: None,
             conns: BTreeMap::new(),
@@ -219,6 +231,11 @@ impl Mesh {
 
     pub fn routes(&self) -> &Routes {
         &self.routes
+    }
+
+    /// Routes for frames: over connections whose data path works.
+    pub fn data_routes(&self) -> std::sync::Arc<Routes> {
+        self.data_routes.clone()
     }
 
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
@@ -292,6 +309,18 @@ impl Mesh {
             Input::Closed { conn, reason } => self.on_closed(conn, reason),
             Input::Received { conn, message } => self.on_message(conn, message),
             Input::AddTarget { address, source } => self.maker.add(address, source, now),
+            Input::DataPath { peer, usable } => {
+                if let Some(c) = self
+                    .by_peer
+                    .get(&peer)
+                    .and_then(|id| self.conns.get_mut(id))
+                {
+                    if c.usable != usable {
+                        c.usable = usable;
+                        self.local_connections_changed();
+                    }
+                }
+            }
             Input::Forget { address } => {
                 self.maker.forget(&address);
             }
@@ -382,6 +411,7 @@ impl Mesh {
                 target,
                 encrypted,
                 since: self.now,
+                usable: false,
             },
         );
         self.local_connections_changed();
@@ -445,6 +475,7 @@ impl Mesh {
                 peer: c.peer.name,
                 address: c.address,
                 outbound: c.outbound,
+                usable: c.usable,
             })
             .collect();
         if self.topology.set_local_connections(connections) {
@@ -482,7 +513,8 @@ impl Mesh {
         };
         self.stats.messages_received += 1;
         match message {
-            ControlMessage::Heartbeat => {}
+            // The data path's own negotiation; the runtime handles it.
+            ControlMessage::Heartbeat | ControlMessage::DataPath { .. } => {}
             ControlMessage::Refuse { reason } => self.on_refused(conn, reason),
             ControlMessage::Topology { entries } => self.merge(entries, from),
             ControlMessage::Digest { entries } => {
@@ -633,6 +665,10 @@ impl Mesh {
             return;
         }
         self.routes = Routes::compute(self.name(), self.topology.adjacency());
+        let data = self.topology.data_adjacency();
+        if data != *self.data_routes.adjacency() {
+            self.data_routes = std::sync::Arc::new(Routes::compute(self.name(), data));
+        }
         self.routes_stale = false;
         self.refresh_routes_at = None;
         let reachable = self.routes.reachable();

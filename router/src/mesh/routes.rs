@@ -7,8 +7,8 @@
 //! and no router can loop it. Ties go to the lower peer name.
 
 use std::{
-    cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::Mutex,
 };
 
 use crate::identity::PeerName;
@@ -20,8 +20,9 @@ pub struct Routes {
     adjacency: Adjacency,
     /// Destination -> our neighbor on the way there.
     next_hop: BTreeMap<PeerName, PeerName>,
-    /// Broadcast trees, computed on first use per source.
-    children: RefCell<HashMap<PeerName, Vec<PeerName>>>,
+    /// Broadcast trees, computed on first use per source (routes are
+    /// shared with the data path's thread, hence the lock).
+    children: Mutex<HashMap<PeerName, Vec<PeerName>>>,
 }
 
 /// Parent of each peer in the breadth-first tree rooted at `root`; peers
@@ -58,7 +59,7 @@ impl Routes {
             local,
             adjacency,
             next_hop,
-            children: RefCell::new(HashMap::new()),
+            children: Mutex::new(HashMap::new()),
         }
     }
 
@@ -74,7 +75,8 @@ impl Routes {
 
     /// Our neighbors that get a broadcast originated by `source` from us.
     pub fn broadcast_children(&self, source: PeerName) -> Vec<PeerName> {
-        if let Some(children) = self.children.borrow().get(&source) {
+        let mut cache = self.children.lock().expect("no panics while holding it");
+        if let Some(children) = cache.get(&source) {
             return children.clone();
         }
         let children: Vec<PeerName> = bfs_tree(&self.adjacency, source)
@@ -82,7 +84,7 @@ impl Routes {
             .filter(|(_, parent)| *parent == self.local)
             .map(|(child, _)| child)
             .collect();
-        self.children.borrow_mut().insert(source, children.clone());
+        cache.insert(source, children.clone());
         children
     }
 

@@ -36,6 +36,9 @@ pub struct ConnInfo {
     /// others try when they discover the peer.
     pub address: SocketAddr,
     pub outbound: bool,
+    /// Whether data crosses this connection (its data path passes
+    /// heartbeats), not only control messages.
+    pub usable: bool,
 }
 
 /// `(name, uid, version)`: enough to tell who has the newer entry.
@@ -154,14 +157,24 @@ impl Topology {
         }
     }
 
-    /// Connections both ends report: the graph routes run on.
+    /// Connections both ends report: the graph control messages route on.
     pub fn adjacency(&self) -> BTreeMap<PeerName, BTreeSet<PeerName>> {
+        self.edges(|_| true)
+    }
+
+    /// Connections both ends report as carrying data: the graph frames
+    /// route on.
+    pub fn data_adjacency(&self) -> BTreeMap<PeerName, BTreeSet<PeerName>> {
+        self.edges(|c| c.usable)
+    }
+
+    fn edges(&self, keep: impl Fn(&ConnInfo) -> bool) -> BTreeMap<PeerName, BTreeSet<PeerName>> {
         let reports = |a: PeerName, b: PeerName| {
             self.entries.get(&a).is_some_and(|e| {
                 e.info
                     .connections
                     .binary_search_by(|c| c.peer.cmp(&b))
-                    .is_ok()
+                    .is_ok_and(|i| keep(&e.info.connections[i]))
             })
         };
         let mut adjacency: BTreeMap<PeerName, BTreeSet<PeerName>> = BTreeMap::new();
@@ -169,7 +182,7 @@ impl Topology {
             let a = entry.info.name;
             adjacency.entry(a).or_default();
             for c in &entry.info.connections {
-                if a < c.peer && reports(c.peer, a) {
+                if a < c.peer && keep(c) && reports(c.peer, a) {
                     adjacency.entry(a).or_default().insert(c.peer);
                     adjacency.entry(c.peer).or_default().insert(a);
                 }
@@ -272,6 +285,7 @@ mod tests {
                     peer: name(*p),
                     address: format!("192.0.2.{p}:6783").parse().unwrap(),
                     outbound: true,
+                    usable: *p != 3,
                 })
                 .collect(),
         }
@@ -321,6 +335,17 @@ mod tests {
         let adj = t.adjacency();
         assert_eq!(adj[&name(1)], BTreeSet::from([name(2)]));
         assert!(adj[&name(3)].is_empty());
+    }
+
+    #[test]
+    fn data_routes_use_only_connections_that_carry_data() {
+        let now = Instant::now();
+        // 1 - 2 carries data; 1 - 3 only control (see `info`).
+        let mut t = Topology::new(info(1, 1, 1, &[2, 3]));
+        t.merge(info(2, 1, 1, &[1]), now);
+        t.merge(info(3, 1, 1, &[1]), now);
+        assert_eq!(t.adjacency()[&name(1)], BTreeSet::from([name(2), name(3)]));
+        assert_eq!(t.data_adjacency()[&name(1)], BTreeSet::from([name(2)]));
     }
 
     #[test]

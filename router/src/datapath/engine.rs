@@ -1,0 +1,684 @@
+//! The userspace data path at work: one thread per router that moves
+//! frames between the bridge's TAP port and UDP datagrams to peers.
+//!
+//! Everything it decides comes from the pure parts: [`forwarding`] says
+//! where a frame goes, the data routes say how to get there, [`udp_path`]
+//! says whether a peer is reachable and how large a datagram may be,
+//! [`encap`] and `weft_crypto` say what goes on the wire.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{SocketAddr, UdpSocket},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::net::UnixDatagram,
+    },
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use weft_crypto::{DataKeys, Opener, RekeyPolicy, Sealer, datagram::OVERHEAD as SEAL_OVERHEAD};
+
+use super::{
+    encap::{self, HEADER_LEN, Header, Kind, MAX_HOPS, Routing},
+    forwarding::{MacTable, Outbound, from_bridge, from_router},
+    icmp,
+    packet::macs,
+    udp_path::{DEAD_AFTER, UdpPath},
+};
+use crate::{identity::PeerName, mesh::Routes, netdev::tap::VNET_HDR_LEN};
+
+/// Room for the largest frame a TAP hands over, with its virtio header.
+const BUF_LEN: usize = 65536 + VNET_HDR_LEN;
+/// Frames or datagrams handled per wake-up before looking at the others,
+/// so neither direction starves the other.
+const BATCH: usize = 64;
+
+/// How to reach one peer's data path.
+pub struct PeerSpec {
+    pub name: PeerName,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+    /// The session id it asked us to put on datagrams for it.
+    pub send_session: u32,
+    /// The session id we asked it to use; it identifies its datagrams.
+    pub recv_session: u32,
+    /// Keys to seal with, or none for a cleartext path.
+    pub keys: Option<DataKeys>,
+}
+
+pub enum Command {
+    AddPeer(PeerSpec),
+    RemovePeer(PeerName),
+    Routes(Arc<Routes>),
+    Stop,
+}
+
+/// A change in a peer's path, for the control plane to act on and show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathReport {
+    pub peer: PeerName,
+    pub usable: bool,
+    /// The largest IP packet known to cross.
+    pub path_mtu: Option<u32>,
+    pub reason: Option<String>,
+}
+
+/// Counters, read by the API.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub frames_from_bridge: AtomicU64,
+    pub frames_to_bridge: AtomicU64,
+    pub datagrams_sent: AtomicU64,
+    pub datagrams_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub dropped_no_route: AtomicU64,
+    pub dropped_too_big: AtomicU64,
+    pub dropped_unauthentic: AtomicU64,
+    pub relayed: AtomicU64,
+}
+
+impl Counters {
+    /// Every counter by its name, for `/metrics`.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("frames_from_bridge", get(&self.frames_from_bridge)),
+            ("frames_to_bridge", get(&self.frames_to_bridge)),
+            ("datagrams_sent", get(&self.datagrams_sent)),
+            ("datagrams_received", get(&self.datagrams_received)),
+            ("bytes_sent", get(&self.bytes_sent)),
+            ("bytes_received", get(&self.bytes_received)),
+            ("dropped_no_route", get(&self.dropped_no_route)),
+            ("dropped_too_big", get(&self.dropped_too_big)),
+            ("dropped_unauthentic", get(&self.dropped_unauthentic)),
+            ("relayed", get(&self.relayed)),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+pub struct Config {
+    pub local: PeerName,
+    pub tap: OwnedFd,
+    pub udp: UdpSocket,
+    /// The underlay interface's MTU: the most a path can take.
+    pub link_mtu: u32,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    send_session: u32,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
+    path: UdpPath,
+    reported: Option<(bool, Option<u32>)>,
+}
+
+impl Peer {
+    /// The largest frame that fits a datagram to this peer with `routing`
+    /// bytes in front of it.
+    fn frame_limit(&self, routing: usize) -> Option<usize> {
+        let seal = if self.sealer.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        let mtu = self.path.path_mtu()? as usize;
+        Some(mtu.saturating_sub(encap::OUTER_IP_UDP_LEN + HEADER_LEN + routing + seal))
+    }
+}
+
+/// Handle on the running data path.
+pub struct DataPlane {
+    commands: mpsc::Sender<Command>,
+    wake: UnixDatagram,
+    pub counters: Arc<Counters>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl DataPlane {
+    /// Starts the data path thread; path changes arrive on `reports`.
+    pub fn start(
+        config: Config,
+        reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
+    ) -> io::Result<DataPlane> {
+        let (wake, wake_rx) = UnixDatagram::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        set_nonblocking(&config.tap)?;
+        let (commands, commands_rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let engine = Engine {
+            local: config.local,
+            tap: config.tap,
+            udp: config.udp,
+            link_mtu: config.link_mtu,
+            peers: HashMap::new(),
+            sessions: HashMap::new(),
+            macs: MacTable::default(),
+            routes: Arc::new(Routes::compute(config.local, Default::default())),
+            commands: commands_rx,
+            wake: wake_rx,
+            reports,
+            counters: counters.clone(),
+            out: vec![0u8; BUF_LEN + 256],
+        };
+        let thread = thread::Builder::new()
+            .name("weft-datapath".into())
+            .spawn(move || engine.run())?;
+        Ok(DataPlane {
+            commands,
+            wake,
+            counters,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.send(&[1]);
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: reads into a buffer we own, within its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn write_fd(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: writes from a buffer we own, within its length.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+struct Engine {
+    local: PeerName,
+    tap: OwnedFd,
+    udp: UdpSocket,
+    link_mtu: u32,
+    peers: HashMap<PeerName, Peer>,
+    sessions: HashMap<u32, PeerName>,
+    macs: MacTable,
+    routes: Arc<Routes>,
+    commands: mpsc::Receiver<Command>,
+    wake: UnixDatagram,
+    reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
+    counters: Arc<Counters>,
+    /// Where outgoing datagrams are assembled.
+    out: Vec<u8>,
+}
+
+/// What to send, before sealing: kind, routing fields, frame.
+struct Outgoing<'a> {
+    kind: Kind,
+    routing: Option<Routing>,
+    body: &'a [u8],
+}
+
+impl Engine {
+    fn run(mut self) {
+        let mut tap_buf = vec![0u8; BUF_LEN];
+        let mut udp_buf = vec![0u8; BUF_LEN];
+        let mut last_expiry = Instant::now();
+        loop {
+            let now = Instant::now();
+            let deadline = self
+                .peers
+                .values()
+                .map(|p| p.path.deadline())
+                .min()
+                .unwrap_or(now + Duration::from_secs(1));
+            let timeout = deadline
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(1000) as libc::c_int;
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.tap.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.udp.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: polls descriptors we own, through an array we own.
+            let ready =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
+            if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %io::Error::last_os_error(), "data path poll failed");
+                return;
+            }
+            if fds[2].revents != 0 && !self.commands() {
+                return;
+            }
+            if fds[0].revents != 0 {
+                for _ in 0..BATCH {
+                    match read_fd(&self.tap, &mut tap_buf) {
+                        Ok(n) if n > VNET_HDR_LEN => {
+                            self.on_bridge_frame(&tap_buf[VNET_HDR_LEN..n])
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the TAP device");
+                            break;
+                        }
+                    }
+                }
+            }
+            if fds[1].revents != 0 {
+                for _ in 0..BATCH {
+                    match self.udp.recv_from(&mut udp_buf) {
+                        Ok((n, from)) => self.on_datagram(&mut udp_buf[..n], from),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "receiving a datagram");
+                            break;
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            self.heartbeats(now);
+            if now.duration_since(last_expiry) > Duration::from_secs(60) {
+                self.macs.expire(now);
+                last_expiry = now;
+            }
+        }
+    }
+
+    /// Applies commands; false when told to stop.
+    fn commands(&mut self) -> bool {
+        let mut drain = [0u8; 64];
+        while self.wake.recv(&mut drain).is_ok() {}
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::AddPeer(spec) => {
+                    let now = Instant::now();
+                    let (sealer, opener) = match spec.keys {
+                        Some(keys) => (
+                            Some(Sealer::new(keys.send, now, RekeyPolicy::default())),
+                            Some(Opener::new(keys.recv, RekeyPolicy::default())),
+                        ),
+                        None => (None, None),
+                    };
+                    self.sessions.retain(|_, n| *n != spec.name);
+                    self.sessions.insert(spec.recv_session, spec.name);
+                    self.peers.insert(
+                        spec.name,
+                        Peer {
+                            addr: spec.addr,
+                            send_session: spec.send_session,
+                            sealer,
+                            opener,
+                            path: UdpPath::new(now, self.link_mtu),
+                            reported: None,
+                        },
+                    );
+                }
+                Command::RemovePeer(name) => {
+                    self.peers.remove(&name);
+                    self.sessions.retain(|_, n| *n != name);
+                    self.macs.forget_router(name);
+                }
+                Command::Routes(routes) => self.routes = routes,
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    /// A frame from our bridge.
+    fn on_bridge_frame(&mut self, frame: &[u8]) {
+        let Some((src, dst)) = macs(frame) else {
+            return;
+        };
+        self.counters
+            .frames_from_bridge
+            .fetch_add(1, Ordering::Relaxed);
+        match from_bridge(&mut self.macs, self.local, src, dst, Instant::now()) {
+            Outbound::Unicast(dest) => self.unicast(self.local, dest, 0, frame),
+            Outbound::Flood => self.flood(self.local, 0, frame),
+            Outbound::Drop => {}
+        }
+    }
+
+    /// Sends `frame` from `origin` towards router `dest`: directly when we
+    /// are the origin and have a working path to it, else to the next hop
+    /// over working paths.
+    fn unicast(&mut self, origin: PeerName, dest: PeerName, hops: u8, frame: &[u8]) {
+        let now = Instant::now();
+        let direct =
+            origin == self.local && self.peers.get(&dest).is_some_and(|p| p.path.usable(now));
+        let (hop, out) = if direct {
+            let out = Outgoing {
+                kind: Kind::Frame,
+                routing: None,
+                body: frame,
+            };
+            (dest, out)
+        } else {
+            let Some(hop) = self.routes.next_hop(dest) else {
+                self.counters
+                    .dropped_no_route
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let routing = Routing {
+                origin,
+                destination: Some(dest),
+                hops,
+            };
+            let out = Outgoing {
+                kind: Kind::Forwarded,
+                routing: Some(routing),
+                body: frame,
+            };
+            (hop, out)
+        };
+        if !self.fits(hop, &out, origin) {
+            return;
+        }
+        self.send(hop, out);
+    }
+
+    /// Sends a broadcast of `origin` to our children in its tree.
+    fn flood(&mut self, origin: PeerName, hops: u8, frame: &[u8]) {
+        for child in self.routes.broadcast_children(origin) {
+            let out = Outgoing {
+                kind: Kind::Broadcast,
+                routing: Some(Routing {
+                    origin,
+                    destination: None,
+                    hops,
+                }),
+                body: frame,
+            };
+            if self.fits(child, &out, origin) {
+                self.send(child, out);
+            }
+        }
+    }
+
+    /// Whether `out` fits the path to `hop`; if not, a container of ours
+    /// that sent it hears "fragmentation needed".
+    fn fits(&mut self, hop: PeerName, out: &Outgoing, origin: PeerName) -> bool {
+        let routing = out.routing.map_or(0, |r| {
+            Routing::len(if r.destination.is_some() {
+                Kind::Forwarded
+            } else {
+                Kind::Broadcast
+            })
+        });
+        let Some(limit) = self.peers.get(&hop).and_then(|p| p.frame_limit(routing)) else {
+            return true; // not measured yet: heartbeats have not come back
+        };
+        if out.body.len() <= limit {
+            return true;
+        }
+        self.counters
+            .dropped_too_big
+            .fetch_add(1, Ordering::Relaxed);
+        if origin == self.local {
+            let ip_mtu = limit.saturating_sub(encap::ETHERNET_LEN) as u16;
+            if let Some(reply) = icmp::frag_needed(out.body, ip_mtu) {
+                self.write_bridge(&reply);
+            }
+        }
+        false
+    }
+
+    /// Seals (if the path is encrypted) and sends one datagram to `hop`.
+    fn send(&mut self, hop: PeerName, out: Outgoing) {
+        let Some(peer) = self.peers.get_mut(&hop) else {
+            self.counters
+                .dropped_no_route
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let sealed = peer.sealer.is_some();
+        let header = Header {
+            kind: out.kind,
+            sealed,
+            session: peer.send_session,
+        };
+        let buf = &mut self.out;
+        buf[..HEADER_LEN].copy_from_slice(&header.emit());
+        let mut at = HEADER_LEN
+            + if sealed {
+                weft_crypto::datagram::HEADER_LEN
+            } else {
+                0
+            };
+        if let Some(r) = out.routing {
+            at += r.emit(&mut buf[at..]);
+        }
+        if at + out.body.len() + weft_crypto::TAG_LEN > buf.len() {
+            return;
+        }
+        buf[at..at + out.body.len()].copy_from_slice(out.body);
+        at += out.body.len();
+        if let Some(sealer) = &mut peer.sealer {
+            at += weft_crypto::TAG_LEN;
+            let (aad, packet) = buf[..at].split_at_mut(HEADER_LEN);
+            if sealer.seal(Instant::now(), aad, packet).is_err() {
+                return;
+            }
+        }
+        match self.udp.send_to(&buf[..at], peer.addr) {
+            Ok(n) => {
+                self.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::trace!(error = %e, peer = %hop, "send failed"),
+        }
+    }
+
+    fn write_bridge(&mut self, frame: &[u8]) {
+        let mut buf = Vec::with_capacity(VNET_HDR_LEN + frame.len());
+        buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
+        buf.extend_from_slice(frame);
+        match write_fd(&self.tap, &buf) {
+            Ok(_) => {
+                self.counters
+                    .frames_to_bridge
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::trace!(error = %e, "writing to the TAP device"),
+        }
+    }
+
+    /// A datagram from a peer.
+    fn on_datagram(&mut self, datagram: &mut [u8], from: SocketAddr) {
+        let now = Instant::now();
+        self.counters
+            .datagrams_received
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        let Ok(header) = Header::parse(datagram) else {
+            return;
+        };
+        let Some(&sender) = self.sessions.get(&header.session) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&sender) else {
+            return;
+        };
+        let len = datagram.len();
+        let body = match (&mut peer.opener, header.sealed) {
+            (Some(opener), true) => {
+                let (aad, packet) = datagram.split_at_mut(HEADER_LEN);
+                match opener.open(now, aad, packet) {
+                    Ok(range) => (HEADER_LEN + range.start)..(HEADER_LEN + range.end),
+                    Err(_) => {
+                        self.counters
+                            .dropped_unauthentic
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            (None, false) if from.ip() == peer.addr.ip() => HEADER_LEN..len,
+            _ => {
+                self.counters
+                    .dropped_unauthentic
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        peer.path.heard(now);
+        if header.sealed {
+            // An authentic datagram: the peer may have moved (roaming).
+            peer.addr = from;
+        }
+        let body = &datagram[body];
+        match header.kind {
+            Kind::Heartbeat => {
+                let Some(seq) = body.get(..4) else { return };
+                let mut ack = [0u8; 6];
+                ack[..4].copy_from_slice(seq);
+                let received = (len + encap::OUTER_IP_UDP_LEN) as u16;
+                ack[4..6].copy_from_slice(&received.to_be_bytes());
+                let ack = ack.to_vec();
+                self.send(
+                    sender,
+                    Outgoing {
+                        kind: Kind::Ack,
+                        routing: None,
+                        body: &ack,
+                    },
+                );
+            }
+            Kind::Ack => {
+                if body.len() >= 6 {
+                    let seq = u32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
+                    let size = u16::from_be_bytes([body[4], body[5]]);
+                    let peer = self.peers.get_mut(&sender).expect("looked up above");
+                    peer.path.acked(now, seq, u32::from(size));
+                }
+            }
+            Kind::Frame => {
+                let body = body.to_vec();
+                self.deliver(sender, &body);
+            }
+            Kind::Forwarded | Kind::Broadcast => {
+                let Ok(routing) = Routing::parse(header.kind, body) else {
+                    return;
+                };
+                let frame = body[Routing::len(header.kind)..].to_vec();
+                match routing.destination {
+                    Some(dest) if dest == self.local => self.deliver(routing.origin, &frame),
+                    Some(dest) if routing.hops < MAX_HOPS => {
+                        self.counters.relayed.fetch_add(1, Ordering::Relaxed);
+                        self.unicast(routing.origin, dest, routing.hops + 1, &frame);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.deliver(routing.origin, &frame);
+                        if routing.hops < MAX_HOPS {
+                            self.flood(routing.origin, routing.hops + 1, &frame);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a frame from router `origin` to our bridge.
+    fn deliver(&mut self, origin: PeerName, frame: &[u8]) {
+        let Some((src, _)) = macs(frame) else { return };
+        from_router(&mut self.macs, origin, src, Instant::now());
+        self.write_bridge(frame);
+    }
+
+    /// Heartbeats and probes due, and path changes to report.
+    fn heartbeats(&mut self, now: Instant) {
+        let names: Vec<PeerName> = self.peers.keys().copied().collect();
+        for name in names {
+            while let Some(probe) = self.peers.get_mut(&name).and_then(|p| p.path.poll(now)) {
+                let sealed = self.peers[&name].sealer.is_some();
+                let overhead =
+                    encap::OUTER_IP_UDP_LEN + HEADER_LEN + if sealed { SEAL_OVERHEAD } else { 0 };
+                let len = (probe.size as usize).saturating_sub(overhead).max(4);
+                let mut body = vec![0u8; len];
+                body[..4].copy_from_slice(&probe.seq.to_be_bytes());
+                self.send(
+                    name,
+                    Outgoing {
+                        kind: Kind::Heartbeat,
+                        routing: None,
+                        body: &body,
+                    },
+                );
+            }
+            let peer = self.peers.get_mut(&name).expect("listed above");
+            let state = (peer.path.usable(now), peer.path.path_mtu());
+            if peer.reported != Some(state) {
+                peer.reported = Some(state);
+                let reason = (!state.0).then(|| {
+                    format!(
+                        "no UDP heartbeats from the peer for {DEAD_AFTER:?} (is UDP to {} blocked?)",
+                        peer.addr
+                    )
+                });
+                let _ = self.reports.send(PathReport {
+                    peer: name,
+                    usable: state.0,
+                    path_mtu: state.1,
+                    reason,
+                });
+            }
+        }
+    }
+}

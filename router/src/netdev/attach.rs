@@ -1,0 +1,258 @@
+//! Attaching containers: a veth pair with one end on the bridge and the
+//! other, `weft0`, in the container with its addresses; and the registry of
+//! what is attached, kept in the data directory so `weft ps` survives a
+//! router restart.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{CONTAINER_IF, Netlink, NetlinkError, target::Target};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// What the user named: namespace, path, pid or container.
+    pub target: String,
+    /// The veth end on the bridge.
+    pub interface: String,
+    /// The MAC of the container's `weft0`.
+    pub mac: String,
+    pub addresses: Vec<IpNet>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Target(#[from] super::target::TargetError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("{0} is not attached")]
+    NotAttached(String),
+    #[error("attachment registry {path}: {reason}")]
+    Registry { path: PathBuf, reason: String },
+}
+
+/// Addresses worth showing: not the IPv6 link-local one every interface
+/// gets.
+fn global(addresses: Vec<IpNet>) -> Vec<IpNet> {
+    addresses
+        .into_iter()
+        .filter(|a| !matches!(a, IpNet::V6(v6) if v6.addr().segments()[0] & 0xffc0 == 0xfe80))
+        .collect()
+}
+
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The bridge-side name for a target: stable, so re-attaching finds it.
+fn host_interface(key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let hex: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("vweft{hex}")
+}
+
+/// Every attached container, persisted as JSON.
+pub struct Registry {
+    path: PathBuf,
+    entries: BTreeMap<String, Attachment>,
+}
+
+impl Registry {
+    /// Loads the registry; a corrupt file is an error, not a silent reset.
+    pub fn load(path: PathBuf) -> Result<Registry, AttachError> {
+        let entries = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| AttachError::Registry {
+                path: path.clone(),
+                reason: format!("{e}; fix or remove it"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(AttachError::Registry {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(Registry { path, entries })
+    }
+
+    fn save(&self) -> Result<(), AttachError> {
+        let fail = |reason: String| AttachError::Registry {
+            path: self.path.clone(),
+            reason,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&self.entries).expect("attachments serialize");
+        std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail(e.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<Attachment> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// Forgets containers whose veth is gone (the container stopped).
+    pub async fn prune(&mut self, netlink: &Netlink) -> Result<(), AttachError> {
+        let mut gone = Vec::new();
+        for (key, a) in &self.entries {
+            if netlink.link(&a.interface).await?.is_none() {
+                gone.push(key.clone());
+            }
+        }
+        if !gone.is_empty() {
+            for key in gone {
+                self.entries.remove(&key);
+            }
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Gives every attached container the overlay MTU, which changes when
+    /// the router restarts with or without a password, or another --mtu.
+    pub async fn set_mtu(&self, netlink: &Netlink, mtu: u32) {
+        for a in self.entries.values() {
+            let result = async {
+                let target = Target::parse(&a.target)?;
+                let inside = Netlink::inside(&target.open()?).await?;
+                if let Some(c) = inside.link(CONTAINER_IF).await? {
+                    if c.mtu != mtu {
+                        inside.set_mtu_up(c.index, mtu).await?;
+                    }
+                }
+                if let Some(h) = netlink.link(&a.interface).await? {
+                    netlink.set_mtu_up(h.index, mtu).await?;
+                }
+                Ok::<(), AttachError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(target = %a.target, error = %e, "cannot update the MTU of an attached container");
+            }
+        }
+    }
+
+    /// Attaches `target` to the bridge with `addresses` (added to any it
+    /// has already).
+    pub async fn attach(
+        &mut self,
+        netlink: &Netlink,
+        bridge: u32,
+        mtu: u32,
+        target: &Target,
+        addresses: &[IpNet],
+    ) -> Result<Attachment, AttachError> {
+        let netns = target.open()?;
+        let inside = Netlink::inside(&netns).await?;
+        let host_if = host_interface(&target.key());
+        if inside.link(CONTAINER_IF).await?.is_none() {
+            if let Some(stale) = netlink.link(&host_if).await? {
+                netlink.delete(stale.index).await?;
+            }
+            netlink
+                .add_veth_into(&host_if, CONTAINER_IF, &netns, mtu)
+                .await?;
+        }
+        let host = netlink
+            .link(&host_if)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(host_if.clone()))?;
+        netlink.set_mtu_up(host.index, mtu).await?;
+        netlink.attach(host.index, bridge).await?;
+        let container = inside
+            .link(CONTAINER_IF)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(CONTAINER_IF.into()))?;
+        inside.set_mtu_up(container.index, mtu).await?;
+        for net in addresses {
+            inside.add_address(container.index, *net).await?;
+        }
+        // Multicast goes to the overlay too, as on a LAN.
+        inside
+            .add_route(Ipv4Addr::new(224, 0, 0, 0), 4, container.index)
+            .await?;
+        let attachment = Attachment {
+            target: target.key(),
+            interface: host_if,
+            mac: container.mac.map(mac_string).unwrap_or_default(),
+            addresses: global(inside.addresses(container.index).await?),
+        };
+        self.entries.insert(target.key(), attachment.clone());
+        self.save()?;
+        Ok(attachment)
+    }
+
+    /// Removes `addresses` from the container, or with none given the
+    /// whole interface.
+    pub async fn detach(
+        &mut self,
+        netlink: &Netlink,
+        target: &Target,
+        addresses: &[IpNet],
+    ) -> Result<Option<Attachment>, AttachError> {
+        let key = target.key();
+        let interface = self
+            .entries
+            .get(&key)
+            .map(|a| a.interface.clone())
+            .unwrap_or_else(|| host_interface(&key));
+        let Some(host) = netlink.link(&interface).await? else {
+            self.entries.remove(&key);
+            self.save()?;
+            return Err(AttachError::NotAttached(key));
+        };
+        if addresses.is_empty() {
+            netlink.delete(host.index).await?;
+            self.entries.remove(&key);
+            self.save()?;
+            return Ok(None);
+        }
+        let inside = Netlink::inside(&target.open()?).await?;
+        let container = inside
+            .link(CONTAINER_IF)
+            .await?
+            .ok_or_else(|| AttachError::NotAttached(key.clone()))?;
+        for net in addresses {
+            inside.delete_address(container.index, *net).await?;
+        }
+        let remaining = global(inside.addresses(container.index).await?);
+        let entry = self.entries.get_mut(&key).map(|a| {
+            a.addresses = remaining;
+            a.clone()
+        });
+        self.save()?;
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_interface_names_fit_and_are_stable() {
+        let name = host_interface("tb-x-h1c1");
+        assert_eq!(name, host_interface("tb-x-h1c1"));
+        assert_ne!(name, host_interface("tb-x-h1c2"));
+        assert!(name.len() < 16, "{name}");
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("weft-reg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("attachments.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = Registry::load(path.clone()).err().unwrap().to_string();
+        assert!(err.contains("fix or remove it"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

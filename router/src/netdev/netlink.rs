@@ -1,0 +1,296 @@
+//! Links, addresses and routes through rtnetlink, in this router's
+//! namespace or a container's.
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
+};
+
+use futures_util::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::{
+    link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
+    route::{RouteAttribute, RouteMessage},
+};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot enter the network namespace: {0}")]
+    Namespace(String),
+    #[error("{what}: {cause}")]
+    Request {
+        what: String,
+        cause: rtnetlink::Error,
+    },
+    #[error("no interface named {0}")]
+    NoSuchLink(String),
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// What we need to know about a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+    pub controller: Option<u32>,
+}
+
+fn link_of(msg: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        mtu: 0,
+        mac: None,
+        controller: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.as_slice().try_into().ok(),
+            LinkAttribute::Controller(c) => link.controller = Some(*c),
+            _ => {}
+        }
+    }
+    link
+}
+
+/// A netlink connection bound to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn request(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |cause| NetlinkError::Request { what, cause }
+}
+
+impl Netlink {
+    /// A connection in the namespace this process runs in.
+    pub fn here() -> Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A connection in the namespace `netns` (an open namespace file): the
+    /// socket is opened on a thread that entered it, and stays there.
+    pub async fn inside(netns: &File) -> Result<Netlink> {
+        let fd = netns.try_clone().map_err(NetlinkError::Socket)?;
+        let (conn, handle) = tokio::task::spawn_blocking(move || {
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetlinkError::Namespace(e.to_string()))?;
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+            Ok::<_, NetlinkError>((conn, handle))
+        })
+        .await
+        .map_err(|e| NetlinkError::Namespace(e.to_string()))??;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().map(link_of)),
+            // The kernel answers ENODEV for a name it does not know.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(request(format!("look up {name}"))(e)),
+        }
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(request("list links"))? {
+            out.push(link_of(&msg));
+        }
+        Ok(out)
+    }
+
+    async fn require(&self, name: &str) -> Result<Link> {
+        self.link(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+    }
+
+    /// Creates bridge `name` if missing; sets its MTU and brings it up.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<Link> {
+        if self.link(name).await?.is_none() {
+            self.handle
+                .link()
+                .add(LinkBridge::new(name).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(request(format!("create bridge {name}")))?;
+        }
+        let link = self.require(name).await?;
+        self.set_mtu_up(link.index, mtu).await?;
+        self.require(name).await
+    }
+
+    pub async fn set_mtu_up(&self, index: u32, mtu: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+            .execute()
+            .await
+            .map_err(request(format!("set MTU {mtu} on link {index}")))
+    }
+
+    /// Plugs link `index` into bridge `bridge` and brings it up.
+    pub async fn attach(&self, index: u32, bridge: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request(format!("attach link {index} to the bridge")))
+    }
+
+    /// Creates a veth pair: `name` here, `peer` created directly inside
+    /// `peer_netns` (it never exists in our namespace).
+    pub async fn add_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_netns: &File,
+        mtu: u32,
+    ) -> Result<()> {
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .mtu(mtu)
+            .setns_by_fd(peer_netns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(request(format!("create veth {name}")))
+    }
+
+    pub async fn delete(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(request(format!("delete link {index}")))
+    }
+
+    pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, net.addr(), net.prefix_len())
+            .execute()
+            .await
+        {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            other => other.map_err(request(format!("add address {net}"))),
+        }
+    }
+
+    pub async fn delete_address(&self, index: u32, net: IpNet) -> Result<()> {
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs.try_next().await.map_err(request("list addresses"))? {
+            let matches = msg.header.prefix_len == net.prefix_len()
+                && msg.attributes.iter().any(|a| {
+                    matches!(a, netlink_packet_route::address::AddressAttribute::Address(ip) if *ip == net.addr())
+                });
+            if matches {
+                return self
+                    .handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(request(format!("delete address {net}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
+        let mut out = Vec::new();
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs.try_next().await.map_err(request("list addresses"))? {
+            for a in &msg.attributes {
+                if let netlink_packet_route::address::AddressAttribute::Address(ip) = a {
+                    if let Ok(net) = IpNet::new(*ip, msg.header.prefix_len) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a route to `dest` out of link `index`; an existing one is fine.
+    pub async fn add_route(&self, dest: Ipv4Addr, prefix: u8, index: u32) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest, prefix)
+            .output_interface(index)
+            .build();
+        match self.handle.route().add(route).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            other => other.map_err(request(format!("add route {dest}/{prefix}"))),
+        }
+    }
+
+    /// The link the kernel would send to `dest` from.
+    pub async fn route_link(&self, dest: IpAddr) -> Result<Option<u32>> {
+        let IpAddr::V4(v4) = dest else {
+            return Ok(None);
+        };
+        let query: RouteMessage = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(v4, 32)
+            .build();
+        let mut routes = self.handle.route().get(query).execute();
+        while let Some(msg) = routes
+            .try_next()
+            .await
+            .map_err(request(format!("route to {dest}")))?
+        {
+            if let Some(index) = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }) {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,336 @@
+//! The userspace data path on simulated hosts: containers on different
+//! hosts reach each other through weft routers, across relays, through a
+//! smaller-MTU hop, and encrypted when there is a password.
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    time::Duration,
+};
+
+use testbed::{Block, Netns, Spec, Testbed, WeftHost, eventually, tcp_transfer};
+
+fn container_addr(host: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, 0, host as u8)
+}
+
+/// Launches a router on each host (all given host 1's address), attaches
+/// container 1 of each host, and waits until every data path is up.
+fn mesh_with_containers(tb: &Testbed, hosts: usize, extra: &[&str]) -> Vec<WeftHost> {
+    let first = tb.host_addr(1).to_string();
+    let routers: Vec<WeftHost> = (1..=hosts)
+        .map(|h| {
+            let weft = tb.weft(h);
+            let mut args = extra.to_vec();
+            if h > 1 {
+                args.push(&first);
+            }
+            weft.launch(&args)
+                .unwrap_or_else(|e| panic!("launch h{h}: {e}"));
+            let cidr = format!("{}/12", container_addr(h));
+            let out = weft
+                .run(&["attach", &cidr, tb.container(h, 1).name()])
+                .unwrap();
+            assert!(out.contains(&cidr), "attach prints the address: {out}");
+            weft
+        })
+        .collect();
+    routers
+}
+
+fn data_paths_up(r: &WeftHost, expected: usize) -> Result<(), String> {
+    let report = r.report().map_err(|e| e.to_string())?;
+    let up = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["overlay"] == "userspace")
+        .count();
+    if up == expected {
+        Ok(())
+    } else {
+        Err(format!("{up} of {expected} data paths up: {report}"))
+    }
+}
+
+fn pings(from: &Netns, to: Ipv4Addr) -> bool {
+    from.succeeds(["ping", "-c2", "-i0.2", "-W2", "-q", &to.to_string()])
+        .unwrap()
+}
+
+fn metric(r: &WeftHost, counter: &str) -> u64 {
+    let text = r.netns.in_thread(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:6784").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    let key = format!("weft_datapath_total{{counter=\"{counter}\"}} ");
+    text.unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {counter} in /metrics"))
+}
+
+#[test]
+fn containers_on_three_hosts_reach_each_other() {
+    let tb = Testbed::create_owned("us3", Spec::hosts(3).containers(1)).unwrap();
+    let routers = mesh_with_containers(&tb, 3, &[]);
+    for r in &routers {
+        eventually("data paths", Duration::from_secs(10), || {
+            data_paths_up(r, 2)
+        });
+    }
+    for a in 1..=3 {
+        for b in (1..=3).filter(|b| *b != a) {
+            assert!(
+                pings(&tb.container(a, 1), container_addr(b)),
+                "h{a}c1 -> h{b}c1"
+            );
+        }
+        // ARP resolved every other container's address on the overlay.
+        let neigh = tb
+            .container(a, 1)
+            .run(["ip", "neigh", "show", "dev", "weft0"])
+            .unwrap();
+        for b in (1..=3).filter(|b| *b != a) {
+            assert!(
+                neigh.contains(&container_addr(b).to_string()),
+                "h{a}c1 ARP table: {neigh}"
+            );
+        }
+    }
+    let ps = routers[0].run(&["ps"]).unwrap();
+    assert!(
+        ps.contains(tb.container(1, 1).name()) && ps.contains("10.32.0.1/12"),
+        "{ps}"
+    );
+
+    let server = tb.spawn(&tb.container(2, 1), "qperf", ["qperf"]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tb
+        .container(1, 1)
+        .run([
+            "qperf",
+            "-t",
+            "2",
+            &container_addr(2).to_string(),
+            "tcp_bw",
+            "udp_lat",
+        ])
+        .unwrap();
+    assert!(out.contains("bw") && out.contains("latency"), "{out}");
+    drop(server);
+    let status = routers[0].run(&["status", "connections"]).unwrap();
+    assert!(status.contains("userspace"), "{status}");
+
+    // Detach takes the container off the network.
+    routers[1]
+        .run(&["detach", tb.container(2, 1).name()])
+        .unwrap();
+    assert!(!pings(&tb.container(1, 1), container_addr(2)));
+    assert!(
+        !routers[1]
+            .run(&["ps"])
+            .unwrap()
+            .contains(tb.container(2, 1).name())
+    );
+}
+
+#[test]
+fn hosts_without_a_direct_path_are_relayed_through_a_third() {
+    let tb = Testbed::create_owned("usrelay", Spec::hosts(3).containers(1)).unwrap();
+    let mut tb = tb;
+    tb.block(2, 3, Block::AllUdp).unwrap();
+    let routers = mesh_with_containers(&tb, 3, &["--no-discovery"]);
+    eventually("h1's data paths", Duration::from_secs(10), || {
+        data_paths_up(&routers[0], 2)
+    });
+    for r in &routers[1..] {
+        eventually("the spokes' data paths", Duration::from_secs(10), || {
+            data_paths_up(r, 1)
+        });
+    }
+    let before = metric(&routers[0], "relayed");
+    assert!(
+        pings(&tb.container(2, 1), container_addr(3)),
+        "h2 -> h3 through h1"
+    );
+    assert!(
+        pings(&tb.container(3, 1), container_addr(2)),
+        "h3 -> h2 through h1"
+    );
+    assert!(
+        metric(&routers[0], "relayed") > before,
+        "h1 relayed the frames"
+    );
+    tcp_transfer(
+        &tb.container(2, 1),
+        &tb.container(3, 1),
+        container_addr(3),
+        5001,
+        1 << 20,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_smaller_mtu_hop_does_not_black_hole_tcp() {
+    // Host 1 on one side of a router whose link towards hosts 2-3 has MTU
+    // 1400; all hosts' own links are 1500.
+    let tb = Testbed::create_owned("ushop", Spec::hosts(3).containers(1).hop(1, 1400)).unwrap();
+    let routers = mesh_with_containers(&tb, 3, &[]);
+    for r in &routers {
+        eventually("data paths", Duration::from_secs(10), || {
+            data_paths_up(r, 2)
+        });
+    }
+    // The overlay MTU follows the 1500 links; the path MTU to h2 is found.
+    let mtu = eventually("the path MTU to h2", Duration::from_secs(10), || {
+        let report = routers[0].report().map_err(|e| e.to_string())?;
+        report["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["nickname"] == "h2")
+            .and_then(|c| c["mtu"].as_u64())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert!(
+        mtu < 1400 - 28,
+        "the connection MTU reflects the hop: {mtu}"
+    );
+    let link = tb
+        .container(1, 1)
+        .run(["ip", "link", "show", "weft0"])
+        .unwrap();
+    assert!(link.contains("mtu 1437"), "{link}");
+    let took = tcp_transfer(
+        &tb.container(1, 1),
+        &tb.container(2, 1),
+        container_addr(2),
+        5001,
+        10 << 20,
+    )
+    .unwrap();
+    println!("10 MB through the 1400 hop in {took:?}");
+    assert!(
+        metric(&routers[0], "dropped_too_big") > 0,
+        "full-size frames were refused with ICMP"
+    );
+}
+
+/// Sends datagrams carrying `canary` from host 1's container to host 2's,
+/// while tcpdump records the underlay; returns whether the canary appears.
+fn canary_on_the_wire(tb: &Testbed, canary: &'static [u8]) -> bool {
+    let pcap = std::env::temp_dir().join(format!("weft-canary-{}.pcap", tb.name()));
+    let pcap_str = pcap.to_str().unwrap().to_string();
+    let dump = tb
+        .spawn(
+            &tb.underlay(),
+            "tcpdump",
+            [
+                "tcpdump",
+                "-i",
+                "br0",
+                "-U",
+                "--immediate-mode",
+                "-w",
+                &pcap_str,
+                "udp",
+            ],
+        )
+        .unwrap();
+    eventually("tcpdump", Duration::from_secs(10), || {
+        if dump.log().contains("listening") {
+            Ok(())
+        } else {
+            Err(dump.log())
+        }
+    });
+    let to = container_addr(2);
+    tb.container(1, 1)
+        .in_thread(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..20 {
+                s.send_to(canary, (to, 9999)).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(dump);
+    let bytes = std::fs::read(&pcap).unwrap();
+    let _ = std::fs::remove_file(&pcap);
+    assert!(
+        bytes.len() > 24 + 20 * 40,
+        "the capture holds the datagrams ({} bytes)",
+        bytes.len()
+    );
+    bytes.windows(canary.len()).any(|w| w == canary)
+}
+
+#[test]
+fn with_a_password_nothing_readable_crosses_the_wire() {
+    let canary: &'static [u8] = b"weft-plaintext-canary-0123456789";
+    let tb = Testbed::create_owned("uspw", Spec::hosts(3).containers(1)).unwrap();
+    let first = tb.host_addr(1).to_string();
+    let (h1, h2, h3) = (tb.weft(1), tb.weft(2), tb.weft(3));
+    h1.launch(&["--password", "s3cret"]).unwrap();
+    h2.launch(&["--password", "s3cret", &first]).unwrap();
+    h3.launch(&["--password", "wrong", &first]).unwrap();
+    for h in 1..=3 {
+        let cidr = format!("{}/12", container_addr(h));
+        tb.weft(h)
+            .run(&["attach", &cidr, tb.container(h, 1).name()])
+            .unwrap();
+    }
+    eventually("h1-h2 data path", Duration::from_secs(10), || {
+        data_paths_up(&h1, 1)
+    });
+    let report = h1.report().unwrap();
+    assert_eq!(report["connections"][0]["encrypted"], true, "{report}");
+    assert!(pings(&tb.container(1, 1), container_addr(2)));
+    assert!(
+        !canary_on_the_wire(&tb, canary),
+        "plaintext on the underlay"
+    );
+
+    // The router with the wrong password is never given a data path, so it
+    // gets nothing: no frame reaches its bridge, its container reaches no one.
+    assert!(!pings(&tb.container(3, 1), container_addr(1)));
+    assert_eq!(metric(&h3, "frames_to_bridge"), 0);
+    assert_eq!(data_paths_up(&h3, 0), Ok(()));
+}
+
+#[test]
+fn without_a_password_the_capture_does_show_the_payload() {
+    // The control for the test above: the canary check can see plaintext.
+    let canary: &'static [u8] = b"weft-plaintext-canary-0123456789";
+    let tb = Testbed::create_owned("usclear", Spec::hosts(2).containers(1)).unwrap();
+    let routers = mesh_with_containers(&tb, 2, &[]);
+    eventually("data path", Duration::from_secs(10), || {
+        data_paths_up(&routers[0], 1)
+    });
+    assert!(pings(&tb.container(1, 1), container_addr(2)));
+    assert!(canary_on_the_wire(&tb, canary));
+}
+
+#[test]
+fn trusted_subnets_skip_encryption_of_data() {
+    let tb = Testbed::create_owned("ustrust", Spec::hosts(2).containers(1)).unwrap();
+    let routers = mesh_with_containers(
+        &tb,
+        2,
+        &["--password", "s3cret", "--trusted-subnets", "192.0.2.0/24"],
+    );
+    eventually("data path", Duration::from_secs(10), || {
+        data_paths_up(&routers[0], 1)
+    });
+    let report = routers[0].report().unwrap();
+    assert_eq!(report["connections"][0]["encrypted"], false, "{report}");
+    assert!(pings(&tb.container(1, 1), container_addr(2)));
+}
