@@ -122,24 +122,32 @@ fn five_hosts_given_one_address_form_a_mesh_within_ten_seconds() {
             assert!(c.get(field).is_some(), "connections[].{field} in {c}");
         }
     }
-    // The TCP side of the API, as Prometheus would scrape it.
-    let metrics = routers[0]
-        .netns
-        .in_thread(|| {
-            use std::io::Read;
-            let mut s = TcpStream::connect("127.0.0.1:6784").unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
-        .unwrap();
-    assert!(metrics.contains("weft_peers 5"), "{metrics}");
-    assert!(
-        metrics.contains("weft_connections{state=\"established\"} 4"),
-        "{metrics}"
-    );
+    // The TCP side of the API, as Prometheus would scrape it; connections
+    // count as established once their data paths work too.
+    let scrape = || {
+        routers[0]
+            .netns
+            .in_thread(|| {
+                use std::io::Read;
+                let mut s = TcpStream::connect("127.0.0.1:6784").unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            })
+            .unwrap()
+    };
+    eventually("metrics of a healthy mesh", Duration::from_secs(10), || {
+        let metrics = scrape();
+        if metrics.contains("weft_peers 5")
+            && metrics.contains("weft_connections{state=\"established\"} 4")
+        {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    });
 }
 
 #[test]
