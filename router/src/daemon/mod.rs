@@ -158,6 +158,16 @@ async fn serve(args: RouterArgs) -> Result<()> {
         );
     }
     let (bridge, tap) = netdev::setup(&netlink, overlay_mtu).await?;
+    // TCP super-frames in and out of the TAP, and several datagrams per
+    // receive: the difference between one system call per frame and one
+    // per 64 KiB.
+    use netdev::tap::offload;
+    if let Err(e) = tap.set_offloads(offload::CSUM | offload::TSO4) {
+        tracing::warn!(error = %e, "the TAP takes no offloads: the userspace data path will be slower");
+    }
+    if let Err(e) = datapath::socket::enable_gro(&udp) {
+        tracing::warn!(error = %e, "no UDP GRO: receiving datagrams one at a time");
+    }
     let mut registry = Registry::load(paths.data_dir.join("attachments.json"))?;
     registry.prune(&netlink).await?;
     registry.set_mtu(&netlink, overlay_mtu).await;

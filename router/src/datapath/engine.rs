@@ -29,7 +29,9 @@ use super::{
     encap::{self, HEADER_LEN, Header, Kind, MAX_HOPS, Routing},
     forwarding::{MacTable, Outbound, from_bridge, from_router},
     icmp,
+    offload::{self, Coalescer, VnetHdr},
     packet::macs,
+    socket,
     udp_path::{DEAD_AFTER, UdpPath},
 };
 use crate::{identity::PeerName, mesh::Routes, netdev::tap::VNET_HDR_LEN};
@@ -39,6 +41,22 @@ const BUF_LEN: usize = 65536 + VNET_HDR_LEN;
 /// Frames or datagrams handled per wake-up before looking at the others,
 /// so neither direction starves the other.
 const BATCH: usize = 64;
+/// The most datagrams one UDP GSO send may carry (the kernel's limit).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// The most bytes one UDP GSO send may carry: one IPv4 packet's worth.
+const GSO_MAX_BYTES: usize = 65507;
+
+/// Datagrams for one peer waiting to go out in a single send: all of one
+/// size but the last, as UDP GSO needs.
+struct Batch {
+    hop: Option<PeerName>,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+    size: usize,
+    count: usize,
+    /// A datagram shorter than the others ended the batch.
+    closed: bool,
+}
 
 /// How to reach one peer's data path.
 pub struct PeerSpec {
@@ -170,7 +188,15 @@ impl DataPlane {
             wake: wake_rx,
             reports,
             counters: counters.clone(),
-            out: vec![0u8; BUF_LEN + 256],
+            batch: Batch {
+                hop: None,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                buf: Vec::with_capacity(GSO_MAX_BYTES + BUF_LEN),
+                size: 0,
+                count: 0,
+                closed: false,
+            },
+            coalescer: Coalescer::default(),
         };
         let thread = thread::Builder::new()
             .name("weft-datapath".into())
@@ -230,6 +256,16 @@ fn write_fd(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Writes a virtio-net header and frame to the TAP.
+fn write_tap(tap: &OwnedFd, counters: &Counters, bytes: &[u8]) {
+    match write_fd(tap, bytes) {
+        Ok(_) => {
+            counters.frames_to_bridge.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::trace!(error = %e, "writing to the TAP device"),
+    }
+}
+
 struct Engine {
     local: PeerName,
     tap: OwnedFd,
@@ -243,8 +279,8 @@ struct Engine {
     wake: UnixDatagram,
     reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
     counters: Arc<Counters>,
-    /// Where outgoing datagrams are assembled.
-    out: Vec<u8>,
+    batch: Batch,
+    coalescer: Coalescer,
 }
 
 /// What to send, before sealing: kind, routing fields, frame.
@@ -258,6 +294,7 @@ impl Engine {
     fn run(mut self) {
         let mut tap_buf = vec![0u8; BUF_LEN];
         let mut udp_buf = vec![0u8; BUF_LEN];
+        let mut scratch: Vec<u8> = Vec::with_capacity(BUF_LEN);
         let mut last_expiry = Instant::now();
         loop {
             let now = Instant::now();
@@ -302,7 +339,7 @@ impl Engine {
                 for _ in 0..BATCH {
                     match read_fd(&self.tap, &mut tap_buf) {
                         Ok(n) if n > VNET_HDR_LEN => {
-                            self.on_bridge_frame(&tap_buf[VNET_HDR_LEN..n])
+                            self.on_bridge_read(&mut tap_buf[..n], &mut scratch)
                         }
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -312,11 +349,17 @@ impl Engine {
                         }
                     }
                 }
+                self.flush_batch();
             }
             if fds[1].revents != 0 {
                 for _ in 0..BATCH {
-                    match self.udp.recv_from(&mut udp_buf) {
-                        Ok((n, from)) => self.on_datagram(&mut udp_buf[..n], from),
+                    match socket::recv_segments(&self.udp, &mut udp_buf) {
+                        Ok((n, from, segment)) => {
+                            let size = segment.filter(|s| *s > 0).unwrap_or(n).max(1);
+                            for datagram in udp_buf[..n].chunks_mut(size) {
+                                self.on_datagram(datagram, from);
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::debug!(error = %e, "receiving a datagram");
@@ -324,9 +367,12 @@ impl Engine {
                         }
                     }
                 }
+                self.flush_bridge();
+                self.flush_batch();
             }
             let now = Instant::now();
             self.heartbeats(now);
+            self.flush_batch();
             if now.duration_since(last_expiry) > Duration::from_secs(60) {
                 self.macs.expire(now);
                 last_expiry = now;
@@ -375,18 +421,29 @@ impl Engine {
         true
     }
 
-    /// A frame from our bridge.
-    fn on_bridge_frame(&mut self, frame: &[u8]) {
+    /// What the TAP gave us: a virtio-net header and a frame, possibly a
+    /// TCP super-frame to cut into segments first.
+    fn on_bridge_read(&mut self, read: &mut [u8], scratch: &mut Vec<u8>) {
+        let Some(hdr) = VnetHdr::parse(read) else {
+            return;
+        };
+        let frame = &mut read[VNET_HDR_LEN..];
         let Some((src, dst)) = macs(frame) else {
             return;
         };
         self.counters
             .frames_from_bridge
             .fetch_add(1, Ordering::Relaxed);
-        match from_bridge(&mut self.macs, self.local, src, dst, Instant::now()) {
-            Outbound::Unicast(dest) => self.unicast(self.local, dest, 0, frame),
-            Outbound::Flood => self.flood(self.local, 0, frame),
-            Outbound::Drop => {}
+        let decision = from_bridge(&mut self.macs, self.local, src, dst, Instant::now());
+        if decision == Outbound::Drop {
+            return;
+        }
+        let result = offload::segment(&hdr, frame, scratch, |segment| match decision {
+            Outbound::Unicast(dest) => self.unicast(self.local, dest, 0, segment),
+            _ => self.flood(self.local, 0, segment),
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "dropping a frame from the bridge");
         }
     }
 
@@ -475,21 +532,48 @@ impl Engine {
         false
     }
 
-    /// Seals (if the path is encrypted) and sends one datagram to `hop`.
+    /// Seals (if the path is encrypted) one datagram to `hop` and queues it
+    /// in the batch of datagrams for that peer.
     fn send(&mut self, hop: PeerName, out: Outgoing) {
-        let Some(peer) = self.peers.get_mut(&hop) else {
+        let Some(peer) = self.peers.get(&hop) else {
             self.counters
                 .dropped_no_route
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let sealed = peer.sealer.is_some();
+        let (sealed, addr) = (peer.sealer.is_some(), peer.addr);
+        let routing_len = out.routing.map_or(0, |r| {
+            Routing::len(if r.destination.is_some() {
+                Kind::Forwarded
+            } else {
+                Kind::Broadcast
+            })
+        });
+        let len =
+            HEADER_LEN + if sealed { SEAL_OVERHEAD } else { 0 } + routing_len + out.body.len();
+        let b = &self.batch;
+        let joins = b.hop == Some(hop)
+            && !b.closed
+            && len <= b.size
+            && b.count < GSO_MAX_SEGMENTS
+            && b.buf.len() + len <= GSO_MAX_BYTES;
+        if !joins {
+            self.flush_batch();
+            let b = &mut self.batch;
+            b.hop = Some(hop);
+            b.addr = addr;
+            b.size = len;
+        }
+        let peer = self.peers.get_mut(&hop).expect("looked up above");
+        let b = &mut self.batch;
+        let start = b.buf.len();
+        b.buf.resize(start + len, 0);
+        let buf = &mut b.buf[start..];
         let header = Header {
             kind: out.kind,
             sealed,
             session: peer.send_session,
         };
-        let buf = &mut self.out;
         buf[..HEADER_LEN].copy_from_slice(&header.emit());
         let mut at = HEADER_LEN
             + if sealed {
@@ -500,41 +584,54 @@ impl Engine {
         if let Some(r) = out.routing {
             at += r.emit(&mut buf[at..]);
         }
-        if at + out.body.len() + weft_crypto::TAG_LEN > buf.len() {
-            return;
-        }
         buf[at..at + out.body.len()].copy_from_slice(out.body);
-        at += out.body.len();
         if let Some(sealer) = &mut peer.sealer {
-            at += weft_crypto::TAG_LEN;
-            let (aad, packet) = buf[..at].split_at_mut(HEADER_LEN);
+            let (aad, packet) = buf.split_at_mut(HEADER_LEN);
             if sealer.seal(Instant::now(), aad, packet).is_err() {
+                b.buf.truncate(start);
                 return;
             }
         }
-        match self.udp.send_to(&buf[..at], peer.addr) {
-            Ok(n) => {
-                self.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes_sent
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(e) => tracing::trace!(error = %e, peer = %hop, "send failed"),
-        }
+        b.count += 1;
+        b.closed = len < b.size;
     }
 
-    fn write_bridge(&mut self, frame: &[u8]) {
-        let mut buf = Vec::with_capacity(VNET_HDR_LEN + frame.len());
-        buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
-        buf.extend_from_slice(frame);
-        match write_fd(&self.tap, &buf) {
-            Ok(_) => {
-                self.counters
-                    .frames_to_bridge
-                    .fetch_add(1, Ordering::Relaxed);
+    /// Sends the queued datagrams: one system call for the lot.
+    fn flush_batch(&mut self) {
+        let b = &mut self.batch;
+        if b.count > 0 {
+            match socket::send_segments(&self.udp, b.addr, &b.buf, b.size) {
+                Ok(n) => {
+                    self.counters
+                        .datagrams_sent
+                        .fetch_add(b.count as u64, Ordering::Relaxed);
+                    self.counters
+                        .bytes_sent
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => tracing::trace!(error = %e, "send failed"),
             }
-            Err(e) => tracing::trace!(error = %e, "writing to the TAP device"),
         }
+        b.buf.clear();
+        b.count = 0;
+        b.hop = None;
+        b.closed = false;
+    }
+
+    /// Writes what the coalescer holds to the bridge.
+    fn flush_bridge(&mut self) {
+        let (tap, counters) = (&self.tap, &self.counters);
+        self.coalescer
+            .flush(&mut |bytes: &[u8]| write_tap(tap, counters, bytes));
+    }
+
+    /// Writes one frame of ours (an ICMP answer) to the bridge.
+    fn write_bridge(&mut self, frame: &[u8]) {
+        self.flush_bridge();
+        let mut buf = Vec::with_capacity(VNET_HDR_LEN + frame.len());
+        buf.extend_from_slice(&VnetHdr::default().emit());
+        buf.extend_from_slice(frame);
+        write_tap(&self.tap, &self.counters, &buf);
     }
 
     /// A datagram from a peer.
@@ -635,11 +732,14 @@ impl Engine {
         }
     }
 
-    /// Writes a frame from router `origin` to our bridge.
+    /// Passes a frame from router `origin` on to our bridge, through the
+    /// coalescer.
     fn deliver(&mut self, origin: PeerName, frame: &[u8]) {
         let Some((src, _)) = macs(frame) else { return };
         from_router(&mut self.macs, origin, src, Instant::now());
-        self.write_bridge(frame);
+        let (tap, counters) = (&self.tap, &self.counters);
+        self.coalescer
+            .push(frame, &mut |bytes: &[u8]| write_tap(tap, counters, bytes));
     }
 
     /// Heartbeats and probes due, and path changes to report.

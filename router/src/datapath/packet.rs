@@ -64,20 +64,29 @@ impl<'a> Ipv4<'a> {
     }
 }
 
-/// Adds `data` to a running ones'-complement sum.
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// Adds `data` to a running ones'-complement sum (as 16-bit big-endian
+/// words, `data` starting on an even offset of the checksummed range).
+/// Sums 32-bit words into 64 bits, which is the same sum folded later and
+/// four times fewer additions than 16-bit words.
+pub fn sum(acc: u64, data: &[u8]) -> u64 {
+    let mut acc = acc;
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for c in &mut pairs {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last) << 8;
     }
     acc
 }
 
 /// Folds a sum to 16 bits (not inverted).
-pub fn fold(mut acc: u32) -> u16 {
+pub fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
@@ -99,15 +108,25 @@ pub fn fix_ipv4_checksum(ip: &mut [u8]) {
 }
 
 /// Sum of the TCP/UDP pseudo-header for IPv4.
-pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
+pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u64 {
     let mut acc = sum(0, &src);
     acc = sum(acc, &dst);
-    acc + u32::from(proto) + len as u32
+    acc + u64::from(proto) + len as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_sums_equal_word_sums() {
+        let data: Vec<u8> = (0..1001u32).map(|i| (i * 37 % 251) as u8).collect();
+        let mut narrow = 0u64;
+        for c in data.chunks(2) {
+            narrow += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        assert_eq!(fold(sum(0, &data)), fold(narrow));
+    }
 
     #[test]
     fn checksum_matches_a_known_header() {
