@@ -1,0 +1,17 @@
+#![no_main]
+//! Any datagram's header and routing fields: never a panic, and what parses
+//! re-emits to bytes that parse the same.
+
+use libfuzzer_sys::fuzz_target;
+use weft_router::datapath::encap::{HEADER_LEN, Header, Routing};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(header) = Header::parse(data) {
+        assert_eq!(Header::parse(&header.emit()), Ok(header));
+        if let Ok(routing) = Routing::parse(header.kind, &data[HEADER_LEN..]) {
+            let mut buf = [0u8; 16];
+            let n = routing.emit(&mut buf);
+            assert_eq!(Routing::parse(header.kind, &buf[..n]), Ok(routing));
+        }
+    }
+});
