@@ -12,7 +12,7 @@ pub struct PeerName(u64);
 const NAME_MASK: u64 = (1 << 48) - 1;
 
 impl PeerName {
-    pub fn from_u64(n: u64) -> PeerName {
+    pub const fn from_u64(n: u64) -> PeerName {
         PeerName(n & NAME_MASK)
     }
 

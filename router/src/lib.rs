@@ -14,9 +14,11 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod datapath;
+pub mod fastdp;
 pub mod identity;
 pub mod mesh;
 pub mod netdev;
+pub mod overlay;
 
 /// The version reported by `weft version` and in `weft report`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

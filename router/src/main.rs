@@ -4,7 +4,7 @@ use clap::Parser;
 use weft_router::{
     cli::{
         self,
-        args::{Cli, Command},
+        args::{Cli, Command, DpWhat},
     },
     daemon,
 };
@@ -41,6 +41,14 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         Command::Attach { args, dirs } => cli::attach(&dirs, "/attach", &args),
         Command::Detach { args, dirs } => cli::attach(&dirs, "/detach", &args),
         Command::Ps(dirs) => cli::ps(&dirs),
+        Command::Dp { what, dirs } => {
+            let path = match what {
+                DpWhat::Show => "/dp",
+                DpWhat::Flows => "/dp/flows",
+            };
+            print!("{}", cli::get(&dirs, path)?);
+            Ok(())
+        }
     }
 }
 

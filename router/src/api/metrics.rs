@@ -62,6 +62,21 @@ pub fn render(m: &Metrics) -> String {
         vec![(String::new(), m.messages_received as f64)],
     );
     gauge(
+        "weft_connection_overlays",
+        "Connections by the data path they use, and for the userspace path the reason it is not the fast datapath.",
+        "gauge",
+        m.overlays
+            .iter()
+            .map(|(k, v)| {
+                let (overlay, reason) = k.split_once(':').unwrap_or((k, ""));
+                (
+                    format!("{{overlay=\"{overlay}\",reason=\"{reason}\"}}"),
+                    *v as f64,
+                )
+            })
+            .collect(),
+    );
+    gauge(
         "weft_datapath_total",
         "The userspace data path's counters: frames from and to the bridge, datagrams and bytes, drops by reason, frames relayed for others.",
         "counter",

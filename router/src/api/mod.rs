@@ -14,6 +14,7 @@
 //! | `POST /attach`         | `{"target": "ns", "addresses": ["10.32.0.5/12"]}` |
 //! | `POST /detach`         | `{"target": "ns", "addresses": []}` (none: all) |
 //! | `GET /ps`              | attached containers, JSON                  |
+//! | `GET /dp`, `/dp/flows` | the kernel fast datapath, text             |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod metrics;
@@ -258,6 +259,25 @@ impl Api {
             }
             (Method::POST, "/attach" | "/detach") => return self.attach(path, &body).await,
             (Method::GET, "/ps") => return self.ps().await,
+            (Method::GET, "/dp" | "/dp/flows") => {
+                let flows = path == "/dp/flows";
+                let shown = tokio::task::spawn_blocking(move || {
+                    if flows {
+                        crate::fastdp::show::flows()
+                    } else {
+                        crate::fastdp::show::datapath()
+                    }
+                })
+                .await
+                .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")))?;
+                match shown {
+                    Ok(out) => text(StatusCode::OK, out),
+                    Err(e) => text(
+                        StatusCode::NOT_FOUND,
+                        format!("no fast datapath here: {e}; weft status connections says why\n"),
+                    ),
+                }
+            }
             (Method::POST, "/stop") => {
                 let _ = self.router.send(Request::Stop).await;
                 text(StatusCode::OK, "stopping\n")

@@ -57,6 +57,14 @@ pub enum Command {
     },
     /// Print the version of this weft binary and of the running router.
     Version(DirArgs),
+    /// The kernel fast datapath: `weft dp show` (datapath and ports) or
+    /// `weft dp flows`.
+    Dp {
+        #[command(subcommand)]
+        what: DpWhat,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
     /// Put a container on the weft network: ADDR/CIDR... TARGET, where
     /// TARGET is a network namespace name, a namespace path, a pid or a
     /// Docker container.
@@ -76,6 +84,14 @@ pub enum Command {
     },
     /// List attached containers with their MAC and addresses.
     Ps(DirArgs),
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpWhat {
+    /// The datapath, its ports and their counters.
+    Show,
+    /// The flows the router installed.
+    Flows,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +157,12 @@ pub struct RouterArgs {
     /// Connect only to the peers given, not to peers learnt from others.
     #[arg(long)]
     pub no_discovery: bool,
+    /// Never use the kernel's fast datapath, only the userspace path.
+    #[arg(long, env = "WEFT_NO_FASTDP")]
+    pub no_fastdp: bool,
+    /// UDP port of the fast datapath's vxlan tunnels.
+    #[arg(long, default_value_t = 6784)]
+    pub fastdp_port: u16,
     /// MTU of the overlay (containers' interfaces); by default the
     /// underlay interface's MTU minus what encapsulation adds.
     #[arg(long, env = "WEFT_MTU")]

@@ -27,6 +27,7 @@ use crate::{
         self, encap,
         engine::{self, DataPlane},
     },
+    fastdp::{self, Fastdp},
     identity::{MAX_NICKNAME, PeerIdentity, PeerName},
     mesh::{Config, Input, Mesh, Source},
     netdev::{self, HostNetwork, Netlink, attach::Registry},
@@ -144,8 +145,24 @@ async fn serve(args: RouterArgs) -> Result<()> {
     // The host side of the overlay: bridge, TAP, and the MTU that fits.
     let netlink = Netlink::here().context("cannot talk to the kernel over netlink")?;
     let underlay = netdev::underlay(&netlink, &targets).await?;
+    // Is there a kernel datapath? (Looking it up loads the module if it can.)
+    let datapath: Result<(), String> = if args.no_fastdp {
+        Err("disabled with --no-fastdp".into())
+    } else {
+        weft_odp::Client::connect()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    if let Err(reason) = &datapath {
+        tracing::warn!(%reason, "no fast datapath: all traffic takes the userspace path");
+    }
+    // The overlay MTU fits what carries data: vxlan when there is a
+    // datapath and no encryption, else our own encapsulation.
     let overlay_mtu = match args.mtu {
         Some(mtu) => mtu,
+        None if datapath.is_ok() && password.is_none() => {
+            underlay.mtu.saturating_sub(encap::VXLAN_OVERHEAD)
+        }
         None => underlay
             .mtu
             .saturating_sub(encap::overhead(password.is_some())),
@@ -157,7 +174,7 @@ async fn serve(args: RouterArgs) -> Result<()> {
             underlay.mtu
         );
     }
-    let (bridge, tap) = netdev::setup(&netlink, overlay_mtu).await?;
+    let (bridge, tap) = netdev::setup(&netlink, overlay_mtu, datapath.is_ok()).await?;
     // TCP super-frames in and out of the TAP, and several datagrams per
     // receive: the difference between one system call per frame and one
     // per 64 KiB.
@@ -220,6 +237,34 @@ async fn serve(args: RouterArgs) -> Result<()> {
         reports_tx,
     )
     .context("cannot start the data path")?;
+    let (fastdp_tx, fastdp_rx) = mpsc::unbounded_channel();
+    let (fastdp, datapath) = match datapath {
+        Ok(()) => {
+            let config = fastdp::Config {
+                local: identity.name,
+                vxlan_port: args.fastdp_port,
+                overlay_mtu,
+                tap: netdev::TAP.into(),
+                engine: data.sender(),
+            };
+            match Fastdp::start(config, fastdp_tx) {
+                Ok(f) => {
+                    tracing::info!(
+                        datapath = fastdp::DATAPATH,
+                        vxlan_port = args.fastdp_port,
+                        "fast datapath ready"
+                    );
+                    (Some(f), Ok(()))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot set up the fast datapath: all traffic takes the userspace path");
+                    netdev::tap_on_bridge(&netlink, bridge.index).await?;
+                    (None, Err(e.to_string()))
+                }
+            }
+        }
+        Err(reason) => (None, Err(reason)),
+    };
     let (events_tx, events_rx) = mpsc::channel(4096);
     let (requests_tx, requests_rx) = mpsc::channel(64);
     let ctx = Context {
@@ -234,6 +279,8 @@ async fn serve(args: RouterArgs) -> Result<()> {
         conn_limit: args.conn_limit,
         trusted_subnets: args.trusted_subnets.clone(),
         overlay_mtu,
+        fastdp_port: fastdp.is_some().then_some(args.fastdp_port),
+        no_datapath: datapath.err(),
     };
     let network = Arc::new(HostNetwork {
         netlink,
@@ -242,7 +289,9 @@ async fn serve(args: RouterArgs) -> Result<()> {
         registry: tokio::sync::Mutex::new(registry),
     });
     let api = tokio::spawn(Api::new(requests_tx, network).serve(http, unix));
-    let router = Router::new(mesh, ctx, events_rx, settings, data, reports_rx);
+    let router = Router::new(
+        mesh, ctx, events_rx, settings, data, reports_rx, fastdp, fastdp_rx,
+    );
     let mut term =
         tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let shutdown = async move {

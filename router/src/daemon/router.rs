@@ -2,7 +2,7 @@
 //! passes their events in and the mesh's decisions out, and answers the API.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -25,8 +25,10 @@ use crate::{
         encap,
         engine::{self, DataPlane, PathReport, PeerSpec},
     },
+    fastdp::{self, Fastdp, heartbeat::VxlanState},
     identity::PeerName,
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
+    overlay::{self, Overlay},
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last
@@ -67,6 +69,8 @@ pub struct Metrics {
     pub messages_received: u64,
     /// The data path's counters by name.
     pub data: BTreeMap<&'static str, u64>,
+    /// Connections by overlay, and for the userspace path by why.
+    pub overlays: BTreeMap<String, usize>,
 }
 
 struct Failure {
@@ -86,12 +90,34 @@ pub struct Settings {
     pub trusted_subnets: Vec<IpNet>,
     /// MTU of the containers' interfaces.
     pub overlay_mtu: u32,
+    /// The vxlan port, when the fast datapath runs.
+    pub fastdp_port: Option<u16>,
+    /// Why there is no fast datapath, when there is none.
+    pub no_datapath: Option<String>,
+}
+
+/// Everything that decides one connection's overlay.
+#[derive(Clone, Debug)]
+struct OverlayState {
+    inputs: overlay::Inputs,
+    choice: (Overlay, Option<overlay::Reason>),
+    /// The userspace path passes heartbeats.
+    userspace: bool,
+}
+
+impl OverlayState {
+    /// Whether the connection carries data at all.
+    fn usable(&self) -> bool {
+        self.choice.0 == Overlay::Fastdp || self.userspace
+    }
 }
 
 /// A connection's data path, from the handshake until it is torn down.
 struct DataSetup {
     peer: PeerName,
     remote: IpAddr,
+    /// Our end's address, the source of tunnels to the peer.
+    local: IpAddr,
     keys: Option<DataKeys>,
     /// The session id our peer is to put on datagrams for us.
     session: u32,
@@ -124,6 +150,13 @@ pub struct Router {
     setups: HashMap<ConnId, DataSetup>,
     paths: HashMap<PeerName, PathState>,
     sent_routes: Arc<Routes>,
+    fastdp: Option<Fastdp>,
+    fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
+    /// Whether our datapath is up now.
+    local_datapath: bool,
+    overlays: HashMap<PeerName, OverlayState>,
+    /// The peers last told to be on the fast datapath.
+    on_fastdp: BTreeSet<PeerName>,
 }
 
 impl Router {
@@ -134,8 +167,15 @@ impl Router {
         settings: Settings,
         data: DataPlane,
         reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
+        fastdp: Option<Fastdp>,
+        fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
     ) -> Router {
         Router {
+            local_datapath: fastdp.is_some(),
+            fastdp,
+            fastdp_reports,
+            overlays: HashMap::new(),
+            on_fastdp: BTreeSet::new(),
             sent_routes: mesh.data_routes(),
             data,
             reports,
@@ -176,6 +216,7 @@ impl Router {
                 },
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some(report) = self.reports.recv() => self.on_path(report),
+                Some(report) = self.fastdp_reports.recv() => self.on_fastdp(report),
                 request = requests.recv() => match request {
                     Some(Request::Stop) | None => break,
                     Some(request) => self.on_request(request).await,
@@ -187,6 +228,9 @@ impl Router {
             let routes = self.mesh.data_routes();
             if !Arc::ptr_eq(&routes, &self.sent_routes) {
                 self.data.send(engine::Command::Routes(routes.clone()));
+                if let Some(f) = &self.fastdp {
+                    f.send(fastdp::Command::Routes(routes.clone()));
+                }
                 self.sent_routes = routes;
             }
         }
@@ -238,6 +282,7 @@ impl Router {
                     DataSetup {
                         peer: name,
                         remote: address.ip(),
+                        local: local.ip(),
                         encrypt: data_keys.is_some()
                             && !(trusted(local.ip()) && trusted(address.ip())),
                         keys: data_keys.clone(),
@@ -300,8 +345,9 @@ impl Router {
                         udp_port,
                         session,
                         encrypt,
+                        vxlan_port,
                     },
-            } => return self.start_data_path(conn, udp_port, session, encrypt),
+            } => return self.start_data_path(conn, udp_port, session, encrypt, vxlan_port),
             Event::Received { conn, message } => Input::Received { conn, message },
             Event::Closed { conn, reason } => {
                 self.conns.remove(&conn);
@@ -309,6 +355,11 @@ impl Router {
                     if setup.active {
                         self.data.send(engine::Command::RemovePeer(setup.peer));
                         self.paths.remove(&setup.peer);
+                        self.overlays.remove(&setup.peer);
+                        if let Some(f) = &self.fastdp {
+                            f.send(fastdp::Command::RemovePeer(setup.peer));
+                        }
+                        self.publish_fastdp_set();
                     }
                 }
                 Input::Closed { conn, reason }
@@ -331,6 +382,7 @@ impl Router {
             udp_port: self.settings.port,
             session: setup.session,
             encrypt: setup.encrypt,
+            vxlan_port: self.settings.fastdp_port.filter(|_| self.local_datapath),
         };
         if let Some(commands) = self.conns.get(&conn) {
             let _ = commands.try_send(Command::Send(offer));
@@ -338,7 +390,14 @@ impl Router {
     }
 
     /// The peer's offer arrived: the data path can start.
-    fn start_data_path(&mut self, conn: ConnId, udp_port: u16, session: u32, encrypt: bool) {
+    fn start_data_path(
+        &mut self,
+        conn: ConnId,
+        udp_port: u16,
+        session: u32,
+        encrypt: bool,
+        vxlan_port: Option<u16>,
+    ) {
         let Some(setup) = self.setups.get_mut(&conn) else {
             return;
         };
@@ -374,7 +433,102 @@ impl Router {
             recv_session: setup.session,
             keys,
         }));
+        let inputs = overlay::Inputs {
+            local_datapath: self.local_datapath,
+            peer_datapath: vxlan_port.is_some(),
+            encrypt: seal,
+            vxlan: None,
+            vxlan_ever: false,
+        };
+        if let (Some(f), IpAddr::V4(remote), IpAddr::V4(local)) =
+            (&self.fastdp, setup.remote, setup.local)
+        {
+            if inputs.peer_datapath && !seal {
+                f.send(fastdp::Command::Peer(fastdp::PeerTunnel {
+                    name: peer,
+                    remote,
+                    local,
+                }));
+            }
+        }
+        self.overlays.insert(
+            peer,
+            OverlayState {
+                inputs,
+                choice: overlay::choose(inputs),
+                userspace: false,
+            },
+        );
         tracing::info!(%peer, sealed = seal, "data path started");
+        self.overlay_changed(peer);
+    }
+
+    /// Re-chooses a connection's overlay and tells everyone what changed.
+    fn overlay_changed(&mut self, peer: PeerName) {
+        let Some(state) = self.overlays.get_mut(&peer) else {
+            return;
+        };
+        let choice = overlay::choose(state.inputs);
+        if choice != state.choice {
+            tracing::info!(
+                %peer,
+                overlay = %choice.0,
+                reason = choice.1.map(overlay::Reason::as_str),
+                "connection overlay changed"
+            );
+            state.choice = choice;
+        }
+        let usable = state.usable();
+        self.mesh
+            .handle(Instant::now(), Input::DataPath { peer, usable });
+        self.publish_fastdp_set();
+    }
+
+    /// Tells the datapath and the userspace path which peers the fast
+    /// datapath serves, when that changed.
+    fn publish_fastdp_set(&mut self) {
+        let set: BTreeSet<PeerName> = self
+            .overlays
+            .iter()
+            .filter(|(_, s)| s.choice.0 == Overlay::Fastdp)
+            .map(|(p, _)| *p)
+            .collect();
+        if set != self.on_fastdp {
+            if let Some(f) = &self.fastdp {
+                f.send(fastdp::Command::Fastdp(set.clone()));
+            }
+            self.data.send(engine::Command::Fastdp(set.clone()));
+            self.on_fastdp = set;
+        }
+    }
+
+    /// The fast datapath reported a change.
+    fn on_fastdp(&mut self, report: fastdp::Report) {
+        match report {
+            fastdp::Report::Vxlan { peer, state } => {
+                if let Some(o) = self.overlays.get_mut(&peer) {
+                    o.inputs.vxlan = match state {
+                        VxlanState::Up { full_size } => Some(full_size),
+                        VxlanState::Probing | VxlanState::Down => None,
+                    };
+                    o.inputs.vxlan_ever |= state != VxlanState::Probing;
+                }
+                self.overlay_changed(peer);
+            }
+            fastdp::Report::Datapath { up, reason } => {
+                if let Some(reason) = reason {
+                    tracing::warn!(%reason, "fast datapath");
+                }
+                self.local_datapath = up;
+                let peers: Vec<PeerName> = self.overlays.keys().copied().collect();
+                for peer in peers {
+                    if let Some(o) = self.overlays.get_mut(&peer) {
+                        o.inputs.local_datapath = up;
+                    }
+                    self.overlay_changed(peer);
+                }
+            }
+        }
     }
 
     /// The data path reported a change for a peer.
@@ -385,8 +539,10 @@ impl Router {
         if let Some(state) = self.paths.get_mut(&peer) {
             state.report = Some(report);
         }
-        self.mesh
-            .handle(Instant::now(), Input::DataPath { peer, usable });
+        if let Some(o) = self.overlays.get_mut(&peer) {
+            o.userspace = usable;
+        }
+        self.overlay_changed(peer);
     }
 
     /// Carries out the mesh's decisions.
@@ -483,6 +639,14 @@ impl Router {
                     *m.targets_by_state.entry(t.state.clone()).or_default() += 1;
                 }
                 m.data = self.data.counters.snapshot();
+                for o in self.overlays.values() {
+                    let label = match o.choice {
+                        (Overlay::Fastdp, _) => "fastdp".to_string(),
+                        (Overlay::Userspace, Some(r)) => format!("userspace:{}", r.as_str()),
+                        (Overlay::Userspace, None) => "userspace".to_string(),
+                    };
+                    *m.overlays.entry(label).or_default() += 1;
+                }
                 let _ = reply.send(m);
             }
             Request::Stop => {}
@@ -527,12 +691,34 @@ impl Router {
             .map(|c| {
                 let path = self.paths.get(&c.peer.name);
                 let report = path.and_then(|p| p.report.as_ref());
-                let usable = report.is_some_and(|r| r.usable);
+                let state = self.overlays.get(&c.peer.name);
+                let usable = state.is_some_and(OverlayState::usable);
+                let on_fastdp = state.is_some_and(|s| s.choice.0 == Overlay::Fastdp);
                 let sealed = path.map_or(c.encrypted, |p| p.sealed);
-                let reason = match report {
-                    _ if usable => None,
-                    Some(r) => r.reason.clone(),
-                    None => Some("waiting for the data path's first heartbeat".into()),
+                // On the userspace path, or on none: say why not fastdp
+                // (and, with no path at all, why not userspace either).
+                let reason = match (state, report) {
+                    (None, _) => Some("waiting for the peer's data path offer".into()),
+                    (Some(s), _) if on_fastdp => s.choice.1.map(|r| r.as_str().to_string()),
+                    (Some(s), _) if usable => s
+                        .choice
+                        .1
+                        .map(|r| format!("{}: {}", r.as_str(), r.advice())),
+                    (Some(s), Some(r)) => Some(format!(
+                        "{}; userspace path: {}",
+                        s.choice.1.map_or("fastdp down", |r| r.as_str()),
+                        r.reason
+                            .clone()
+                            .unwrap_or_else(|| "no heartbeats yet".into())
+                    )),
+                    (Some(_), None) => Some("waiting for the first heartbeats".into()),
+                };
+                let mtu = if on_fastdp {
+                    Some(overlay_mtu)
+                } else {
+                    report
+                        .and_then(|r| r.path_mtu)
+                        .map(|m| m.saturating_sub(encap::overhead(sealed)).min(overlay_mtu))
                 };
                 ConnectionReport {
                     peer: Some(c.peer.name.to_string()),
@@ -540,11 +726,16 @@ impl Router {
                     address: c.address.to_string(),
                     outbound: c.outbound,
                     state: if usable { "established" } else { "connected" }.into(),
-                    overlay: usable.then(|| "userspace".to_string()),
-                    encrypted: Some(sealed),
-                    mtu: report
-                        .and_then(|r| r.path_mtu)
-                        .map(|m| m.saturating_sub(encap::overhead(sealed)).min(overlay_mtu)),
+                    overlay: usable.then(|| {
+                        if on_fastdp {
+                            Overlay::Fastdp
+                        } else {
+                            Overlay::Userspace
+                        }
+                        .to_string()
+                    }),
+                    encrypted: Some(sealed && !on_fastdp),
+                    mtu,
                     reason,
                 }
             })

@@ -36,6 +36,10 @@ pub const MAX_ROUTING_LEN: usize = 13;
 /// Forwarded and broadcast frames are dropped after this many hops.
 pub const MAX_HOPS: u8 = 16;
 
+/// What vxlan adds to an overlay frame: outer IPv4, UDP and vxlan headers
+/// and the inner Ethernet header.
+pub const VXLAN_OVERHEAD: u32 = 20 + 8 + 8 + ETHERNET_LEN as u32;
+
 /// Bytes between the underlay MTU and the overlay MTU: outer headers, our
 /// header, the routing fields of a relayed frame, the inner Ethernet
 /// header, and the crypto overhead when sealed.

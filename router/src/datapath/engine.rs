@@ -75,7 +75,32 @@ pub enum Command {
     AddPeer(PeerSpec),
     RemovePeer(PeerName),
     Routes(Arc<Routes>),
+    /// The peers the fast datapath serves: our own floods skip them (the
+    /// datapath sent them their copy by vxlan).
+    Fastdp(std::collections::BTreeSet<PeerName>),
+    /// A frame the fast datapath hands over, from router `origin`: a
+    /// broadcast to pass on to the children it cannot reach, or a unicast
+    /// it cannot deliver.
+    Relay {
+        origin: PeerName,
+        frame: Vec<u8>,
+    },
     Stop,
+}
+
+/// A way to give the data path commands, from any thread.
+#[derive(Clone)]
+pub struct Sender {
+    commands: mpsc::Sender<Command>,
+    wake: Arc<UnixDatagram>,
+}
+
+impl Sender {
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.send(&[1]);
+        }
+    }
 }
 
 /// A change in a peer's path, for the control plane to act on and show.
@@ -157,8 +182,7 @@ impl Peer {
 
 /// Handle on the running data path.
 pub struct DataPlane {
-    commands: mpsc::Sender<Command>,
-    wake: UnixDatagram,
+    sender: Sender,
     pub counters: Arc<Counters>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -184,6 +208,7 @@ impl DataPlane {
             sessions: HashMap::new(),
             macs: MacTable::default(),
             routes: Arc::new(Routes::compute(config.local, Default::default())),
+            fastdp: Default::default(),
             commands: commands_rx,
             wake: wake_rx,
             reports,
@@ -202,17 +227,21 @@ impl DataPlane {
             .name("weft-datapath".into())
             .spawn(move || engine.run())?;
         Ok(DataPlane {
-            commands,
-            wake,
+            sender: Sender {
+                commands,
+                wake: Arc::new(wake),
+            },
             counters,
             thread: Some(thread),
         })
     }
 
     pub fn send(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.wake.send(&[1]);
-        }
+        self.sender.send(command)
+    }
+
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 }
 
@@ -275,6 +304,8 @@ struct Engine {
     sessions: HashMap<u32, PeerName>,
     macs: MacTable,
     routes: Arc<Routes>,
+    /// Peers the fast datapath serves.
+    fastdp: std::collections::BTreeSet<PeerName>,
     commands: mpsc::Receiver<Command>,
     wake: UnixDatagram,
     reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
@@ -415,6 +446,8 @@ impl Engine {
                     self.macs.forget_router(name);
                 }
                 Command::Routes(routes) => self.routes = routes,
+                Command::Fastdp(set) => self.fastdp = set,
+                Command::Relay { origin, frame } => self.relay(origin, &frame),
                 Command::Stop => return false,
             }
         }
@@ -440,7 +473,7 @@ impl Engine {
         }
         let result = offload::segment(&hdr, frame, scratch, |segment| match decision {
             Outbound::Unicast(dest) => self.unicast(self.local, dest, 0, segment),
-            _ => self.flood(self.local, 0, segment),
+            _ => self.flood(self.local, 0, segment, true),
         });
         if let Err(e) = result {
             tracing::debug!(error = %e, "dropping a frame from the bridge");
@@ -486,9 +519,13 @@ impl Engine {
         self.send(hop, out);
     }
 
-    /// Sends a broadcast of `origin` to our children in its tree.
-    fn flood(&mut self, origin: PeerName, hops: u8, frame: &[u8]) {
+    /// Sends a broadcast of `origin` to our children in its tree; with
+    /// `skip_fastdp`, not to those the fast datapath already served.
+    fn flood(&mut self, origin: PeerName, hops: u8, frame: &[u8], skip_fastdp: bool) {
         for child in self.routes.broadcast_children(origin) {
+            if skip_fastdp && self.fastdp.contains(&child) {
+                continue;
+            }
             let out = Outgoing {
                 kind: Kind::Broadcast,
                 routing: Some(Routing {
@@ -502,6 +539,21 @@ impl Engine {
                 self.send(child, out);
             }
         }
+    }
+
+    /// A frame from the fast datapath that only we can move on.
+    fn relay(&mut self, origin: PeerName, frame: &[u8]) {
+        let Some((_, dst)) = macs(frame) else {
+            return;
+        };
+        let owner = (!super::forwarding::is_group(&dst))
+            .then(|| self.macs.lookup(&dst, Instant::now()))
+            .flatten();
+        match owner {
+            Some(owner) if owner != self.local => self.unicast(origin, owner, 0, frame),
+            _ => self.flood(origin, 0, frame, true),
+        }
+        self.flush_batch();
     }
 
     /// Whether `out` fits the path to `hop`; if not, a container of ours
@@ -724,7 +776,7 @@ impl Engine {
                     None => {
                         self.deliver(routing.origin, &frame);
                         if routing.hops < MAX_HOPS {
-                            self.flood(routing.origin, routing.hops + 1, &frame);
+                            self.flood(routing.origin, routing.hops + 1, &frame, false);
                         }
                     }
                 }

@@ -43,11 +43,13 @@ pub enum ControlMessage {
         payload: Vec<u8>,
     },
     /// How to reach the sender's data path: its UDP port, the session id to
-    /// put on datagrams for it, and whether it wants them encrypted.
+    /// put on datagrams for it, whether it wants them encrypted, and its
+    /// vxlan port if it has a fast datapath.
     DataPath {
         udp_port: u16,
         session: u32,
         encrypt: bool,
+        vxlan_port: Option<u16>,
     },
 }
 

@@ -80,9 +80,11 @@ pub async fn underlay(netlink: &Netlink, peers: &[SocketAddr]) -> Result<Link, N
 /// (as it would for a container whose MTU predates a change of ours).
 const TAP_MTU: u32 = 65521;
 
-/// Creates (or adopts) the bridge with the overlay MTU and plugs a fresh
-/// TAP into it.
-pub async fn setup(netlink: &Netlink, mtu: u32) -> Result<(Link, Tap), NetdevError> {
+/// Creates (or adopts) the bridge with the overlay MTU and opens a fresh
+/// TAP. Without a fast datapath the TAP is the bridge's way out of the
+/// host; with one, a veth pair joins the bridge to the datapath, which
+/// then owns the TAP.
+pub async fn setup(netlink: &Netlink, mtu: u32, fastdp: bool) -> Result<(Link, Tap), NetdevError> {
     let bridge = netlink.ensure_bridge(BRIDGE, mtu).await?;
     let tap = Tap::open(TAP).map_err(|cause| NetdevError::Tap {
         name: TAP.into(),
@@ -93,6 +95,32 @@ pub async fn setup(netlink: &Netlink, mtu: u32) -> Result<(Link, Tap), NetdevErr
         .await?
         .ok_or_else(|| NetlinkError::NoSuchLink(TAP.into()))?;
     netlink.set_mtu_up(link.index, TAP_MTU).await?;
-    netlink.attach(link.index, bridge.index).await?;
+    let (on_bridge, on_datapath) = crate::fastdp::BRIDGE_VETH;
+    if let Some(stale) = netlink.link(on_bridge).await? {
+        netlink.delete(stale.index).await?;
+    }
+    if fastdp {
+        netlink.add_veth(on_bridge, on_datapath, TAP_MTU).await?;
+        let (b, d) = (
+            netlink.require(on_bridge).await?,
+            netlink.require(on_datapath).await?,
+        );
+        netlink.attach(b.index, bridge.index).await?;
+        netlink.set_mtu_up(d.index, TAP_MTU).await?;
+    } else {
+        netlink.attach(link.index, bridge.index).await?;
+    }
     Ok((bridge, tap))
+}
+
+/// Falls back to the TAP on the bridge (the datapath could not be set up
+/// after all).
+pub async fn tap_on_bridge(netlink: &Netlink, bridge: u32) -> Result<(), NetdevError> {
+    let (on_bridge, _) = crate::fastdp::BRIDGE_VETH;
+    if let Some(veth) = netlink.link(on_bridge).await? {
+        netlink.delete(veth.index).await?;
+    }
+    let tap = netlink.require(TAP).await?;
+    netlink.attach(tap.index, bridge).await?;
+    Ok(())
 }

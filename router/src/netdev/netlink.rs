@@ -121,7 +121,8 @@ impl Netlink {
         Ok(out)
     }
 
-    async fn require(&self, name: &str) -> Result<Link> {
+    /// The link named `name`, which must exist.
+    pub async fn require(&self, name: &str) -> Result<Link> {
         self.link(name)
             .await?
             .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
@@ -186,6 +187,16 @@ impl Netlink {
         self.handle
             .link()
             .add(msg)
+            .execute()
+            .await
+            .map_err(request(format!("create veth {name}")))
+    }
+
+    /// Creates a veth pair in this namespace.
+    pub async fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).mtu(mtu).build())
             .execute()
             .await
             .map_err(request(format!("create veth {name}")))

@@ -1,0 +1,189 @@
+//! Heartbeats over vxlan between two routers' datapaths: the only proof
+//! that the fast datapath really carries frames between two hosts (a
+//! firewall may pass TCP and the userspace path's UDP port but not the
+//! vxlan port), and, at full size, that it carries the overlay MTU.
+//!
+//! A heartbeat is an Ethernet frame between two fixed weft MACs with a
+//! local-experimental EtherType; no container uses those, so no data flow
+//! ever matches one and each arrives at the receiving router as a miss.
+//!
+//! ```text
+//! | dst MAC (6) | src MAC (6) | 0x88b5 | kind (1) | seq (u32) | sender (6) | size (u16) | padding |
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::identity::PeerName;
+
+pub const ETHERTYPE: u16 = 0x88b5;
+pub const DST_MAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x01];
+pub const SRC_MAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x02];
+const KIND_PING: u8 = 1;
+const KIND_ACK: u8 = 2;
+const MIN_LEN: usize = 14 + 1 + 4 + 6 + 2;
+
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// Without an answer for this long the vxlan path is down.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub ack: bool,
+    pub seq: u32,
+    pub sender: PeerName,
+    /// For a ping, its full frame size; for an ack, the size received.
+    pub size: u16,
+}
+
+impl Heartbeat {
+    /// The frame, padded to `size` bytes (at least the minimum).
+    pub fn frame(&self, size: usize) -> Vec<u8> {
+        let mut f = Vec::with_capacity(size.max(MIN_LEN));
+        f.extend_from_slice(&DST_MAC);
+        f.extend_from_slice(&SRC_MAC);
+        f.extend_from_slice(&ETHERTYPE.to_be_bytes());
+        f.push(if self.ack { KIND_ACK } else { KIND_PING });
+        f.extend_from_slice(&self.seq.to_be_bytes());
+        f.extend_from_slice(&self.sender.octets());
+        f.extend_from_slice(&self.size.to_be_bytes());
+        f.resize(size.max(MIN_LEN), 0);
+        f
+    }
+
+    /// Reads a heartbeat frame; `None` for any other frame.
+    pub fn parse(frame: &[u8]) -> Option<Heartbeat> {
+        if frame.len() < MIN_LEN
+            || frame[..6] != DST_MAC
+            || frame[12..14] != ETHERTYPE.to_be_bytes()
+        {
+            return None;
+        }
+        let mut name = [0u8; 8];
+        name[2..].copy_from_slice(&frame[19..25]);
+        Some(Heartbeat {
+            ack: match frame[14] {
+                KIND_PING => false,
+                KIND_ACK => true,
+                _ => return None,
+            },
+            seq: u32::from_be_bytes(frame[15..19].try_into().expect("4 bytes")),
+            sender: PeerName::from_u64(u64::from_be_bytes(name)),
+            size: u16::from_be_bytes([frame[25], frame[26]]),
+        })
+    }
+}
+
+/// What a vxlan path's heartbeats have shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VxlanState {
+    /// No answer yet.
+    Probing,
+    /// Answers come; `full_size`: a full-size frame came back recently.
+    Up { full_size: bool },
+    /// Answers stopped.
+    Down,
+}
+
+/// Heartbeats to one peer over vxlan: alternately small and full-size,
+/// one per interval.
+pub struct VxlanPath {
+    full_size: usize,
+    seq: u32,
+    next: Instant,
+    last_small: Option<Instant>,
+    last_full: Option<Instant>,
+    ever: bool,
+}
+
+impl VxlanPath {
+    /// `full_size`: the largest frame the overlay carries (its MTU plus
+    /// the Ethernet header).
+    pub fn new(now: Instant, full_size: usize) -> VxlanPath {
+        VxlanPath {
+            full_size,
+            seq: 0,
+            next: now,
+            last_small: None,
+            last_full: None,
+            ever: false,
+        }
+    }
+
+    /// The heartbeat to send now, if due, and the frame size to pad it to.
+    pub fn poll(&mut self, now: Instant) -> Option<(u32, usize)> {
+        if now < self.next {
+            return None;
+        }
+        self.next = now + INTERVAL / 2;
+        self.seq = self.seq.wrapping_add(1);
+        let size = if self.seq % 2 == 0 {
+            self.full_size
+        } else {
+            MIN_LEN
+        };
+        Some((self.seq, size))
+    }
+
+    /// An ack came back, for a frame of `size` bytes.
+    pub fn acked(&mut self, now: Instant, size: usize) {
+        self.ever = true;
+        self.last_small = Some(now);
+        if size >= self.full_size {
+            self.last_full = Some(now);
+        }
+    }
+
+    pub fn state(&self, now: Instant) -> VxlanState {
+        let fresh = |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < DEAD_AFTER);
+        if fresh(self.last_small) {
+            VxlanState::Up {
+                full_size: fresh(self.last_full),
+            }
+        } else if self.ever {
+            VxlanState::Down
+        } else {
+            VxlanState::Probing
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_other_frames_are_not_heartbeats() {
+        let hb = Heartbeat {
+            ack: true,
+            seq: 9,
+            sender: PeerName::from_u64(0x0211_2233_4455),
+            size: 1464,
+        };
+        let f = hb.frame(1464);
+        assert_eq!(f.len(), 1464);
+        assert_eq!(Heartbeat::parse(&f), Some(hb));
+        let mut other = f.clone();
+        other[13] = 0;
+        assert_eq!(Heartbeat::parse(&other), None);
+        assert_eq!(Heartbeat::parse(&f[..10]), None);
+    }
+
+    #[test]
+    fn states_follow_the_answers() {
+        let t0 = Instant::now();
+        let mut p = VxlanPath::new(t0, 1464);
+        assert_eq!(p.state(t0), VxlanState::Probing);
+        let (_, small) = p.poll(t0).unwrap();
+        p.acked(t0, small);
+        assert_eq!(p.state(t0), VxlanState::Up { full_size: false });
+        let (_, full) = p.poll(t0 + INTERVAL).unwrap();
+        assert_eq!(full, 1464);
+        p.acked(t0 + INTERVAL, full);
+        assert_eq!(p.state(t0 + INTERVAL), VxlanState::Up { full_size: true });
+        assert_eq!(p.state(t0 + INTERVAL + DEAD_AFTER), VxlanState::Down);
+    }
+}

@@ -1,0 +1,633 @@
+//! The fast datapath: the kernel's Open vSwitch datapath switches frames
+//! between our bridge, vxlan tunnels to peers and the TAP of the userspace
+//! path, so that on connections where it works no frame ever reaches
+//! userspace.
+//!
+//! Layout: the datapath `weft-dp` has three ports: `weft-dpb` (a veth whose
+//! other end, `weft-br`, sits on the `weft` bridge), `weft-vxlan` (the
+//! vxlan endpoint on UDP 6784) and `weft-tap` (the userspace path). The
+//! bridge keeps doing what it does best, local switching and learning, and
+//! the datapath only sees traffic entering and leaving the host, so flows
+//! stay few. Flows are installed on misses ([`planner`] decides), expire
+//! when idle, and are flushed whenever routes or overlay choices change.
+//!
+//! This thread also sends and answers the vxlan heartbeats that decide
+//! whether a connection may use the fast datapath ([`heartbeat`]), and puts
+//! the datapath back together if someone deletes it or its ports.
+
+pub mod heartbeat;
+pub mod planner;
+pub mod show;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::net::UnixDatagram},
+    sync::{Arc, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use weft_odp::{
+    Action, Client, Error as OdpError, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr,
+    TunnelKey, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
+};
+
+use crate::{
+    datapath::{engine, forwarding::MacTable, packet::macs},
+    identity::PeerName,
+    mesh::Routes,
+};
+use heartbeat::{Heartbeat, VxlanPath, VxlanState};
+use planner::{Hop, Ingress, View};
+
+pub const DATAPATH: &str = "weft-dp";
+pub const VXLAN: &str = "weft-vxlan";
+/// The veth joining bridge and datapath: bridge end, datapath end.
+pub const BRIDGE_VETH: (&str, &str) = ("weft-br", "weft-dpb");
+/// Flows idle this long are removed.
+const FLOW_IDLE: Duration = Duration::from_secs(60);
+/// More flows than this and the table is flushed: a bound, whatever
+/// traffic does.
+pub const MAX_FLOWS: usize = 8192;
+const REPAIR_EVERY: Duration = Duration::from_secs(1);
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+
+/// How to reach one peer's datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerTunnel {
+    pub name: PeerName,
+    /// The peer's underlay address.
+    pub remote: Ipv4Addr,
+    /// Ours, as the peer sees it.
+    pub local: Ipv4Addr,
+}
+
+pub enum Command {
+    Peer(PeerTunnel),
+    RemovePeer(PeerName),
+    Routes(Arc<Routes>),
+    /// The peers whose connections currently use the fast datapath.
+    Fastdp(BTreeSet<PeerName>),
+    Stop,
+}
+
+/// What the fast datapath tells the router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Vxlan {
+        peer: PeerName,
+        state: VxlanState,
+    },
+    /// The datapath went away (and could not be put back) or came back.
+    Datapath {
+        up: bool,
+        reason: Option<String>,
+    },
+}
+
+pub struct Config {
+    pub local: PeerName,
+    pub vxlan_port: u16,
+    /// The overlay MTU: full-size heartbeats carry frames this big.
+    pub overlay_mtu: u32,
+    pub tap: String,
+    /// The userspace path, which takes frames the datapath hands it.
+    pub engine: engine::Sender,
+}
+
+/// The ports of our datapath, by number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ports {
+    dp: i32,
+    bridge: u32,
+    vxlan: u32,
+    tap: u32,
+}
+
+/// Handle on the running fast datapath.
+pub struct Fastdp {
+    commands: mpsc::Sender<Command>,
+    wake: UnixDatagram,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// A tunnel id for traffic from `src` to `dst`: 12 bits of each name, so
+/// a capture shows which pair a packet belongs to. The receiver knows the
+/// sender from the outer source address; the id is for people and checks.
+pub fn vni(src: PeerName, dst: PeerName) -> u64 {
+    let short = |p: PeerName| {
+        let n = p.as_u64();
+        (n ^ (n >> 12) ^ (n >> 24) ^ (n >> 36)) & 0xfff
+    };
+    (short(src) << 12) | short(dst)
+}
+
+/// Creates the datapath and its ports afresh (a stale one from an earlier
+/// router is deleted with its flows).
+fn build(client: &mut Client, config: &Config, upcall_pid: u32) -> Result<Ports, OdpError> {
+    if let Ok(old) = client.datapath(DATAPATH) {
+        client.delete_datapath(old.ifindex)?;
+    }
+    let dp = client.create_datapath(DATAPATH, upcall_pid, 0)?.ifindex;
+    let pids = [upcall_pid];
+    let bridge = client
+        .create_vport(dp, BRIDGE_VETH.1, VportKind::Netdev, &pids)?
+        .port_no;
+    let tap = client
+        .create_vport(dp, &config.tap, VportKind::Netdev, &pids)?
+        .port_no;
+    let vxlan = client
+        .create_vport(
+            dp,
+            VXLAN,
+            VportKind::Vxlan {
+                dst_port: config.vxlan_port,
+            },
+            &pids,
+        )?
+        .port_no;
+    Ok(Ports {
+        dp,
+        bridge,
+        vxlan,
+        tap,
+    })
+}
+
+impl Fastdp {
+    /// Sets up the datapath; an error (the module missing, above all)
+    /// means running without a fast datapath.
+    pub fn start(
+        config: Config,
+        reports: tokio::sync::mpsc::UnboundedSender<Report>,
+    ) -> Result<Fastdp, OdpError> {
+        let mut client = Client::connect()?;
+        let upcalls = UpcallSocket::open()?;
+        upcalls.set_nonblocking()?;
+        let ports = build(&mut client, &config, upcalls.port_id())?;
+        let (wake, wake_rx) = UnixDatagram::pair().map_err(|e| OdpError::Socket(e.to_string()))?;
+        wake_rx
+            .set_nonblocking(true)
+            .map_err(|e| OdpError::Socket(e.to_string()))?;
+        let (commands, commands_rx) = mpsc::channel();
+        let now = Instant::now();
+        let worker = Worker {
+            routes: Arc::new(Routes::compute(config.local, Default::default())),
+            config,
+            client,
+            upcalls,
+            ports,
+            peers: HashMap::new(),
+            by_ip: HashMap::new(),
+            fastdp: BTreeSet::new(),
+            macs: MacTable::default(),
+            flows: 0,
+            commands: commands_rx,
+            wake: wake_rx,
+            reports,
+            next_repair: now + REPAIR_EVERY,
+            next_expiry: now + EXPIRE_EVERY,
+            up: true,
+        };
+        let thread = thread::Builder::new()
+            .name("weft-fastdp".into())
+            .spawn(move || worker.run())
+            .map_err(|e| OdpError::Socket(e.to_string()))?;
+        Ok(Fastdp {
+            commands,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.send(&[1]);
+        }
+    }
+}
+
+impl Drop for Fastdp {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Peer {
+    tunnel: PeerTunnel,
+    path: VxlanPath,
+    reported: Option<VxlanState>,
+}
+
+struct Worker {
+    config: Config,
+    client: Client,
+    upcalls: UpcallSocket,
+    ports: Ports,
+    peers: HashMap<PeerName, Peer>,
+    by_ip: HashMap<Ipv4Addr, PeerName>,
+    fastdp: BTreeSet<PeerName>,
+    routes: Arc<Routes>,
+    macs: MacTable,
+    /// Flows installed since the last flush (an upper bound).
+    flows: usize,
+    commands: mpsc::Receiver<Command>,
+    wake: UnixDatagram,
+    reports: tokio::sync::mpsc::UnboundedSender<Report>,
+    next_repair: Instant,
+    next_expiry: Instant,
+    up: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let deadline = self
+                .peers
+                .values()
+                .map(|p| p.path.deadline())
+                .chain([self.next_repair, self.next_expiry])
+                .min()
+                .unwrap_or(now + REPAIR_EVERY);
+            let timeout = deadline
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(1000) as libc::c_int;
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.upcalls.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: polls descriptors we own through an array we own.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
+            if fds[1].revents != 0 && !self.commands() {
+                return;
+            }
+            if fds[0].revents != 0 {
+                self.upcalls();
+            }
+            let now = Instant::now();
+            self.heartbeats(now);
+            if now >= self.next_repair {
+                self.next_repair = now + REPAIR_EVERY;
+                self.repair();
+            }
+            if now >= self.next_expiry {
+                self.next_expiry = now + EXPIRE_EVERY;
+                self.expire();
+            }
+        }
+    }
+
+    fn commands(&mut self) -> bool {
+        let mut drain = [0u8; 64];
+        while self.wake.recv(&mut drain).is_ok() {}
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Peer(tunnel) => {
+                    let full =
+                        (self.config.overlay_mtu as usize) + crate::datapath::packet::ETH_LEN;
+                    self.by_ip.retain(|_, n| *n != tunnel.name);
+                    self.by_ip.insert(tunnel.remote, tunnel.name);
+                    self.peers.insert(
+                        tunnel.name,
+                        Peer {
+                            tunnel,
+                            path: VxlanPath::new(Instant::now(), full),
+                            reported: None,
+                        },
+                    );
+                }
+                Command::RemovePeer(name) => {
+                    self.peers.remove(&name);
+                    self.by_ip.retain(|_, n| *n != name);
+                    self.macs.forget_router(name);
+                    self.flush();
+                }
+                Command::Routes(routes) => {
+                    self.routes = routes;
+                    self.flush();
+                }
+                Command::Fastdp(set) => {
+                    if set != self.fastdp {
+                        self.fastdp = set;
+                        self.flush();
+                    }
+                }
+                Command::Stop => {
+                    let _ = self.client.delete_datapath(self.ports.dp);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Removes every flow: they come back, recomputed, on the next miss.
+    fn flush(&mut self) {
+        if let Err(e) = self.client.flush_flows(self.ports.dp) {
+            tracing::warn!(error = %e, "cannot flush flows");
+        }
+        self.flows = 0;
+    }
+
+    fn upcalls(&mut self) {
+        loop {
+            let batch = match self.upcalls.recv() {
+                Ok(b) if b.is_empty() => return,
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upcall socket");
+                    return;
+                }
+            };
+            for upcall in batch.into_iter().flatten() {
+                self.upcall(upcall);
+            }
+        }
+    }
+
+    fn upcall(&mut self, upcall: Upcall) {
+        let now = Instant::now();
+        if upcall.cmd == PacketCmd::Action {
+            // A frame a flow handed to us for the userspace path, with its
+            // origin router in the cookie.
+            if let Some(origin) = upcall.userdata.as_deref().and_then(name_of) {
+                self.config.engine.send(engine::Command::Relay {
+                    origin,
+                    frame: upcall.packet,
+                });
+            }
+            return;
+        }
+        let Some(in_port) = upcall.key.in_port() else {
+            return;
+        };
+        let ingress = if in_port == self.ports.bridge {
+            Ingress::Bridge
+        } else if in_port == self.ports.tap {
+            Ingress::Tap
+        } else if in_port == self.ports.vxlan {
+            let src = upcall.key.tunnel().and_then(|t| {
+                t.iter().find_map(|a| match a {
+                    TunnelAttr::Ipv4Src(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            let Some(peer) = src.and_then(|ip| self.by_ip.get(&ip).copied()) else {
+                return; // from a host that is not our peer
+            };
+            if let Some(hb) = Heartbeat::parse(&upcall.packet) {
+                self.on_heartbeat(peer, hb, upcall.packet.len(), now);
+                return;
+            }
+            Ingress::Vxlan { peer }
+        } else {
+            return;
+        };
+        let Some((src, dst)) = macs(&upcall.packet) else {
+            return;
+        };
+        let view = View {
+            local: self.config.local,
+            routes: &self.routes,
+            fastdp: &self.fastdp,
+        };
+        let hops = planner::plan(&view, &mut self.macs, ingress, src, dst, now);
+        let actions = self.actions(&hops);
+        let mut key = vec![
+            KeyAttr::InPort(in_port),
+            KeyAttr::Ethernet(EthernetKey { src, dst }),
+        ];
+        let mut mask = vec![
+            KeyAttr::InPort(u32::MAX),
+            KeyAttr::Ethernet(EthernetKey {
+                src: [0xff; 6],
+                dst: [0xff; 6],
+            }),
+        ];
+        if let Ingress::Vxlan { .. } = ingress {
+            let tunnel: Vec<TunnelAttr> =
+                upcall.key.tunnel().map(<[_]>::to_vec).unwrap_or_default();
+            let exact: Vec<TunnelAttr> = tunnel
+                .iter()
+                .filter_map(|a| match a {
+                    TunnelAttr::Id(_) => Some(TunnelAttr::Id(u64::MAX)),
+                    TunnelAttr::Ipv4Src(_) => Some(TunnelAttr::Ipv4Src(Ipv4Addr::BROADCAST)),
+                    TunnelAttr::Ipv4Dst(_) => Some(TunnelAttr::Ipv4Dst(Ipv4Addr::BROADCAST)),
+                    _ => None,
+                })
+                .collect();
+            key.insert(0, KeyAttr::Tunnel(tunnel));
+            mask.insert(0, KeyAttr::Tunnel(exact));
+        }
+        if self.flows >= MAX_FLOWS {
+            self.flush();
+        }
+        let flow = Flow::new(key, Some(mask), actions.clone());
+        match self
+            .client
+            .put_flow(self.ports.dp, &flow, PutMode::CreateOrModify)
+        {
+            Ok(_) => self.flows += 1,
+            Err(e) => tracing::debug!(error = %e, "cannot install a flow"),
+        }
+        // The packet that missed still has to go.
+        let mut exec_key = vec![KeyAttr::InPort(in_port)];
+        if let Some(t) = upcall.key.tunnel() {
+            exec_key.insert(0, KeyAttr::Tunnel(t.to_vec()));
+        }
+        if !actions.is_empty() {
+            if let Err(e) = self
+                .client
+                .execute(self.ports.dp, &upcall.packet, exec_key, actions)
+            {
+                tracing::debug!(error = %e, "cannot execute a missed packet");
+            }
+        }
+    }
+
+    fn tunnel_to(&self, peer: PeerName) -> Option<Action> {
+        let p = self.peers.get(&peer)?;
+        Some(Action::set_tunnel(&TunnelKey {
+            id: vni(self.config.local, peer),
+            src: p.tunnel.local,
+            dst: p.tunnel.remote,
+            tos: 0,
+            ttl: 64,
+            dont_fragment: true,
+            csum: false,
+        }))
+    }
+
+    fn actions(&self, hops: &[Hop]) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for hop in hops {
+            match *hop {
+                Hop::Bridge => actions.push(Action::Output(self.ports.bridge)),
+                Hop::Tap => actions.push(Action::Output(self.ports.tap)),
+                Hop::Tunnel(peer) => {
+                    if let Some(set) = self.tunnel_to(peer) {
+                        actions.push(set);
+                        actions.push(Action::Output(self.ports.vxlan));
+                    }
+                }
+                Hop::Userspace(origin) => {
+                    let cookie = origin.octets().to_vec();
+                    actions.push(Action::userspace(self.upcalls.port_id(), Some(cookie)));
+                }
+            }
+        }
+        actions
+    }
+
+    fn on_heartbeat(&mut self, peer: PeerName, hb: Heartbeat, len: usize, now: Instant) {
+        if hb.ack {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.path.acked(now, usize::from(hb.size));
+            }
+            return;
+        }
+        let ack = Heartbeat {
+            ack: true,
+            seq: hb.seq,
+            sender: self.config.local,
+            size: len as u16,
+        };
+        self.send_heartbeat(peer, &ack.frame(0));
+    }
+
+    fn send_heartbeat(&mut self, peer: PeerName, frame: &[u8]) {
+        let Some(set) = self.tunnel_to(peer) else {
+            return;
+        };
+        let actions = vec![set, Action::Output(self.ports.vxlan)];
+        let key = vec![KeyAttr::InPort(self.ports.tap)];
+        if let Err(e) = self.client.execute(self.ports.dp, frame, key, actions) {
+            tracing::trace!(error = %e, %peer, "cannot send a vxlan heartbeat");
+        }
+    }
+
+    fn heartbeats(&mut self, now: Instant) {
+        let names: Vec<PeerName> = self.peers.keys().copied().collect();
+        for name in names {
+            if let Some((seq, size)) = self.peers.get_mut(&name).and_then(|p| p.path.poll(now)) {
+                let hb = Heartbeat {
+                    ack: false,
+                    seq,
+                    sender: self.config.local,
+                    size: size as u16,
+                };
+                self.send_heartbeat(name, &hb.frame(size));
+            }
+            let p = self.peers.get_mut(&name).expect("listed above");
+            let state = p.path.state(now);
+            if p.reported != Some(state) {
+                p.reported = Some(state);
+                let _ = self.reports.send(Report::Vxlan { peer: name, state });
+            }
+        }
+    }
+
+    /// Puts the datapath back if it or a port was deleted under us.
+    fn repair(&mut self) {
+        let intact = match self.client.vports(self.ports.dp) {
+            Ok(vports) => [self.ports.bridge, self.ports.vxlan, self.ports.tap]
+                .iter()
+                .all(|p| vports.iter().any(|v| v.port_no == *p)),
+            Err(_) => false,
+        };
+        if intact {
+            return;
+        }
+        tracing::warn!("the datapath or one of its ports is gone: rebuilding it");
+        match build(&mut self.client, &self.config, self.upcalls.port_id()) {
+            Ok(ports) => {
+                self.ports = ports;
+                self.flows = 0;
+                if !self.up {
+                    self.up = true;
+                    let _ = self.reports.send(Report::Datapath {
+                        up: true,
+                        reason: None,
+                    });
+                }
+                tracing::info!("datapath rebuilt");
+            }
+            Err(e) => {
+                if self.up {
+                    self.up = false;
+                    let reason = format!("the datapath could not be rebuilt: {e}");
+                    let _ = self.reports.send(Report::Datapath {
+                        up: false,
+                        reason: Some(reason),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Removes flows idle for a while.
+    fn expire(&mut self) {
+        let Ok(flows) = self.client.flows(self.ports.dp) else {
+            return;
+        };
+        self.flows = flows.len();
+        let now_ms = monotonic_ms();
+        for flow in flows {
+            let idle = flow
+                .used_ms
+                .is_some_and(|used| now_ms.saturating_sub(used) > FLOW_IDLE.as_millis() as u64);
+            if idle && self.client.delete_flow(self.ports.dp, &flow.key).is_ok() {
+                self.flows -= 1;
+            }
+        }
+    }
+}
+
+fn name_of(bytes: &[u8]) -> Option<PeerName> {
+    let octets: [u8; 6] = bytes.try_into().ok()?;
+    let mut n = [0u8; 8];
+    n[2..].copy_from_slice(&octets);
+    Some(PeerName::from_u64(u64::from_be_bytes(n)))
+}
+
+/// The kernel's monotonic clock in milliseconds, the clock of a flow's
+/// "used" time.
+pub(crate) fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_ids_fit_vxlan_and_tell_pairs_apart() {
+        let (a, b) = (
+            PeerName::from_u64(0x0211_2233_4455),
+            PeerName::from_u64(0x02aa_bbcc_ddee),
+        );
+        assert!(vni(a, b) < 1 << 24);
+        assert_ne!(vni(a, b), vni(b, a));
+        assert_eq!(name_of(&a.octets()), Some(a));
+    }
+}
