@@ -289,9 +289,13 @@ async fn serve(args: RouterArgs) -> Result<()> {
         registry: tokio::sync::Mutex::new(registry),
     });
     let api = tokio::spawn(Api::new(requests_tx, network).serve(http, unix));
-    let router = Router::new(
-        mesh, ctx, events_rx, settings, data, reports_rx, fastdp, fastdp_rx,
-    );
+    let planes = router::Planes {
+        data,
+        reports: reports_rx,
+        fastdp,
+        fastdp_reports: fastdp_rx,
+    };
+    let router = Router::new(mesh, ctx, events_rx, settings, planes);
     let mut term =
         tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let shutdown = async move {

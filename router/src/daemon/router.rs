@@ -134,6 +134,15 @@ struct PathState {
     report: Option<PathReport>,
 }
 
+/// The data planes the router drives, and the channels they report on.
+pub struct Planes {
+    pub data: DataPlane,
+    pub reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
+    /// None when the kernel has no usable datapath.
+    pub fastdp: Option<Fastdp>,
+    pub fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
+}
+
 pub struct Router {
     mesh: Mesh,
     ctx: Context,
@@ -165,11 +174,14 @@ impl Router {
         ctx: Context,
         events: mpsc::Receiver<Event>,
         settings: Settings,
-        data: DataPlane,
-        reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
-        fastdp: Option<Fastdp>,
-        fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
+        planes: Planes,
     ) -> Router {
+        let Planes {
+            data,
+            reports,
+            fastdp,
+            fastdp_reports,
+        } = planes;
         Router {
             local_datapath: fastdp.is_some(),
             fastdp,
