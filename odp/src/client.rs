@@ -316,6 +316,13 @@ impl Client {
         Ok(Datapath::try_from(&reply)?)
     }
 
+    /// See [`DatapathMessage::set_per_cpu_pids`].
+    pub fn set_per_cpu_upcall_pids(&mut self, dp_ifindex: i32, pids: &[u32]) -> Result<(), Error> {
+        let msg = DatapathMessage::set_per_cpu_pids(dp_ifindex, pids.to_vec());
+        self.one(&msg, 0, &format!("datapath {dp_ifindex}"))
+            .map(drop)
+    }
+
     pub fn delete_datapath(&mut self, dp_ifindex: i32) -> Result<(), Error> {
         let context = format!("datapath {dp_ifindex}");
         self.request(&DatapathMessage::delete(dp_ifindex), 0, false, &context)

@@ -45,6 +45,40 @@ pub mod features {
     pub const VPORT_PIDS: u32 = 1 << 1;
     pub const TC_RECIRC_SHARING: u32 = 1 << 2;
     pub const DISPATCH_UPCALL_PER_CPU: u32 = 1 << 3;
+
+    /// The names of the bits set in `features`, unknown bits in hex.
+    pub fn names(features: u32) -> Vec<String> {
+        let known = [
+            (UNALIGNED, "unaligned"),
+            (VPORT_PIDS, "vport-pids"),
+            (TC_RECIRC_SHARING, "tc-recirc-sharing"),
+            (DISPATCH_UPCALL_PER_CPU, "per-cpu-upcalls"),
+        ];
+        let mut out: Vec<String> = known
+            .iter()
+            .filter(|(bit, _)| features & bit != 0)
+            .map(|(_, name)| name.to_string())
+            .collect();
+        let rest = known.iter().fold(features, |f, (bit, _)| f & !bit);
+        if rest != 0 {
+            out.push(format!("{rest:#x}"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod feature_tests {
+    use super::features;
+
+    #[test]
+    fn feature_bits_are_named() {
+        assert!(features::names(0).is_empty());
+        assert_eq!(
+            features::names(features::UNALIGNED | features::DISPATCH_UPCALL_PER_CPU | 0x100),
+            ["unaligned", "per-cpu-upcalls", "0x100"]
+        );
+    }
 }
 
 /// `struct ovs_dp_stats`.
@@ -204,6 +238,17 @@ impl DatapathMessage {
                 DatapathAttr::UpcallPid(upcall_pid),
                 DatapathAttr::UserFeatures(user_features),
             ],
+        )
+    }
+
+    /// Names the upcall port for each CPU, used when the datapath
+    /// dispatches upcalls per CPU (`DISPATCH_UPCALL_PER_CPU`, Linux 5.15+);
+    /// CPUs beyond the list wrap around it.
+    pub fn set_per_cpu_pids(dp_ifindex: i32, pids: Vec<u32>) -> DatapathMessage {
+        Message::new(
+            ObjectCmd::Set,
+            dp_ifindex,
+            vec![DatapathAttr::PerCpuPids(pids)],
         )
     }
 }

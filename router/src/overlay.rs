@@ -95,9 +95,9 @@ pub struct Inputs {
     /// vxlan heartbeats: `None` before any answer or after they stopped
     /// coming back; `Some(full_size)` while they pass.
     pub vxlan: Option<bool>,
-    /// Heartbeats were answered at some point, so their absence now means
-    /// a block rather than a start.
-    pub vxlan_ever: bool,
+    /// Heartbeats were answered once, or have gone unanswered long enough,
+    /// so no answer now means a block rather than a start.
+    pub vxlan_tried: bool,
 }
 
 /// The overlay to use, and when it is not the fast datapath, why.
@@ -112,7 +112,7 @@ pub fn choose(i: Inputs) -> (Overlay, Option<Reason>) {
         match i.vxlan {
             Some(true) => return (Overlay::Fastdp, None),
             Some(false) => Reason::MtuTooSmall,
-            None if i.vxlan_ever => Reason::VxlanBlocked,
+            None if i.vxlan_tried => Reason::VxlanBlocked,
             None => Reason::VxlanProbing,
         }
     };
@@ -129,7 +129,7 @@ mod tests {
             peer_datapath: true,
             encrypt: false,
             vxlan: Some(true),
-            vxlan_ever: true,
+            vxlan_tried: true,
         }
     }
 
@@ -165,7 +165,7 @@ mod tests {
             (
                 Inputs {
                     vxlan: None,
-                    vxlan_ever: false,
+                    vxlan_tried: false,
                     ..ok()
                 },
                 Reason::VxlanProbing,

@@ -39,6 +39,6 @@ pub use probe::{tcp_transfer, udp_probe};
 pub use process::Background;
 pub use spec::{Hop, Node, Spec};
 pub use testbed::{Testbed, destroy, gc, list};
-pub use weft::{WeftHost, eventually};
+pub use weft::{WeftHost, container_addr, eventually, pings};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

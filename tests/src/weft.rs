@@ -3,6 +3,7 @@
 //! binary inside its namespace, the way a user would.
 
 use std::{
+    net::Ipv4Addr,
     path::PathBuf,
     process::Output,
     thread,
@@ -11,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{Error, Netns, Result, Testbed, state, workspace_bin};
+use crate::{Error, Netns, Node, Result, Testbed, state, workspace_bin};
 
 /// The weft router of one testbed host.
 pub struct WeftHost {
@@ -21,7 +22,48 @@ pub struct WeftHost {
     pub run_dir: PathBuf,
 }
 
+/// The overlay address weft tests give container 1 of `host`.
+pub fn container_addr(host: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, 0, host as u8)
+}
+
+/// Whether `from` gets answers to pings to `to` (two tries, so a first
+/// packet lost to ARP does not count).
+pub fn pings(from: &Netns, to: Ipv4Addr) -> bool {
+    from.succeeds(["ping", "-c2", "-i0.2", "-W2", "-q", &to.to_string()])
+        .unwrap_or(false)
+}
+
 impl Testbed {
+    /// Launches a router on hosts 1..=`hosts` (each given host 1's
+    /// address, plus `extra` flags) and, where the host has containers,
+    /// attaches container 1 at [`container_addr`].
+    pub fn weft_mesh(&self, hosts: usize, extra: &[&str]) -> Result<Vec<WeftHost>> {
+        let first = self.host_addr(1).to_string();
+        (1..=hosts)
+            .map(|h| {
+                let weft = self.weft(h);
+                let mut args = extra.to_vec();
+                if h > 1 {
+                    args.push(&first);
+                }
+                weft.launch(&args)?;
+                let container = Node::Container { host: h, index: 1 };
+                if !self.spec().has_node(container) {
+                    return Ok(weft);
+                }
+                let cidr = format!("{}/12", container_addr(h));
+                let out = weft.run(&["attach", &cidr, self.container(h, 1).name()])?;
+                if !out.contains(&cidr) {
+                    return Err(Error::Spec(format!(
+                        "weft attach should print the address {cidr}: {out}"
+                    )));
+                }
+                Ok(weft)
+            })
+            .collect()
+    }
+
     /// The weft router of `host` (not started until [`WeftHost::launch`]).
     pub fn weft(&self, host: usize) -> WeftHost {
         let base = state::dir(self.name())
@@ -80,6 +122,40 @@ impl WeftHost {
         let text = self.run(&["report"])?;
         serde_json::from_str(&text)
             .map_err(|e| Error::Spec(format!("weft report is not JSON: {e}\n{text}")))
+    }
+
+    /// The connections of `weft report`.
+    pub fn connections(&self) -> Result<Vec<Value>> {
+        let report = self.report()?;
+        Ok(report["connections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Ok when exactly `expected` connections use `overlay`; otherwise
+    /// the connections as they are (for [`eventually`]).
+    pub fn overlays(&self, overlay: &str, expected: usize) -> std::result::Result<(), String> {
+        let conns = self.connections().map_err(|e| e.to_string())?;
+        let n = conns.iter().filter(|c| c["overlay"] == overlay).count();
+        if n == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "h{}: {n} of {expected} connections on {overlay}: {}",
+                self.host,
+                Value::from(conns)
+            ))
+        }
+    }
+
+    /// The connection to the peer nicknamed `nickname`.
+    pub fn connection_to(&self, nickname: &str) -> std::result::Result<Value, String> {
+        self.connections()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|c| c["nickname"] == nickname)
+            .ok_or_else(|| format!("h{}: no connection to {nickname}", self.host))
     }
 
     /// The router's pid, from its pid file.

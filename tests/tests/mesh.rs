@@ -47,29 +47,11 @@ fn connected_mesh(report: &Value) -> bool {
     seen.len() == edges.len()
 }
 
-fn launch_all(tb: &Testbed, hosts: usize, extra: &[&str]) -> Vec<WeftHost> {
-    let first = tb.host_addr(1).to_string();
-    (1..=hosts)
-        .map(|h| {
-            let weft = tb.weft(h);
-            let mut args: Vec<&str> = extra.to_vec();
-            if h > 1 {
-                args.push(&first);
-            }
-            let out = weft
-                .launch(&args)
-                .unwrap_or_else(|e| panic!("launch h{h}: {e}"));
-            assert!(out.contains("started"), "{out}");
-            weft
-        })
-        .collect()
-}
-
 #[test]
 fn five_hosts_given_one_address_form_a_mesh_within_ten_seconds() {
     let tb = Testbed::create_owned("mesh5", Spec::hosts(5)).unwrap();
     let started = Instant::now();
-    let routers = launch_all(&tb, 5, &[]);
+    let routers = tb.weft_mesh(5, &[]).unwrap();
     let names: BTreeSet<String> = routers
         .iter()
         .map(|r| {
@@ -153,7 +135,7 @@ fn five_hosts_given_one_address_form_a_mesh_within_ten_seconds() {
 #[test]
 fn a_killed_router_is_seen_gone_and_rejoins_when_started_again() {
     let tb = Testbed::create_owned("meshkill", Spec::hosts(4)).unwrap();
-    let routers = launch_all(&tb, 4, &[]);
+    let routers = tb.weft_mesh(4, &[]).unwrap();
     let all = |r: &WeftHost, n: usize| -> Result<(), String> {
         let report = r.report().map_err(|e| e.to_string())?;
         let seen = peer_names(&report).len();

@@ -374,6 +374,7 @@ mod tests {
                 encrypted: None,
                 mtu: None,
                 reason: Some("connect: connection refused".into()),
+                advice: None,
             }],
             targets: vec![],
         }

@@ -62,8 +62,13 @@ pub struct ConnectionReport {
     pub overlay: Option<String>,
     pub encrypted: Option<bool>,
     pub mtu: Option<u32>,
-    /// Why the state is not the healthy one.
+    /// Why the state is not the healthy one. For a connection on the
+    /// userspace path this is the overlay reason code (`no-datapath`,
+    /// `vxlan-blocked`, ...), stable for scripts and alerts.
     pub reason: Option<String>,
+    /// What the operator can do about `reason`, when there is something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -212,7 +217,7 @@ impl Report {
                 ]
             })
             .collect();
-        table(
+        let mut out = table(
             &[
                 "DIR",
                 "ADDRESS",
@@ -225,7 +230,21 @@ impl Report {
                 "REASON",
             ],
             &rows,
-        )
+        );
+        // Each reason's advice once, under the table, rather than a column
+        // too wide to read.
+        let advice: std::collections::BTreeMap<&str, &str> = self
+            .connections
+            .iter()
+            .filter_map(|c| Some((c.reason.as_deref()?, c.advice.as_deref()?)))
+            .collect();
+        if !advice.is_empty() {
+            out.push('\n');
+            for (reason, advice) in advice {
+                out.push_str(&format!("{reason}: {advice}\n"));
+            }
+        }
+        out
     }
 
     pub fn targets_table(&self) -> String {

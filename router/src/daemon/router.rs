@@ -450,7 +450,7 @@ impl Router {
             peer_datapath: vxlan_port.is_some(),
             encrypt: seal,
             vxlan: None,
-            vxlan_ever: false,
+            vxlan_tried: false,
         };
         if let (Some(f), IpAddr::V4(remote), IpAddr::V4(local)) =
             (&self.fastdp, setup.remote, setup.local)
@@ -523,7 +523,7 @@ impl Router {
                         VxlanState::Up { full_size } => Some(full_size),
                         VxlanState::Probing | VxlanState::Down => None,
                     };
-                    o.inputs.vxlan_ever |= state != VxlanState::Probing;
+                    o.inputs.vxlan_tried |= state != VxlanState::Probing;
                 }
                 self.overlay_changed(peer);
             }
@@ -712,10 +712,7 @@ impl Router {
                 let reason = match (state, report) {
                     (None, _) => Some("waiting for the peer's data path offer".into()),
                     (Some(s), _) if on_fastdp => s.choice.1.map(|r| r.as_str().to_string()),
-                    (Some(s), _) if usable => s
-                        .choice
-                        .1
-                        .map(|r| format!("{}: {}", r.as_str(), r.advice())),
+                    (Some(s), _) if usable => s.choice.1.map(|r| r.as_str().to_string()),
                     (Some(s), Some(r)) => Some(format!(
                         "{}; userspace path: {}",
                         s.choice.1.map_or("fastdp down", |r| r.as_str()),
@@ -749,6 +746,9 @@ impl Router {
                     encrypted: Some(sealed && !on_fastdp),
                     mtu,
                     reason,
+                    advice: state
+                        .and_then(|s| s.choice.1)
+                        .map(|r| r.advice().to_string()),
                 }
             })
             .collect();
@@ -775,6 +775,7 @@ impl Router {
                 encrypted: None,
                 mtu: None,
                 reason: t.last_error.clone(),
+                advice: None,
             });
         }
         self.inbound_failures
@@ -794,6 +795,7 @@ impl Router {
                     f.reason,
                     now.duration_since(f.at).as_secs_f64()
                 )),
+                advice: None,
             });
         }
         let targets = mesh

@@ -25,6 +25,9 @@ const MIN_LEN: usize = 14 + 1 + 4 + 6 + 2;
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Without an answer for this long the vxlan path is down.
 pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// A path that never answered is called blocked after this long, rather
+/// than left "probing" for ever.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(4);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -92,7 +95,9 @@ pub struct VxlanPath {
     next: Instant,
     last_small: Option<Instant>,
     last_full: Option<Instant>,
+    first_ack: Option<Instant>,
     ever: bool,
+    started: Instant,
 }
 
 impl VxlanPath {
@@ -105,7 +110,9 @@ impl VxlanPath {
             next: now,
             last_small: None,
             last_full: None,
+            first_ack: None,
             ever: false,
+            started: now,
         }
     }
 
@@ -127,6 +134,7 @@ impl VxlanPath {
     /// An ack came back, for a frame of `size` bytes.
     pub fn acked(&mut self, now: Instant, size: usize) {
         self.ever = true;
+        self.first_ack.get_or_insert(now);
         self.last_small = Some(now);
         if size >= self.full_size {
             self.last_full = Some(now);
@@ -135,11 +143,18 @@ impl VxlanPath {
 
     pub fn state(&self, now: Instant) -> VxlanState {
         let fresh = |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < DEAD_AFTER);
-        if fresh(self.last_small) {
+        // A full-size frame may trail the first small one: until it has
+        // had its chance, the path is still being probed, not too small.
+        let full_had_time = self
+            .first_ack
+            .is_some_and(|t| now.duration_since(t) >= DEAD_AFTER);
+        if fresh(self.last_small) && (fresh(self.last_full) || full_had_time) {
             VxlanState::Up {
                 full_size: fresh(self.last_full),
             }
-        } else if self.ever {
+        } else if fresh(self.last_small) {
+            VxlanState::Probing
+        } else if self.ever || now.duration_since(self.started) >= GIVE_UP_AFTER {
             VxlanState::Down
         } else {
             VxlanState::Probing
@@ -177,13 +192,37 @@ mod tests {
         let t0 = Instant::now();
         let mut p = VxlanPath::new(t0, 1464);
         assert_eq!(p.state(t0), VxlanState::Probing);
+        assert_eq!(
+            VxlanPath::new(t0, 1464).state(t0 + GIVE_UP_AFTER),
+            VxlanState::Down,
+            "never answered: blocked, not probing for ever"
+        );
         let (_, small) = p.poll(t0).unwrap();
         p.acked(t0, small);
-        assert_eq!(p.state(t0), VxlanState::Up { full_size: false });
+        assert_eq!(
+            p.state(t0),
+            VxlanState::Probing,
+            "the full-size heartbeat has not had its chance yet"
+        );
         let (_, full) = p.poll(t0 + INTERVAL).unwrap();
         assert_eq!(full, 1464);
         p.acked(t0 + INTERVAL, full);
         assert_eq!(p.state(t0 + INTERVAL), VxlanState::Up { full_size: true });
+
+        // Only small frames come back: too small, once the full-size ones
+        // have had time.
+        let mut q = VxlanPath::new(t0, 1464);
+        for k in 0..8 {
+            let at = t0 + INTERVAL * k;
+            let (_, size) = q.poll(at).unwrap();
+            if size < 1464 {
+                q.acked(at, size);
+            }
+        }
+        assert_eq!(
+            q.state(t0 + INTERVAL * 7),
+            VxlanState::Up { full_size: false }
+        );
         assert_eq!(p.state(t0 + INTERVAL + DEAD_AFTER), VxlanState::Down);
     }
 }

@@ -123,13 +123,31 @@ pub fn vni(src: PeerName, dst: PeerName) -> u64 {
     (short(src) << 12) | short(dst)
 }
 
+/// The datapath features weft asks for: none, so upcalls go to the port
+/// each vport names.
+const FEATURES: u32 = 0;
+
+/// Also names our upcall socket for per-CPU dispatch: another program
+/// (`ovs-dpctl` does, just by opening the datapath) may switch the datapath
+/// to it, and misses must keep reaching us until [`Worker::repair`]
+/// switches it back. Kernels before 5.15 lack the attribute; nothing to do
+/// there.
+fn steer_upcalls(client: &mut Client, dp: i32, upcall_pid: u32) {
+    if let Err(e) = client.set_per_cpu_upcall_pids(dp, &[upcall_pid]) {
+        tracing::debug!(error = %e, "this kernel has no per-CPU upcall dispatch");
+    }
+}
+
 /// Creates the datapath and its ports afresh (a stale one from an earlier
 /// router is deleted with its flows).
 fn build(client: &mut Client, config: &Config, upcall_pid: u32) -> Result<Ports, OdpError> {
     if let Ok(old) = client.datapath(DATAPATH) {
         client.delete_datapath(old.ifindex)?;
     }
-    let dp = client.create_datapath(DATAPATH, upcall_pid, 0)?.ifindex;
+    let dp = client
+        .create_datapath(DATAPATH, upcall_pid, FEATURES)?
+        .ifindex;
+    steer_upcalls(client, dp, upcall_pid);
     let pids = [upcall_pid];
     let bridge = client
         .create_vport(dp, BRIDGE_VETH.1, VportKind::Netdev, &pids)?
@@ -541,13 +559,30 @@ impl Worker {
         }
     }
 
-    /// Puts the datapath back if it or a port was deleted under us.
+    /// Puts the datapath back if it or a port was deleted under us, and
+    /// its features if another program changed them.
     fn repair(&mut self) {
-        let intact = match self.client.vports(self.ports.dp) {
-            Ok(vports) => [self.ports.bridge, self.ports.vxlan, self.ports.tap]
-                .iter()
-                .all(|p| vports.iter().any(|v| v.port_no == *p)),
-            Err(_) => false,
+        let intact = match self.client.datapath(DATAPATH) {
+            Ok(dp) if dp.ifindex == self.ports.dp => {
+                if dp.user_features != FEATURES {
+                    tracing::warn!(
+                        features = format_args!("{:#x}", dp.user_features),
+                        "another program (ovs-dpctl?) changed the datapath's features: restoring them"
+                    );
+                    let pid = self.upcalls.port_id();
+                    if let Err(e) = self.client.set_datapath(dp.ifindex, pid, FEATURES) {
+                        tracing::warn!(error = %e, "cannot restore the datapath's features");
+                    }
+                    steer_upcalls(&mut self.client, dp.ifindex, pid);
+                }
+                match self.client.vports(self.ports.dp) {
+                    Ok(vports) => [self.ports.bridge, self.ports.vxlan, self.ports.tap]
+                        .iter()
+                        .all(|p| vports.iter().any(|v| v.port_no == *p)),
+                    Err(_) => false,
+                }
+            }
+            _ => false,
         };
         if intact {
             return;

@@ -68,9 +68,20 @@ pub fn datapath() -> Result<String, Error> {
     let mut client = Client::connect()?;
     let dp = client.datapath(DATAPATH)?;
     let s = dp.stats;
+    let features = weft_odp::datapath::features::names(dp.user_features);
     let mut out = format!(
-        "datapath {} (ifindex {}): {} hits, {} misses, {} lost, {} flows\n",
-        dp.name, dp.ifindex, s.hit, s.missed, s.lost, s.flows
+        "datapath {} (ifindex {}): {} hits, {} misses, {} lost, {} flows; features: {}\n",
+        dp.name,
+        dp.ifindex,
+        s.hit,
+        s.missed,
+        s.lost,
+        s.flows,
+        if features.is_empty() {
+            "none".to_string()
+        } else {
+            features.join(",")
+        }
     );
     for v in client.vports(dp.ifindex)? {
         let port = v.dst_port.map(|p| format!(", udp {p}")).unwrap_or_default();

@@ -1,0 +1,307 @@
+//! weft's fast datapath on simulated hosts inside the kernel VM (the only
+//! place with the openvswitch module): connections choose it, fall back to
+//! the userspace path when vxlan is blocked and say why, come back when it
+//! heals, and survive the datapath being deleted under them. Run by
+//! `scripts/vm-test`; on a kernel without openvswitch they fail.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testbed::{Block, Spec, Testbed, WeftHost, container_addr, eventually, pings, tcp_transfer};
+
+/// Under emulation a router takes a few seconds to set up its datapath
+/// and pass the first heartbeats.
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn all_on_fastdp(routers: &[WeftHost]) {
+    for r in routers {
+        eventually("connections on fastdp", SETTLE, || {
+            r.overlays("fastdp", routers.len() - 1)
+        });
+    }
+}
+
+fn ping_all_pairs(tb: &Testbed, hosts: usize) {
+    for a in 1..=hosts {
+        for b in (1..=hosts).filter(|b| *b != a) {
+            assert!(
+                pings(&tb.container(a, 1), container_addr(b)),
+                "h{a}c1 -> h{b}c1"
+            );
+        }
+    }
+}
+
+/// `ovs-dpctl dump-flows` of host `h`.
+fn kernel_flows(tb: &Testbed, h: usize) -> String {
+    tb.host(h)
+        .run(["ovs-dpctl", "dump-flows", "weft-dp"])
+        .unwrap()
+}
+
+/// Bytes counted on the flows of host `h` that send into a tunnel.
+fn tunnelled_bytes(tb: &Testbed, h: usize) -> u64 {
+    kernel_flows(tb, h)
+        .lines()
+        .filter(|l| l.contains("set(tunnel("))
+        .filter_map(|l| {
+            let n = l.split("bytes:").nth(1)?;
+            n.split(',').next()?.trim().parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// What each router and datapath says, for a failure message.
+fn diagnostics(routers: &[WeftHost]) -> String {
+    let mut out = String::new();
+    for r in routers {
+        let status = r.run(&["status", "connections"]).unwrap_or_default();
+        let flows = r.run(&["dp", "flows"]).unwrap_or_default();
+        let log = r.log();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        out.push_str(&format!(
+            "==== h{}\n{status}\n{flows}\n{}\n",
+            r.host,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    out
+}
+
+fn transfer(tb: &Testbed, routers: &[WeftHost], from: usize, to: usize, port: u16, bytes: u64) {
+    if let Err(e) = tcp_transfer(
+        &tb.container(from, 1),
+        &tb.container(to, 1),
+        container_addr(to),
+        port,
+        bytes,
+    ) {
+        panic!(
+            "{bytes} bytes h{from}c1 -> h{to}c1: {e}\n{}",
+            diagnostics(routers)
+        );
+    }
+}
+
+fn connection_is(
+    r: &WeftHost,
+    peer: &str,
+    overlay: &str,
+    reason: Option<&str>,
+) -> Result<Value, String> {
+    let c = r.connection_to(peer)?;
+    let want_reason = reason.map(Value::from).unwrap_or(Value::Null);
+    if c["overlay"] == overlay && c["reason"] == want_reason {
+        Ok(c)
+    } else {
+        Err(format!("h{} -> {peer}: {c}", r.host))
+    }
+}
+
+#[test]
+fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
+    let mut tb = Testbed::create_owned("fd3", Spec::hosts(3).containers(1)).unwrap();
+    let routers = tb.weft_mesh(3, &[]).unwrap();
+    all_on_fastdp(&routers);
+    for r in &routers {
+        for c in r.connections().unwrap() {
+            assert_eq!(c["mtu"], 1450, "1500 underlay minus vxlan: {c}");
+            assert_eq!(c["reason"], Value::Null, "{c}");
+        }
+    }
+    let status = routers[0].run(&["status", "connections"]).unwrap();
+    assert!(status.contains("fastdp"), "{status}");
+    ping_all_pairs(&tb, 3);
+
+    // Bulk TCP goes through the kernel: the tunnel flows count it.
+    let before = tunnelled_bytes(&tb, 1);
+    transfer(&tb, &routers, 1, 2, 5201, 20_000_000);
+    let flows = kernel_flows(&tb, 1);
+    let sent = tunnelled_bytes(&tb, 1) - before;
+    assert!(
+        sent >= 20_000_000,
+        "20 MB over fastdp: {sent} bytes on tunnel flows\n{flows}"
+    );
+    assert!(flows.contains("set(tunnel(tun_id="), "{flows}");
+    let dp = routers[0].run(&["dp", "show"]).unwrap();
+    for port in ["weft-dpb", "weft-tap", "weft-vxlan"] {
+        assert!(dp.contains(port), "weft dp show: {dp}");
+    }
+    assert!(dp.contains("udp 6784"), "{dp}");
+    let ours = routers[0].run(&["dp", "flows"]).unwrap();
+    assert!(ours.contains("set(tunnel(id="), "weft dp flows: {ours}");
+
+    // vxlan blocked between h1 and h2: they fall back within 5 s and keep
+    // carrying traffic; h1-h3 stays on fastdp.
+    tb.block(1, 2, Block::UdpPort(6784)).unwrap();
+    let blocked = Instant::now();
+    for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
+        eventually("fallback to userspace", Duration::from_secs(5), || {
+            connection_is(r, peer, "userspace", Some("vxlan-blocked"))
+        });
+    }
+    eprintln!("fallback seen after {:?}", blocked.elapsed());
+    connection_is(&routers[0], "h3", "fastdp", None).unwrap();
+    let status = routers[0].run(&["status", "connections"]).unwrap();
+    assert!(status.contains("vxlan-blocked"), "{status}");
+    ping_all_pairs(&tb, 3);
+    transfer(&tb, &routers, 2, 1, 5202, 5_000_000);
+
+    // Pings every 50 ms across the upgrade: the switch itself may cost a
+    // few of them, no more.
+    let c1 = tb.container(1, 1);
+    let to = container_addr(2).to_string();
+    let pinger = std::thread::spawn(move || {
+        c1.command(["ping", "-q", "-c", "200", "-i", "0.05", "-W", "1", &to])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    tb.unblock(1, 2).unwrap();
+    let healed = Instant::now();
+    for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
+        eventually("upgrade back to fastdp", Duration::from_secs(30), || {
+            connection_is(r, peer, "fastdp", None)
+        });
+    }
+    eprintln!("upgrade seen after {:?}", healed.elapsed());
+    let out = String::from_utf8_lossy(&pinger.join().unwrap().stdout).into_owned();
+    let received: u32 = out
+        .split(" received")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ping output: {out}"));
+    eprintln!("{} of 200 pings lost across the upgrade", 200 - received);
+    assert!(received >= 197, "switching to fastdp lost pings: {out}");
+    ping_all_pairs(&tb, 3);
+
+    let ports_back = |what: &str| {
+        eventually(what, Duration::from_secs(10), || {
+            let show = tb
+                .host(1)
+                .run(["ovs-dpctl", "show", "weft-dp"])
+                .map_err(|e| e.to_string())?;
+            if ["weft-dpb", "weft-tap", "weft-vxlan"]
+                .iter()
+                .all(|p| show.contains(p))
+            {
+                Ok(())
+            } else {
+                Err(show)
+            }
+        })
+    };
+
+    // The datapath deleted under the router: rebuilt, traffic resumes.
+    tb.host(1).run(["ovs-dpctl", "del-dp", "weft-dp"]).unwrap();
+    let deleted = Instant::now();
+    ports_back("datapath rebuilt");
+    eprintln!("datapath rebuilt after {:?}", deleted.elapsed());
+    eventually("traffic after the rebuild", Duration::from_secs(15), || {
+        if pings(&tb.container(1, 1), container_addr(2)) {
+            Ok(())
+        } else {
+            Err("no ping h1c1 -> h2c1".to_string())
+        }
+    });
+    all_on_fastdp(&routers);
+
+    // ovs-dpctl switches the datapath to per-CPU upcalls just by opening
+    // it (above, many times): the router notices and switches it back.
+    eventually("datapath features restored", Duration::from_secs(5), || {
+        let show = routers[0].run(&["dp", "show"]).map_err(|e| e.to_string())?;
+        if show.contains("features: none") {
+            Ok(())
+        } else {
+            Err(show)
+        }
+    });
+
+    // A port taken off the datapath, the vxlan device deleted, then every
+    // flow: all come back by themselves.
+    tb.host(1)
+        .run(["ovs-dpctl", "del-if", "weft-dp", "weft-tap"])
+        .unwrap();
+    ports_back("weft-tap back on the datapath");
+    tb.host(1).ip(["link", "del", "weft-vxlan"]).unwrap();
+    ports_back("weft-vxlan recreated");
+    tb.host(1)
+        .run(["ovs-dpctl", "del-flows", "weft-dp"])
+        .unwrap();
+    eventually(
+        "traffic after flows were deleted",
+        Duration::from_secs(15),
+        || {
+            if pings(&tb.container(1, 1), container_addr(3)) {
+                Ok(())
+            } else {
+                Err("no ping h1c1 -> h3c1".to_string())
+            }
+        },
+    );
+    ping_all_pairs(&tb, 3);
+}
+
+#[test]
+fn a_jumbo_underlay_gives_an_8950_byte_overlay() {
+    let tb = Testbed::create_owned("fdjumbo", Spec::hosts(2).containers(1).mtu(9000)).unwrap();
+    let routers = tb.weft_mesh(2, &[]).unwrap();
+    all_on_fastdp(&routers);
+    for r in &routers {
+        let c = r
+            .connection_to(if r.host == 1 { "h2" } else { "h1" })
+            .unwrap();
+        assert_eq!(c["mtu"], 8950, "{c}");
+    }
+    let link = tb
+        .container(1, 1)
+        .run(["ip", "link", "show", "weft0"])
+        .unwrap();
+    assert!(
+        link.contains("mtu 8950"),
+        "the container's interface: {link}"
+    );
+    // A full-size packet that must not be fragmented crosses.
+    let to = container_addr(2).to_string();
+    assert!(
+        tb.container(1, 1)
+            .succeeds(["ping", "-c2", "-W2", "-M", "do", "-s", "8922", &to])
+            .unwrap(),
+        "8950-byte IP packets over fastdp"
+    );
+}
+
+#[test]
+fn a_password_keeps_data_encrypted_except_between_trusted_hosts() {
+    let tb = Testbed::create_owned("fdpw", Spec::hosts(2).containers(1)).unwrap();
+    let routers = tb.weft_mesh(2, &["--password", "s3cret"]).unwrap();
+    for r in &routers {
+        eventually("encrypted userspace path", SETTLE, || {
+            let c = r.connection_to(if r.host == 1 { "h2" } else { "h1" })?;
+            if c["overlay"] == "userspace"
+                && c["reason"] == "encryption-required"
+                && c["encrypted"] == true
+            {
+                Ok(())
+            } else {
+                Err(c.to_string())
+            }
+        });
+    }
+    assert!(pings(&tb.container(1, 1), container_addr(2)));
+    let status = routers[0].run(&["status", "connections"]).unwrap();
+    assert!(status.contains("encryption-required"), "{status}");
+    drop(routers);
+    drop(tb);
+
+    let tb = Testbed::create_owned("fdtrust", Spec::hosts(2).containers(1)).unwrap();
+    let routers = tb
+        .weft_mesh(
+            2,
+            &["--password", "s3cret", "--trusted-subnets", "192.0.2.0/24"],
+        )
+        .unwrap();
+    all_on_fastdp(&routers);
+    assert!(pings(&tb.container(1, 1), container_addr(2)));
+}
