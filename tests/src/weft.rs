@@ -178,7 +178,14 @@ impl WeftHost {
         )
         .map_err(|e| Error::Spec(format!("kill {pid}: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        // Gone, or a zombie no one reaps (the kernel VM's init does not).
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        };
+        while running() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
         Ok(())

@@ -124,7 +124,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     );
     assert!(flows.contains("set(tunnel(tun_id="), "{flows}");
     let dp = routers[0].run(&["dp", "show"]).unwrap();
-    for port in ["weft-dpb", "weft-tap", "weft-vxlan"] {
+    for port in ["weft-dp", "(internal)", "weft-tap", "weft-vxlan"] {
         assert!(dp.contains(port), "weft dp show: {dp}");
     }
     assert!(dp.contains("udp 6784"), "{dp}");
@@ -182,13 +182,19 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
                 .host(1)
                 .run(["ovs-dpctl", "show", "weft-dp"])
                 .map_err(|e| e.to_string())?;
-            if ["weft-dpb", "weft-tap", "weft-vxlan"]
+            // The internal port is back on the bridge too.
+            let link = tb
+                .host(1)
+                .run(["ip", "link", "show", "weft-dp"])
+                .map_err(|e| e.to_string())?;
+            if ["(internal)", "weft-tap", "weft-vxlan"]
                 .iter()
                 .all(|p| show.contains(p))
+                && link.contains("master weft ")
             {
                 Ok(())
             } else {
-                Err(show)
+                Err(format!("{show}\n{link}"))
             }
         })
     };

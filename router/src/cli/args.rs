@@ -168,8 +168,9 @@ pub struct RouterArgs {
     #[arg(long, env = "WEFT_MTU")]
     pub mtu: Option<u32>,
     /// Subnets whose hosts trust each other's network: between two routers
-    /// in them, data goes unencrypted even with a password (control
-    /// connections stay encrypted). Comma-separated CIDRs.
+    /// in them, data goes unencrypted even with a password, and so may use
+    /// the fast datapath (control connections stay encrypted).
+    /// Comma-separated CIDRs.
     #[arg(long, value_delimiter = ',')]
     pub trusted_subnets: Vec<ipnet::IpNet>,
     /// Log level: error, warn, info, debug or trace.

@@ -242,12 +242,13 @@ async fn serve(args: RouterArgs) -> Result<()> {
         Ok(()) => {
             let config = fastdp::Config {
                 local: identity.name,
+                bridge: netdev::BRIDGE.into(),
                 vxlan_port: args.fastdp_port,
                 overlay_mtu,
                 tap: netdev::TAP.into(),
                 engine: data.sender(),
             };
-            match Fastdp::start(config, fastdp_tx) {
+            match Fastdp::start(config, fastdp_tx).await {
                 Ok(f) => {
                     tracing::info!(
                         datapath = fastdp::DATAPATH,

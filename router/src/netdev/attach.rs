@@ -49,6 +49,9 @@ pub fn mac_string(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// How the bridge-side ends of containers' interfaces are named.
+pub const HOST_PREFIX: &str = "vweft";
+
 /// The bridge-side name for a target: stable, so re-attaching finds it.
 fn host_interface(key: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
@@ -56,7 +59,7 @@ fn host_interface(key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("vweft{hex}")
+    format!("{HOST_PREFIX}{hex}")
 }
 
 /// Every attached container, persisted as JSON.

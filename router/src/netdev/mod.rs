@@ -30,7 +30,9 @@ pub enum NetdevError {
         "cannot create the TAP device {name}: {cause} (is /dev/net/tun there, and are we root?)"
     )]
     Tap { name: String, cause: std::io::Error },
-    #[error("no interface to derive the MTU from: give --mtu, or a peer address")]
+    #[error(
+        "no interface with an address to carry the overlay (and no route to a peer): give a peer address, or --mtu"
+    )]
     NoUnderlay,
 }
 
@@ -45,8 +47,8 @@ pub struct HostNetwork {
 }
 
 /// The interface traffic to other hosts leaves from, and its MTU: the
-/// route to the first peer, else the default route, else the only
-/// non-loopback interface.
+/// route to the first peer, else the default route, else the addressed
+/// interface with the smallest MTU.
 pub async fn underlay(netlink: &Netlink, peers: &[SocketAddr]) -> Result<Link, NetdevError> {
     let links = netlink.links().await?;
     let by_index = |i: u32| links.iter().find(|l| l.index == i).cloned();
@@ -65,13 +67,35 @@ pub async fn underlay(netlink: &Netlink, peers: &[SocketAddr]) -> Result<Link, N
             return Ok(link);
         }
     }
-    let mut candidates = links
-        .iter()
-        .filter(|l| l.name != "lo" && l.name != BRIDGE && l.name != TAP && l.controller.is_none());
-    match (candidates.next(), candidates.next()) {
-        (Some(only), None) => Ok(only.clone()),
-        _ => Err(NetdevError::NoUnderlay),
+    // No route to go by: the interfaces with an address that are not
+    // ours or enslaved. With several, the smallest MTU is the one that
+    // never black-holes; heartbeats then verify it per connection.
+    let mut candidates = Vec::new();
+    for link in links.iter().filter(|l| {
+        l.name != "lo"
+            && !l.name.starts_with("weft")
+            && !l.name.starts_with(attach::HOST_PREFIX)
+            && l.controller.is_none()
+    }) {
+        if !netlink.addresses(link.index).await?.is_empty() {
+            candidates.push(link.clone());
+        }
     }
+    let chosen = candidates
+        .iter()
+        .min_by_key(|l| l.mtu)
+        .cloned()
+        .ok_or(NetdevError::NoUnderlay)?;
+    if candidates.len() > 1 {
+        let names: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
+        tracing::info!(
+            candidates = ?names,
+            chosen = %chosen.name,
+            mtu = chosen.mtu,
+            "no route to a peer or default route: the underlay MTU is the smallest of the addressed interfaces"
+        );
+    }
+    Ok(chosen)
 }
 
 /// The TAP's own MTU: the largest a TAP takes (65535 less its Ethernet header), so the bridge hands every
@@ -82,8 +106,8 @@ const TAP_MTU: u32 = 65521;
 
 /// Creates (or adopts) the bridge with the overlay MTU and opens a fresh
 /// TAP. Without a fast datapath the TAP is the bridge's way out of the
-/// host; with one, a veth pair joins the bridge to the datapath, which
-/// then owns the TAP.
+/// host; with one, the datapath owns the TAP and its internal port joins
+/// the bridge instead ([`crate::fastdp`]).
 pub async fn setup(netlink: &Netlink, mtu: u32, fastdp: bool) -> Result<(Link, Tap), NetdevError> {
     let bridge = netlink.ensure_bridge(BRIDGE, mtu).await?;
     let tap = Tap::open(TAP).map_err(|cause| NetdevError::Tap {
@@ -95,19 +119,7 @@ pub async fn setup(netlink: &Netlink, mtu: u32, fastdp: bool) -> Result<(Link, T
         .await?
         .ok_or_else(|| NetlinkError::NoSuchLink(TAP.into()))?;
     netlink.set_mtu_up(link.index, TAP_MTU).await?;
-    let (on_bridge, on_datapath) = crate::fastdp::BRIDGE_VETH;
-    if let Some(stale) = netlink.link(on_bridge).await? {
-        netlink.delete(stale.index).await?;
-    }
-    if fastdp {
-        netlink.add_veth(on_bridge, on_datapath, TAP_MTU).await?;
-        let (b, d) = (
-            netlink.require(on_bridge).await?,
-            netlink.require(on_datapath).await?,
-        );
-        netlink.attach(b.index, bridge.index).await?;
-        netlink.set_mtu_up(d.index, TAP_MTU).await?;
-    } else {
+    if !fastdp {
         netlink.attach(link.index, bridge.index).await?;
     }
     Ok((bridge, tap))
@@ -116,10 +128,6 @@ pub async fn setup(netlink: &Netlink, mtu: u32, fastdp: bool) -> Result<(Link, T
 /// Falls back to the TAP on the bridge (the datapath could not be set up
 /// after all).
 pub async fn tap_on_bridge(netlink: &Netlink, bridge: u32) -> Result<(), NetdevError> {
-    let (on_bridge, _) = crate::fastdp::BRIDGE_VETH;
-    if let Some(veth) = netlink.link(on_bridge).await? {
-        netlink.delete(veth.index).await?;
-    }
     let tap = netlink.require(TAP).await?;
     netlink.attach(tap.index, bridge).await?;
     Ok(())
