@@ -119,17 +119,7 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
 }
 
 fn alive(pid: i32) -> bool {
-    // A process that has exited but that no one reaped yet (its parent is
-    // an init that does not reap, as in some containers and VMs) still
-    // answers signals: it is a zombie, and gone for our purposes.
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next())
-        })
-        .is_some_and(|state| state == 'Z');
-    !zombie && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    crate::daemon::paths::process_running(pid)
 }
 
 /// `weft stop`: asks the router to stop (or signals it if its API does not

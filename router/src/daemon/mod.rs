@@ -109,9 +109,7 @@ async fn serve(args: RouterArgs) -> Result<()> {
     create_dir(&paths.data_dir, "data")?;
     create_dir(&paths.run_dir, "run")?;
     if let Some(pid) = paths::read_pid(&paths.pid_file()) {
-        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            && pid != std::process::id() as i32
-        {
+        if paths::process_running(pid) && pid != std::process::id() as i32 {
             bail!(
                 "a weft router is already running with run directory {} (pid {pid}); stop it with `weft stop`",
                 paths.run_dir.display()

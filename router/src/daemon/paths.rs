@@ -48,3 +48,18 @@ impl Paths {
 pub fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
+
+/// Whether process `pid` is running. A process that has exited but that no
+/// one reaped yet (its parent is an init that does not reap, as in some
+/// containers and VMs) still answers signals: it is a zombie, and gone for
+/// our purposes.
+pub fn process_running(pid: i32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        .is_some_and(|state| state == 'Z');
+    !zombie && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
