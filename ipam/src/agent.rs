@@ -789,12 +789,17 @@ impl Ipam {
         };
         let blocks = self.layout.blocks_in(subnet);
         let mut spare: BTreeMap<Peer, u32> = BTreeMap::new();
+        let mut anywhere = 0;
         for b in blocks {
             let s = ring.block(b);
-            if !s.active && s.owner != self.config.me && self.reachable.contains(&s.owner) {
-                *spare.entry(s.owner).or_default() += 1;
+            if !s.active && s.owner != self.config.me {
+                anywhere += 1;
+                if self.reachable.contains(&s.owner) {
+                    *spare.entry(s.owner).or_default() += 1;
+                }
             }
         }
+        let asked = !self.refused_by.is_empty();
         let donor = spare
             .into_iter()
             .filter(|(p, _)| !self.refused_by.contains(p))
@@ -810,16 +815,22 @@ impl Ipam {
                 });
                 self.unicast(donor, Message::SpaceRequest { subnet });
             }
-            None => {
-                // Nobody reachable has inactive space: last resort, ask
-                // the members with the most free addresses to free some.
-                let detail = if self.refused_by.is_empty() {
-                    "no reachable peer has unused space in it".to_string()
-                } else {
-                    format!("{} peer(s) asked had none to spare", self.refused_by.len())
-                };
+            None if anywhere == 0 => {
+                self.fail_waiting(
+                    subnet,
+                    "every address of it is in use or held ready by a peer",
+                );
+            }
+            None if asked => {
+                let detail = format!(
+                    "the {} reachable peer(s) with unused space had none to spare",
+                    self.refused_by.len()
+                );
                 self.fail_waiting(subnet, &detail);
             }
+            // The space is with peers we cannot reach (yet): wait for them
+            // until the request times out.
+            None => {}
         }
     }
 

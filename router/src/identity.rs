@@ -84,6 +84,9 @@ pub struct PeerIdentity {
     /// The TCP port it accepts control connections on, so that others can
     /// connect to it at the address they see it from.
     pub listen_port: u16,
+    /// Per gossip channel, what decides whether the peer may join us
+    /// (see [`crate::mesh::Channel::admit`]).
+    pub admission: Vec<(String, Vec<u8>)>,
 }
 
 /// A nickname longer than this is cut: it is for display only.
@@ -133,6 +136,7 @@ mod tests {
             nickname: "host-1".into(),
             uid: 42,
             listen_port: 6783,
+            admission: Vec::new(),
         };
         assert_eq!(PeerIdentity::decode(&id.encode()), Ok(id));
         assert!(PeerIdentity::decode(&[0xff; 3]).is_err());

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod fastdp;
 pub mod identity;
+pub mod ipam;
 pub mod mesh;
 pub mod netdev;
 pub mod overlay;

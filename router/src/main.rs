@@ -49,6 +49,12 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
             print!("{}", cli::get(&dirs, path)?);
             Ok(())
         }
+        Command::Rmpeer { peer, dirs } => {
+            let body = serde_json::json!({ "peer": peer });
+            print!("{}", cli::post(&dirs, "/ipam/rmpeer", &body)?);
+            Ok(())
+        }
+        Command::Ipam { what, dirs } => cli::ipam(&dirs, what),
     }
 }
 

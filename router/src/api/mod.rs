@@ -15,6 +15,11 @@
 //! | `POST /detach`         | `{"target": "ns", "addresses": []}` (none: all) |
 //! | `GET /ps`              | attached containers, JSON                  |
 //! | `GET /dp`, `/dp/flows` | the kernel fast datapath, text             |
+//! | `POST /ipam/allocate`  | `{"id": "c1", "subnet": null, "address": null}` → `{"address": "10.32.0.1/12"}` |
+//! | `POST /ipam/release`   | `{"id": "c1", "address": null}` (none: all) |
+//! | `GET /status/ipam`, `/ipam` | IPAM per peer, text or JSON          |
+//! | `POST /ipam/rmpeer`    | `{"peer": "NAME or nickname"}`             |
+//! | `POST /ipam/reset`     | `{"force": false}`                         |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod metrics;
@@ -37,7 +42,7 @@ use tokio::{
 };
 
 use crate::{
-    daemon::router::Request,
+    daemon::router::{IpamRequest, Request},
     netdev::{HostNetwork, target::Target},
 };
 
@@ -57,6 +62,48 @@ struct AttachBody {
     target: String,
     #[serde(default)]
     addresses: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct AllocateBody {
+    id: String,
+    #[serde(default)]
+    subnet: Option<ipnet::Ipv4Net>,
+    #[serde(default)]
+    address: Option<std::net::Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+struct ReleaseBody {
+    id: String,
+    #[serde(default)]
+    address: Option<std::net::Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+struct PeerBody {
+    peer: String,
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    #[serde(default)]
+    force: bool,
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("expected {shape}: {e}\n"))
+}
+
+/// The HTTP status for an IPAM error: the caller's fault, a conflict, or
+/// "try again later".
+fn ipam_status(e: &weft_ipam::IpamError) -> StatusCode {
+    use weft_ipam::IpamError as E;
+    match e {
+        E::AddressInUse { .. } | E::ClusterConflict(_) => StatusCode::CONFLICT,
+        E::NoSpace { .. } | E::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 #[derive(Deserialize)]
@@ -137,12 +184,12 @@ impl Api {
             text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"))
         };
         if path == "/attach" {
+            let id = format!("attach:{}", body.target);
             if addresses.is_empty() {
-                return Err(bad(
-                    "give at least one address (ADDR/PREFIX) until IPAM allocates them".into(),
-                ));
+                let got = self.allocate(id.clone(), None, None).await?;
+                addresses.push(ipnet::IpNet::V4(got.cidr()));
             }
-            let a = registry
+            let attached = registry
                 .attach(
                     &network.netlink,
                     network.bridge,
@@ -150,8 +197,14 @@ impl Api {
                     &target,
                     &addresses,
                 )
-                .await
-                .map_err(failed)?;
+                .await;
+            let a = match attached {
+                Ok(a) => a,
+                Err(e) => {
+                    self.release(id, None).await?;
+                    return Err(failed(e));
+                }
+            };
             Ok(json(
                 serde_json::to_string(&a).expect("attachments serialize") + "\n",
             ))
@@ -160,10 +213,97 @@ impl Api {
                 .detach(&network.netlink, &target, &addresses)
                 .await
                 .map_err(failed)?;
+            let id = format!("attach:{}", body.target);
+            if addresses.is_empty() {
+                self.release(id, None).await?;
+            } else {
+                for net in &addresses {
+                    if let std::net::IpAddr::V4(v4) = net.addr() {
+                        self.release(id.clone(), Some(v4)).await?;
+                    }
+                }
+            }
             Ok(json(
                 serde_json::to_string(&a).expect("attachments serialize") + "\n",
             ))
         }
+    }
+
+    async fn allocate(
+        &self,
+        id: String,
+        subnet: Option<ipnet::Ipv4Net>,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<weft_ipam::Allocation, Response<Full<Bytes>>> {
+        let result = self
+            .ask(|reply| {
+                Request::Ipam(IpamRequest::Allocate {
+                    id,
+                    subnet,
+                    address,
+                    reply,
+                })
+            })
+            .await?;
+        result.map_err(|e| text(ipam_status(&e), format!("{e}\n")))
+    }
+
+    async fn release(
+        &self,
+        id: String,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<Vec<std::net::Ipv4Addr>, Response<Full<Bytes>>> {
+        self.ask(|reply| Request::Ipam(IpamRequest::Release { id, address, reply }))
+            .await
+    }
+
+    async fn ipam(
+        &self,
+        path: &str,
+        body: &Bytes,
+    ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+        let bad = |e: String| text(StatusCode::BAD_REQUEST, e);
+        let outcome = |r: Result<String, String>| match r {
+            Ok(t) => text(StatusCode::OK, t),
+            Err(e) => text(StatusCode::CONFLICT, e + "\n"),
+        };
+        Ok(match path {
+            "/ipam/allocate" => {
+                let b: AllocateBody =
+                    parse(body, r#"{"id": ..., "subnet": ..., "address": ...}"#).map_err(bad)?;
+                let got = self.allocate(b.id, b.subnet, b.address).await?;
+                json(serde_json::json!({ "address": got.cidr().to_string() }).to_string() + "\n")
+            }
+            "/ipam/release" => {
+                let b: ReleaseBody = parse(body, r#"{"id": ..., "address": ...}"#).map_err(bad)?;
+                let released = self.release(b.id, b.address).await?;
+                json(serde_json::json!({ "released": released }).to_string() + "\n")
+            }
+            "/ipam/rmpeer" => {
+                let b: PeerBody = parse(body, r#"{"peer": ...}"#).map_err(bad)?;
+                outcome(
+                    self.ask(|reply| {
+                        Request::Ipam(IpamRequest::RemovePeer {
+                            peer: b.peer,
+                            reply,
+                        })
+                    })
+                    .await?,
+                )
+            }
+            _ => {
+                let b: ResetBody = parse(body, r#"{"force": false}"#).map_err(bad)?;
+                outcome(
+                    self.ask(|reply| {
+                        Request::Ipam(IpamRequest::Reset {
+                            force: b.force,
+                            reply,
+                        })
+                    })
+                    .await?,
+                )
+            }
+        })
     }
 
     async fn ps(&self) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
@@ -259,6 +399,19 @@ impl Api {
             }
             (Method::POST, "/attach" | "/detach") => return self.attach(path, &body).await,
             (Method::GET, "/ps") => return self.ps().await,
+            (Method::POST, "/ipam/allocate" | "/ipam/release" | "/ipam/rmpeer" | "/ipam/reset") => {
+                return self.ipam(path, &body).await;
+            }
+            (Method::GET, "/status/ipam" | "/ipam") => {
+                let status = self
+                    .ask(|reply| Request::Ipam(IpamRequest::Status(reply)))
+                    .await?;
+                if path == "/ipam" {
+                    json(serde_json::to_string_pretty(&status).expect("status serializes") + "\n")
+                } else {
+                    text(StatusCode::OK, status.text())
+                }
+            }
             (Method::GET, "/dp" | "/dp/flows") => {
                 let flows = path == "/dp/flows";
                 let shown = tokio::task::spawn_blocking(move || {

@@ -65,9 +65,9 @@ pub enum Command {
         #[command(flatten)]
         dirs: DirArgs,
     },
-    /// Put a container on the weft network: ADDR/CIDR... TARGET, where
+    /// Put a container on the weft network: [ADDR/CIDR...] TARGET, where
     /// TARGET is a network namespace name, a namespace path, a pid or a
-    /// Docker container.
+    /// Docker container. Without addresses, IPAM gives one.
     Attach {
         /// Addresses with prefix length (10.32.0.5/12), then the target.
         #[arg(required = true, num_args = 1..)]
@@ -84,6 +84,57 @@ pub enum Command {
     },
     /// List attached containers with their MAC and addresses.
     Ps(DirArgs),
+    /// Take over the address space of a peer that is gone for good (by
+    /// name or nickname). Refused while the peer is reachable.
+    Rmpeer {
+        peer: String,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Address allocation by hand: allocate, claim, release, reset.
+    Ipam {
+        #[command(subcommand)]
+        what: IpamWhat,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum IpamWhat {
+    /// The IPAM state as JSON (what `weft status ipam` shows, and this
+    /// host's containers).
+    Show,
+    /// An address for ID (any string naming a container); the same one
+    /// again if ID already has one.
+    Allocate {
+        id: String,
+        /// Allocate in this subnet of the range (default: the default
+        /// subnet).
+        #[arg(long)]
+        subnet: Option<ipnet::Ipv4Net>,
+    },
+    /// This very address for ID.
+    Claim {
+        id: String,
+        address: std::net::Ipv4Addr,
+        #[arg(long)]
+        subnet: Option<ipnet::Ipv4Net>,
+    },
+    /// Give back ID's addresses (or one of them).
+    Release {
+        id: String,
+        address: Option<std::net::Ipv4Addr>,
+    },
+    /// Forget this router's ring and allocations so that it can join
+    /// another mesh's IPAM cluster (the fix for "belongs to IPAM cluster
+    /// ... both have addresses in use").
+    Reset {
+        /// Even if containers here hold addresses (they keep them on
+        /// their interfaces, but IPAM may hand them out again).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +153,9 @@ pub enum StatusWhat {
     Connections,
     /// The addresses this router connects to, and how that goes.
     Targets,
+    /// Address allocation: ranges per peer, free counts, unreachable
+    /// owners.
+    Ipam,
 }
 
 impl StatusWhat {
@@ -110,6 +164,7 @@ impl StatusWhat {
             StatusWhat::Peers => "/status/peers",
             StatusWhat::Connections => "/status/connections",
             StatusWhat::Targets => "/status/targets",
+            StatusWhat::Ipam => "/status/ipam",
         }
     }
 }
@@ -173,9 +228,91 @@ pub struct RouterArgs {
     /// Comma-separated CIDRs.
     #[arg(long, value_delimiter = ',')]
     pub trusted_subnets: Vec<ipnet::IpNet>,
+    /// The range IPAM hands container addresses out of; the same on every
+    /// router of the mesh.
+    #[arg(long, env = "WEFT_IPALLOC_RANGE", default_value = weft_ipam::DEFAULT_RANGE)]
+    pub ipalloc_range: ipnet::Ipv4Net,
+    /// Where addresses come from when no subnet is asked for (inside the
+    /// range); the whole range by default.
+    #[arg(long, env = "WEFT_IPALLOC_DEFAULT_SUBNET")]
+    pub ipalloc_default_subnet: Option<ipnet::Ipv4Net>,
+    /// How the range is first divided: `consensus=N` (N initial routers
+    /// agree; default: 1 + the number of peers given), `seed=NAME,NAME`
+    /// (these routers own it from the start) or `observer` (never takes
+    /// part; gets space from others).
+    #[arg(long, env = "WEFT_IPALLOC_INIT", value_parser = parse_init)]
+    pub ipalloc_init: Option<weft_ipam::Init>,
+    /// Take back the unused space of peers unreachable this long (like
+    /// 30m, 2h or 600s); off by default. Only space no container can be
+    /// using is taken, and only by a majority (see the README).
+    #[arg(long, env = "WEFT_IPALLOC_RECLAIM_AFTER", value_parser = parse_duration)]
+    pub ipalloc_reclaim_after: Option<std::time::Duration>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     #[command(flatten)]
     pub dirs: DirArgs,
+}
+
+fn parse_init(s: &str) -> Result<weft_ipam::Init, String> {
+    let bad = || format!("{s:?}: expected consensus=N, seed=NAME[,NAME...] or observer");
+    match s.split_once('=') {
+        None if s == "observer" => Ok(weft_ipam::Init::Observer),
+        Some(("consensus", n)) => match n.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(weft_ipam::Init::Consensus(n)),
+            _ => Err(bad()),
+        },
+        Some(("seed", names)) => {
+            let mut seeds = Vec::new();
+            for name in names.split(',') {
+                let name: PeerName = name.parse().map_err(|e| format!("{}: {e}", bad()))?;
+                seeds.push(weft_ipam::Peer(name.as_u64()));
+            }
+            Ok(weft_ipam::Init::Seed(seeds))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `90`, `90s`, `30m`, `2h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 600s, 30m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit must be s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipalloc_flags_parse_and_bad_values_say_what_is_expected() {
+        assert_eq!(parse_init("consensus=3"), Ok(weft_ipam::Init::Consensus(3)));
+        assert_eq!(parse_init("observer"), Ok(weft_ipam::Init::Observer));
+        assert_eq!(
+            parse_init("seed=02:00:00:00:00:01,02:00:00:00:00:02"),
+            Ok(weft_ipam::Init::Seed(vec![
+                weft_ipam::Peer(0x0200_0000_0001),
+                weft_ipam::Peer(0x0200_0000_0002)
+            ]))
+        );
+        assert!(parse_init("consensus=0").unwrap_err().contains("expected"));
+        assert!(parse_init("seed=bob").is_err());
+        assert_eq!(
+            parse_duration("30m"),
+            Ok(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        assert!(parse_duration("5d").is_err());
+    }
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use crate::{
     api::report::Report,
     cli::{
-        args::{DirArgs, RouterArgs},
+        args::{DirArgs, IpamWhat, RouterArgs},
         client::{Client, ClientError},
     },
     daemon::paths::{Paths, read_pid},
@@ -175,6 +175,49 @@ pub fn peers(dirs: &DirArgs, path: &str, peers: &[String], replace: bool) -> Res
 
 pub fn get(dirs: &DirArgs, path: &str) -> Result<String> {
     Ok(client(dirs).get(path)?)
+}
+
+pub fn post(dirs: &DirArgs, path: &str, body: &serde_json::Value) -> Result<String> {
+    Ok(client(dirs).post(path, &body.to_string())?)
+}
+
+/// `weft ipam ...`: prints the address (allocate, claim) or what was
+/// released.
+pub fn ipam(dirs: &DirArgs, what: IpamWhat) -> Result<()> {
+    let (path, body) = match what {
+        IpamWhat::Show => {
+            print!("{}", get(dirs, "/ipam")?);
+            return Ok(());
+        }
+        IpamWhat::Allocate { id, subnet } => (
+            "/ipam/allocate",
+            serde_json::json!({ "id": id, "subnet": subnet }),
+        ),
+        IpamWhat::Claim {
+            id,
+            address,
+            subnet,
+        } => (
+            "/ipam/allocate",
+            serde_json::json!({ "id": id, "address": address, "subnet": subnet }),
+        ),
+        IpamWhat::Release { id, address } => (
+            "/ipam/release",
+            serde_json::json!({ "id": id, "address": address }),
+        ),
+        IpamWhat::Reset { force } => ("/ipam/reset", serde_json::json!({ "force": force })),
+    };
+    let answer = post(dirs, path, &body)?;
+    match serde_json::from_str::<serde_json::Value>(&answer) {
+        Ok(v) if v["address"].is_string() => println!("{}", v["address"].as_str().unwrap_or("")),
+        Ok(v) if v["released"].is_array() => {
+            for a in v["released"].as_array().into_iter().flatten() {
+                println!("{}", a.as_str().unwrap_or_default());
+            }
+        }
+        _ => print!("{answer}"),
+    }
+    Ok(())
 }
 
 pub fn version(dirs: &DirArgs) -> Result<()> {

@@ -80,6 +80,9 @@ pub enum Command {
 #[derive(Clone)]
 pub struct Context {
     pub identity: PeerIdentity,
+    /// The gossip channels' admission tokens, kept current by the router
+    /// task and shown to peers in the handshake.
+    pub admission: std::sync::Arc<std::sync::RwLock<crate::mesh::channel::Admission>>,
     pub password: Option<Password>,
     pub events: mpsc::Sender<Event>,
 }
@@ -164,7 +167,15 @@ async fn run(
         min_version: PROTOCOL.0,
         max_version: PROTOCOL.1,
         encryption: false,
-        identity: ctx.identity.encode(),
+        identity: {
+            let mut identity = ctx.identity.clone();
+            identity.admission = ctx
+                .admission
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            identity.encode()
+        },
     };
     let mut decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
     let established = timeout(

@@ -29,6 +29,7 @@ use crate::{
     },
     fastdp::{self, Fastdp},
     identity::{MAX_NICKNAME, PeerIdentity, PeerName},
+    ipam::IpamHandle,
     mesh::{Config, Input, Mesh, Source},
     netdev::{self, HostNetwork, Netlink, attach::Registry},
 };
@@ -86,6 +87,35 @@ async fn bind_tcp(addr: std::net::SocketAddr, what: &str, flag: &str) -> Result<
     })
 }
 
+/// IPAM as configured, restored from the data directory.
+fn open_ipam(
+    args: &RouterArgs,
+    paths: &Paths,
+    identity: &PeerIdentity,
+    now: std::time::Instant,
+) -> Result<IpamHandle> {
+    let mut config = weft_ipam::Config::new(crate::ipam::peer(identity.name), args.ipalloc_range);
+    config.nickname = identity.nickname.clone();
+    config.default_subnet = args.ipalloc_default_subnet.unwrap_or(args.ipalloc_range);
+    config.init = args
+        .ipalloc_init
+        .clone()
+        .unwrap_or(weft_ipam::Init::Consensus(1 + args.peers.len()));
+    config.reclaim_after = args.ipalloc_reclaim_after;
+    config.seed = rand::random();
+    let store = crate::ipam::Store::open(&paths.ipam_file())?;
+    let ipam = IpamHandle::open(config, store, now).context("cannot start IPAM")?;
+    let status = ipam.lock().ipam.status(now);
+    tracing::info!(
+        range = %status.range,
+        default_subnet = %status.default_subnet,
+        cluster = status.cluster.as_deref().unwrap_or("none yet"),
+        addresses_held = status.containers.values().map(Vec::len).sum::<usize>(),
+        "IPAM ready"
+    );
+    Ok(ipam)
+}
+
 /// Runs the router in the foreground until SIGTERM, SIGINT or `POST /stop`.
 pub fn run(args: RouterArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
@@ -137,6 +167,7 @@ async fn serve(args: RouterArgs) -> Result<()> {
         nickname: nickname(args.nickname.clone()),
         uid: rand::random(),
         listen_port: args.port,
+        admission: Vec::new(),
     };
     let password = args.password.as_deref().map(Password::derive);
 
@@ -203,6 +234,8 @@ async fn serve(args: RouterArgs) -> Result<()> {
     config.discovery = !args.no_discovery;
     let now = std::time::Instant::now();
     let mut mesh = Mesh::new(config, now);
+    let ipam = open_ipam(&args, &paths, &identity, now)?;
+    mesh.add_channel(crate::ipam::CHANNEL, ipam.channel());
     for address in targets {
         mesh.handle(
             now,
@@ -268,6 +301,7 @@ async fn serve(args: RouterArgs) -> Result<()> {
     let (requests_tx, requests_rx) = mpsc::channel(64);
     let ctx = Context {
         identity,
+        admission: Default::default(),
         password: password.clone(),
         events: events_tx,
     };
@@ -294,7 +328,7 @@ async fn serve(args: RouterArgs) -> Result<()> {
         fastdp,
         fastdp_reports: fastdp_rx,
     };
-    let router = Router::new(mesh, ctx, events_rx, settings, planes);
+    let router = Router::new(mesh, ctx, events_rx, settings, planes, ipam);
     let mut term =
         tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let shutdown = async move {

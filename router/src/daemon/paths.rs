@@ -40,7 +40,16 @@ impl Paths {
 
     /// Everything `weft reset` removes from the data directory.
     pub fn state_files(&self) -> Vec<PathBuf> {
-        vec![self.name_file(), self.data_dir.join("attachments.json")]
+        vec![
+            self.name_file(),
+            self.data_dir.join("attachments.json"),
+            self.ipam_file(),
+        ]
+    }
+
+    /// IPAM's ring and this host's allocations.
+    pub fn ipam_file(&self) -> PathBuf {
+        self.data_dir.join("ipam.redb")
     }
 }
 

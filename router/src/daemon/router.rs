@@ -27,6 +27,7 @@ use crate::{
     },
     fastdp::{self, Fastdp, heartbeat::VxlanState},
     identity::PeerName,
+    ipam::IpamHandle,
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
     overlay::{self, Overlay},
 };
@@ -54,7 +55,34 @@ pub enum Request {
         done: oneshot::Sender<()>,
     },
     Metrics(oneshot::Sender<Metrics>),
+    Ipam(IpamRequest),
     Stop,
+}
+
+/// Requests for IPAM; answered once the agent's state is on disk.
+#[derive(Debug)]
+pub enum IpamRequest {
+    /// An address for container `id` (this one, if `address` is given).
+    Allocate {
+        id: String,
+        subnet: Option<ipnet::Ipv4Net>,
+        address: Option<std::net::Ipv4Addr>,
+        reply: crate::ipam::Reply,
+    },
+    Release {
+        id: String,
+        address: Option<std::net::Ipv4Addr>,
+        reply: oneshot::Sender<Vec<std::net::Ipv4Addr>>,
+    },
+    Status(oneshot::Sender<weft_ipam::Status>),
+    RemovePeer {
+        peer: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Reset {
+        force: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -166,6 +194,7 @@ pub struct Router {
     overlays: HashMap<PeerName, OverlayState>,
     /// The peers last told to be on the fast datapath.
     on_fastdp: BTreeSet<PeerName>,
+    ipam: IpamHandle,
 }
 
 impl Router {
@@ -175,6 +204,7 @@ impl Router {
         events: mpsc::Receiver<Event>,
         settings: Settings,
         planes: Planes,
+        ipam: IpamHandle,
     ) -> Router {
         let Planes {
             data,
@@ -183,6 +213,7 @@ impl Router {
             fastdp_reports,
         } = planes;
         Router {
+            ipam,
             local_datapath: fastdp.is_some(),
             fastdp,
             fastdp_reports,
@@ -237,6 +268,15 @@ impl Router {
                 _ = &mut shutdown => break,
             }
             self.drain();
+            self.ipam.lock().finish();
+            let admission = self.mesh.admission();
+            if *self.ctx.admission.read().unwrap_or_else(|p| p.into_inner()) != admission {
+                *self
+                    .ctx
+                    .admission
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = admission;
+            }
             let routes = self.mesh.data_routes();
             if !Arc::ptr_eq(&routes, &self.sent_routes) {
                 self.data.send(engine::Command::Routes(routes.clone()));
@@ -661,8 +701,77 @@ impl Router {
                 }
                 let _ = reply.send(m);
             }
+            Request::Ipam(request) => self.on_ipam(now, request),
             Request::Stop => {}
         }
+    }
+
+    fn on_ipam(&mut self, now: Instant, request: IpamRequest) {
+        let mut shared = self.ipam.lock();
+        match request {
+            IpamRequest::Allocate {
+                id,
+                subnet,
+                address,
+                reply,
+            } => {
+                let op = match address {
+                    Some(a) => shared.ipam.claim(now, &id, a, subnet),
+                    None => shared.ipam.allocate(now, &id, subnet),
+                };
+                shared.wait(op, reply);
+                shared.finish();
+            }
+            IpamRequest::Release { id, address, reply } => {
+                let released = shared.ipam.release(now, &id, address);
+                shared.finish();
+                let _ = reply.send(released);
+            }
+            IpamRequest::Status(reply) => {
+                let _ = reply.send(shared.ipam.status(now));
+            }
+            IpamRequest::RemovePeer { peer, reply } => {
+                let status = shared.ipam.status(now);
+                let found = status
+                    .peers
+                    .iter()
+                    .find(|p| p.peer.to_string() == peer || p.nickname == peer)
+                    .map(|p| p.peer)
+                    .or_else(|| peer.parse().ok());
+                let result = match found {
+                    None => Err(format!(
+                        "no peer named {peer:?} owns space; `weft status ipam` lists them"
+                    )),
+                    Some(p) => shared
+                        .ipam
+                        .remove_peer(now, p)
+                        .map(|blocks| {
+                            format!(
+                                "took over {blocks} blocks of {p}; its addresses are free again\n"
+                            )
+                        })
+                        .map_err(|e| e.to_string()),
+                };
+                shared.finish();
+                let _ = reply.send(result);
+            }
+            IpamRequest::Reset { force, reply } => {
+                let held: usize = shared.ipam.handles().values().map(|h| h.len()).sum();
+                let result = if held > 0 && !force {
+                    Err(format!(
+                        "{held} addresses are held by containers on this host; detach them first, or pass --force (they keep their addresses, which IPAM may hand out again)"
+                    ))
+                } else {
+                    shared.ipam.reset(now);
+                    Ok("IPAM reset: this router will join the IPAM cluster of the mesh it connects to\n".to_string())
+                };
+                shared.finish();
+                let _ = reply.send(result);
+            }
+        }
+        drop(shared);
+        // Let the mesh send what the agent queued.
+        self.mesh.handle(now, Input::Tick);
     }
 
     pub fn report(&mut self, now: Instant) -> Report {

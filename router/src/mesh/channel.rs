@@ -21,6 +21,9 @@ pub enum Outgoing {
     Unicast(PeerName, Vec<u8>),
 }
 
+/// Per channel name, the token a peer shows in its handshake.
+pub type Admission = Vec<(String, Vec<u8>)>;
+
 pub trait Channel {
     /// Merges a neighbor's gossip; returns the part that was news to us, to
     /// pass on to our other neighbors.
@@ -55,4 +58,16 @@ pub trait Channel {
     }
 
     fn on_timeout(&mut self, _now: Instant) {}
+
+    /// What this channel wants a peer to see in our handshake, to decide
+    /// whether we may join (IPAM: its cluster).
+    fn admission(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Whether a peer that showed `token` may connect; the error says why
+    /// not, and is what both operators see.
+    fn admit(&self, _peer: PeerName, _token: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -263,6 +263,25 @@ impl Mesh {
         self.channels.get_mut(name)
     }
 
+    /// The channels' admission tokens, for our side of the handshake.
+    pub fn admission(&self) -> Vec<(String, Vec<u8>)> {
+        self.channels
+            .iter()
+            .filter_map(|(name, c)| Some((name.clone(), c.admission()?)))
+            .collect()
+    }
+
+    fn refused_by_channel(&self, peer: &PeerIdentity) -> Option<String> {
+        self.channels.iter().find_map(|(name, c)| {
+            let token = peer
+                .admission
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.as_slice());
+            c.admit(peer.name, token).err()
+        })
+    }
+
     /// Takes the next thing for the runtime to do.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -365,6 +384,8 @@ impl Mesh {
                     peer.name
                 ))
             }
+        } else if let Some(reason) = self.refused_by_channel(&peer) {
+            Some(reason)
         } else if self.conns.len() >= self.config.conn_limit {
             Some(format!(
                 "connection limit of {} reached",

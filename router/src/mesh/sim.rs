@@ -90,6 +90,7 @@ impl Network {
             nickname: format!("sim{}", index + 1),
             uid: self.rng.random(),
             listen_port: 6783,
+            admission: Vec::new(),
         };
         let elapsed = (self.now - self.start).as_millis() as u64;
         Config::new(identity, 1_000_000 + elapsed, self.rng.random())
