@@ -81,10 +81,14 @@ fn main() -> Result<(), String> {
     let socket = |w: &WeftHost| w.run_dir.join("weft.sock");
     // Warm up: h1 activates its first blocks, h2 gets the ring.
     post(&socket(&h1), "/ipam/allocate", r#"{"id":"warm"}"#)?;
-    testbed::eventually("h2 to have the ring", std::time::Duration::from_secs(20), || {
-        let v = h2.run(&["ipam", "show"]).map_err(|e| e.to_string())?;
-        v.contains("\"cluster\": \"").then_some(()).ok_or(v)
-    });
+    testbed::eventually(
+        "h2 to have the ring",
+        std::time::Duration::from_secs(20),
+        || {
+            let v = h2.run(&["ipam", "show"]).map_err(|e| e.to_string())?;
+            v.contains("\"cluster\": \"").then_some(()).ok_or(v)
+        },
+    );
     let n = args.count;
     let baseline = time(&socket(&h1), n, |_| {
         ("/ipam/release".into(), r#"{"id":"nobody"}"#.into())
