@@ -743,13 +743,7 @@ impl Ipam {
         let Some(ring) = &mut self.ring else {
             return;
         };
-        let old = ring.block(b);
-        let state = Block {
-            owner: me,
-            version: old.version + 1,
-            active: true,
-        };
-        ring.set(b, state);
+        let state = ring.bump(b, me, true);
         self.changed_blocks.insert(b);
         self.dirty = true;
         self.activating.insert(
@@ -1343,15 +1337,7 @@ impl Ipam {
         let given: Vec<u32> = mine[mine.len() - give..].to_vec();
         let ring = self.ring.as_mut().expect("checked above");
         for b in &given {
-            let old = ring.block(*b);
-            ring.set(
-                *b,
-                Block {
-                    owner: from,
-                    version: old.version + 1,
-                    active: false,
-                },
-            );
+            ring.bump(*b, from, false);
         }
         self.changed_blocks.extend(given.iter().copied());
         self.dirty = true;
@@ -1383,14 +1369,7 @@ impl Ipam {
         let empty = self.addresses(b, self.layout.range).all(|x| !self.taken(x));
         if !state.active && empty && !self.activating.contains_key(&b) {
             let ring = self.ring.as_mut().expect("cluster matched");
-            ring.set(
-                b,
-                Block {
-                    owner: from,
-                    version: state.version + 1,
-                    active: false,
-                },
-            );
+            ring.bump(b, from, false);
             self.changed_blocks.insert(b);
             self.dirty = true;
             let runs = ring.runs_of([b]);
@@ -1534,15 +1513,7 @@ impl Ipam {
             if let Some(b) = empty {
                 let me = self.config.me;
                 let ring = self.ring.as_mut().expect("checked above");
-                let old = ring.block(b);
-                ring.set(
-                    b,
-                    Block {
-                        owner: me,
-                        version: old.version + 1,
-                        active: false,
-                    },
-                );
+                ring.bump(b, me, false);
                 self.confirmed.remove(&b);
                 self.changed_blocks.insert(b);
                 self.dirty = true;
@@ -1583,15 +1554,7 @@ impl Ipam {
                 .filter(|b| !ring.block(*b).active)
                 .collect();
             for b in &taken {
-                let old = ring.block(*b);
-                ring.set(
-                    *b,
-                    Block {
-                        owner: me,
-                        version: old.version + 1,
-                        active: false,
-                    },
-                );
+                ring.bump(*b, me, false);
             }
             if !taken.is_empty() {
                 tracing::warn!(%peer, blocks = taken.len(), "reclaimed the unused space of a peer gone longer than the grace period");
@@ -1621,15 +1584,7 @@ impl Ipam {
             return Err(IpamError::UnknownPeer(peer.to_string()));
         }
         for b in &taken {
-            let old = ring.block(*b);
-            ring.set(
-                *b,
-                Block {
-                    owner: me,
-                    version: old.version + 1,
-                    active: false,
-                },
-            );
+            ring.bump(*b, me, false);
         }
         let old = self.records.get(&peer).cloned().unwrap_or_default();
         let tomb = Record {

@@ -119,6 +119,17 @@ impl Ring {
         self.blocks[b as usize] = block;
     }
 
+    /// Writes a new state of block `b` (next version); returns it.
+    pub fn bump(&mut self, b: u32, owner: Peer, active: bool) -> Block {
+        let block = Block {
+            owner,
+            version: self.blocks[b as usize].version + 1,
+            active,
+        };
+        self.set(b, block);
+        block
+    }
+
     /// Takes what supersedes our state; returns the blocks that changed.
     pub fn merge(&mut self, runs: &[Run]) -> Result<Vec<u32>, IpamError> {
         let n = self.len();
