@@ -1865,7 +1865,7 @@ mod tests {
         assert!(matches!(one(&mut b), Err(IpamError::AddressInUse { .. })));
         let st = a.status(now);
         assert_eq!(st.peers.iter().map(|p| p.held).sum::<u64>(), 2, "{st:?}");
-        assert!(st.text().contains("(this)"));
+        assert!(st.peers.iter().any(|p| p.peer == st.me));
     }
 
     #[test]

@@ -14,9 +14,10 @@ use std::{
 
 use redb::TableDefinition;
 use tokio::sync::oneshot;
-use weft_ipam::{Allocation, Ipam, IpamError, OpId, Outgoing as IpamOutgoing, Peer};
+use weft_ipam::{Allocation, Ipam, IpamError, OpId, Outgoing as IpamOutgoing, Peer, Status};
 
 use crate::{
+    api::report::table,
     identity::PeerName,
     mesh::{Channel, Outgoing},
 };
@@ -174,6 +175,59 @@ impl IpamHandle {
     }
 }
 
+/// The text `weft status ipam` prints: a summary, a row per peer, and
+/// what to do about owners that cannot be reached.
+pub fn status_text(status: &Status) -> String {
+    let cluster = status.cluster.as_deref().unwrap_or("none yet");
+    let mut out = format!(
+        "range {}  default subnet {}  cluster {cluster}  blocks of {}\nstate: {}\n",
+        status.range, status.default_subnet, status.block_size, status.state
+    );
+    if status.pending > 0 {
+        out += &format!("requests waiting: {}\n", status.pending);
+    }
+    let total = (1u64 << (32 - status.range.prefix_len())) as f64;
+    let rows: Vec<Vec<String>> = status
+        .peers
+        .iter()
+        .map(|p| {
+            let this = if p.peer == status.me { " (this)" } else { "" };
+            let reach = match (p.removed, p.reachable, p.unreachable_secs) {
+                (true, _, _) => "removed".to_string(),
+                (_, true, _) => "reachable".to_string(),
+                (_, false, Some(s)) => format!("UNREACHABLE {s}s"),
+                (_, false, None) => "UNREACHABLE".to_string(),
+            };
+            vec![
+                format!("{}{this}", p.peer),
+                p.nickname.clone(),
+                format!("{} ({} active)", p.blocks, p.active_blocks),
+                format!("{:.1}%", p.addresses as f64 * 100.0 / total),
+                p.free.to_string(),
+                p.held.to_string(),
+                reach,
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            "PEER", "NICKNAME", "BLOCKS", "SHARE", "FREE", "HOLDS", "STATE",
+        ],
+        &rows,
+    );
+    for p in status
+        .peers
+        .iter()
+        .filter(|p| !p.reachable && !p.removed && p.blocks > 0)
+    {
+        out += &format!(
+            "peer {} ({}) owns {} blocks but is unreachable: if it is gone for good, run `weft rmpeer {}`\n",
+            p.peer, p.nickname, p.blocks, p.peer
+        );
+    }
+    out
+}
+
 pub fn peer(name: PeerName) -> Peer {
     Peer(name.as_u64())
 }
@@ -273,6 +327,20 @@ impl Channel for IpamChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_table_marks_this_router_and_advises_on_unreachable_owners() {
+        let now = Instant::now();
+        let mut config = weft_ipam::Config::new(Peer(1), "10.32.0.0/12".parse().unwrap());
+        config.init = weft_ipam::Init::Seed(vec![Peer(1), Peer(2)]);
+        let mut ipam = Ipam::new(config, now).unwrap();
+        ipam.on_peers_changed(now, &BTreeSet::new());
+        let text = status_text(&ipam.status(now));
+        assert!(text.contains("00:00:00:00:00:01 (this)"), "{text}");
+        assert!(text.contains("50.0%"), "{text}");
+        assert!(text.contains("UNREACHABLE"), "{text}");
+        assert!(text.contains("weft rmpeer 00:00:00:00:00:02"), "{text}");
+    }
 
     #[test]
     fn the_store_keeps_state_and_a_corrupt_file_is_an_error_not_a_reset() {

@@ -409,7 +409,7 @@ impl Api {
                 if path == "/ipam" {
                     json(serde_json::to_string_pretty(&status).expect("status serializes") + "\n")
                 } else {
-                    text(StatusCode::OK, status.text())
+                    text(StatusCode::OK, crate::ipam::status_text(&status))
                 }
             }
             (Method::GET, "/dp" | "/dp/flows") => {
