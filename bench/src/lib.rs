@@ -83,6 +83,24 @@ impl Row {
     }
 }
 
+/// Prints `rows` as a markdown table and, when `json` is given, writes
+/// them there as JSON lines (what the report of issue 10 collects).
+pub fn emit(rows: &[Row], json: Option<&std::path::Path>) -> Result<(), String> {
+    println!("{}", Row::markdown_header());
+    for row in rows {
+        println!("{}", row.markdown());
+    }
+    if let Some(path) = json {
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("rows serialize"))
+            .collect();
+        std::fs::write(path, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Restricts this process (and what it starts) to one CPU, so "one core"
 /// means one core for us and for the baseline alike.
 pub fn pin_to_cpu(cpu: usize) -> nix::Result<()> {

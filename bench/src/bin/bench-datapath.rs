@@ -317,17 +317,5 @@ fn main() -> Result<(), String> {
             let _ = r.run(&["stop"]);
         }
     }
-    println!("{}", Row::markdown_header());
-    for row in &rows {
-        println!("{}", row.markdown());
-    }
-    if let Some(path) = args.json {
-        let lines: Vec<String> = rows
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("rows serialize"))
-            .collect();
-        std::fs::write(&path, lines.join("\n") + "\n")
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    bench::emit(&rows, args.json.as_deref())
 }

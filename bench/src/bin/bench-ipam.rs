@@ -5,16 +5,12 @@
 //! same run, is an IPAM request that changes nothing (release of an
 //! unknown id): the API's own round trip.
 
-use std::{
-    io::{Read, Write},
-    os::unix::net::UnixStream,
-    path::Path,
-    time::Instant,
-};
+use std::{path::Path, time::Instant};
 
 use bench::{Row, Summary};
 use clap::Parser;
 use testbed::{Spec, Testbed, WeftHost};
+use weft_router::cli::client::Client;
 
 #[derive(Parser)]
 #[command(about = "IPAM allocation latency p50/p99: owning space vs asking a peer")]
@@ -24,24 +20,6 @@ struct Args {
     count: usize,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-}
-
-/// One HTTP request over the router's API socket; the status line must be
-/// 200.
-fn post(socket: &Path, path: &str, body: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
-    if !answer.starts_with("HTTP/1.1 200") {
-        return Err(format!("{path} {body}: {answer}"));
-    }
-    Ok(answer)
 }
 
 /// Latencies in microseconds of `count` requests made by `make(i)`.
@@ -54,7 +32,9 @@ fn time(
         .map(|i| {
             let (path, body) = make(i);
             let t = Instant::now();
-            post(socket, &path, &body)?;
+            Client::new(socket.to_path_buf())
+                .post(&path, &body)
+                .map_err(|e| format!("{path} {body}: {e}"))?;
             Ok(t.elapsed().as_secs_f64() * 1e6)
         })
         .collect()
@@ -80,7 +60,9 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let socket = |w: &WeftHost| w.run_dir.join("weft.sock");
     // Warm up: h1 activates its first blocks, h2 gets the ring.
-    post(&socket(&h1), "/ipam/allocate", r#"{"id":"warm"}"#)?;
+    Client::new(socket(&h1))
+        .post("/ipam/allocate", r#"{"id":"warm"}"#)
+        .map_err(|e| e.to_string())?;
     testbed::eventually(
         "h2 to have the ring",
         std::time::Duration::from_secs(20),
@@ -107,7 +89,6 @@ fn main() -> Result<(), String> {
     tb.destroy().map_err(|e| e.to_string())?;
 
     let mut rows = Vec::new();
-    let base = Summary::of(&[percentile(&baseline, 0.5)]);
     for (name, samples) in [("owning space", &owning), ("asking a peer", &asking)] {
         for (metric, p) in [("p50", 0.5), ("p99", 0.99)] {
             let v = percentile(samples, p);
@@ -125,21 +106,13 @@ fn main() -> Result<(), String> {
             });
         }
     }
-    println!("{}", Row::markdown_header());
-    for r in &rows {
-        println!("{}", r.markdown());
-    }
     eprintln!(
         "baseline p50 {:.0} µs; owning p50 {:.0} µs p99 {:.0} µs; asking p50 {:.0} µs p99 {:.0} µs",
-        base.median,
+        percentile(&baseline, 0.5),
         percentile(&owning, 0.5),
         percentile(&owning, 0.99),
         percentile(&asking, 0.5),
         percentile(&asking, 0.99)
     );
-    if let Some(path) = args.json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    bench::emit(&rows, args.json.as_deref())
 }
