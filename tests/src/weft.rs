@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::{Error, Netns, Node, Result, Testbed, state, workspace_bin};
 
 /// The weft router of one testbed host.
+#[derive(Clone, Debug)]
 pub struct WeftHost {
     pub host: usize,
     pub netns: Netns,

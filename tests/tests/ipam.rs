@@ -81,21 +81,8 @@ fn three_hosts_allocate_200_addresses_at_once_and_a_restart_keeps_them() {
     let handles: Vec<_> = routers
         .iter()
         .map(|r| {
-            let (netns, data, run, host) = (
-                r.netns.clone(),
-                r.data_dir.clone(),
-                r.run_dir.clone(),
-                r.host,
-            );
-            std::thread::spawn(move || {
-                let w = WeftHost {
-                    host,
-                    netns,
-                    data_dir: data,
-                    run_dir: run,
-                };
-                allocate_concurrently(&w, &format!("h{host}-c"), 67)
-            })
+            let w = r.clone();
+            std::thread::spawn(move || allocate_concurrently(&w, &format!("h{}-c", w.host), 67))
         })
         .collect();
     let results: Vec<(String, String)> = handles
