@@ -1,9 +1,20 @@
 //! The CNI plugin: the container runtime's door into weft.
 //!
-//! This crate owns the CNI contract (commands, JSON in on stdin, a result or
-//! a CNI error on stdout, logs on stderr only) and the translation of CNI
-//! requests into calls to the local weft router's API.
+//! This crate owns the CNI contract (commands from the environment, the
+//! network configuration on stdin, a result or a CNI error on stdout, logs
+//! on stderr only) and its translation into calls to the local router's
+//! API.
 //!
-//! It must not keep state of its own or allocate addresses itself: the router
-//! is the only owner of IPAM and of the bridge, so a plugin invocation that
-//! dies halfway can always be retried.
+//! It keeps no state of its own and allocates nothing itself: the router
+//! owns IPAM, the bridge and the registry of attachments, so an invocation
+//! that dies halfway can always be retried, and DEL and GC can always
+//! find what ADD made.
+
+pub mod config;
+pub mod error;
+pub mod plugin;
+pub mod result;
+
+pub use config::{Command, Env, NetConf};
+pub use error::CniError;
+pub use plugin::{Router, RouterError, run};

@@ -55,6 +55,7 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ipam { what, dirs } => cli::ipam(&dirs, what),
+        Command::SetupCni(args) => cli::setup_cni::run(&args),
     }
 }
 

@@ -11,8 +11,9 @@
 //! | `POST /connect`        | `{"peers": ["host:port"], "replace": false}` |
 //! | `POST /forget`         | `{"peers": ["host:port"]}`                 |
 //! | `GET /metrics`         | Prometheus text format                     |
-//! | `POST /attach`         | `{"target": "ns", "addresses": ["10.32.0.5/12"]}` |
+//! | `POST /attach`         | `{"target": "ns", "addresses": ["10.32.0.5/12"]}`; with `"id"`, `"interface"`, `"subnet"` for CNI |
 //! | `POST /detach`         | `{"target": "ns", "addresses": []}` (none: all) |
+//! | `POST /attach/check`   | `{"id": "..."}`: is the attachment whole?  |
 //! | `GET /ps`              | attached containers, JSON                  |
 //! | `GET /dp`, `/dp/flows` | the kernel fast datapath, text             |
 //! | `POST /ipam/allocate`  | `{"id": "c1", "subnet": null, "address": null}` → `{"address": "10.32.0.1/12"}` |
@@ -59,9 +60,35 @@ pub struct Api {
 
 #[derive(Deserialize)]
 struct AttachBody {
-    target: String,
+    /// The container's namespace; not needed to detach by `id`.
+    #[serde(default)]
+    target: Option<String>,
     #[serde(default)]
     addresses: Vec<String>,
+    /// The runtime's name for the attachment, also its IPAM owner (CNI);
+    /// without it the target names it and owns `attach:TARGET`.
+    #[serde(default)]
+    id: Option<String>,
+    /// The container's interface (`weft0` by default).
+    #[serde(default)]
+    interface: Option<String>,
+    /// Where in the range to allocate, when no address is given.
+    #[serde(default)]
+    subnet: Option<ipnet::Ipv4Net>,
+    /// Detaching what is not attached succeeds (CNI DEL is idempotent).
+    #[serde(default)]
+    missing_ok: bool,
+}
+
+impl AttachBody {
+    /// The registry key and the IPAM owner.
+    fn ids(&self) -> Result<(String, String), String> {
+        match (&self.id, &self.target) {
+            (Some(id), _) => Ok((id.clone(), id.clone())),
+            (None, Some(t)) => Ok((t.clone(), format!("attach:{t}"))),
+            (None, None) => Err("give a \"target\" or an \"id\"".into()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,6 +155,10 @@ fn json(body: String) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+fn json_of<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    json(serde_json::to_string(value).expect("answers serialize") + "\n")
+}
+
 /// Resolves `host` or `host:port` (port 6783 by default).
 pub async fn resolve_peer(peer: &str) -> Result<SocketAddr, String> {
     let with_port = if peer.parse::<SocketAddr>().is_ok()
@@ -159,6 +190,7 @@ impl Api {
         path: &str,
         body: &Bytes,
     ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+        use crate::netdev::attach::{AttachError, Plug};
         let bad = |msg: String| text(StatusCode::BAD_REQUEST, msg + "\n");
         let network = self
             .network
@@ -169,7 +201,7 @@ impl Api {
                 "expected {{\"target\": ..., \"addresses\": [...]}}: {e}"
             ))
         })?;
-        let target = Target::parse(&body.target).map_err(|e| bad(e.to_string()))?;
+        let (key, owner) = body.ids().map_err(bad)?;
         let mut addresses = Vec::new();
         for a in &body.addresses {
             let net: ipnet::IpNet = a.parse().map_err(|_| {
@@ -180,52 +212,72 @@ impl Api {
             addresses.push(net);
         }
         let mut registry = network.registry.lock().await;
-        let failed = |e: crate::netdev::attach::AttachError| {
-            text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"))
-        };
-        if path == "/attach" {
-            let id = format!("attach:{}", body.target);
-            if addresses.is_empty() {
-                let got = self.allocate(id.clone(), None, None).await?;
-                addresses.push(ipnet::IpNet::V4(got.cidr()));
-            }
-            let attached = registry
-                .attach(
-                    &network.netlink,
-                    network.bridge,
-                    network.mtu,
-                    &target,
-                    &addresses,
-                )
-                .await;
-            let a = match attached {
-                Ok(a) => a,
-                Err(e) => {
-                    self.release(id, None).await?;
-                    return Err(failed(e));
-                }
+        let failed = |e: AttachError| {
+            let status = match e {
+                AttachError::NotAttached(_) | AttachError::Target(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            Ok(json(
-                serde_json::to_string(&a).expect("attachments serialize") + "\n",
-            ))
-        } else {
-            let a = registry
-                .detach(&network.netlink, &target, &addresses)
-                .await
-                .map_err(failed)?;
-            let id = format!("attach:{}", body.target);
-            if addresses.is_empty() {
-                self.release(id, None).await?;
-            } else {
-                for net in &addresses {
-                    if let std::net::IpAddr::V4(v4) = net.addr() {
-                        self.release(id.clone(), Some(v4)).await?;
+            text(status, format!("{e}\n"))
+        };
+        match path {
+            "/attach" => {
+                let target = body
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| bad("give the container's \"target\"".into()))?;
+                let target = Target::parse(target).map_err(|e| bad(e.to_string()))?;
+                if addresses.is_empty() {
+                    let got = self.allocate(owner.clone(), body.subnet, None).await?;
+                    addresses.push(ipnet::IpNet::V4(got.cidr()));
+                }
+                let plug = Plug {
+                    id: key,
+                    interface: body
+                        .interface
+                        .clone()
+                        .unwrap_or_else(|| crate::netdev::CONTAINER_IF.into()),
+                };
+                let attached = registry
+                    .attach(
+                        &network.netlink,
+                        network.bridge,
+                        network.mtu,
+                        &target,
+                        &plug,
+                        &addresses,
+                    )
+                    .await;
+                match attached {
+                    Ok(a) => Ok(json_of(&a)),
+                    Err(e) => {
+                        self.release(owner, None).await?;
+                        Err(failed(e))
                     }
                 }
             }
-            Ok(json(
-                serde_json::to_string(&a).expect("attachments serialize") + "\n",
-            ))
+            "/attach/check" => registry
+                .check(&network.netlink, network.bridge, &key)
+                .await
+                .map(|a| json_of(&a))
+                .map_err(failed),
+            _ => {
+                let detached = registry.detach(&network.netlink, &key, &addresses).await;
+                let a = match detached {
+                    Ok(a) => a,
+                    Err(AttachError::NotAttached(_)) if body.missing_ok => None,
+                    Err(e) => return Err(failed(e)),
+                };
+                if addresses.is_empty() {
+                    self.release(owner, None).await?;
+                } else {
+                    for net in &addresses {
+                        if let std::net::IpAddr::V4(v4) = net.addr() {
+                            self.release(owner.clone(), Some(v4)).await?;
+                        }
+                    }
+                }
+                Ok(json_of(&a))
+            }
         }
     }
 
@@ -397,7 +449,9 @@ impl Api {
                 }
                 text(StatusCode::OK, "")
             }
-            (Method::POST, "/attach" | "/detach") => return self.attach(path, &body).await,
+            (Method::POST, "/attach" | "/detach" | "/attach/check") => {
+                return self.attach(path, &body).await;
+            }
             (Method::GET, "/ps") => return self.ps().await,
             (Method::POST, "/ipam/allocate" | "/ipam/release" | "/ipam/rmpeer" | "/ipam/reset") => {
                 return self.ipam(path, &body).await;

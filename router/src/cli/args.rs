@@ -91,6 +91,9 @@ pub enum Command {
         #[command(flatten)]
         dirs: DirArgs,
     },
+    /// Install the CNI plugin and a network configuration for podman,
+    /// containerd or CRI-O.
+    SetupCni(super::setup_cni::SetupCniArgs),
     /// Address allocation by hand: allocate, claim, release, reset.
     Ipam {
         #[command(subcommand)]

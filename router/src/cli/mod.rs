@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod client;
+pub mod setup_cni;
 
 use std::{
     io::{Read, Seek, SeekFrom},

@@ -12,10 +12,18 @@ use super::{CONTAINER_IF, Netlink, NetlinkError, target::Target};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
+    /// What the attachment is known by: the target for `weft attach`, the
+    /// runtime's id for CNI (also the IPAM owner then). Filled from the
+    /// registry's key when loading older files.
+    #[serde(default)]
+    pub id: String,
     /// What the user named: namespace, path, pid or container.
     pub target: String,
     /// The veth end on the bridge.
     pub interface: String,
+    /// The container's end, `weft0` unless the runtime asked for a name.
+    #[serde(default = "default_container_if")]
+    pub container_interface: String,
     /// The MAC of the container's `weft0`.
     pub mac: String,
     pub addresses: Vec<IpNet>,
@@ -29,8 +37,14 @@ pub enum AttachError {
     Netlink(#[from] NetlinkError),
     #[error("{0} is not attached")]
     NotAttached(String),
+    #[error("{id}: {problem}")]
+    Broken { id: String, problem: String },
     #[error("attachment registry {path}: {reason}")]
     Registry { path: PathBuf, reason: String },
+}
+
+fn default_container_if() -> String {
+    CONTAINER_IF.to_string()
 }
 
 /// Addresses worth showing: not the IPv6 link-local one every interface
@@ -62,6 +76,15 @@ fn host_interface(key: &str) -> String {
     format!("{HOST_PREFIX}{hex}")
 }
 
+/// How to plug a container in.
+#[derive(Clone, Debug)]
+pub struct Plug {
+    /// The registry key; names the bridge end.
+    pub id: String,
+    /// The container's interface.
+    pub interface: String,
+}
+
 /// Every attached container, persisted as JSON.
 pub struct Registry {
     path: PathBuf,
@@ -71,7 +94,7 @@ pub struct Registry {
 impl Registry {
     /// Loads the registry; a corrupt file is an error, not a silent reset.
     pub fn load(path: PathBuf) -> Result<Registry, AttachError> {
-        let entries = match std::fs::read_to_string(&path) {
+        let mut entries: BTreeMap<String, Attachment> = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| AttachError::Registry {
                 path: path.clone(),
                 reason: format!("{e}; fix or remove it"),
@@ -84,6 +107,9 @@ impl Registry {
                 });
             }
         };
+        for (key, a) in entries.iter_mut() {
+            a.id.clone_from(key);
+        }
         Ok(Registry { path, entries })
     }
 
@@ -126,7 +152,7 @@ impl Registry {
             let result = async {
                 let target = Target::parse(&a.target)?;
                 let inside = Netlink::inside(&target.open()?).await?;
-                if let Some(c) = inside.link(CONTAINER_IF).await? {
+                if let Some(c) = inside.link(&a.container_interface).await? {
                     if c.mtu != mtu {
                         inside.set_mtu_up(c.index, mtu).await?;
                     }
@@ -144,36 +170,30 @@ impl Registry {
     }
 
     /// Attaches `target` to the bridge with `addresses` (added to any it
-    /// has already).
+    /// has already), as `plug` says.
     pub async fn attach(
         &mut self,
         netlink: &Netlink,
         bridge: u32,
         mtu: u32,
         target: &Target,
+        plug: &Plug,
         addresses: &[IpNet],
     ) -> Result<Attachment, AttachError> {
         let netns = target.open()?;
         let inside = Netlink::inside(&netns).await?;
-        let host_if = host_interface(&target.key());
-        if inside.link(CONTAINER_IF).await?.is_none() {
+        let host_if = host_interface(&plug.id);
+        let name = plug.interface.as_str();
+        if inside.link(name).await?.is_none() {
             if let Some(stale) = netlink.link(&host_if).await? {
                 netlink.delete(stale.index).await?;
             }
-            netlink
-                .add_veth_into(&host_if, CONTAINER_IF, &netns, mtu)
-                .await?;
+            netlink.add_veth_into(&host_if, name, &netns, mtu).await?;
         }
-        let host = netlink
-            .link(&host_if)
-            .await?
-            .ok_or_else(|| NetlinkError::NoSuchLink(host_if.clone()))?;
+        let host = netlink.require(&host_if).await?;
         netlink.set_mtu_up(host.index, mtu).await?;
         netlink.attach(host.index, bridge).await?;
-        let container = inside
-            .link(CONTAINER_IF)
-            .await?
-            .ok_or_else(|| NetlinkError::NoSuchLink(CONTAINER_IF.into()))?;
+        let container = inside.require(name).await?;
         inside.set_mtu_up(container.index, mtu).await?;
         for net in addresses {
             inside.add_address(container.index, *net).await?;
@@ -183,14 +203,57 @@ impl Registry {
             .add_route(Ipv4Addr::new(224, 0, 0, 0), 4, container.index)
             .await?;
         let attachment = Attachment {
+            id: plug.id.clone(),
             target: target.key(),
             interface: host_if,
+            container_interface: name.to_string(),
             mac: container.mac.map(mac_string).unwrap_or_default(),
             addresses: global(inside.addresses(container.index).await?),
         };
-        self.entries.insert(target.key(), attachment.clone());
+        self.entries.insert(plug.id.clone(), attachment.clone());
         self.save()?;
         Ok(attachment)
+    }
+
+    /// Confirms that attachment `id` is whole: its bridge end is there and
+    /// on the bridge, and inside the container its interface is up with
+    /// every address it was given.
+    pub async fn check(
+        &self,
+        netlink: &Netlink,
+        bridge: u32,
+        id: &str,
+    ) -> Result<Attachment, AttachError> {
+        let a = self
+            .entries
+            .get(id)
+            .ok_or_else(|| AttachError::NotAttached(id.to_string()))?;
+        let broken = |problem: String| AttachError::Broken {
+            id: id.to_string(),
+            problem,
+        };
+        let host = netlink
+            .link(&a.interface)
+            .await?
+            .ok_or_else(|| broken(format!("its bridge end {} is gone", a.interface)))?;
+        if host.controller != Some(bridge) {
+            return Err(broken(format!("{} is not on the bridge", a.interface)));
+        }
+        let inside = Netlink::inside(&Target::parse(&a.target)?.open()?).await?;
+        let container = inside.link(&a.container_interface).await?.ok_or_else(|| {
+            broken(format!(
+                "the container has no interface {}",
+                a.container_interface
+            ))
+        })?;
+        let have = global(inside.addresses(container.index).await?);
+        if let Some(missing) = a.addresses.iter().find(|x| !have.contains(x)) {
+            return Err(broken(format!(
+                "{} lost its address {missing}",
+                a.container_interface
+            )));
+        }
+        Ok(a.clone())
     }
 
     /// Removes `addresses` from the container, or with none given the
@@ -198,10 +261,10 @@ impl Registry {
     pub async fn detach(
         &mut self,
         netlink: &Netlink,
-        target: &Target,
+        key: &str,
         addresses: &[IpNet],
     ) -> Result<Option<Attachment>, AttachError> {
-        let key = target.key();
+        let key = key.to_string();
         let interface = self
             .entries
             .get(&key)
@@ -218,9 +281,12 @@ impl Registry {
             self.save()?;
             return Ok(None);
         }
-        let inside = Netlink::inside(&target.open()?).await?;
+        let Some(entry) = self.entries.get(&key) else {
+            return Err(AttachError::NotAttached(key));
+        };
+        let inside = Netlink::inside(&Target::parse(&entry.target)?.open()?).await?;
         let container = inside
-            .link(CONTAINER_IF)
+            .link(&entry.container_interface)
             .await?
             .ok_or_else(|| AttachError::NotAttached(key.clone()))?;
         for net in addresses {

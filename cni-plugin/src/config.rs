@@ -1,0 +1,192 @@
+//! What a runtime hands the plugin: the command and container in the
+//! environment, the network configuration on stdin.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{CniError, code};
+
+/// The versions this plugin speaks. Results differ only in 0.3.x/0.4.0
+/// carrying `"version": "4"` on each address.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// Where the router listens when the configuration does not say.
+pub const DEFAULT_SOCKET: &str = "/run/weft/weft.sock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Version,
+    Status,
+    Gc,
+}
+
+impl Command {
+    fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "VERSION" => Command::Version,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            _ => return None,
+        })
+    }
+
+    /// The first spec version that has this command.
+    fn since(self) -> &'static str {
+        match self {
+            Command::Check => "0.4.0",
+            Command::Status | Command::Gc => "1.1.0",
+            _ => "0.3.0",
+        }
+    }
+}
+
+/// The `CNI_*` environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Env {
+    pub command: Command,
+    pub container_id: Option<String>,
+    pub netns: Option<PathBuf>,
+    pub ifname: Option<String>,
+}
+
+impl Env {
+    /// Reads the environment through `var`, so tests need not set the
+    /// process's own.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> {
+        let nonempty = |k: &str| var(k).filter(|v| !v.is_empty());
+        let command = nonempty("CNI_COMMAND").ok_or_else(|| {
+            CniError::new(
+                code::INVALID_ENV,
+                "CNI_COMMAND is not set",
+                "weft-cni is run by a container runtime (podman, containerd, CRI-O); to look at it by hand set CNI_COMMAND=VERSION",
+            )
+        })?;
+        let command = Command::parse(&command).ok_or_else(|| {
+            CniError::new(
+                code::INVALID_ENV,
+                format!("unknown CNI_COMMAND {command:?}"),
+                "expected ADD, DEL, CHECK, VERSION, STATUS or GC",
+            )
+        })?;
+        Ok(Env {
+            command,
+            container_id: nonempty("CNI_CONTAINERID"),
+            netns: nonempty("CNI_NETNS").map(PathBuf::from),
+            ifname: nonempty("CNI_IFNAME"),
+        })
+    }
+
+    /// A variable the command cannot do without.
+    pub fn require<'a>(&self, name: &str, value: &'a Option<String>) -> Result<&'a str, CniError> {
+        value.as_deref().ok_or_else(|| {
+            CniError::new(
+                code::INVALID_ENV,
+                format!("{name} is not set"),
+                format!("the runtime must set {name} for {:?}", self.command),
+            )
+        })
+    }
+}
+
+/// One entry of `cni.dev/valid-attachments` (GC).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The network configuration, as one plugin of a conflist sees it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NetConf {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The router's API socket.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Where in weft's range containers of this network get addresses.
+    #[serde(default)]
+    pub subnet: Option<ipnet::Ipv4Net>,
+    /// Passed through to the result for the runtime.
+    #[serde(default)]
+    pub dns: Option<serde_json::Value>,
+    /// weft is its own IPAM; a delegated one is refused rather than
+    /// ignored.
+    #[serde(default)]
+    pub ipam: Option<serde_json::Value>,
+    #[serde(rename = "prevResult", default)]
+    pub prev_result: Option<serde_json::Value>,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl NetConf {
+    pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
+        let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                code::DECODE_FAILURE,
+                "cannot read the network configuration",
+                e.to_string(),
+            )
+        })?;
+        if conf.name.is_empty() {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "the network configuration has no name",
+                "set \"name\" in the conflist",
+            ));
+        }
+        if conf.ipam.as_ref().is_some_and(|i| i.get("type").is_some()) {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "weft-cni does not delegate IPAM",
+                "weft gives addresses from its own IPAM: remove the \"ipam\" section (use \"subnet\" to pick a part of the range)",
+            ));
+        }
+        Ok(conf)
+    }
+
+    /// Refuses versions this plugin does not speak, and commands older
+    /// versions do not have.
+    pub fn check_version(&self, command: Command) -> Result<(), CniError> {
+        if !SUPPORTED_VERSIONS.contains(&self.cni_version.as_str()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("CNI version {} is not supported", self.cni_version),
+                format!("weft-cni speaks {}", SUPPORTED_VERSIONS.join(", ")),
+            ));
+        }
+        if version_key(&self.cni_version) < version_key(command.since()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("{command:?} needs CNI {} or later", command.since()),
+                format!("the configuration says cniVersion {}", self.cni_version),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The router socket to talk to.
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    }
+}
+
+/// Orders versions numerically ("0.10.0" after "0.4.0").
+pub fn version_key(v: &str) -> Vec<u32> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}

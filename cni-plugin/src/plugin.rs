@@ -1,0 +1,226 @@
+//! The CNI commands, each a few calls to the router's API behind the
+//! [`Router`] trait (tested against a fake router in memory).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::{
+    config::{Command, Env, NetConf, SUPPORTED_VERSIONS},
+    error::{CniError, code},
+    result::{self, Attached},
+};
+
+/// The router's API, as the plugin needs it.
+pub trait Router {
+    fn get(&self, path: &str) -> Result<String, RouterError>;
+    fn post(&self, path: &str, body: &Value) -> Result<String, RouterError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// Nothing answers on the socket.
+    #[error("{0}")]
+    Down(String),
+    #[error("the router answered {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RouterError {
+    /// The CNI error for a failed call: "try again later" for what time
+    /// may mend (router down or busy, IPAM waiting for peers).
+    fn cni(self, doing: &str) -> CniError {
+        let c = match &self {
+            RouterError::Down(_) => code::TRY_AGAIN_LATER,
+            RouterError::Refused { status: 503, .. } => code::TRY_AGAIN_LATER,
+            RouterError::Refused { status: 404, .. } => code::UNKNOWN_CONTAINER,
+            RouterError::Refused { status: 400, .. } => code::INVALID_CONFIG,
+            _ => code::IO_FAILURE,
+        };
+        let details = match &self {
+            RouterError::Down(why) => format!(
+                "{why}; start it with `weft launch`, or point \"socket\" in the CNI configuration at its API socket"
+            ),
+            other => other.to_string(),
+        };
+        CniError::new(c, format!("weft-cni cannot {doing}"), details)
+    }
+}
+
+/// Runs one command. `Ok(Some(json))` is printed on stdout; errors carry
+/// the version to print them in.
+pub fn run<R: Router>(
+    env: &Env,
+    stdin: &[u8],
+    connect: impl FnOnce(&NetConf) -> R,
+) -> Result<Option<String>, (CniError, String)> {
+    let fallback = || {
+        serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "1.1.0".to_string())
+    };
+    if env.command == Command::Version {
+        let version = fallback();
+        return Ok(Some(
+            json!({ "cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS }).to_string(),
+        ));
+    }
+    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback()))?;
+    let version = conf.cni_version.clone();
+    let outcome = conf
+        .check_version(env.command)
+        .and_then(|()| command(env, &conf, &connect(&conf)));
+    outcome.map_err(|e| (e, version))
+}
+
+/// The attachment's name in the router: its IPAM owner and registry key.
+/// CNI identifies an attachment by network, container and interface.
+pub fn attachment_id(network: &str, container: &str, ifname: &str) -> String {
+    format!("cni:{network}:{container}:{ifname}")
+}
+
+fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<String>, CniError> {
+    let json_of = |text: String, doing: &str| -> Result<Value, CniError> {
+        serde_json::from_str(&text).map_err(|e| {
+            CniError::new(
+                code::DECODE_FAILURE,
+                format!("weft-cni cannot {doing}"),
+                format!("the router's answer is not JSON: {e}"),
+            )
+        })
+    };
+    let id = || -> Result<String, CniError> {
+        let container = env.require("CNI_CONTAINERID", &env.container_id)?;
+        let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+        Ok(attachment_id(&conf.name, container, ifname))
+    };
+    match env.command {
+        Command::Version => unreachable!("answered before reading the configuration"),
+        Command::Add => {
+            let id = id()?;
+            let netns = env.netns.as_ref().ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_ENV,
+                    "CNI_NETNS is not set",
+                    "ADD needs the container's network namespace",
+                )
+            })?;
+            let doing = "attach the container";
+            let body = json!({
+                "target": netns,
+                "id": id,
+                "interface": env.ifname,
+                "subnet": conf.subnet,
+            });
+            let answer = router.post("/attach", &body).map_err(|e| e.cni(doing))?;
+            let a = attached(&json_of(answer, doing)?)?;
+            Ok(Some(result::build(conf, netns, &a).to_string()))
+        }
+        Command::Del => {
+            let body = json!({ "id": id()?, "missing_ok": true });
+            router
+                .post("/detach", &body)
+                .map_err(|e| e.cni("detach the container"))?;
+            Ok(None)
+        }
+        Command::Check => {
+            let doing = "check the container";
+            let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+            let answer = router
+                .post("/attach/check", &json!({ "id": id()? }))
+                .map_err(|e| match e {
+                    RouterError::Refused { status: 422, body } => {
+                        CniError::new(code::ATTACHMENT_BROKEN, "the attachment is broken", body)
+                    }
+                    e => e.cni(doing),
+                })?;
+            let a = attached(&json_of(answer, doing)?)?;
+            let expected = conf
+                .prev_result
+                .as_ref()
+                .map(|p| result::addresses_of(p, ifname))
+                .unwrap_or_default();
+            if let Some(missing) = expected.iter().find(|x| !a.addresses.contains(x)) {
+                return Err(CniError::new(
+                    code::ATTACHMENT_BROKEN,
+                    "the attachment is broken",
+                    format!("{ifname} does not have {missing}, which ADD gave it"),
+                ));
+            }
+            Ok(None)
+        }
+        Command::Status => {
+            router.get("/status").map_err(|e| {
+                let mut e = e.cni("reach the weft router");
+                e.code = code::NOT_AVAILABLE;
+                e
+            })?;
+            Ok(None)
+        }
+        Command::Gc => {
+            let doing = "collect garbage";
+            let prefix = attachment_id(&conf.name, "", "");
+            let prefix = prefix.trim_end_matches(':');
+            let valid: BTreeSet<String> = conf
+                .valid_attachments
+                .iter()
+                .flatten()
+                .map(|v| attachment_id(&conf.name, &v.container_id, &v.ifname))
+                .collect();
+            let mut known = BTreeSet::new();
+            let ps = json_of(router.get("/ps").map_err(|e| e.cni(doing))?, doing)?;
+            known.extend(
+                ps.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["id"].as_str().map(str::to_string)),
+            );
+            let ipam = json_of(router.get("/ipam").map_err(|e| e.cni(doing))?, doing)?;
+            known.extend(
+                ipam["containers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.clone()),
+            );
+            for stale in known
+                .iter()
+                .filter(|k| k.starts_with(prefix) && k[prefix.len()..].starts_with(':'))
+                .filter(|k| !valid.contains(*k))
+            {
+                router
+                    .post("/detach", &json!({ "id": stale, "missing_ok": true }))
+                    .map_err(|e| e.cni(doing))?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Reads the router's attachment.
+fn attached(a: &Value) -> Result<Attached, CniError> {
+    let field = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+    let addresses = a["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str()?.parse().ok())
+        .collect();
+    let out = Attached {
+        host_interface: field("interface"),
+        container_interface: field("container_interface"),
+        mac: field("mac"),
+        addresses,
+    };
+    if out.host_interface.is_empty() || out.container_interface.is_empty() {
+        return Err(CniError::new(
+            code::DECODE_FAILURE,
+            "the router's answer lacks the interfaces",
+            a.to_string(),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,83 @@
+//! The result of ADD: what weft made, appended to what earlier plugins
+//! of the chain made (`prevResult`), in the configuration's version.
+
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::config::{NetConf, version_key};
+
+/// What the router reports about an attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub host_interface: String,
+    pub container_interface: String,
+    pub mac: String,
+    pub addresses: Vec<IpNet>,
+}
+
+/// The result for `conf`, with weft's interfaces after any the chain
+/// reported before.
+pub fn build(conf: &NetConf, netns: &Path, a: &Attached) -> Value {
+    let mut result = conf
+        .prev_result
+        .clone()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    result["cniVersion"] = json!(conf.cni_version);
+    let interfaces = list(&mut result, "interfaces");
+    interfaces.push(json!({ "name": a.host_interface }));
+    let index = interfaces.len();
+    interfaces.push(json!({
+        "name": a.container_interface,
+        "mac": a.mac,
+        "sandbox": netns.display().to_string(),
+    }));
+    let legacy = version_key(&conf.cni_version) < version_key("1.0.0");
+    let ips = list(&mut result, "ips");
+    for net in &a.addresses {
+        let mut ip = json!({ "address": net.to_string(), "interface": index });
+        if legacy {
+            ip["version"] = json!(if net.addr().is_ipv4() { "4" } else { "6" });
+        }
+        ips.push(ip);
+    }
+    // The multicast route weft adds, so the runtime knows of it.
+    list(&mut result, "routes").push(json!({ "dst": "224.0.0.0/4" }));
+    if let Some(dns) = &conf.dns {
+        result["dns"] = dns.clone();
+    } else if result.get("dns").is_none() {
+        result["dns"] = json!({});
+    }
+    result
+}
+
+fn list<'a>(result: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
+    if !result[key].is_array() {
+        result[key] = json!([]);
+    }
+    result[key].as_array_mut().expect("an array")
+}
+
+/// The addresses `prev` says interface `ifname` (in a sandbox) has.
+pub fn addresses_of(prev: &Value, ifname: &str) -> Vec<IpNet> {
+    let interfaces = prev["interfaces"].as_array().cloned().unwrap_or_default();
+    let ours: Vec<usize> = interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i["name"] == ifname && i.get("sandbox").is_some())
+        .map(|(n, _)| n)
+        .collect();
+    prev["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|ip| {
+            ip["interface"]
+                .as_u64()
+                .is_some_and(|n| ours.contains(&(n as usize)))
+        })
+        .filter_map(|ip| ip["address"].as_str()?.parse().ok())
+        .collect()
+}
