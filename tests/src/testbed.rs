@@ -201,6 +201,12 @@ impl Testbed {
         &self.state.spec
     }
 
+    /// A directory of the testbed's own, removed with it: for the state of
+    /// what a test runs (routers, container runtimes).
+    pub fn state_dir(&self) -> PathBuf {
+        state::dir(&self.state.name)
+    }
+
     /// The namespace of `node`. Panics if the testbed has no such node: in a
     /// test that is a bug in the test, not a condition to handle.
     pub fn netns(&self, node: Node) -> Netns {

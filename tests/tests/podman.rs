@@ -1,0 +1,116 @@
+//! weft's CNI plugin under the real podman (Debian's, CNI backend): a
+//! podman container on one simulated host reaches a container on another.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use testbed::{Podman, Spec, Testbed, busybox_tar, workspace_bin};
+
+fn ipam_ids(weft: &testbed::WeftHost) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&weft.run(&["ipam", "show"]).unwrap()).unwrap();
+    v["containers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
+    let tb = Testbed::create_owned("podman", Spec::hosts(2).containers(1)).unwrap();
+    let h1 = tb.weft(1);
+    let h2 = tb.weft(2);
+    h1.launch(&[]).unwrap();
+    h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
+    let far = h2.run(&["attach", tb.container(2, 1).name()]).unwrap();
+    let far: Ipv4Addr = far.trim().split('/').next().unwrap().parse().unwrap();
+
+    // The plugin and its configuration, installed as a user would, with
+    // the reference portmap plugin chained after it.
+    let dir = tb.state_dir().join("podman");
+    let (bin, conf) = (dir.join("cni/bin"), dir.join("cni/net.d"));
+    let plugin = workspace_bin("weft-cni").unwrap();
+    let net = tb.name().replace('-', "_");
+    h1.run(&[
+        "setup-cni",
+        "--cni-bin-dir",
+        bin.to_str().unwrap(),
+        "--cni-conf-dir",
+        conf.to_str().unwrap(),
+        "--network-name",
+        &net,
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ])
+    .unwrap();
+    std::fs::copy(Path::new("/usr/lib/cni/portmap"), bin.join("portmap"))
+        .expect("the reference CNI plugins (containernetworking-plugins) are installed");
+
+    let podman = Podman::new(&dir, &bin, &conf).unwrap();
+    let tar = busybox_tar(&dir).unwrap();
+    podman
+        .run(&["import", tar.to_str().unwrap(), "weft-test-busybox"])
+        .unwrap();
+    let script = format!("ip -4 -o addr show eth0; ping -c 3 -W 2 {far}");
+    let out = podman
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "weft-test-busybox",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .unwrap();
+    eprintln!("{out}");
+    let addr: Ipv4Addr = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no address on eth0: {out}"));
+    let [a, b, ..] = addr.octets();
+    assert!(
+        a == 10 && b & 0xf0 == 32,
+        "{addr} is from weft's range 10.32.0.0/12"
+    );
+    assert!(out.contains("3 packets received"), "{out}");
+
+    // --rm ran DEL: the attachment and its address are gone.
+    assert_eq!(h1.run(&["ps"]).unwrap().trim(), "");
+    assert!(
+        ipam_ids(&h1).iter().all(|id| !id.starts_with("cni:")),
+        "{:?}",
+        ipam_ids(&h1)
+    );
+
+    // A container that stays: weft lists it by its CNI id, and a second
+    // one gets another address.
+    let id = podman
+        .run(&[
+            "run",
+            "-d",
+            "--network",
+            &net,
+            "weft-test-busybox",
+            "sleep",
+            "120",
+        ])
+        .unwrap();
+    let listed = h1.run(&["ps"]).unwrap();
+    let held = ipam_ids(&h1);
+    assert!(
+        held.iter()
+            .any(|h| h.starts_with(&format!("cni:{net}:{}", id.trim()))),
+        "{held:?}"
+    );
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    podman
+        .run(&["rm", "--force", "--time", "0", id.trim()])
+        .unwrap();
+    assert!(ipam_ids(&h1).iter().all(|id| !id.starts_with("cni:")));
+    drop(podman);
+    tb.destroy().unwrap();
+}
