@@ -23,6 +23,7 @@
 //! | `POST /ipam/reset`     | `{"force": false}`                         |
 //! | `POST /stop`           | stops the router                           |
 
+pub mod docker;
 pub mod metrics;
 pub mod report;
 
@@ -397,6 +398,25 @@ impl Api {
         body: Bytes,
     ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
         let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+        if method == Method::POST {
+            if let Some(answer) = self.docker(path, &body).await {
+                let (status, value) = match answer {
+                    Ok(v) => (StatusCode::OK, v),
+                    Err(docker::DockerError(e)) => {
+                        tracing::warn!(path, error = %e, "Docker plugin request refused");
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            serde_json::json!({ "Err": e }),
+                        )
+                    }
+                };
+                return Ok(Response::builder()
+                    .status(status)
+                    .header("content-type", "application/vnd.docker.plugins.v1.2+json")
+                    .body(Full::new(Bytes::from(value.to_string())))
+                    .expect("valid response"));
+            }
+        }
         Ok(match (method, path) {
             (Method::GET, "/status" | "") => {
                 text(StatusCode::OK, self.ask(Request::Report).await?.summary())
@@ -528,12 +548,18 @@ impl Api {
         });
     }
 
-    /// Serves on both listeners until the process ends.
-    pub async fn serve(self, tcp: TcpListener, unix: UnixListener) {
+    /// Serves on every listener until the process ends: TCP, the unix
+    /// socket, and Docker's plugin socket if given.
+    pub async fn serve(self, tcp: TcpListener, unix: UnixListener, docker: Option<UnixListener>) {
+        let docker_accept = async |d: &Option<UnixListener>| match d {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        };
         loop {
             tokio::select! {
                 Ok((stream, _)) = tcp.accept() => self.serve_connection(stream),
                 Ok((stream, _)) = unix.accept() => self.serve_connection(stream),
+                Ok((stream, _)) = docker_accept(&docker) => self.serve_connection(stream),
             }
         }
     }

@@ -250,11 +250,28 @@ pub struct RouterArgs {
     /// using is taken, and only by a majority (see the README).
     #[arg(long, env = "WEFT_IPALLOC_RECLAIM_AFTER", value_parser = parse_duration)]
     pub ipalloc_reclaim_after: Option<std::time::Duration>,
+    /// Serve Docker's network and IPAM plugin (`docker network create -d
+    /// weft --ipam-driver weft NET`) on /run/docker/plugins/weft.sock:
+    /// `auto` does when a Docker daemon socket is at /run/docker.sock.
+    #[arg(long, env = "WEFT_DOCKER_PLUGIN", value_enum, default_value = "auto")]
+    pub docker_plugin: DockerPlugin,
+    /// On Kubernetes (inside the DaemonSet): peers come from the node list,
+    /// read at start and every minute, and the IPAM space of nodes deleted
+    /// from the cluster is taken back.
+    #[arg(long, env = "WEFT_KUBERNETES")]
+    pub kubernetes: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     #[command(flatten)]
     pub dirs: DirArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerPlugin {
+    Auto,
+    On,
+    Off,
 }
 
 fn parse_init(s: &str) -> Result<weft_ipam::Init, String> {

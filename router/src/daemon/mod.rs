@@ -2,6 +2,7 @@
 //! router task and the API until stopped.
 
 pub mod connection;
+pub mod discovery;
 pub mod paths;
 pub mod router;
 
@@ -17,7 +18,7 @@ use weft_crypto::Password;
 
 use crate::{
     api::{self, Api},
-    cli::args::RouterArgs,
+    cli::args::{DockerPlugin, RouterArgs},
     daemon::{
         connection::Context,
         paths::Paths,
@@ -134,7 +135,7 @@ pub fn run(args: RouterArgs) -> Result<()> {
     runtime.block_on(serve(args))
 }
 
-async fn serve(args: RouterArgs) -> Result<()> {
+async fn serve(mut args: RouterArgs) -> Result<()> {
     let paths = Paths::new(&args.dirs);
     create_dir(&paths.data_dir, "data")?;
     create_dir(&paths.run_dir, "run")?;
@@ -146,6 +147,13 @@ async fn serve(args: RouterArgs) -> Result<()> {
             );
         }
     }
+    let kubernetes = if args.kubernetes {
+        let (cluster, peers) = discovery::initial().await?;
+        args.peers.extend(peers);
+        Some(cluster)
+    } else {
+        None
+    };
     let mut targets = Vec::new();
     for peer in &args.peers {
         targets.push(api::resolve_peer(peer).await.map_err(anyhow::Error::msg)?);
@@ -321,7 +329,12 @@ async fn serve(args: RouterArgs) -> Result<()> {
         mtu: overlay_mtu,
         registry: tokio::sync::Mutex::new(registry),
     });
-    let api = tokio::spawn(Api::new(requests_tx, network).serve(http, unix));
+    let docker = docker_listener(args.docker_plugin)?;
+    let docker_served = docker.is_some();
+    if let Some(cluster) = kubernetes {
+        tokio::spawn(discovery::run(cluster, requests_tx.clone()));
+    }
+    let api = tokio::spawn(Api::new(requests_tx, network).serve(http, unix, docker));
     let planes = router::Planes {
         data,
         reports: reports_rx,
@@ -342,5 +355,36 @@ async fn serve(args: RouterArgs) -> Result<()> {
     drop(tap);
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
+    if docker_served {
+        let _ = std::fs::remove_file(api::docker::SOCKET);
+    }
     Ok(())
+}
+
+/// The Docker plugin socket, unless another router serves it already.
+fn docker_listener(mode: DockerPlugin) -> Result<Option<tokio::net::UnixListener>> {
+    let wanted = match mode {
+        DockerPlugin::Off => false,
+        DockerPlugin::On => true,
+        DockerPlugin::Auto => ["/run/docker.sock", "/var/run/docker.sock"]
+            .iter()
+            .any(|p| Path::new(p).exists()),
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let socket = Path::new(api::docker::SOCKET);
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        tracing::warn!(socket = %socket.display(), "another weft router serves the Docker plugin here; not serving it");
+        return Ok(None);
+    }
+    create_dir(socket.parent().expect("a directory"), "Docker plugin")?;
+    let listener = api::bind_unix(socket).with_context(|| {
+        format!(
+            "cannot create the Docker plugin socket {}",
+            socket.display()
+        )
+    })?;
+    tracing::info!(socket = %socket.display(), "serving Docker's network and IPAM plugin");
+    Ok(Some(listener))
 }

@@ -67,7 +67,7 @@ pub fn mac_string(mac: [u8; 6]) -> String {
 pub const HOST_PREFIX: &str = "vweft";
 
 /// The bridge-side name for a target: stable, so re-attaching finds it.
-fn host_interface(key: &str) -> String {
+pub fn host_interface(key: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
     let hex: String = digest.as_ref()[..4]
         .iter()

@@ -1,0 +1,314 @@
+//! Docker's remote network driver and IPAM driver, served on
+//! `/run/docker/plugins/weft.sock`, where dockerd discovers plugins.
+//!
+//! Docker keeps the state (networks, endpoints and their addresses) and
+//! asks again after a restart; weft keeps none beyond IPAM's own, so a
+//! restart of either side leaves running containers as they were: their
+//! veths stay on the bridge, their addresses stay held.
+
+use std::net::Ipv4Addr;
+
+use hyper::body::Bytes;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Api;
+use crate::netdev::{HostNetwork, attach::host_interface};
+
+/// Where dockerd looks for plugin sockets.
+pub const SOCKET: &str = "/run/docker/plugins/weft.sock";
+
+/// IPAM owners of addresses Docker asked for start with this.
+const OWNER_PREFIX: &str = "docker:";
+/// Docker asks a network's gateway address of IPAM; weft's overlay needs
+/// none, but one address per pool answers the question truthfully.
+const GATEWAY_OWNER: &str = "docker-gateway:";
+const GATEWAY_REQUEST: &str = "com.docker.network.gateway";
+
+/// A failure as Docker's plugin client reads it.
+pub struct DockerError(pub String);
+
+impl<E: std::fmt::Display> From<E> for DockerError {
+    fn from(e: E) -> DockerError {
+        DockerError(e.to_string())
+    }
+}
+
+type Answer = Result<Value, DockerError>;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PoolRequest {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    sub_pool: String,
+    #[serde(default, rename = "V6")]
+    v6: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AddressRequest {
+    #[serde(rename = "PoolID")]
+    pool_id: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    options: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointRequest {
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkRequest {
+    #[serde(default, rename = "IPv4Data")]
+    ipv4_data: Vec<PoolData>,
+    #[serde(default, rename = "IPv6Data")]
+    ipv6_data: Vec<PoolData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PoolData {
+    #[serde(default)]
+    pool: String,
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DockerError> {
+    serde_json::from_slice(body).map_err(|e| DockerError(format!("weft: bad request: {e}")))
+}
+
+/// The container side of an endpoint's veth until Docker moves it into
+/// the container and renames it.
+fn container_side(endpoint: &str) -> String {
+    host_interface(&format!("docker:{endpoint}")).replacen("vweft", "vwefc", 1)
+}
+
+fn bridge_side(endpoint: &str) -> String {
+    host_interface(&format!("docker:{endpoint}"))
+}
+
+/// Docker's pool ID for a subnet.
+fn pool_id(net: Ipv4Net) -> String {
+    format!("weft:{net}")
+}
+
+fn pool_of(id: &str) -> Result<Ipv4Net, DockerError> {
+    id.strip_prefix("weft:")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| DockerError(format!("weft: unknown pool {id:?}")))
+}
+
+impl Api {
+    /// Answers a request of Docker's plugin protocol, or `None` if `path`
+    /// is not one.
+    pub(super) async fn docker(&self, path: &str, body: &Bytes) -> Option<Answer> {
+        let answer = match path.strip_prefix('/')? {
+            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
+            "NetworkDriver.GetCapabilities" => {
+                // Local: Docker needs no cluster store; the overlay itself
+                // connects the hosts.
+                Ok(json!({ "Scope": "local", "ConnectivityScope": "global" }))
+            }
+            "NetworkDriver.CreateNetwork" => self.create_network(body).await,
+            "NetworkDriver.CreateEndpoint" => Ok(json!({})),
+            "NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
+            "NetworkDriver.Join" => self.join(body).await,
+            "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => self.leave(body).await,
+            "NetworkDriver.DeleteNetwork"
+            | "NetworkDriver.DiscoverNew"
+            | "NetworkDriver.DiscoverDelete"
+            | "NetworkDriver.ProgramExternalConnectivity"
+            | "NetworkDriver.RevokeExternalConnectivity" => Ok(json!({})),
+            "IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": false })),
+            "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+                "LocalDefaultAddressSpace": "weft",
+                "GlobalDefaultAddressSpace": "weft",
+            })),
+            "IpamDriver.RequestPool" => self.request_pool(body).await,
+            "IpamDriver.ReleasePool" => Ok(json!({})),
+            "IpamDriver.RequestAddress" => self.request_address(body).await,
+            "IpamDriver.ReleaseAddress" => self.release_address(body).await,
+            _ => return None,
+        };
+        Some(answer)
+    }
+
+    fn host_network(&self) -> Result<&HostNetwork, DockerError> {
+        self.network
+            .as_deref()
+            .ok_or_else(|| DockerError("weft: this router has no overlay network".into()))
+    }
+
+    async fn range(&self) -> Result<(Ipv4Net, Ipv4Net), DockerError> {
+        let status = self
+            .ask(|reply| {
+                crate::daemon::router::Request::Ipam(crate::daemon::router::IpamRequest::Status(
+                    reply,
+                ))
+            })
+            .await
+            .map_err(|_| DockerError("weft: the router is stopping".into()))?;
+        Ok((status.range, status.default_subnet))
+    }
+
+    async fn create_network(&self, body: &Bytes) -> Answer {
+        let req: NetworkRequest = parse(body)?;
+        if !req.ipv6_data.is_empty() {
+            return Err(DockerError(
+                "weft: IPv6 is not supported; create the network without --ipv6".into(),
+            ));
+        }
+        let (range, _) = self.range().await?;
+        for data in &req.ipv4_data {
+            let pool: Ipv4Net = data.pool.parse()?;
+            if !range.contains(&pool) {
+                return Err(DockerError(format!(
+                    "weft: subnet {pool} is outside weft's range {range}; use --ipam-driver weft, or a --subnet inside the range"
+                )));
+            }
+        }
+        Ok(json!({}))
+    }
+
+    async fn request_pool(&self, body: &Bytes) -> Answer {
+        let req: PoolRequest = parse(body)?;
+        if req.v6 {
+            return Err(DockerError("weft: IPAM gives IPv4 addresses only".into()));
+        }
+        let (range, default) = self.range().await?;
+        let pool = match (req.pool.as_str(), req.sub_pool.as_str()) {
+            ("", _) => default,
+            (p, "") => p.parse::<Ipv4Net>()?,
+            (_, sub) => sub.parse::<Ipv4Net>()?,
+        };
+        if !range.contains(&pool) {
+            return Err(DockerError(format!(
+                "weft: subnet {pool} is outside weft's range {range}: pick one inside it, or start the routers with --ipalloc-range"
+            )));
+        }
+        Ok(json!({ "PoolID": pool_id(pool), "Pool": pool.to_string(), "Data": {} }))
+    }
+
+    async fn request_address(&self, body: &Bytes) -> Answer {
+        let req: AddressRequest = parse(body)?;
+        let subnet = pool_of(&req.pool_id)?;
+        let gateway = req
+            .options
+            .as_ref()
+            .and_then(|o| o.get("RequestAddressType"))
+            .is_some_and(|t| t == GATEWAY_REQUEST);
+        let wanted: Option<Ipv4Addr> = match req.address.as_str() {
+            "" => None,
+            a => Some(a.parse()?),
+        };
+        let owner = if gateway {
+            format!("{GATEWAY_OWNER}{subnet}")
+        } else {
+            format!("{OWNER_PREFIX}{:016x}", rand::random::<u64>())
+        };
+        let got = match self.allocate(owner, Some(subnet), wanted).await {
+            Ok(a) => a.cidr(),
+            // Docker asks again for the addresses of its endpoints when it
+            // restarts: they are still theirs.
+            Err(refused) => match wanted {
+                Some(addr) if self.held_by_docker(addr).await => {
+                    Ipv4Net::new(addr, subnet.prefix_len()).expect("a subnet's prefix")
+                }
+                _ => return Err(DockerError(format!("weft: {}", body_text(refused).await))),
+            },
+        };
+        Ok(json!({ "Address": got.to_string(), "Data": {} }))
+    }
+
+    /// The IPAM owner of `addr`, if Docker asked for it.
+    async fn docker_owner(&self, addr: Ipv4Addr) -> Option<String> {
+        let status = self
+            .ask(|reply| {
+                crate::daemon::router::Request::Ipam(crate::daemon::router::IpamRequest::Status(
+                    reply,
+                ))
+            })
+            .await
+            .ok()?;
+        status
+            .containers
+            .into_iter()
+            .find(|(id, held)| {
+                (id.starts_with(OWNER_PREFIX) || id.starts_with(GATEWAY_OWNER))
+                    && held.contains(&addr)
+            })
+            .map(|(id, _)| id)
+    }
+
+    async fn held_by_docker(&self, addr: Ipv4Addr) -> bool {
+        self.docker_owner(addr).await.is_some()
+    }
+
+    async fn release_address(&self, body: &Bytes) -> Answer {
+        let req: AddressRequest = parse(body)?;
+        let addr: Ipv4Addr = req.address.split('/').next().unwrap_or_default().parse()?;
+        if let Some(owner) = self.docker_owner(addr).await {
+            self.release(owner, Some(addr))
+                .await
+                .map_err(|_| DockerError("weft: the router is stopping".into()))?;
+        }
+        Ok(json!({}))
+    }
+
+    /// A veth pair: one end on the bridge, the other for Docker to move
+    /// into the container.
+    async fn join(&self, body: &Bytes) -> Answer {
+        let req: EndpointRequest = parse(body)?;
+        let network = self.host_network()?;
+        let (host, peer) = (
+            bridge_side(&req.endpoint_id),
+            container_side(&req.endpoint_id),
+        );
+        let netlink = &network.netlink;
+        // Left over from a container that was killed along with dockerd.
+        if let Some(stale) = netlink.link(&host).await? {
+            netlink.delete(stale.index).await?;
+        }
+        netlink.add_veth(&host, &peer, network.mtu).await?;
+        // The overlay MTU on both ends: Docker keeps what it is handed.
+        let inner = netlink.require(&peer).await?;
+        netlink.set_mtu_up(inner.index, network.mtu).await?;
+        let link = netlink.require(&host).await?;
+        netlink.set_mtu_up(link.index, network.mtu).await?;
+        netlink.attach(link.index, network.bridge).await?;
+        Ok(json!({
+            "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" },
+            // Multicast goes to the overlay too, as on a LAN.
+            "StaticRoutes": [{ "Destination": "224.0.0.0/4", "RouteType": 1 }],
+            // The overlay is the network; Docker's gateway bridge would
+            // add a second default route the user did not ask for.
+            "DisableGatewayService": true,
+        }))
+    }
+
+    async fn leave(&self, body: &Bytes) -> Answer {
+        let req: EndpointRequest = parse(body)?;
+        let netlink = &self.host_network()?.netlink;
+        if let Some(link) = netlink.link(&bridge_side(&req.endpoint_id)).await? {
+            netlink.delete(link.index).await?;
+        }
+        Ok(json!({}))
+    }
+}
+
+async fn body_text(response: hyper::Response<http_body_util::Full<Bytes>>) -> String {
+    use http_body_util::BodyExt;
+    match response.into_body().collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_string(),
+        Err(_) => "IPAM refused".into(),
+    }
+}

@@ -1,0 +1,106 @@
+//! Acting on Kubernetes' node list: peers to connect to at start and every
+//! minute after, and the IPAM space of nodes deleted from the cluster
+//! taken back (see [`crate::kubernetes`] for the decisions).
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use super::router::{IpamRequest, Request};
+use crate::kubernetes::{InCluster, KnownPeer, Node, plan};
+
+/// How often the node list is read again.
+const INTERVAL: Duration = Duration::from_secs(60);
+
+/// This pod's node, from the downward API (NODE_NAME in the manifest).
+fn me() -> Option<String> {
+    std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())
+}
+
+async fn list(cluster: &Arc<InCluster>) -> Result<Vec<Node>> {
+    let cluster = cluster.clone();
+    Ok(tokio::task::spawn_blocking(move || cluster.list_nodes()).await??)
+}
+
+/// The peers to start with: every other node. Read before IPAM starts, so
+/// that its first division waits for all of them (consensus = nodes).
+pub async fn initial() -> Result<(Arc<InCluster>, Vec<String>)> {
+    let cluster = Arc::new(InCluster::from_env()?);
+    let nodes = list(&cluster)
+        .await
+        .context("cannot read the node list to find peers")?;
+    let peers = crate::kubernetes::peer_addresses(&nodes, me().as_deref());
+    tracing::info!(nodes = nodes.len(), peers = ?peers, "Kubernetes nodes");
+    Ok((cluster, peers))
+}
+
+async fn ask<T>(
+    requests: &mpsc::Sender<Request>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    requests.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+/// Every [`INTERVAL`]: connect to nodes that joined, reclaim the space of
+/// nodes that left. Failures are logged and tried again next time.
+pub async fn run(cluster: Arc<InCluster>, requests: mpsc::Sender<Request>) {
+    let me = me();
+    loop {
+        tokio::time::sleep(INTERVAL).await;
+        let nodes = match list(&cluster).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the Kubernetes node list");
+                continue;
+            }
+        };
+        let Some(status) = ask(&requests, |r| Request::Ipam(IpamRequest::Status(r))).await else {
+            return;
+        };
+        let known: Vec<KnownPeer> = status
+            .peers
+            .iter()
+            .filter(|p| !p.removed && p.peer != status.me)
+            .map(|p| KnownPeer {
+                name: p.peer.to_string(),
+                nickname: p.nickname.clone(),
+                reachable: p.reachable,
+            })
+            .collect();
+        let plan = plan(&nodes, me.as_deref(), &known);
+        let mut peers = Vec::new();
+        for address in &plan.connect {
+            match crate::api::resolve_peer(address).await {
+                Ok(a) => peers.push(a),
+                Err(e) => tracing::warn!(error = %e, "skipping a node"),
+            }
+        }
+        ask(&requests, |done| Request::Connect {
+            peers,
+            replace: false,
+            done,
+        })
+        .await;
+        for peer in plan.reclaim {
+            let outcome = ask(&requests, |reply| {
+                Request::Ipam(IpamRequest::RemovePeer {
+                    peer: peer.clone(),
+                    reply,
+                })
+            })
+            .await;
+            match outcome {
+                Some(Ok(said)) => {
+                    tracing::info!(%peer, %said, "took back the space of a deleted node")
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "cannot take back the space of a deleted node")
+                }
+                None => return,
+            }
+        }
+    }
+}
