@@ -17,6 +17,7 @@ pub mod datapath;
 pub mod fastdp;
 pub mod identity;
 pub mod ipam;
+pub mod kubernetes;
 pub mod mesh;
 pub mod netdev;
 pub mod overlay;
