@@ -38,7 +38,7 @@ pub use error::Error;
 pub use netns::Netns;
 pub use probe::{tcp_transfer, udp_probe};
 pub use process::Background;
-pub use runtime::{Podman, busybox_tar};
+pub use runtime::{Dockerd, Podman, busybox_tar};
 pub use spec::{Hop, Node, Spec};
 pub use testbed::{Testbed, destroy, gc, list};
 pub use weft::{WeftHost, container_addr, eventually, pings};

@@ -109,3 +109,119 @@ impl Drop for Podman {
             .output();
     }
 }
+
+/// dockerd inside a simulated host's network namespace (only that: `ip
+/// netns exec` would remount /sys and hide the cgroup mounts dockerd
+/// needs), with its data, state and API socket under `dir`.
+pub struct Dockerd {
+    dir: PathBuf,
+    netns: crate::Netns,
+    child: Option<std::process::Child>,
+}
+
+impl Dockerd {
+    pub fn start(netns: &crate::Netns, dir: &Path) -> Result<Dockerd> {
+        std::fs::create_dir_all(dir).map_err(io("create docker dir"))?;
+        let mut d = Dockerd {
+            dir: dir.to_path_buf(),
+            netns: netns.clone(),
+            child: None,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .map_err(io("dockerd log"))?;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns.path().display()))
+            .arg("dockerd")
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            // Nothing of the machine's own: no docker0, no iptables rules.
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args(["--ip-masq=false", "--live-restore"])
+            .stdout(log.try_clone().map_err(io("dockerd log"))?)
+            .stderr(log);
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            command: "dockerd (install docker.io; scripts/install-deps does)".into(),
+            source,
+        })?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.docker(&["version"]).is_err() {
+            if std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                return Err(Error::Spec(format!("dockerd did not come up: {tail:?}")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// `docker ARGS` against this daemon, with Debian's client.
+    pub fn docker(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new("/usr/bin/docker");
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args);
+        output(cmd)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops dockerd and starts it again; with live restore its
+    /// containers keep running meanwhile.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Ok(ids) = self.docker(&["ps", "-aq"]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = self.docker(&[&["rm", "-f"], &ids[..]].concat());
+            }
+        }
+        self.stop();
+        // dockerd leaves its data root bind-mounted on itself (and shm or
+        // netns mounts of containers killed with it): unmount all of it,
+        // deepest first, or the testbed's directory cannot be removed.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut ours: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

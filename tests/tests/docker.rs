@@ -1,0 +1,166 @@
+//! The Docker plugin under the real dockerd (Debian's docker.io): a
+//! network made with weft's driver and IPAM, containers that reach a
+//! container on another simulated host, and restarts of the router and of
+//! dockerd that leave them as they were. Also the image built FROM
+//! scratch.
+//!
+//! dockerd finds plugins only at /run/docker/plugins, so this is the one
+//! test that serves the Docker plugin.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use testbed::{Dockerd, Spec, Testbed, WeftHost, busybox_tar, runtime::output};
+
+fn launch_h1(h1: &WeftHost) {
+    h1.launch(&["--docker-plugin", "on"]).unwrap();
+}
+
+/// The IPv4 address of `eth0` in container `name`.
+fn address(d: &Dockerd, name: &str) -> Ipv4Addr {
+    let out = d
+        .docker(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"])
+        .unwrap();
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|c| c.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {out}"))
+}
+
+fn pings(d: &Dockerd, name: &str, to: Ipv4Addr) -> bool {
+    d.docker(&["exec", name, "ping", "-c", "2", "-W", "2", &to.to_string()])
+        .is_ok()
+}
+
+fn docker_ids(h: &WeftHost) -> Vec<(String, Vec<String>)> {
+    let v: serde_json::Value = serde_json::from_str(&h.run(&["ipam", "show"]).unwrap()).unwrap();
+    v["containers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("docker"))
+        .map(|(k, a)| {
+            let a = a.as_array().unwrap();
+            (
+                k.clone(),
+                a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
+    let tb = Testbed::create_owned("docker", Spec::hosts(2).containers(1)).unwrap();
+    let (h1, h2) = (tb.weft(1), tb.weft(2));
+    launch_h1(&h1);
+    h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
+    let far = h2.run(&["attach", tb.container(2, 1).name()]).unwrap();
+    let far: Ipv4Addr = far.trim().split('/').next().unwrap().parse().unwrap();
+
+    let dir = tb.state_dir().join("docker");
+    let mut d = Dockerd::start(&tb.host(1), &dir).unwrap();
+    let tar = busybox_tar(&dir).unwrap();
+    d.docker(&["import", tar.to_str().unwrap(), "weft-test-busybox"])
+        .unwrap();
+    d.docker(&[
+        "network",
+        "create",
+        "-d",
+        "weft",
+        "--ipam-driver",
+        "weft",
+        "wnet",
+    ])
+    .unwrap();
+    let run = |d: &Dockerd, name: &str| {
+        d.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "wnet",
+            "weft-test-busybox",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    };
+    run(&d, "c1");
+    let a1 = address(&d, "c1");
+    let [x, y, ..] = a1.octets();
+    assert!(x == 10 && y & 0xf0 == 32, "{a1} is in weft's range");
+    assert!(pings(&d, "c1", far), "c1 reaches {far} on host 2");
+
+    // The router restarts: the container keeps its address and its path.
+    h1.run(&["stop"]).unwrap();
+    launch_h1(&h1);
+    testbed::eventually(
+        "c1 to reach host 2 again",
+        std::time::Duration::from_secs(20),
+        || {
+            pings(&d, "c1", far)
+                .then_some(())
+                .ok_or_else(|| "no answer".to_string())
+        },
+    );
+    assert_eq!(address(&d, "c1"), a1);
+
+    // dockerd restarts (live restore): the same.
+    d.restart().unwrap();
+    assert_eq!(address(&d, "c1"), a1);
+    assert!(
+        pings(&d, "c1", far),
+        "c1 reaches host 2 after dockerd restarted"
+    );
+
+    // A new container gets another address; removing c1 gives its back.
+    run(&d, "c2");
+    let a2 = address(&d, "c2");
+    assert_ne!(a1, a2);
+    assert!(
+        pings(&d, "c2", a1.to_owned()),
+        "containers on one host reach each other"
+    );
+    d.docker(&["rm", "-f", "c1"]).unwrap();
+    let held = docker_ids(&h1);
+    assert!(
+        held.iter().all(|(_, a)| !a.contains(&a1.to_string())),
+        "{a1} released: {held:?}"
+    );
+    assert!(
+        held.iter().any(|(_, a)| a.contains(&a2.to_string())),
+        "{held:?}"
+    );
+
+    // The image: static binaries FROM scratch, built with no registry.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut image = std::process::Command::new(root.join("scripts/image"));
+    image
+        .args(["--dev", "--tag", "weft-test-image"])
+        .env("DOCKER", "/usr/bin/docker")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", dir.join("docker.sock").display()),
+        );
+    output(image).unwrap();
+    let version = d
+        .docker(&["run", "--rm", "weft-test-image", "--version"])
+        .unwrap();
+    assert!(version.starts_with("weft "), "{version}");
+    let cni = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-e",
+            "CNI_COMMAND=VERSION",
+            "--entrypoint",
+            "/weft-cni",
+            "weft-test-image",
+        ])
+        .unwrap();
+    assert!(cni.contains("supportedVersions"), "{cni}");
+    drop(d);
+    tb.destroy().unwrap();
+}
