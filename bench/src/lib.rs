@@ -109,6 +109,13 @@ pub fn pin_to_cpu(cpu: usize) -> nix::Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
+/// The `p` quantile (0..=1) of `samples`, nearest rank.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
 /// Runs a command and returns its stdout, or an error naming the command.
 pub fn output_of(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)

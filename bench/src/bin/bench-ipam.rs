@@ -7,7 +7,7 @@
 
 use std::{path::Path, time::Instant};
 
-use bench::{Row, Summary};
+use bench::{Row, Summary, percentile};
 use clap::Parser;
 use testbed::{Spec, Testbed, WeftHost};
 use weft_router::cli::client::Client;
@@ -38,12 +38,6 @@ fn time(
             Ok(t.elapsed().as_secs_f64() * 1e6)
         })
         .collect()
-}
-
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() -> Result<(), String> {

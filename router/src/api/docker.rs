@@ -312,3 +312,53 @@ async fn body_text(response: hyper::Response<http_body_util::Full<Bytes>>) -> St
         Err(_) => "IPAM refused".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> Api {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        Api {
+            router: tx,
+            network: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn docker_learns_what_the_plugin_implements() {
+        let api = api();
+        let v = api
+            .docker("/Plugin.Activate", &Bytes::new())
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert_eq!(v["Implements"], json!(["NetworkDriver", "IpamDriver"]));
+        let v = api
+            .docker("/NetworkDriver.GetCapabilities", &Bytes::new())
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert_eq!(v["Scope"], "local");
+        assert!(api.docker("/status", &Bytes::new()).await.is_none());
+        // Joining needs the overlay; without it the error says so.
+        let join = Bytes::from(r#"{"EndpointID": "e1", "NetworkID": "n1", "SandboxKey": "/x"}"#);
+        let Some(Err(DockerError(e))) = api.docker("/NetworkDriver.Join", &join).await else {
+            panic!("join without an overlay must fail");
+        };
+        assert!(e.contains("no overlay network"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_interface_names_fit_and_differ() {
+        let (host, peer) = (bridge_side("0123abcd"), container_side("0123abcd"));
+        assert!(host.len() <= 15 && peer.len() <= 15, "{host} {peer}");
+        assert_ne!(host, peer);
+        assert_eq!(host, bridge_side("0123abcd"));
+        let net: Ipv4Net = "10.40.0.0/16".parse().unwrap();
+        assert_eq!(pool_of(&pool_id(net)).ok(), Some(net));
+        assert!(pool_of("bogus").is_err());
+    }
+}

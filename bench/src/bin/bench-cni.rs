@@ -1,0 +1,166 @@
+//! CNI ADD and DEL latency of weft's plugin against the reference `bridge`
+//! plugin with `host-local` IPAM (containernetworking-plugins), measured
+//! in the same run on the same simulated host: each of N container
+//! namespaces gets an interface from each plugin, in alternation, then
+//! loses both.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use bench::{Row, Summary, percentile};
+use clap::Parser;
+use serde_json::json;
+use testbed::{Spec, Testbed, workspace_bin};
+
+#[derive(Parser)]
+#[command(about = "CNI ADD/DEL latency p50/p99: weft-cni vs bridge + host-local")]
+struct Args {
+    /// Containers (network namespaces).
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// Where the reference plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_path: PathBuf,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs a plugin once; returns the time from spawn to exit in ms.
+fn invoke(
+    plugin: &Path,
+    cni_path: &Path,
+    command: &str,
+    netns: &str,
+    id: &str,
+    ifname: &str,
+    conf: &str,
+) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut child = Command::new(plugin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", cni_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", plugin.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(conf.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {command} {id}: {}{}",
+            plugin.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(ms)
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let weft_cni = workspace_bin("weft-cni").map_err(|e| e.to_string())?;
+    let bridge = args.cni_path.join("bridge");
+    if !bridge.exists() {
+        return Err(format!(
+            "{} is missing: install containernetworking-plugins (scripts/install-deps does)",
+            bridge.display()
+        ));
+    }
+    let tb = Testbed::create_owned("benchcni", Spec::hosts(1)).map_err(|e| e.to_string())?;
+    let h1 = tb.weft(1);
+    h1.launch(&[]).map_err(|e| e.to_string())?;
+    // Namespaces under the testbed's prefix, so destroying it removes them.
+    let names: Vec<String> = (0..args.count)
+        .map(|i| format!("tb-{}-p{i}", tb.name()))
+        .collect();
+    for n in &names {
+        bench::output_of("ip", &["netns", "add", n])?;
+    }
+    let weft_conf = json!({
+        "cniVersion": "1.0.0", "name": "benchweft", "type": "weft-cni",
+        "socket": h1.run_dir.join("weft.sock"),
+    })
+    .to_string();
+    let ref_conf = json!({
+        "cniVersion": "1.0.0", "name": "benchref", "type": "bridge", "bridge": "cniref0",
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{ "subnet": "10.99.0.0/16" }]],
+            "dataDir": tb.state_dir().join("host-local"),
+        },
+    })
+    .to_string();
+    let cni_path = args.cni_path.clone();
+    // The plugins run in the simulated host, as a runtime there would
+    // run them: the reference bridge is made there, not on this machine.
+    let samples = tb
+        .host(1)
+        .in_thread(move || -> Result<[Vec<f64>; 4], String> {
+            let mut s: [Vec<f64>; 4] = Default::default();
+            for (i, n) in names.iter().enumerate() {
+                let id = format!("c{i}");
+                s[0].push(invoke(
+                    &weft_cni, &cni_path, "ADD", n, &id, "eth0", &weft_conf,
+                )?);
+                s[1].push(invoke(
+                    &bridge, &cni_path, "ADD", n, &id, "eth1", &ref_conf,
+                )?);
+            }
+            for (i, n) in names.iter().enumerate() {
+                let id = format!("c{i}");
+                s[2].push(invoke(
+                    &weft_cni, &cni_path, "DEL", n, &id, "eth0", &weft_conf,
+                )?);
+                s[3].push(invoke(
+                    &bridge, &cni_path, "DEL", n, &id, "eth1", &ref_conf,
+                )?);
+            }
+            Ok(s)
+        })
+        .map_err(|e| e.to_string())??;
+    let left = h1.run(&["ps"]).map_err(|e| e.to_string())?;
+    tb.destroy().map_err(|e| e.to_string())?;
+    if !left.trim().is_empty() {
+        return Err(format!("DEL left attachments behind: {left}"));
+    }
+
+    let mut rows = Vec::new();
+    for (command, ours, reference) in [
+        ("ADD", &samples[0], &samples[1]),
+        ("DEL", &samples[2], &samples[3]),
+    ] {
+        for (metric, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (v, b) = (percentile(ours, p), percentile(reference, p));
+            rows.push(Row {
+                benchmark: format!("cni {command}"),
+                configuration: "weft-cni".into(),
+                metric: format!("latency {metric}"),
+                unit: "ms".into(),
+                value: Summary::of(&[v]),
+                baseline: Some(Summary::of(&[b])),
+                ratio: Some(Summary::of(&[v / b])),
+                target: None,
+                note: format!("{} containers; baseline: bridge + host-local", ours.len()),
+            });
+            eprintln!(
+                "{command} {metric}: weft-cni {v:.2} ms, bridge+host-local {b:.2} ms ({:.2}x)",
+                v / b
+            );
+        }
+    }
+    bench::emit(&rows, args.json.as_deref())
+}
