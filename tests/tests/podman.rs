@@ -31,6 +31,9 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
     let (bin, conf) = (dir.join("cni/bin"), dir.join("cni/net.d"));
     let plugin = workspace_bin("weft-cni").unwrap();
     let net = tb.name().replace('-', "_");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(Path::new("/usr/lib/cni/portmap"), bin.join("portmap"))
+        .expect("the reference CNI plugins (containernetworking-plugins) are installed");
     h1.run(&[
         "setup-cni",
         "--cni-bin-dir",
@@ -43,8 +46,6 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         plugin.to_str().unwrap(),
     ])
     .unwrap();
-    std::fs::copy(Path::new("/usr/lib/cni/portmap"), bin.join("portmap"))
-        .expect("the reference CNI plugins (containernetworking-plugins) are installed");
 
     let podman = Podman::new(&dir, &bin, &conf).unwrap();
     let tar = busybox_tar(&dir).unwrap();
@@ -107,6 +108,16 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         "{held:?}"
     );
     assert_eq!(listed.lines().count(), 1, "{listed}");
+    // podman's address came through the chain (weft, then portmap) as the
+    // CNI result.
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+    let reported = podman
+        .run(&["inspect", "--format", &format, id.trim()])
+        .unwrap();
+    assert!(
+        !reported.trim().is_empty() && listed.contains(&format!("{}/", reported.trim())),
+        "podman reports {reported:?}, weft ps: {listed}"
+    );
     podman
         .run(&["rm", "--force", "--time", "0", id.trim()])
         .unwrap();

@@ -1,0 +1,120 @@
+//! The `weft-cni` binary against a real router, run the way a runtime runs
+//! it: ADD, CHECK, a second ADD's chaining input, DEL twice, GC, STATUS,
+//! and the error a runtime sees when the router is down.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use serde_json::{Value, json};
+use testbed::{Spec, Testbed, WeftHost, workspace_bin};
+
+/// Runs the plugin; returns its exit success and stdout as JSON (or Null).
+fn cni(command: &str, netns: &str, container: &str, conf: &Value) -> (bool, Value) {
+    let mut child = Command::new(workspace_bin("weft-cni").unwrap())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.success(), value)
+}
+
+fn held(h: &WeftHost) -> Vec<String> {
+    let v: Value = serde_json::from_str(&h.run(&["ipam", "show"]).unwrap()).unwrap();
+    v["containers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_plugin_adds_checks_deletes_and_collects_garbage_through_the_router() {
+    let tb = Testbed::create_owned("cni", Spec::hosts(1).containers(2)).unwrap();
+    let h1 = tb.weft(1);
+    h1.launch(&[]).unwrap();
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "testnet", "type": "weft-cni",
+        "socket": h1.run_dir.join("weft.sock"),
+    });
+    let (ns1, ns2) = (tb.container(1, 1), tb.container(1, 2));
+    let path = |n: &testbed::Netns| n.path().display().to_string();
+
+    let (ok, result) = cni("ADD", &path(&ns1), "c1", &conf);
+    assert!(ok, "{result}");
+    let address = result["ips"][0]["address"].as_str().unwrap().to_string();
+    assert_eq!(result["interfaces"][1]["name"], "eth0");
+    let inside = ns1.ip(["-4", "-o", "addr", "show", "eth0"]).unwrap();
+    assert!(inside.contains(&address), "{inside} has {address}");
+
+    // CHECK with the result as prevResult, as a runtime sends it.
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = result.clone();
+    let (ok, out) = cni("CHECK", &path(&ns1), "c1", &with_prev);
+    assert!(ok, "{out}");
+    // The address removed behind weft's back: CHECK says so.
+    ns1.ip(["addr", "del", &address, "dev", "eth0"]).unwrap();
+    let (ok, out) = cni("CHECK", &path(&ns1), "c1", &with_prev);
+    assert!(!ok);
+    assert_eq!(out["code"], 100, "{out}");
+    assert!(out["details"].as_str().unwrap().contains(&address), "{out}");
+
+    // DEL twice: both succeed, the address is free again.
+    for _ in 0..2 {
+        let (ok, out) = cni("DEL", "", "c1", &conf);
+        assert!(ok, "{out}");
+    }
+    assert!(
+        held(&h1).iter().all(|id| !id.contains(":c1:")),
+        "{:?}",
+        held(&h1)
+    );
+    assert!(ns1.ip(["link", "show", "eth0"]).is_err(), "eth0 removed");
+
+    // GC keeps what the runtime lists and removes the rest.
+    assert!(cni("ADD", &path(&ns1), "c1", &conf).0);
+    assert!(cni("ADD", &path(&ns2), "c2", &conf).0);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "c2", "ifname": "eth0" }]);
+    let (ok, out) = cni("GC", "", "", &gc);
+    assert!(ok, "{out}");
+    let ids = held(&h1);
+    assert!(ids.iter().any(|id| id.contains(":c2:")), "{ids:?}");
+    assert!(ids.iter().all(|id| !id.contains(":c1:")), "{ids:?}");
+    assert!(
+        ns1.ip(["link", "show", "eth0"]).is_err(),
+        "c1's eth0 collected"
+    );
+
+    // STATUS while up; with the router down, ADD is "try again later".
+    assert!(cni("STATUS", "", "", &conf).0);
+    h1.run(&["stop"]).unwrap();
+    let (ok, out) = cni("STATUS", "", "", &conf);
+    assert!(!ok);
+    assert_eq!(out["code"], 50, "{out}");
+    let (ok, out) = cni("ADD", &path(&ns1), "c3", &conf);
+    assert!(!ok);
+    assert_eq!(out["code"], 11, "{out}");
+    assert!(
+        out["details"].as_str().unwrap().contains("weft launch"),
+        "{out}"
+    );
+    tb.destroy().unwrap();
+}
