@@ -148,10 +148,10 @@ impl NetConf {
                 "set \"name\" in the conflist",
             ));
         }
-        if conf.ipam.as_ref().is_some_and(|i| i.get("type").is_some()) {
+        if let Some(kind) = conf.ipam.as_ref().and_then(|i| i.get("type")) {
             return Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
-                "weft-cni does not delegate IPAM",
+                format!("unsupported field ipam.type = {kind}: weft-cni does not delegate IPAM"),
                 "weft gives addresses from its own IPAM: remove the \"ipam\" section (use \"subnet\" to pick a part of the range)",
             ));
         }

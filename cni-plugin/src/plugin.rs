@@ -129,6 +129,28 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
         Command::Check => {
             let doing = "check the container";
             let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+            let netns = env.netns.as_ref().ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_ENV,
+                    "CNI_NETNS is not set",
+                    "CHECK needs the container's network namespace",
+                )
+            })?;
+            let prev = conf.prev_result.as_ref().ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "CHECK needs prevResult",
+                    "the runtime must pass the result of ADD",
+                )
+            })?;
+            let netns = netns.display().to_string();
+            if !result::has_interface(prev, ifname, &netns) {
+                return Err(CniError::new(
+                    code::ATTACHMENT_BROKEN,
+                    "the attachment is broken",
+                    format!("prevResult lists no interface {ifname} in {netns}"),
+                ));
+            }
             let answer = router
                 .post("/attach/check", &json!({ "id": id()? }))
                 .map_err(|e| match e {
@@ -138,11 +160,7 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
                     e => e.cni(doing),
                 })?;
             let a = attached(&json_of(answer, doing)?)?;
-            let expected = conf
-                .prev_result
-                .as_ref()
-                .map(|p| result::addresses_of(p, ifname))
-                .unwrap_or_default();
+            let expected = result::addresses_of(prev, ifname, &netns);
             if let Some(missing) = expected.iter().find(|x| !a.addresses.contains(x)) {
                 return Err(CniError::new(
                     code::ATTACHMENT_BROKEN,
@@ -153,11 +171,28 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
             Ok(None)
         }
         Command::Status => {
-            router.get("/status").map_err(|e| {
-                let mut e = e.cni("reach the weft router");
+            let doing = "reach the weft router";
+            let unavailable = |e: RouterError| {
+                let mut e = e.cni(doing);
                 e.code = code::NOT_AVAILABLE;
                 e
-            })?;
+            };
+            let ipam = json_of(router.get("/ipam").map_err(unavailable)?, doing)?;
+            // Free addresses anywhere in the mesh (this router asks its
+            // peers for space); none at all and ADD cannot succeed. Before
+            // the range is first divided there is nothing to count yet.
+            let peers = ipam["peers"].as_array().cloned().unwrap_or_default();
+            let free: u64 = peers.iter().filter_map(|p| p["free"].as_u64()).sum();
+            if ipam["state"] == "ready" && free == 0 {
+                return Err(CniError::new(
+                    code::NO_ADDRESSES,
+                    "weft's IPAM has no free addresses",
+                    format!(
+                        "every address of {} is in use; release some, or widen --ipalloc-range on every router",
+                        ipam["range"].as_str().unwrap_or("the range")
+                    ),
+                ));
+            }
             Ok(None)
         }
         Command::Gc => {
@@ -186,16 +221,28 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
                     .flatten()
                     .map(|(k, _)| k.clone()),
             );
+            // Remove as much as possible, then report what failed.
+            let mut failed = Vec::new();
             for stale in known
                 .iter()
                 .filter(|k| k.starts_with(prefix) && k[prefix.len()..].starts_with(':'))
                 .filter(|k| !valid.contains(*k))
             {
-                router
-                    .post("/detach", &json!({ "id": stale, "missing_ok": true }))
-                    .map_err(|e| e.cni(doing))?;
+                if let Err(e) = router.post("/detach", &json!({ "id": stale, "missing_ok": true }))
+                {
+                    failed.push(e.cni(doing));
+                }
             }
-            Ok(None)
+            match failed.len() {
+                0 => Ok(None),
+                n => {
+                    let mut first = failed.swap_remove(0);
+                    if n > 1 {
+                        first.details = format!("{} (and {} more)", first.details, n - 1);
+                    }
+                    Err(first)
+                }
+            }
         }
     }
 }

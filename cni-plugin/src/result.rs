@@ -60,15 +60,26 @@ fn list<'a>(result: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
     result[key].as_array_mut().expect("an array")
 }
 
-/// The addresses `prev` says interface `ifname` (in a sandbox) has.
-pub fn addresses_of(prev: &Value, ifname: &str) -> Vec<IpNet> {
-    let interfaces = prev["interfaces"].as_array().cloned().unwrap_or_default();
-    let ours: Vec<usize> = interfaces
-        .iter()
+/// The indices of `prev`'s interfaces named `ifname` in sandbox `netns`.
+fn container_interfaces(prev: &Value, ifname: &str, netns: &str) -> Vec<usize> {
+    prev["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
         .enumerate()
-        .filter(|(_, i)| i["name"] == ifname && i.get("sandbox").is_some())
+        .filter(|(_, i)| i["name"] == ifname && i["sandbox"] == netns)
         .map(|(n, _)| n)
-        .collect();
+        .collect()
+}
+
+/// Whether `prev` lists interface `ifname` in the container `netns`.
+pub fn has_interface(prev: &Value, ifname: &str, netns: &str) -> bool {
+    !container_interfaces(prev, ifname, netns).is_empty()
+}
+
+/// The addresses `prev` says interface `ifname` in `netns` has.
+pub fn addresses_of(prev: &Value, ifname: &str, netns: &str) -> Vec<IpNet> {
+    let ours = container_interfaces(prev, ifname, netns);
     prev["ips"]
         .as_array()
         .into_iter()

@@ -152,6 +152,24 @@ fn a_router_that_is_down_means_try_again_later() {
 }
 
 #[test]
+fn status_says_when_the_range_is_used_up() {
+    let full = json!({ "state": "ready", "range": "10.32.0.0/12",
+        "peers": [{ "free": 0 }, { "free": 0 }] });
+    let fake = Fake::default().answer("/ipam", full);
+    let (e, _) = fails(&fake, Command::Status, &conf("1.1.0", json!({})));
+    assert_eq!(e.code, 51);
+    assert!(e.details.contains("10.32.0.0/12"), "{}", e.details);
+    let room = json!({ "state": "ready", "peers": [{ "free": 0 }, { "free": 12 }] });
+    let fake = Fake::default().answer("/ipam", room);
+    assert_eq!(ok(&fake, Command::Status, &conf("1.1.0", json!({}))), None);
+    // Before the first division nothing is free yet, and that is fine.
+    let fresh =
+        json!({ "state": "awaiting consensus among 3 initial peers", "peers": [{ "free": 0 }] });
+    let fake = Fake::default().answer("/ipam", fresh);
+    assert_eq!(ok(&fake, Command::Status, &conf("1.1.0", json!({}))), None);
+}
+
+#[test]
 fn ipam_out_of_space_is_try_again_later_and_a_bad_netns_unknown_container() {
     let fake = Fake::default().refuse("/attach", 503, "no free addresses in 10.32.0.0/12");
     let (e, _) = fails(&fake, Command::Add, &conf("1.0.0", json!({})));
@@ -198,6 +216,15 @@ fn check_compares_the_previous_result_with_the_container() {
     let fake = Fake::default().refuse("/attach/check", 422, "eth0 lost its address");
     let (e, _) = fails(&fake, Command::Check, &conf("1.0.0", prev("10.32.0.7/12")));
     assert_eq!(e.code, 100);
+    // prevResult without weft's interface in this container.
+    let other_netns = json!({ "prevResult": {
+        "cniVersion": "1.0.0",
+        "interfaces": [{ "name": "eth0", "sandbox": "/run/netns/elsewhere" }],
+        "ips": [{ "address": "10.32.0.7/12", "interface": 0 }],
+    }});
+    let (e, _) = fails(&fake, Command::Check, &conf("1.0.0", other_netns));
+    assert_eq!(e.code, 100);
+    assert!(e.details.contains("no interface eth0"), "{}", e.details);
     let fake = Fake::default().refuse("/attach/check", 404, "not attached");
     let (e, _) = fails(&fake, Command::Check, &conf("1.0.0", prev("10.32.0.7/12")));
     assert_eq!(e.code, 3);
@@ -243,6 +270,26 @@ fn gc_removes_only_this_networks_attachments_the_runtime_no_longer_has() {
 }
 
 #[test]
+fn gc_goes_on_after_a_failure_and_reports_it() {
+    let fake = Fake::default()
+        .answer(
+            "/ps",
+            json!([{ "id": "cni:weftnet:a:eth0" }, { "id": "cni:weftnet:b:eth0" }]),
+        )
+        .answer("/ipam", json!({ "containers": {} }))
+        .refuse("/detach", 500, "netlink: busy");
+    let (e, _) = fails(&fake, Command::Gc, &conf("1.1.0", json!({})));
+    assert!(e.details.contains("and 1 more"), "{}", e.details);
+    let tried = fake
+        .calls
+        .borrow()
+        .iter()
+        .filter(|(p, _)| p == "/detach")
+        .count();
+    assert_eq!(tried, 2, "both stale attachments tried");
+}
+
+#[test]
 fn versions_are_negotiated() {
     let fake = Fake::default();
     let out = ok(&fake, Command::Version, br#"{"cniVersion": "0.4.0"}"#).unwrap();
@@ -274,6 +321,7 @@ fn bad_configuration_and_environment_are_told_apart() {
     let ipam = json!({ "ipam": { "type": "host-local" } });
     let (e, _) = fails(&fake, Command::Add, &conf("1.0.0", ipam));
     assert_eq!(e.code, 2);
+    assert!(e.msg.contains("ipam.type = \"host-local\""), "{}", e.msg);
     assert!(e.details.contains("remove the \"ipam\" section"));
     let mut no_netns = env(Command::Add);
     no_netns.netns = None;

@@ -91,6 +91,19 @@ fn the_plugin_adds_checks_deletes_and_collects_garbage_through_the_router() {
     // GC keeps what the runtime lists and removes the rest.
     assert!(cni("ADD", &path(&ns1), "c1", &conf).0);
     assert!(cni("ADD", &path(&ns2), "c2", &conf).0);
+    // ADD again for an interface the container has: refused, nothing
+    // allocated.
+    let before = held(&h1).len();
+    let (ok, out) = cni("ADD", &path(&ns2), "c2", &conf);
+    assert!(!ok);
+    assert!(
+        out["details"]
+            .as_str()
+            .unwrap()
+            .contains("already has an interface eth0"),
+        "{out}"
+    );
+    assert_eq!(held(&h1).len(), before);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": "c2", "ifname": "eth0" }]);
     let (ok, out) = cni("GC", "", "", &gc);

@@ -1,10 +1,10 @@
 //! Docker's remote network driver and IPAM driver, served on
 //! `/run/docker/plugins/weft.sock`, where dockerd discovers plugins.
 //!
-//! Docker keeps the state (networks, endpoints and their addresses) and
-//! asks again after a restart; weft keeps none beyond IPAM's own, so a
-//! restart of either side leaves running containers as they were: their
-//! veths stay on the bridge, their addresses stay held.
+//! Docker keeps the state (networks, endpoints, their addresses and MACs);
+//! weft keeps none beyond IPAM's own, where an endpoint's address is owned
+//! by its MAC. A restart of either side leaves running containers as they
+//! were: their veths stay on the bridge, their addresses stay held.
 
 use std::net::Ipv4Addr;
 
@@ -25,6 +25,8 @@ const OWNER_PREFIX: &str = "docker:";
 /// none, but one address per pool answers the question truthfully.
 const GATEWAY_OWNER: &str = "docker-gateway:";
 const GATEWAY_REQUEST: &str = "com.docker.network.gateway";
+/// With `RequiresMACAddress`, Docker names the endpoint's MAC here.
+const MAC_OPTION: &str = "com.docker.network.endpoint.macaddress";
 
 /// A failure as Docker's plugin client reads it.
 pub struct DockerError(pub String);
@@ -96,15 +98,28 @@ fn bridge_side(endpoint: &str) -> String {
     host_interface(&format!("docker:{endpoint}"))
 }
 
-/// Docker's pool ID for a subnet.
-fn pool_id(net: Ipv4Net) -> String {
-    format!("weft:{net}")
+/// Docker's pool ID for a subnet and the part of it to allocate from
+/// (`--ip-range`).
+fn pool_id(pool: Ipv4Net, sub: Option<Ipv4Net>) -> String {
+    match sub {
+        Some(s) => format!("weft:{pool}:{s}"),
+        None => format!("weft:{pool}"),
+    }
 }
 
-fn pool_of(id: &str) -> Result<Ipv4Net, DockerError> {
-    id.strip_prefix("weft:")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| DockerError(format!("weft: unknown pool {id:?}")))
+fn pool_of(id: &str) -> Result<(Ipv4Net, Option<Ipv4Net>), DockerError> {
+    let unknown = || DockerError(format!("weft: unknown pool {id:?}"));
+    let rest = id.strip_prefix("weft:").ok_or_else(unknown)?;
+    let mut parts = rest.splitn(2, ':');
+    let pool = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(unknown)?;
+    let sub = match parts.next() {
+        Some(s) => Some(s.parse().map_err(|_| unknown())?),
+        None => None,
+    };
+    Ok((pool, sub))
 }
 
 impl Api {
@@ -128,7 +143,7 @@ impl Api {
             | "NetworkDriver.DiscoverDelete"
             | "NetworkDriver.ProgramExternalConnectivity"
             | "NetworkDriver.RevokeExternalConnectivity" => Ok(json!({})),
-            "IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": false })),
+            "IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": true })),
             "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
                 "LocalDefaultAddressSpace": "weft",
                 "GlobalDefaultAddressSpace": "weft",
@@ -185,48 +200,51 @@ impl Api {
             return Err(DockerError("weft: IPAM gives IPv4 addresses only".into()));
         }
         let (range, default) = self.range().await?;
-        let pool = match (req.pool.as_str(), req.sub_pool.as_str()) {
-            ("", _) => default,
-            (p, "") => p.parse::<Ipv4Net>()?,
-            (_, sub) => sub.parse::<Ipv4Net>()?,
+        let (pool, sub) = match (req.pool.as_str(), req.sub_pool.as_str()) {
+            ("", "") => (default, None),
+            ("", _) => {
+                return Err(DockerError("weft: an --ip-range needs a --subnet".into()));
+            }
+            (p, "") => (p.parse::<Ipv4Net>()?, None),
+            (p, s) => (p.parse::<Ipv4Net>()?, Some(s.parse::<Ipv4Net>()?)),
         };
-        if !range.contains(&pool) {
+        let inner = sub.unwrap_or(pool);
+        if !range.contains(&pool) || !pool.contains(&inner) {
             return Err(DockerError(format!(
-                "weft: subnet {pool} is outside weft's range {range}: pick one inside it, or start the routers with --ipalloc-range"
+                "weft: subnet {pool} (range {inner}) is outside weft's range {range}: pick one inside it, or start the routers with --ipalloc-range"
             )));
         }
-        Ok(json!({ "PoolID": pool_id(pool), "Pool": pool.to_string(), "Data": {} }))
+        Ok(json!({ "PoolID": pool_id(pool, sub), "Pool": pool.to_string(), "Data": {} }))
     }
 
     async fn request_address(&self, body: &Bytes) -> Answer {
         let req: AddressRequest = parse(body)?;
-        let subnet = pool_of(&req.pool_id)?;
-        let gateway = req
-            .options
-            .as_ref()
-            .and_then(|o| o.get("RequestAddressType"))
-            .is_some_and(|t| t == GATEWAY_REQUEST);
+        let (pool, sub) = pool_of(&req.pool_id)?;
+        let option = |k: &str| req.options.as_ref().and_then(|o| o.get(k));
+        let gateway = option("RequestAddressType").is_some_and(|t| t == GATEWAY_REQUEST);
         let wanted: Option<Ipv4Addr> = match req.address.as_str() {
             "" => None,
             a => Some(a.parse()?),
         };
-        let owner = if gateway {
-            format!("{GATEWAY_OWNER}{subnet}")
-        } else {
-            format!("{OWNER_PREFIX}{:016x}", rand::random::<u64>())
+        // Keyed on what Docker keeps for the endpoint (its MAC), so that
+        // asking again for an endpoint's address is recognised, and anyone
+        // else asking for it is refused.
+        let owner = match (gateway, option(MAC_OPTION)) {
+            (true, _) => format!("{GATEWAY_OWNER}{pool}"),
+            (false, Some(mac)) => format!("{OWNER_PREFIX}{mac}"),
+            (false, None) => format!("{OWNER_PREFIX}{:016x}", rand::random::<u64>()),
         };
-        let got = match self.allocate(owner, Some(subnet), wanted).await {
-            Ok(a) => a.cidr(),
-            // Docker asks again for the addresses of its endpoints when it
-            // restarts: they are still theirs.
-            Err(refused) => match wanted {
-                Some(addr) if self.held_by_docker(addr).await => {
-                    Ipv4Net::new(addr, subnet.prefix_len()).expect("a subnet's prefix")
-                }
-                _ => return Err(DockerError(format!("weft: {}", body_text(refused).await))),
-            },
+        let answer = self
+            .ipam_allocate(owner.clone(), Some(sub.unwrap_or(pool)), wanted)
+            .await
+            .map_err(|_| DockerError("weft: the router is stopping".into()))?;
+        let addr = match answer {
+            Ok(a) => a.addr,
+            Err(weft_ipam::IpamError::AddressInUse { addr, holder }) if holder == owner => addr,
+            Err(e) => return Err(DockerError(format!("weft: {e}"))),
         };
-        Ok(json!({ "Address": got.to_string(), "Data": {} }))
+        let cidr = Ipv4Net::new(addr, pool.prefix_len()).expect("a subnet's prefix");
+        Ok(json!({ "Address": cidr.to_string(), "Data": {} }))
     }
 
     /// The IPAM owner of `addr`, if Docker asked for it.
@@ -247,10 +265,6 @@ impl Api {
                     && held.contains(&addr)
             })
             .map(|(id, _)| id)
-    }
-
-    async fn held_by_docker(&self, addr: Ipv4Addr) -> bool {
-        self.docker_owner(addr).await.is_some()
     }
 
     async fn release_address(&self, body: &Bytes) -> Answer {
@@ -305,14 +319,6 @@ impl Api {
     }
 }
 
-async fn body_text(response: hyper::Response<http_body_util::Full<Bytes>>) -> String {
-    use http_body_util::BodyExt;
-    match response.into_body().collect().await {
-        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_string(),
-        Err(_) => "IPAM refused".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,7 +364,12 @@ mod tests {
         assert_ne!(host, peer);
         assert_eq!(host, bridge_side("0123abcd"));
         let net: Ipv4Net = "10.40.0.0/16".parse().unwrap();
-        assert_eq!(pool_of(&pool_id(net)).ok(), Some(net));
+        let sub: Ipv4Net = "10.40.8.0/24".parse().unwrap();
+        assert_eq!(pool_of(&pool_id(net, None)).ok(), Some((net, None)));
+        assert_eq!(
+            pool_of(&pool_id(net, Some(sub))).ok(),
+            Some((net, Some(sub)))
+        );
         assert!(pool_of("bogus").is_err());
     }
 }

@@ -227,17 +227,27 @@ impl Api {
                     .as_deref()
                     .ok_or_else(|| bad("give the container's \"target\"".into()))?;
                 let target = Target::parse(target).map_err(|e| bad(e.to_string()))?;
+                let interface = body
+                    .interface
+                    .clone()
+                    .unwrap_or_else(|| crate::netdev::CONTAINER_IF.into());
+                // A runtime's attachment is new by definition; `weft attach`
+                // may add addresses to an existing one.
+                if body.id.is_some()
+                    && crate::netdev::attach::Registry::interface_exists(&target, &interface)
+                        .await
+                        .map_err(failed)?
+                {
+                    return Err(text(
+                        StatusCode::CONFLICT,
+                        format!("the container already has an interface {interface}\n"),
+                    ));
+                }
                 if addresses.is_empty() {
                     let got = self.allocate(owner.clone(), body.subnet, None).await?;
                     addresses.push(ipnet::IpNet::V4(got.cidr()));
                 }
-                let plug = Plug {
-                    id: key,
-                    interface: body
-                        .interface
-                        .clone()
-                        .unwrap_or_else(|| crate::netdev::CONTAINER_IF.into()),
-                };
+                let plug = Plug { id: key, interface };
                 let attached = registry
                     .attach(
                         &network.netlink,
@@ -288,17 +298,27 @@ impl Api {
         subnet: Option<ipnet::Ipv4Net>,
         address: Option<std::net::Ipv4Addr>,
     ) -> Result<weft_ipam::Allocation, Response<Full<Bytes>>> {
-        let result = self
-            .ask(|reply| {
-                Request::Ipam(IpamRequest::Allocate {
-                    id,
-                    subnet,
-                    address,
-                    reply,
-                })
+        self.ipam_allocate(id, subnet, address)
+            .await?
+            .map_err(|e| text(ipam_status(&e), format!("{e}\n")))
+    }
+
+    /// IPAM's own answer, for callers that tell its errors apart.
+    async fn ipam_allocate(
+        &self,
+        id: String,
+        subnet: Option<ipnet::Ipv4Net>,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<Result<weft_ipam::Allocation, weft_ipam::IpamError>, Response<Full<Bytes>>> {
+        self.ask(|reply| {
+            Request::Ipam(IpamRequest::Allocate {
+                id,
+                subnet,
+                address,
+                reply,
             })
-            .await?;
-        result.map_err(|e| text(ipam_status(&e), format!("{e}\n")))
+        })
+        .await
     }
 
     async fn release(

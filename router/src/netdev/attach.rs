@@ -215,6 +215,13 @@ impl Registry {
         Ok(attachment)
     }
 
+    /// Whether the container already has an interface `name` (CNI must
+    /// refuse to add one of the same name).
+    pub async fn interface_exists(target: &Target, name: &str) -> Result<bool, AttachError> {
+        let inside = Netlink::inside(&target.open()?).await?;
+        Ok(inside.link(name).await?.is_some())
+    }
+
     /// Confirms that attachment `id` is whole: its bridge end is there and
     /// on the bridge, and inside the container its interface is up with
     /// every address it was given.
