@@ -83,6 +83,17 @@ impl Env {
         })
     }
 
+    /// The container's namespace, for commands that need it.
+    pub fn require_netns(&self) -> Result<&std::path::Path, CniError> {
+        self.netns.as_deref().ok_or_else(|| {
+            CniError::new(
+                code::INVALID_ENV,
+                "CNI_NETNS is not set",
+                format!("{:?} needs the container's network namespace", self.command),
+            )
+        })
+    }
+
     /// A variable the command cannot do without.
     pub fn require<'a>(&self, name: &str, value: &'a Option<String>) -> Result<&'a str, CniError> {
         value.as_deref().ok_or_else(|| {

@@ -101,13 +101,7 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
         Command::Version => unreachable!("answered before reading the configuration"),
         Command::Add => {
             let id = id()?;
-            let netns = env.netns.as_ref().ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_ENV,
-                    "CNI_NETNS is not set",
-                    "ADD needs the container's network namespace",
-                )
-            })?;
+            let netns = env.require_netns()?;
             let doing = "attach the container";
             let body = json!({
                 "target": netns,
@@ -129,13 +123,7 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
         Command::Check => {
             let doing = "check the container";
             let ifname = env.require("CNI_IFNAME", &env.ifname)?;
-            let netns = env.netns.as_ref().ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_ENV,
-                    "CNI_NETNS is not set",
-                    "CHECK needs the container's network namespace",
-                )
-            })?;
+            let netns = env.require_netns()?;
             let prev = conf.prev_result.as_ref().ok_or_else(|| {
                 CniError::new(
                     code::INVALID_CONFIG,

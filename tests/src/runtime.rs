@@ -11,20 +11,8 @@ use crate::{Error, Result};
 
 /// Runs `cmd`, returning stdout; a failure is an error with stderr.
 pub fn output(mut cmd: Command) -> Result<String> {
-    let command = format!("{cmd:?}");
-    let out = cmd.output().map_err(|source| Error::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    let out = crate::netns::checked(&mut cmd)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

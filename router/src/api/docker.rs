@@ -39,6 +39,11 @@ impl<E: std::fmt::Display> From<E> for DockerError {
 
 type Answer = Result<Value, DockerError>;
 
+/// What Docker hears when the router task is gone.
+fn stopping<E>(_: E) -> DockerError {
+    DockerError("weft: the router is stopping".into())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct PoolRequest {
@@ -164,14 +169,7 @@ impl Api {
     }
 
     async fn range(&self) -> Result<(Ipv4Net, Ipv4Net), DockerError> {
-        let status = self
-            .ask(|reply| {
-                crate::daemon::router::Request::Ipam(crate::daemon::router::IpamRequest::Status(
-                    reply,
-                ))
-            })
-            .await
-            .map_err(|_| DockerError("weft: the router is stopping".into()))?;
+        let status = self.ipam_status().await.map_err(stopping)?;
         Ok((status.range, status.default_subnet))
     }
 
@@ -237,7 +235,7 @@ impl Api {
         let answer = self
             .ipam_allocate(owner.clone(), Some(sub.unwrap_or(pool)), wanted)
             .await
-            .map_err(|_| DockerError("weft: the router is stopping".into()))?;
+            .map_err(stopping)?;
         let addr = match answer {
             Ok(a) => a.addr,
             Err(weft_ipam::IpamError::AddressInUse { addr, holder }) if holder == owner => addr,
@@ -249,14 +247,7 @@ impl Api {
 
     /// The IPAM owner of `addr`, if Docker asked for it.
     async fn docker_owner(&self, addr: Ipv4Addr) -> Option<String> {
-        let status = self
-            .ask(|reply| {
-                crate::daemon::router::Request::Ipam(crate::daemon::router::IpamRequest::Status(
-                    reply,
-                ))
-            })
-            .await
-            .ok()?;
+        let status = self.ipam_status().await.ok()?;
         status
             .containers
             .into_iter()
@@ -271,9 +262,7 @@ impl Api {
         let req: AddressRequest = parse(body)?;
         let addr: Ipv4Addr = req.address.split('/').next().unwrap_or_default().parse()?;
         if let Some(owner) = self.docker_owner(addr).await {
-            self.release(owner, Some(addr))
-                .await
-                .map_err(|_| DockerError("weft: the router is stopping".into()))?;
+            self.release(owner, Some(addr)).await.map_err(stopping)?;
         }
         Ok(json!({}))
     }

@@ -125,7 +125,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, Strin
 
 /// The HTTP status for an IPAM error: the caller's fault, a conflict, or
 /// "try again later".
-fn ipam_status(e: &weft_ipam::IpamError) -> StatusCode {
+fn ipam_error_status(e: &weft_ipam::IpamError) -> StatusCode {
     use weft_ipam::IpamError as E;
     match e {
         E::AddressInUse { .. } | E::ClusterConflict(_) => StatusCode::CONFLICT,
@@ -300,7 +300,7 @@ impl Api {
     ) -> Result<weft_ipam::Allocation, Response<Full<Bytes>>> {
         self.ipam_allocate(id, subnet, address)
             .await?
-            .map_err(|e| text(ipam_status(&e), format!("{e}\n")))
+            .map_err(|e| text(ipam_error_status(&e), format!("{e}\n")))
     }
 
     /// IPAM's own answer, for callers that tell its errors apart.
@@ -394,13 +394,14 @@ impl Api {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, Response<Full<Bytes>>> {
-        let (tx, rx) = oneshot::channel();
-        let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, "the router is stopping\n");
-        self.router
-            .send(make(tx))
+        crate::daemon::router::ask(&self.router, make)
             .await
-            .map_err(|_| unavailable())?;
-        rx.await.map_err(|_| unavailable())
+            .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "the router is stopping\n"))
+    }
+
+    async fn ipam_status(&self) -> Result<weft_ipam::Status, Response<Full<Bytes>>> {
+        self.ask(|reply| Request::Ipam(IpamRequest::Status(reply)))
+            .await
     }
 
     /// Answers one request; callable without a socket, which is how the
@@ -497,9 +498,7 @@ impl Api {
                 return self.ipam(path, &body).await;
             }
             (Method::GET, "/status/ipam" | "/ipam") => {
-                let status = self
-                    .ask(|reply| Request::Ipam(IpamRequest::Status(reply)))
-                    .await?;
+                let status = self.ipam_status().await?;
                 if path == "/ipam" {
                     json(serde_json::to_string_pretty(&status).expect("status serializes") + "\n")
                 } else {

@@ -5,9 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::router::{IpamRequest, Request};
+use super::router::{IpamRequest, Request, ask};
 use crate::kubernetes::{InCluster, KnownPeer, Node, plan};
 
 /// How often the node list is read again.
@@ -33,15 +33,6 @@ pub async fn initial() -> Result<(Arc<InCluster>, Vec<String>)> {
     let peers = crate::kubernetes::peer_addresses(&nodes, me().as_deref());
     tracing::info!(nodes = nodes.len(), peers = ?peers, "Kubernetes nodes");
     Ok((cluster, peers))
-}
-
-async fn ask<T>(
-    requests: &mpsc::Sender<Request>,
-    make: impl FnOnce(oneshot::Sender<T>) -> Request,
-) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    requests.send(make(tx)).await.ok()?;
-    rx.await.ok()
 }
 
 /// Every [`INTERVAL`]: connect to nodes that joined, reclaim the space of

@@ -41,6 +41,17 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(300);
 /// flood of junk connections cannot exhaust the router.
 const MAX_HANDSHAKES: usize = 64;
 
+/// Sends the request `make` builds to the router task and waits for the
+/// answer; `None` once the router has stopped.
+pub async fn ask<T>(
+    requests: &mpsc::Sender<Request>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    requests.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
 /// Requests from the API.
 #[derive(Debug)]
 pub enum Request {
