@@ -1,5 +1,6 @@
 //! Shared pieces of weft's benchmarks: statistics over repeated runs,
-//! pinning to one core, and the report rows every benchmark prints.
+//! pinning to one core, what a process costs, the rows every benchmark
+//! prints, and the report that `scripts/bench` assembles from them.
 //!
 //! Every benchmark measures its baseline in the same run and reports the
 //! ratio: the machines are shared and noisy, so an absolute number alone
@@ -7,10 +8,13 @@
 
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub mod report;
+pub mod svg;
 
 /// Median, minimum and maximum of repeated measurements.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,
@@ -46,9 +50,36 @@ impl std::fmt::Display for Summary {
     }
 }
 
+impl Summary {
+    /// `median (min–max)` with about three significant digits each, for
+    /// tables.
+    pub fn compact(&self) -> String {
+        format!(
+            "{} ({}–{})",
+            short(self.median),
+            short(self.min),
+            short(self.max)
+        )
+    }
+}
+
+/// A number with about three significant digits, for labels and cells.
+pub fn short(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.1 || a == 0.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 /// One line of a benchmark's result, as JSON for the report and as a
 /// markdown table row for people.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Row {
     pub benchmark: String,
     pub configuration: String,
@@ -60,25 +91,87 @@ pub struct Row {
     pub ratio: Option<Summary>,
     pub target: Option<String>,
     pub note: String,
+    /// Every measurement behind `value`, in round order.
+    #[serde(default)]
+    pub samples: Vec<f64>,
 }
 
 impl Row {
+    /// A measurement with nothing to compare it to.
+    pub fn new(
+        benchmark: &str,
+        configuration: &str,
+        metric: &str,
+        unit: &str,
+        samples: &[f64],
+    ) -> Row {
+        Row {
+            benchmark: benchmark.into(),
+            configuration: configuration.into(),
+            metric: metric.into(),
+            unit: unit.into(),
+            value: Summary::of(samples),
+            baseline: None,
+            ratio: None,
+            target: None,
+            note: String::new(),
+            samples: samples.to_vec(),
+        }
+    }
+
+    /// Compared with `baseline`, measured in the same run and described
+    /// by `name`. Samples taken in the same rounds are divided pairwise,
+    /// so a round that was slow for both does not count twice; otherwise
+    /// each sample is divided by the baseline's median.
+    pub fn against(mut self, baseline: &[f64], name: &str) -> Row {
+        let base = Summary::of(baseline);
+        let ratios: Vec<f64> = if self.samples.len() == baseline.len() {
+            self.samples
+                .iter()
+                .zip(baseline)
+                .map(|(v, b)| v / b)
+                .collect()
+        } else {
+            self.samples.iter().map(|v| v / base.median).collect()
+        };
+        self.baseline = Some(base);
+        self.ratio = Some(Summary::of(&ratios));
+        self.note = format!("baseline: {name}");
+        self
+    }
+
+    pub fn with_target(mut self, target: &str) -> Row {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn with_note(mut self, note: impl Into<String>) -> Row {
+        let note = note.into();
+        self.note = if self.note.is_empty() {
+            note
+        } else {
+            format!("{}; {note}", self.note)
+        };
+        self
+    }
+
     pub fn markdown_header() -> &'static str {
-        "| benchmark | configuration | metric | value | baseline | ratio | target |\n|---|---|---|---|---|---|---|"
+        "| benchmark | configuration | metric | value | baseline | ratio | target | note |\n|---|---|---|---|---|---|---|---|"
     }
 
     pub fn markdown(&self) -> String {
-        let opt = |s: &Option<Summary>| s.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let opt = |s: &Option<Summary>| s.map(|s| s.compact()).unwrap_or_else(|| "-".into());
         format!(
-            "| {} | {} | {} ({}) | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
             self.benchmark,
             self.configuration,
             self.metric,
             self.unit,
-            self.value,
+            self.value.compact(),
             opt(&self.baseline),
             opt(&self.ratio),
-            self.target.as_deref().unwrap_or("-")
+            self.target.as_deref().unwrap_or("-"),
+            self.note.replace('|', "\\|")
         )
     }
 }
@@ -99,6 +192,45 @@ pub fn emit(rows: &[Row], json: Option<&std::path::Path>) -> Result<(), String> 
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Reads rows written by [`emit`] (JSON lines).
+pub fn read_rows(text: &str) -> Result<Vec<Row>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
+        .collect()
+}
+
+/// CPU seconds (user + system) process `pid` has used so far; 0 once it
+/// is gone.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Counting from the state after the command: utime is 11, stime 12,
+    // in clock ticks of 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A memory figure of process `pid` from /proc/PID/status in KiB
+/// (`VmRSS` now, `VmHWM` the peak); 0 once it is gone.
+pub fn memory_kib(pid: i32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Restricts this process (and what it starts) to one CPU, so "one core"
@@ -147,5 +279,45 @@ mod tests {
             }
         );
         assert_eq!(Summary::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+    }
+
+    #[test]
+    fn ratios_pair_rounds_when_they_can() {
+        let paired =
+            Row::new("b", "c", "m", "u", &[2.0, 4.0, 9.0]).against(&[1.0, 4.0, 3.0], "base");
+        assert_eq!(paired.ratio.unwrap().median, 2.0);
+        assert_eq!(paired.ratio.unwrap().max, 3.0);
+        assert_eq!(paired.note, "baseline: base");
+        let unpaired = Row::new("b", "c", "m", "u", &[2.0, 4.0]).against(&[1.0, 2.0, 3.0], "base");
+        assert_eq!(unpaired.ratio.unwrap().min, 1.0);
+        assert_eq!(unpaired.ratio.unwrap().max, 2.0);
+        assert_eq!(unpaired.with_note("more").note, "baseline: base; more");
+    }
+
+    #[test]
+    fn rows_survive_json_lines() {
+        let rows = vec![
+            Row::new("b", "c", "m", "u", &[1.0, 2.0]).with_target(">= 1"),
+            Row::new("b", "d", "m", "u", &[3.0]).against(&[1.5], "x"),
+        ];
+        let text: String = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        assert_eq!(read_rows(&text).unwrap(), rows);
+        assert!(read_rows("{not json").is_err());
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id() as i32;
+        let rss = memory_kib(me, "VmRSS");
+        assert!(rss > 100.0);
+        // The peak, read after: never below what was resident before.
+        assert!(memory_kib(me, "VmHWM") >= rss);
+        assert_eq!(memory_kib(i32::MAX, "VmRSS"), 0.0);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {}
+        assert!(cpu_seconds(me) > 0.0);
     }
 }

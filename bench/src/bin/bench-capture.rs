@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{Row, Summary};
+use bench::Row;
 use clap::Parser;
 use testbed::{Netns, Spec, Testbed};
 use weft_router::netdev::tap::Tap;
@@ -258,22 +258,14 @@ fn main() -> Result<(), String> {
         packet.push(packet_rate(&tb, args.seconds));
     }
     eprintln!("TAP {tap:?} frames/s, AF_PACKET ring {packet:?} frames/s");
-    let row = Row {
-        benchmark: "capture".into(),
-        configuration: "1400-byte UDP frames flooded on a bridge, one reader".into(),
-        metric: "frames read per second: TAP vs AF_PACKET TPACKET_V3 ring".into(),
-        unit: "frames/s".into(),
-        value: Summary::of(&tap),
-        baseline: Some(Summary::of(&packet)),
-        ratio: Some(Summary::of(
-            &tap.iter()
-                .zip(&packet)
-                .map(|(t, p)| t / p)
-                .collect::<Vec<_>>(),
-        )),
-        target: None,
-        note: "value: TAP; baseline: AF_PACKET".into(),
-    };
+    let row = Row::new(
+        "capture",
+        "1400-byte UDP frames flooded on a bridge, one reader",
+        "frames read per second: TAP vs AF_PACKET TPACKET_V3 ring",
+        "frames/s",
+        &tap,
+    )
+    .against(&packet, "AF_PACKET (value: TAP)");
     println!("{}\n{}", Row::markdown_header(), row.markdown());
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::{
     time::Instant,
 };
 
-use bench::{Row, Summary, percentile};
+use bench::{Row, percentile};
 use clap::Parser;
 use serde_json::json;
 use testbed::{Spec, Testbed, workspace_bin};
@@ -22,6 +22,10 @@ struct Args {
     /// Containers (network namespaces).
     #[arg(long, default_value_t = 200)]
     count: usize,
+    /// Times every container is added and deleted; each round gives its
+    /// own p50 and p99, of which the median is reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Where the reference plugins are.
     #[arg(long, default_value = "/usr/lib/cni")]
     cni_path: PathBuf,
@@ -107,29 +111,34 @@ fn main() -> Result<(), String> {
     let cni_path = args.cni_path.clone();
     // The plugins run in the simulated host, as a runtime there would
     // run them: the reference bridge is made there, not on this machine.
+    let rounds = args.rounds;
     let samples = tb
         .host(1)
-        .in_thread(move || -> Result<[Vec<f64>; 4], String> {
-            let mut s: [Vec<f64>; 4] = Default::default();
-            for (i, n) in names.iter().enumerate() {
-                let id = format!("c{i}");
-                s[0].push(invoke(
-                    &weft_cni, &cni_path, "ADD", n, &id, "eth0", &weft_conf,
-                )?);
-                s[1].push(invoke(
-                    &bridge, &cni_path, "ADD", n, &id, "eth1", &ref_conf,
-                )?);
+        .in_thread(move || -> Result<Vec<[Vec<f64>; 4]>, String> {
+            let mut all = Vec::new();
+            for _ in 0..rounds {
+                let mut s: [Vec<f64>; 4] = Default::default();
+                for (i, n) in names.iter().enumerate() {
+                    let id = format!("c{i}");
+                    s[0].push(invoke(
+                        &weft_cni, &cni_path, "ADD", n, &id, "eth0", &weft_conf,
+                    )?);
+                    s[1].push(invoke(
+                        &bridge, &cni_path, "ADD", n, &id, "eth1", &ref_conf,
+                    )?);
+                }
+                for (i, n) in names.iter().enumerate() {
+                    let id = format!("c{i}");
+                    s[2].push(invoke(
+                        &weft_cni, &cni_path, "DEL", n, &id, "eth0", &weft_conf,
+                    )?);
+                    s[3].push(invoke(
+                        &bridge, &cni_path, "DEL", n, &id, "eth1", &ref_conf,
+                    )?);
+                }
+                all.push(s);
             }
-            for (i, n) in names.iter().enumerate() {
-                let id = format!("c{i}");
-                s[2].push(invoke(
-                    &weft_cni, &cni_path, "DEL", n, &id, "eth0", &weft_conf,
-                )?);
-                s[3].push(invoke(
-                    &bridge, &cni_path, "DEL", n, &id, "eth1", &ref_conf,
-                )?);
-            }
-            Ok(s)
+            Ok(all)
         })
         .map_err(|e| e.to_string())??;
     let left = h1.run(&["ps"]).map_err(|e| e.to_string())?;
@@ -139,27 +148,26 @@ fn main() -> Result<(), String> {
     }
 
     let mut rows = Vec::new();
-    for (command, ours, reference) in [
-        ("ADD", &samples[0], &samples[1]),
-        ("DEL", &samples[2], &samples[3]),
-    ] {
+    for (command, ours, reference) in [("ADD", 0, 1), ("DEL", 2, 3)] {
         for (metric, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let (v, b) = (percentile(ours, p), percentile(reference, p));
-            rows.push(Row {
-                benchmark: format!("cni {command}"),
-                configuration: "weft-cni".into(),
-                metric: format!("latency {metric}"),
-                unit: "ms".into(),
-                value: Summary::of(&[v]),
-                baseline: Some(Summary::of(&[b])),
-                ratio: Some(Summary::of(&[v / b])),
-                target: None,
-                note: format!("{} containers; baseline: bridge + host-local", ours.len()),
-            });
+            let per_round = |set: usize| -> Vec<f64> {
+                samples.iter().map(|s| percentile(&s[set], p)).collect()
+            };
+            let row = Row::new(
+                &format!("cni {command}"),
+                "weft-cni",
+                &format!("latency {metric}"),
+                "ms",
+                &per_round(ours),
+            )
+            .against(&per_round(reference), "bridge + host-local")
+            .with_note(format!("{} containers per round", args.count));
             eprintln!(
-                "{command} {metric}: weft-cni {v:.2} ms, bridge+host-local {b:.2} ms ({:.2}x)",
-                v / b
+                "{command} {metric}: weft-cni {} ms, bridge+host-local {} ms",
+                row.value,
+                row.baseline.expect("set by against")
             );
+            rows.push(row);
         }
     }
     bench::emit(&rows, args.json.as_deref())

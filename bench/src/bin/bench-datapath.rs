@@ -1,25 +1,95 @@
 //! Container-to-container performance over weft's data paths against
-//! plain veth between the same two container namespaces (and, for context,
-//! against routing without an overlay and the kernel's vxlan device), all
-//! measured in the same run with qperf, with the routers' CPU use during the bandwidth
-//! test: the userspace path clear and encrypted, and with `--fastdp` (in
-//! the kernel VM: `scripts/bench-fastdp`) the fast datapath too.
+//! plain veth between the same two container namespaces, all measured in
+//! the same run: qperf tcp_bw, tcp_lat and udp_lat and iperf3 with one and
+//! four streams, with the routers' CPU and memory. For context it also
+//! measures routing without an overlay and the kernel's own vxlan device.
+//! In the kernel VM (`scripts/bench-fastdp`, `scripts/bench`) it measures
+//! the fast datapath too.
 
 use std::time::{Duration, Instant};
 
-use bench::{Row, Summary};
-use clap::Parser;
+use bench::{
+    Row,
+    report::{
+        DATAPATH_HOST, DATAPATH_VM, IPERF_1, IPERF_4, ROUTER_CPU, ROUTER_MEMORY, TCP_BW, TCP_LAT,
+        UDP_LAT,
+    },
+};
+use clap::{Parser, ValueEnum};
+use serde_json::Value;
 use testbed::{Netns, Spec, Testbed, WeftHost, eventually};
 
+/// The paths between container 1 of host 1 and container 1 of host 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Config {
+    /// A veth joining the two containers directly: the limit.
+    Plain,
+    /// A veth into each container, routed by the hosts over the underlay.
+    Routed,
+    /// The kernel's vxlan device on a bridge in each host.
+    KernelVxlan,
+    /// weft's userspace path without encryption.
+    Userspace,
+    /// weft's userspace path with a password.
+    Encrypted,
+    /// weft's fast datapath (needs the openvswitch module).
+    Fastdp,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Plain => "plain veth",
+            Config::Routed => "routed veth, no overlay",
+            Config::KernelVxlan => "kernel vxlan device",
+            Config::Userspace => "weft userspace, clear",
+            Config::Encrypted => "weft userspace, encrypted",
+            Config::Fastdp => "weft fastdp",
+        }
+    }
+
+    /// The address of container 2 on this path.
+    fn server(self) -> &'static str {
+        match self {
+            Config::Plain => "10.99.0.2",
+            Config::Routed => "10.97.2.2",
+            Config::KernelVxlan => "10.98.0.2",
+            _ => "10.32.0.2",
+        }
+    }
+
+    /// weft's flags, the overlay its connection must settle on, and the
+    /// throughput target against plain veth.
+    fn weft(self) -> Option<(&'static [&'static str], &'static str, &'static str)> {
+        match self {
+            Config::Userspace => Some((&["--no-fastdp"], "userspace", ">= 0.3")),
+            Config::Encrypted => Some((
+                &["--no-fastdp", "--password", "bench-secret"],
+                "userspace",
+                ">= 0.2",
+            )),
+            Config::Fastdp => Some((&[], "fastdp", ">= 0.85")),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Parser)]
-#[command(about = "qperf over weft's data paths against plain veth")]
+#[command(about = "qperf and iperf3 over weft's data paths against plain veth")]
 struct Args {
-    /// Also measure the fast datapath (needs the openvswitch module: run
-    /// it in the kernel VM with scripts/bench-fastdp).
+    /// Paths to measure (plain veth, the baseline, always is).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "routed,kernel-vxlan,userspace,encrypted"
+    )]
+    configs: Vec<Config>,
+    /// Also measure the fast datapath (as `--configs` plus fastdp).
     #[arg(long)]
     fastdp: bool,
-    /// Seconds per qperf test.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds per qperf or iperf3 test.
+    #[arg(long, default_value_t = 3)]
     seconds: u32,
     /// Repetitions of each measurement; medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -57,50 +127,81 @@ fn qperf(client: &Netns, server: &str, test: &str, seconds: u32) -> Result<f64, 
     })
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split(' ').collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after the command: state is 0, utime 11, stime 12.
-    (ticks(11) + ticks(12)) / 100.0
+/// iperf3's received throughput in bytes/s with `streams` parallel TCP
+/// streams.
+fn iperf3(client: &Netns, server: &str, streams: u32, seconds: u32) -> Result<f64, String> {
+    let out = client
+        .run([
+            "iperf3",
+            "-c",
+            server,
+            "-J",
+            "-t",
+            &seconds.to_string(),
+            "-P",
+            &streams.to_string(),
+        ])
+        .map_err(|e| e.to_string())?;
+    let report: Value =
+        serde_json::from_str(&out).map_err(|e| format!("iperf3 -J output: {e}: {out}"))?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bits| bits / 8.0)
+        .ok_or_else(|| format!("no end.sum_received in iperf3's report: {out}"))
 }
 
+/// Samples of one configuration, one per round, by metric.
+#[derive(Default)]
 struct Measured {
-    bw: Vec<f64>,
-    lat: Vec<f64>,
+    tcp_bw: Vec<f64>,
+    iperf_1: Vec<f64>,
+    iperf_4: Vec<f64>,
+    tcp_lat: Vec<f64>,
+    udp_lat: Vec<f64>,
+    /// Cores both routers used during the throughput tests.
     cpu: Vec<f64>,
+    /// Peak RSS of the larger router, MiB.
+    memory: Vec<f64>,
 }
 
 fn measure(
     tb: &Testbed,
-    server: &str,
-    routers: &[&WeftHost],
+    config: Config,
+    routers: &[WeftHost],
     args: &Args,
 ) -> Result<Measured, String> {
     let client = tb.container(1, 1);
-    let mut m = Measured {
-        bw: Vec::new(),
-        lat: Vec::new(),
-        cpu: Vec::new(),
-    };
-    for _ in 0..args.rounds {
-        let pids: Vec<i32> = routers.iter().filter_map(|r| r.pid()).collect();
-        let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let server = config.server();
+    let pids: Vec<i32> = routers.iter().filter_map(|r| r.pid()).collect();
+    let mut m = Measured::default();
+    for round in 1..=args.rounds {
+        let cpu_before: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
         let started = Instant::now();
-        m.bw.push(qperf(&client, server, "tcp_bw", args.seconds)?);
+        m.tcp_bw
+            .push(qperf(&client, server, "tcp_bw", args.seconds)?);
+        m.iperf_1.push(iperf3(&client, server, 1, args.seconds)?);
+        m.iperf_4.push(iperf3(&client, server, 4, args.seconds)?);
         let wall = started.elapsed().as_secs_f64();
-        let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-        m.cpu.push((after - before) / wall);
-        m.lat.push(qperf(&client, server, "udp_lat", args.seconds)?);
+        let cpu_after: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
+        m.cpu.push((cpu_after - cpu_before) / wall);
+        m.tcp_lat
+            .push(qperf(&client, server, "tcp_lat", args.seconds)?);
+        m.udp_lat
+            .push(qperf(&client, server, "udp_lat", args.seconds)?);
+        let peak = pids
+            .iter()
+            .map(|p| bench::memory_kib(*p, "VmHWM"))
+            .fold(0.0, f64::max);
+        m.memory.push(peak / 1024.0);
+        eprintln!(
+            "{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
+            config.name(),
+            m.tcp_bw[round - 1] / 1e9,
+            m.iperf_1[round - 1] / 1e9,
+            m.iperf_4[round - 1] / 1e9,
+            m.tcp_lat[round - 1],
+            m.udp_lat[round - 1]
+        );
     }
     Ok(m)
 }
@@ -123,7 +224,7 @@ fn launch(tb: &Testbed, extra: &[&str], overlay: &str) -> Result<Vec<WeftHost>, 
             .map_err(|e| e.to_string())?;
         routers.push(weft);
     }
-    eventually("the data path", Duration::from_secs(30), || {
+    eventually("the data path", Duration::from_secs(60), || {
         routers[0].overlays(overlay, 1)
     });
     Ok(routers)
@@ -191,131 +292,81 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
     Ok(())
 }
 
-fn gb(v: &[f64]) -> Vec<f64> {
-    v.iter().map(|x| x / 1e9).collect()
+/// The rows of one configuration: each metric against plain veth's in
+/// the same rounds (plain veth itself without a ratio), and for weft the
+/// routers' CPU and memory.
+fn rows(benchmark: &str, config: Config, m: &Measured, plain: &Measured) -> Vec<Row> {
+    let gb = |v: &[f64]| v.iter().map(|x| x / 1e9).collect::<Vec<_>>();
+    let weft = config.weft();
+    let mut rows = Vec::new();
+    for (metric, unit, ours, base) in [
+        (TCP_BW, "GB/s", gb(&m.tcp_bw), gb(&plain.tcp_bw)),
+        (IPERF_1, "GB/s", gb(&m.iperf_1), gb(&plain.iperf_1)),
+        (IPERF_4, "GB/s", gb(&m.iperf_4), gb(&plain.iperf_4)),
+        (TCP_LAT, "µs", m.tcp_lat.clone(), plain.tcp_lat.clone()),
+        (UDP_LAT, "µs", m.udp_lat.clone(), plain.udp_lat.clone()),
+    ] {
+        let mut row = Row::new(benchmark, config.name(), metric, unit, &ours);
+        if config != Config::Plain {
+            row = row.against(&base, "plain veth joining the two containers");
+            match (weft, metric) {
+                (Some((_, _, target)), TCP_BW) => row = row.with_target(target),
+                (Some(_), UDP_LAT) => row = row.with_target("<= 3"),
+                _ => {}
+            }
+        }
+        rows.push(row);
+    }
+    if weft.is_some() {
+        rows.push(
+            Row::new(benchmark, config.name(), ROUTER_CPU, "cores", &m.cpu)
+                .with_note("user+system time of both routers over the throughput tests' wall time"),
+        );
+        rows.push(
+            Row::new(benchmark, config.name(), ROUTER_MEMORY, "MiB", &m.memory)
+                .with_note("peak resident set (VmHWM) of the larger of the two routers"),
+        );
+    }
+    rows
 }
 
 fn main() -> Result<(), String> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.fastdp && !args.configs.contains(&Config::Fastdp) {
+        args.configs.insert(0, Config::Fastdp);
+    }
+    args.configs.retain(|c| *c != Config::Plain);
+    // vm-run sets WEFT_IN_VM: there everything runs emulated, and its
+    // numbers must not be mistaken for the host's.
+    let benchmark = if std::env::var_os("WEFT_IN_VM").is_some() {
+        DATAPATH_VM
+    } else {
+        DATAPATH_HOST
+    };
     let tb = Testbed::create_owned("benchdp", Spec::hosts(2).containers(1))
         .map_err(|e| e.to_string())?;
     reference_paths(&tb)?;
+    let server = tb.container(2, 1);
     let _qperf = tb
-        .spawn(&tb.container(2, 1), "qperf", ["qperf"])
+        .spawn(&server, "qperf", ["qperf"])
+        .map_err(|e| e.to_string())?;
+    let _iperf3 = tb
+        .spawn(&server, "iperf3", ["iperf3", "-s"])
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let plain = measure(&tb, "10.99.0.2", &[], &args)?;
-    eprintln!("plain veth: {:?} B/s, {:?} us", plain.bw, plain.lat);
-    let routed = measure(&tb, "10.97.2.2", &[], &args)?;
-    eprintln!("routed veth: {:?} B/s, {:?} us", routed.bw, routed.lat);
-    let kvxlan = measure(&tb, "10.98.0.2", &[], &args)?;
-    eprintln!("kernel vxlan: {:?} B/s, {:?} us", kvxlan.bw, kvxlan.lat);
-    let row = |config: &str,
-               metric: &str,
-               unit: &str,
-               value: &[f64],
-               (base, base_name): (&[f64], &str),
-               target: Option<&str>| {
-        let ratio: Vec<f64> = value.iter().zip(base).map(|(v, b)| v / b).collect();
-        Row {
-            benchmark: "datapath".into(),
-            configuration: config.into(),
-            metric: metric.into(),
-            unit: unit.into(),
-            value: Summary::of(value),
-            baseline: Some(Summary::of(base)),
-            ratio: Some(Summary::of(&ratio)),
-            target: target.map(String::from),
-            note: format!("baseline: {base_name}"),
-        }
-    };
-    const PLAIN: &str = "plain veth joining the two containers";
-    const KVXLAN: &str = "the kernel vxlan device on a bridge, same hosts";
-    let mut rows = Vec::new();
-    for (name, m) in [
-        ("routed veth over the underlay, no overlay", &routed),
-        ("kernel vxlan device", &kvxlan),
-    ] {
-        rows.push(row(
-            name,
-            "qperf tcp_bw",
-            "GB/s",
-            &gb(&m.bw),
-            (&gb(&plain.bw), PLAIN),
-            None,
-        ));
-        rows.push(row(
-            name,
-            "qperf udp_lat",
-            "us",
-            &m.lat,
-            (&plain.lat, PLAIN),
-            None,
-        ));
-    }
-    let mut configs = vec![
-        (
-            "weft userspace, clear",
-            vec!["--no-fastdp"],
-            "userspace",
-            ">= 0.3",
-        ),
-        (
-            "weft userspace, encrypted",
-            vec!["--no-fastdp", "--password", "bench-secret"],
-            "userspace",
-            ">= 0.2",
-        ),
-    ];
-    if args.fastdp {
-        configs.insert(0, ("weft fastdp", vec![], "fastdp", ">= 0.85"));
-    }
-    for (name, extra, overlay, bw_target) in configs {
-        let routers = launch(&tb, &extra, overlay)?;
-        let refs: Vec<&WeftHost> = routers.iter().collect();
-        let m = measure(&tb, "10.32.0.2", &refs, &args)?;
-        eprintln!("{name}: {:?} B/s, {:?} us, {:?} cores", m.bw, m.lat, m.cpu);
-        rows.push(row(
-            name,
-            "qperf tcp_bw",
-            "GB/s",
-            &gb(&m.bw),
-            (&gb(&plain.bw), PLAIN),
-            Some(bw_target),
-        ));
-        if overlay == "fastdp" {
-            rows.push(row(
-                name,
-                "qperf tcp_bw",
-                "GB/s",
-                &gb(&m.bw),
-                (&gb(&kvxlan.bw), KVXLAN),
-                None,
-            ));
-        }
-        rows.push(row(
-            name,
-            "qperf udp_lat",
-            "us",
-            &m.lat,
-            (&plain.lat, PLAIN),
-            Some("<= 3"),
-        ));
-        rows.push(Row {
-            benchmark: "datapath".into(),
-            configuration: name.into(),
-            metric: "routers' CPU during tcp_bw (both)".into(),
-            unit: "cores".into(),
-            value: Summary::of(&m.cpu),
-            baseline: None,
-            ratio: None,
-            target: None,
-            note: "user+system time of both weft processes over the test's wall time".into(),
-        });
+    let plain = measure(&tb, Config::Plain, &[], &args)?;
+    let mut all = rows(benchmark, Config::Plain, &plain, &plain);
+    for &config in &args.configs {
+        let routers = match config.weft() {
+            Some((flags, overlay, _)) => launch(&tb, flags, overlay)?,
+            None => Vec::new(),
+        };
+        let m = measure(&tb, config, &routers, &args)?;
         for r in &routers {
             let _ = r.run(&["stop"]);
         }
+        all.extend(rows(benchmark, config, &m, &plain));
     }
-    bench::emit(&rows, args.json.as_deref())
+    bench::emit(&all, args.json.as_deref())
 }

@@ -7,7 +7,7 @@
 
 use std::{path::Path, time::Instant};
 
-use bench::{Row, Summary, percentile};
+use bench::{Row, percentile};
 use clap::Parser;
 use testbed::{Spec, Testbed, WeftHost};
 use weft_router::cli::client::Client;
@@ -18,6 +18,11 @@ struct Args {
     /// Allocations per measurement.
     #[arg(long, default_value_t = 200)]
     count: usize,
+    /// Repetitions of each measurement (at most 8: each round asks for
+    /// space in its own /16 of the range); medians of the rounds' p50
+    /// and p99 are reported.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    rounds: u8,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
 }
@@ -66,47 +71,52 @@ fn main() -> Result<(), String> {
         },
     );
     let n = args.count;
-    let baseline = time(&socket(&h1), n, |_| {
-        ("/ipam/release".into(), r#"{"id":"nobody"}"#.into())
-    })?;
-    let owning = time(&socket(&h1), n, |i| {
-        ("/ipam/allocate".into(), format!(r#"{{"id":"own{i}"}}"#))
-    })?;
-    // Each in a /24 where h2 owns nothing yet (h1 owns the whole range):
-    // every allocation asks h1 for space first.
-    let asking = time(&socket(&h2), n.min(250), |i| {
-        (
-            "/ipam/allocate".into(),
-            format!(r#"{{"id":"ask{i}","subnet":"10.40.{i}.0/24"}}"#),
-        )
-    })?;
+    let (mut baseline, mut owning, mut asking) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        baseline.push(time(&socket(&h1), n, |_| {
+            ("/ipam/release".into(), r#"{"id":"nobody"}"#.into())
+        })?);
+        owning.push(time(&socket(&h1), n, |i| {
+            (
+                "/ipam/allocate".into(),
+                format!(r#"{{"id":"own{round}-{i}"}}"#),
+            )
+        })?);
+        // Each in a /24 where h2 owns nothing yet (h1 owns the whole
+        // range): every allocation asks h1 for space first.
+        asking.push(time(&socket(&h2), n.min(256), |i| {
+            (
+                "/ipam/allocate".into(),
+                format!(
+                    r#"{{"id":"ask{round}-{i}","subnet":"10.{}.{i}.0/24"}}"#,
+                    40 + round
+                ),
+            )
+        })?);
+    }
     tb.destroy().map_err(|e| e.to_string())?;
 
     let mut rows = Vec::new();
     for (name, samples) in [("owning space", &owning), ("asking a peer", &asking)] {
         for (metric, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let v = percentile(samples, p);
-            let b = percentile(&baseline, p);
-            rows.push(Row {
-                benchmark: "ipam allocate".into(),
-                configuration: name.into(),
-                metric: format!("latency {metric}"),
-                unit: "µs".into(),
-                value: Summary::of(&[v]),
-                baseline: Some(Summary::of(&[b])),
-                ratio: Some(Summary::of(&[v / b])),
-                target: None,
-                note: format!("{} requests; baseline: a no-op IPAM request", samples.len()),
-            });
+            let per_round =
+                |rounds: &[Vec<f64>]| rounds.iter().map(|s| percentile(s, p)).collect::<Vec<_>>();
+            let row = Row::new(
+                "ipam allocate",
+                name,
+                &format!("latency {metric}"),
+                "µs",
+                &per_round(samples),
+            )
+            .against(&per_round(&baseline), "a no-op IPAM request")
+            .with_note(format!("{} requests per round", samples[0].len()));
+            eprintln!(
+                "{name} {metric}: {} µs, baseline {} µs",
+                row.value,
+                row.baseline.expect("set by against")
+            );
+            rows.push(row);
         }
     }
-    eprintln!(
-        "baseline p50 {:.0} µs; owning p50 {:.0} µs p99 {:.0} µs; asking p50 {:.0} µs p99 {:.0} µs",
-        percentile(&baseline, 0.5),
-        percentile(&owning, 0.5),
-        percentile(&owning, 0.99),
-        percentile(&asking, 0.5),
-        percentile(&asking, 0.99)
-    );
     bench::emit(&rows, args.json.as_deref())
 }

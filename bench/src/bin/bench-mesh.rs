@@ -62,16 +62,6 @@ fn simulate(n: usize, seed: u64) -> Convergence {
     }
 }
 
-fn rss_kib(pid: i32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// RSS of router h1 alone, then with `peers` routers connected to it.
 fn memory(peers: usize) -> Result<(f64, f64), String> {
     let tb =
@@ -80,7 +70,7 @@ fn memory(peers: usize) -> Result<(f64, f64), String> {
     h1.launch(&[]).map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_secs(2));
     let pid = h1.pid().ok_or("no pid for h1")?;
-    let idle = rss_kib(pid);
+    let idle = bench::memory_kib(pid, "VmRSS");
     let first = tb.host_addr(1).to_string();
     for h in 2..=peers + 1 {
         tb.weft(h)
@@ -97,66 +87,48 @@ fn memory(peers: usize) -> Result<(f64, f64), String> {
         }
     });
     std::thread::sleep(Duration::from_secs(3));
-    Ok((idle, rss_kib(pid)))
+    Ok((idle, bench::memory_kib(pid, "VmRSS")))
 }
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let mut rows = Vec::new();
-    let mut baseline: Option<Summary> = None;
+    let mut baseline: Option<Vec<f64>> = None;
     for &n in &args.sizes {
         let runs: Vec<Convergence> = (0..args.rounds)
             .map(|seed| simulate(n, 1000 + seed))
             .collect();
-        let ms = Summary::of(
-            &runs
-                .iter()
-                .map(|r| r.simulated.as_secs_f64() * 1000.0)
-                .collect::<Vec<_>>(),
-        );
-        let bytes = Summary::of(&runs.iter().map(|r| r.bytes_per_router).collect::<Vec<_>>());
-        let msgs = Summary::of(
-            &runs
-                .iter()
-                .map(|r| r.messages_per_router)
-                .collect::<Vec<_>>(),
-        );
-        let wall = Summary::of(
-            &runs
-                .iter()
-                .map(|r| r.wall.as_secs_f64())
-                .collect::<Vec<_>>(),
-        );
+        let of = |f: fn(&Convergence) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let ms = of(|r| r.simulated.as_secs_f64() * 1000.0);
+        let bytes = of(|r| r.bytes_per_router);
+        let msgs = Summary::of(&of(|r| r.messages_per_router));
+        let wall = Summary::of(&of(|r| r.wall.as_secs_f64()));
         eprintln!(
-            "{n} routers: converged in {ms} ms simulated, {bytes} bytes/router, {msgs} messages/router, {wall} s wall"
+            "{n} routers: converged in {} ms simulated, {} bytes/router, {msgs} messages/router, {wall} s wall",
+            Summary::of(&ms),
+            Summary::of(&bytes)
         );
-        let base = *baseline.get_or_insert(ms);
-        rows.push(Row {
-            benchmark: "mesh".into(),
-            configuration: format!("{n} simulated routers, 2 random links each, 1 ms latency"),
-            metric: "time to identical full knowledge (simulated)".into(),
-            unit: "ms".into(),
-            value: ms,
-            baseline: Some(base),
-            ratio: Some(Summary {
-                median: ms.median / base.median,
-                min: ms.min / base.median,
-                max: ms.max / base.median,
-            }),
-            target: None,
-            note: format!("baseline: {} routers", args.sizes[0]),
-        });
-        rows.push(Row {
-            benchmark: "mesh".into(),
-            configuration: format!("{n} simulated routers"),
-            metric: "bytes sent per router until converged".into(),
-            unit: "bytes".into(),
-            value: bytes,
-            baseline: None,
-            ratio: None,
-            target: None,
-            note: format!("{} messages per router", msgs.median),
-        });
+        let base = baseline.get_or_insert_with(|| ms.clone());
+        rows.push(
+            Row::new(
+                "mesh",
+                &format!("{n} simulated routers, 2 random links each, 1 ms latency"),
+                "gossip convergence: time to identical full knowledge (simulated)",
+                "ms",
+                &ms,
+            )
+            .against(base, &format!("{} routers, same seeds", args.sizes[0])),
+        );
+        rows.push(
+            Row::new(
+                "mesh",
+                &format!("{n} simulated routers"),
+                "bytes sent per router until converged",
+                "bytes",
+                &bytes,
+            )
+            .with_note(format!("{:.0} messages per router", msgs.median)),
+        );
     }
     if args.memory_peers > 0 {
         let (idle, busy) = memory(args.memory_peers)?;
@@ -164,26 +136,19 @@ fn main() -> Result<(), String> {
             "router RSS: {idle} KiB alone, {busy} KiB with {} peers",
             args.memory_peers
         );
-        let mib = |k: f64| Summary {
-            median: k / 1024.0,
-            min: k / 1024.0,
-            max: k / 1024.0,
-        };
-        rows.push(Row {
-            benchmark: "mesh".into(),
-            configuration: format!("one router with {} connected peers", args.memory_peers),
-            metric: "resident memory".into(),
-            unit: "MiB".into(),
-            value: mib(busy),
-            baseline: Some(mib(idle)),
-            ratio: Some(Summary {
-                median: busy / idle,
-                min: busy / idle,
-                max: busy / idle,
-            }),
-            target: None,
-            note: "baseline: the same router before any peer connected".into(),
-        });
+        rows.push(
+            Row::new(
+                "mesh",
+                &format!("one router with {} connected peers", args.memory_peers),
+                "resident memory",
+                "MiB",
+                &[busy / 1024.0],
+            )
+            .against(
+                &[idle / 1024.0],
+                "the same router before any peer connected",
+            ),
+        );
     }
     bench::emit(&rows, args.json.as_deref())
 }
