@@ -1,0 +1,171 @@
+//! The plumbing of `scripts/bench`, run the way the script runs it: a
+//! benchmark binary writing its rows as JSON lines, and `bench-report`
+//! turning a run directory into the report, the plot and the README
+//! quote. The numbers themselves are checked by nothing here: benchmarks
+//! are not timed tests.
+
+use std::{path::PathBuf, process::Command};
+
+use bench::{
+    Row,
+    report::{DATAPATH_HOST, TCP_BW},
+};
+
+/// A fresh directory under the target directory, removed first if a
+/// previous run left it.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn write_rows(path: PathBuf, rows: &[Row]) {
+    let text: String = rows
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn report_from_a_run_directory_says_what_did_not_run() {
+    let dir = scratch("report-run");
+    let out = dir.join("results");
+    let plain = [1.0, 1.2, 1.1];
+    write_rows(
+        dir.join("datapath.jsonl"),
+        &[
+            Row::new(DATAPATH_HOST, "plain veth", TCP_BW, "GB/s", &plain),
+            Row::new(
+                DATAPATH_HOST,
+                "weft userspace, clear",
+                TCP_BW,
+                "GB/s",
+                &[0.5, 0.6, 0.55],
+            )
+            .against(&plain, "plain veth"),
+        ],
+    );
+    write_rows(
+        dir.join("ipam.jsonl"),
+        &[Row::new(
+            "ipam allocate",
+            "owning space",
+            "latency p50",
+            "µs",
+            &[500.0, 510.0, 490.0],
+        )],
+    );
+    std::fs::write(
+        dir.join("steps.jsonl"),
+        [
+            r#"{"name":"datapath","title":"Data paths on the host","seconds":150,"status":"ok","reason":""}"#,
+            r#"{"name":"datapath-vm","title":"Data paths in the VM","seconds":540,"status":"timeout","reason":"stopped after 540 s; last lines: booting"}"#,
+            r#"{"name":"ipam","title":"IPAM","seconds":2,"status":"ok","reason":""}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let readme = dir.join("README.md");
+    std::fs::write(
+        &readme,
+        "# x\n<!-- bench:latest -->\n<!-- /bench:latest -->\nend\n",
+    )
+    .unwrap();
+
+    run(Command::new(env!("CARGO_BIN_EXE_bench-report"))
+        .args([
+            "--date",
+            "2026-01-02",
+            "--commit",
+            "abc",
+            "--seconds",
+            "700",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--readme")
+        .arg(&readme));
+
+    let report = std::fs::read_to_string(out.join("2026-01-02.md")).unwrap();
+    assert!(report.contains("![Throughput by configuration](2026-01-02-throughput.svg)"));
+    assert!(
+        report.contains("| host | weft userspace, clear | 0.55 GB/s (0.50×) |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| Data paths in the VM | not run | stopped after 540 s; last lines: booting |"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("| ipam allocate | owning space | latency p50 (µs) | 500 (490–510) |"));
+    assert!(report.contains("took 11m40s"), "{report}");
+    let svg = std::fs::read_to_string(out.join("2026-01-02-throughput.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("weft userspace, clear"),
+        "{svg}"
+    );
+    let quoted = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        quoted.starts_with("# x\n<!-- bench:latest -->\nLatest run, 2026-01-02"),
+        "{quoted}"
+    );
+    assert!(
+        quoted.contains("| ipam allocate | owning space | latency p50 | 500 (490–510) µs | - |")
+    );
+    assert!(quoted.ends_with("<!-- /bench:latest -->\nend\n"));
+}
+
+#[test]
+fn report_refuses_a_run_without_steps() {
+    let dir = scratch("report-empty");
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-report"))
+        .args(["--date", "2026-01-02", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("steps.jsonl"));
+}
+
+/// bench-control on two simulated hosts: one round gives the three host
+/// figures, each a plausible time.
+#[test]
+fn control_plane_bench_writes_its_rows() {
+    let dir = scratch("control");
+    let json = dir.join("control.jsonl");
+    run(Command::new(env!("CARGO_BIN_EXE_bench-control"))
+        .args(["--rounds", "1", "--json"])
+        .arg(&json));
+    let rows = bench::read_rows(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        [
+            "launch to router answering",
+            "launch to first container attached",
+            "connect to traffic"
+        ]
+    );
+    for r in &rows {
+        assert_eq!(r.unit, "ms");
+        assert_eq!(r.samples.len(), 1);
+        assert!(r.value.median > 0.0 && r.value.median < 30_000.0, "{r:?}");
+    }
+    assert!(rows[1].value.median >= rows[0].value.median, "{rows:?}");
+}
