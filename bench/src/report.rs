@@ -43,7 +43,7 @@ pub struct Step {
     pub name: String,
     pub title: String,
     pub seconds: f64,
-    /// `ok`, `failed` or `timeout`.
+    /// `ok`, `failed`, `timeout`, or `skipped` (on request, e.g. `--no-vm`).
     pub status: String,
     /// Why it did not finish (the end of its log); empty when it did.
     #[serde(default)]
@@ -99,7 +99,11 @@ pub fn markdown(run: &Run, sections: &[Section], plot: &str) -> String {
             step.title,
             step.name,
             duration(step.seconds),
-            if step.ran() { "" } else { ", did not finish" }
+            match step.status.as_str() {
+                "ok" => "",
+                "skipped" => ", skipped",
+                _ => ", did not finish",
+            }
         );
         out.push_str(&table(section));
     }

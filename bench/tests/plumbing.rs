@@ -74,6 +74,7 @@ fn report_from_a_run_directory_says_what_did_not_run() {
             r#"{"name":"datapath","title":"Data paths on the host","seconds":150,"status":"ok","reason":""}"#,
             r#"{"name":"datapath-vm","title":"Data paths in the VM","seconds":540,"status":"timeout","reason":"stopped after 540 s; last lines: booting"}"#,
             r#"{"name":"ipam","title":"IPAM","seconds":2,"status":"ok","reason":""}"#,
+            r#"{"name":"control-vm","title":"Control in the VM","seconds":0,"status":"skipped","reason":"skipped: --no-vm"}"#,
         ]
         .join("\n"),
     )
@@ -115,6 +116,8 @@ fn report_from_a_run_directory_says_what_did_not_run() {
     );
     assert!(report.contains("| ipam allocate | owning space | latency p50 (µs) | 500 (490–510) |"));
     assert!(report.contains("took 11m40s"), "{report}");
+    assert!(report.contains("`control-vm`, 0 s, skipped."), "{report}");
+    assert!(report.contains("| control-vm | not run (skipped) | skipped: --no-vm |"));
     let svg = std::fs::read_to_string(out.join("2026-01-02-throughput.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("weft userspace, clear"),

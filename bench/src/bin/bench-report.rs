@@ -105,7 +105,7 @@ fn main() -> Result<(), String> {
     }
     let missing: Vec<&str> = sections
         .iter()
-        .filter(|s| !s.step.ran())
+        .filter(|s| !s.step.ran() && s.step.status != "skipped")
         .map(|s| s.step.name.as_str())
         .collect();
     if !missing.is_empty() {
