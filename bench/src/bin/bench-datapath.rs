@@ -295,8 +295,11 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
 /// The rows of one configuration: each metric against plain veth's in
 /// the same rounds (plain veth itself without a ratio), and for weft the
 /// routers' CPU and memory.
+fn gb(bytes_per_second: &[f64]) -> Vec<f64> {
+    bytes_per_second.iter().map(|x| x / 1e9).collect()
+}
+
 fn rows(benchmark: &str, config: Config, m: &Measured, plain: &Measured) -> Vec<Row> {
-    let gb = |v: &[f64]| v.iter().map(|x| x / 1e9).collect::<Vec<_>>();
     let weft = config.weft();
     let mut rows = Vec::new();
     for (metric, unit, ours, base) in [
@@ -357,6 +360,7 @@ fn main() -> Result<(), String> {
 
     let plain = measure(&tb, Config::Plain, &[], &args)?;
     let mut all = rows(benchmark, Config::Plain, &plain, &plain);
+    let mut kernel_vxlan: Option<Measured> = None;
     for &config in &args.configs {
         let routers = match config.weft() {
             Some((flags, overlay, _)) => launch(&tb, flags, overlay)?,
@@ -367,6 +371,17 @@ fn main() -> Result<(), String> {
             let _ = r.run(&["stop"]);
         }
         all.extend(rows(benchmark, config, &m, &plain));
+        // The fast datapath is vxlan in the kernel too: the kernel's own
+        // vxlan device on the same hosts shows what encapsulation costs
+        // apart from anything weft does.
+        match (config, &kernel_vxlan) {
+            (Config::KernelVxlan, _) => kernel_vxlan = Some(m),
+            (Config::Fastdp, Some(k)) => all.push(
+                Row::new(benchmark, config.name(), TCP_BW, "GB/s", &gb(&m.tcp_bw))
+                    .against(&gb(&k.tcp_bw), "the kernel vxlan device, same hosts"),
+            ),
+            _ => {}
+        }
     }
     bench::emit(&all, args.json.as_deref())
 }
