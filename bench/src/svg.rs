@@ -41,8 +41,8 @@ pub fn bar_chart(title: &str, series: &[&str], panels: &[Panel]) -> String {
             .iter()
             .flat_map(|g| g.bars.iter().map(|(_, s)| s.max.max(s.median)))
             .fold(0.0, f64::max);
-        let scale = nice_ceiling(scale_max);
-        axis(&mut body, top, panel, scale, plot_width);
+        let (scale, ticks) = nice_scale(scale_max);
+        axis(&mut body, top, panel, (scale, ticks), plot_width);
         let mut gy = top + 6.0;
         for group in &panel.groups {
             let height = group.bars.len().max(1) as f64 * BAR_HEIGHT;
@@ -120,8 +120,9 @@ fn panel_title(body: &mut String, panel: &Panel, y: f64) -> f64 {
     y + PANEL_HEAD - 20.0
 }
 
-/// Grid lines at fifths of the scale, labelled in the panel's unit.
-fn axis(body: &mut String, top: f64, panel: &Panel, scale: f64, plot_width: f64) {
+/// Grid lines dividing the scale into `ticks` parts, labelled in the
+/// panel's unit.
+fn axis(body: &mut String, top: f64, panel: &Panel, (scale, ticks): (f64, u32), plot_width: f64) {
     let bottom = top
         + 6.0
         + panel
@@ -129,14 +130,14 @@ fn axis(body: &mut String, top: f64, panel: &Panel, scale: f64, plot_width: f64)
             .iter()
             .map(|g| g.bars.len().max(1) as f64 * BAR_HEIGHT + GROUP_GAP)
             .sum::<f64>();
-    for i in 0..=5 {
-        let x = LABEL_WIDTH + plot_width * i as f64 / 5.0;
+    for i in 0..=ticks {
+        let x = LABEL_WIDTH + plot_width * f64::from(i) / f64::from(ticks);
         let _ = writeln!(
             body,
             r#"<line x1="{x:.1}" x2="{x:.1}" y1="{top:.1}" y2="{bottom:.1}" class="grid"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" class="value">{}{}</text>"#,
             top - 4.0,
-            short(scale * i as f64 / 5.0),
-            if i == 5 {
+            short(scale * f64::from(i) / f64::from(ticks)),
+            if i == ticks {
                 format!(" {}", escape(&panel.unit))
             } else {
                 String::new()
@@ -145,18 +146,28 @@ fn axis(body: &mut String, top: f64, panel: &Panel, scale: f64, plot_width: f64)
     }
 }
 
-/// The smallest 1, 2 or 5 times a power of ten at or above `v`, so the
-/// grid falls on round numbers.
-fn nice_ceiling(v: f64) -> f64 {
+/// The scale's end: the smallest of a few round multiples of a power of
+/// ten at or above `v`, with how many grid steps divide it into round
+/// numbers (5.2 GB/s gets 6 in steps of 1, not 10 with half the plot
+/// empty).
+fn nice_scale(v: f64) -> (f64, u32) {
     if v <= 0.0 || !v.is_finite() {
-        return 1.0;
+        return (1.0, 5);
     }
     let power = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * power)
-        .find(|c| *c >= v * 0.999_999)
-        .unwrap_or(10.0 * power)
+    [
+        (1.0, 5),
+        (2.0, 4),
+        (2.5, 5),
+        (4.0, 4),
+        (5.0, 5),
+        (6.0, 6),
+        (8.0, 4),
+    ]
+    .iter()
+    .map(|&(m, ticks)| (m * power, ticks))
+    .find(|(c, _)| *c >= v * 0.999_999)
+    .unwrap_or((10.0 * power, 5))
 }
 
 fn escape(s: &str) -> String {
@@ -176,11 +187,13 @@ mod tests {
 
     #[test]
     fn grid_ends_on_round_numbers() {
-        assert_eq!(nice_ceiling(3.2), 5.0);
-        assert_eq!(nice_ceiling(0.42), 0.5);
-        assert_eq!(nice_ceiling(17.0), 20.0);
-        assert_eq!(nice_ceiling(2.0), 2.0);
-        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_scale(3.2), (4.0, 4));
+        assert_eq!(nice_scale(0.42), (0.5, 5));
+        assert_eq!(nice_scale(17.0), (20.0, 4));
+        assert_eq!(nice_scale(2.0), (2.0, 4));
+        assert_eq!(nice_scale(5.2), (6.0, 6));
+        assert_eq!(nice_scale(9.0), (10.0, 5));
+        assert_eq!(nice_scale(0.0), (1.0, 5));
     }
 
     #[test]
