@@ -120,21 +120,33 @@ impl Row {
     }
 
     /// Compared with `baseline`, measured in the same run and described
-    /// by `name`. Samples taken in the same rounds are divided pairwise,
-    /// so a round that was slow for both does not count twice; otherwise
-    /// each sample is divided by the baseline's median.
-    pub fn against(mut self, baseline: &[f64], name: &str) -> Row {
-        let base = Summary::of(baseline);
-        let ratios: Vec<f64> = if self.samples.len() == baseline.len() {
-            self.samples
-                .iter()
-                .zip(baseline)
-                .map(|(v, b)| v / b)
-                .collect()
-        } else {
-            self.samples.iter().map(|v| v / base.median).collect()
-        };
-        self.baseline = Some(base);
+    /// by `name`: each sample divided by the baseline's median.
+    pub fn against(self, baseline: &[f64], name: &str) -> Row {
+        let median = Summary::of(baseline).median;
+        let ratios: Vec<f64> = self.samples.iter().map(|v| v / median).collect();
+        self.with_baseline(baseline, ratios, name)
+    }
+
+    /// Compared with `baseline` measured round by round alongside (the
+    /// same round index, the same moment or the same seed): samples are
+    /// divided pairwise, so a round that was slow for both counts once.
+    pub fn against_paired(self, baseline: &[f64], name: &str) -> Row {
+        assert_eq!(
+            self.samples.len(),
+            baseline.len(),
+            "paired baselines need one sample per round"
+        );
+        let ratios: Vec<f64> = self
+            .samples
+            .iter()
+            .zip(baseline)
+            .map(|(v, b)| v / b)
+            .collect();
+        self.with_baseline(baseline, ratios, name)
+    }
+
+    fn with_baseline(mut self, baseline: &[f64], ratios: Vec<f64>, name: &str) -> Row {
+        self.baseline = Some(Summary::of(baseline));
         self.ratio = Some(Summary::of(&ratios));
         self.note = format!("baseline: {name}");
         self
@@ -217,8 +229,12 @@ pub fn cpu_seconds(pid: i32) -> f64 {
             .unwrap_or(0.0)
     };
     // Counting from the state after the command: utime is 11, stime 12,
-    // in clock ticks of 1/100 s on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    // in clock ticks.
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / per_second
 }
 
 /// A memory figure of process `pid` from /proc/PID/status in KiB
@@ -282,16 +298,35 @@ mod tests {
     }
 
     #[test]
-    fn ratios_pair_rounds_when_they_can() {
+    fn ratios_pair_rounds_only_when_asked() {
         let paired =
-            Row::new("b", "c", "m", "u", &[2.0, 4.0, 9.0]).against(&[1.0, 4.0, 3.0], "base");
-        assert_eq!(paired.ratio.unwrap().median, 2.0);
-        assert_eq!(paired.ratio.unwrap().max, 3.0);
+            Row::new("b", "c", "m", "u", &[2.0, 4.0, 9.0]).against_paired(&[1.0, 4.0, 3.0], "base");
+        assert_eq!(
+            paired.ratio.unwrap(),
+            Summary {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
         assert_eq!(paired.note, "baseline: base");
-        let unpaired = Row::new("b", "c", "m", "u", &[2.0, 4.0]).against(&[1.0, 2.0, 3.0], "base");
-        assert_eq!(unpaired.ratio.unwrap().min, 1.0);
-        assert_eq!(unpaired.ratio.unwrap().max, 2.0);
-        assert_eq!(unpaired.with_note("more").note, "baseline: base; more");
+        let by_median =
+            Row::new("b", "c", "m", "u", &[2.0, 4.0, 9.0]).against(&[1.0, 4.0, 3.0], "base");
+        assert_eq!(
+            by_median.ratio.unwrap(),
+            Summary {
+                median: 4.0 / 3.0,
+                min: 2.0 / 3.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(by_median.with_note("more").note, "baseline: base; more");
+    }
+
+    #[test]
+    #[should_panic(expected = "one sample per round")]
+    fn pairing_needs_equal_rounds() {
+        let _ = Row::new("b", "c", "m", "u", &[2.0, 4.0]).against_paired(&[1.0], "base");
     }
 
     #[test]

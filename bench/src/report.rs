@@ -81,16 +81,20 @@ pub fn markdown(run: &Run, sections: &[Section], plot: &str) -> String {
         duration(run.seconds)
     );
     out.push_str(
-        "Every figure is the median of several runs, with the minimum and maximum in \
-         brackets. Ratios compare with plain veth between the same two container \
-         namespaces (or another baseline the row names), measured in the same run: \
-         above 1 is faster for throughput and slower for latency. The kernel VM \
+        "Every figure is the median of several rounds, with the minimum and maximum in \
+         brackets (a figure measured once says so in its note). Ratios compare with \
+         plain veth between the same two container namespaces, or with the baseline \
+         the row's note names, measured in the same run: above 1 is faster for \
+         throughput and slower for latency. Rows without a baseline (the control \
+         plane's times) carry the design's promises as targets. The kernel VM \
          runs under emulation (qemu TCG, no KVM), so its absolute numbers are far \
          below the host's and only its ratios mean something.\n\n",
     );
     out.push_str("## Data paths\n\n");
     let _ = writeln!(out, "![Throughput by configuration]({plot})\n");
     out.push_str(&headline(sections));
+    out.push_str("\n### Targets\n\n");
+    out.push_str(&targets(sections));
     for section in sections {
         let step = &section.step;
         let _ = writeln!(
@@ -118,6 +122,8 @@ pub fn readme_block(run: &Run, sections: &[Section], report: &str, plot: &str) -
         run.date, run.commit, run.machine
     );
     out.push_str(&headline(sections));
+    out.push('\n');
+    out.push_str(&targets(sections));
     out.push_str("\n| benchmark | configuration | metric | median (min–max) | ratio to baseline |\n|---|---|---|---|---|\n");
     for section in sections {
         if is_datapath_section(section) {
@@ -201,6 +207,11 @@ pub fn headline(sections: &[Section]) -> String {
         }
         for (where_, config) in configurations(&section.rows) {
             let _ = write!(out, "| {} | {config} |", place(&where_));
+            let has_router = section.rows.iter().any(|r| {
+                r.benchmark == *where_
+                    && r.configuration == config
+                    && (r.metric == ROUTER_CPU || r.metric == ROUTER_MEMORY)
+            });
             for metric in HEADLINE {
                 let cell = section
                     .rows
@@ -217,13 +228,61 @@ pub fn headline(sections: &[Section]) -> String {
                         ),
                         None => format!("{} {}", short(r.value.median), r.unit),
                     })
-                    .unwrap_or_else(|| "-".into());
+                    .unwrap_or_else(|| {
+                        if (metric == ROUTER_CPU || metric == ROUTER_MEMORY) && !has_router {
+                            "no router".into()
+                        } else {
+                            "-".into()
+                        }
+                    });
                 let _ = write!(out, " {cell} |");
             }
             out.push('\n');
         }
     }
+    out.push_str(
+        "\nThe host kernel has no openvswitch: weft's fast datapath appears only in the \
+         kernel VM rows, measured against plain veth in that VM.\n",
+    );
     out
+}
+
+/// Every row with a target, and whether the run met it: the ratio's
+/// median when the row has a baseline, else the value's.
+pub fn targets(sections: &[Section]) -> String {
+    let mut out = String::from(
+        "| benchmark | configuration | metric | target | measured | |\n|---|---|---|---|---|---|\n",
+    );
+    for r in sections.iter().flat_map(|s| &s.rows) {
+        let Some(target) = &r.target else { continue };
+        let measured = r.ratio.unwrap_or(r.value).median;
+        let verdict = match met(target, measured) {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "target not understood",
+        };
+        let what = if r.ratio.is_some() { "×" } else { "" };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {target}{what} | {}{what} | {verdict} |",
+            r.benchmark,
+            r.configuration,
+            r.metric,
+            short(measured)
+        );
+    }
+    out
+}
+
+/// Whether `value` meets a target written `>= X` or `<= X`.
+fn met(target: &str, value: f64) -> Option<bool> {
+    let (op, number) = target.trim().split_at_checked(2)?;
+    let bound: f64 = number.trim().parse().ok()?;
+    match op {
+        ">=" => Some(value >= bound),
+        "<=" => Some(value <= bound),
+        _ => None,
+    }
 }
 
 /// The plot: throughput of each configuration, host and VM on their own
@@ -368,7 +427,7 @@ mod tests {
         vec![
             Row::new(benchmark, "plain veth", TCP_BW, "GB/s", &plain),
             Row::new(benchmark, "weft userspace", TCP_BW, "GB/s", &ours)
-                .against(&plain, "plain veth"),
+                .against_paired(&plain, "plain veth"),
             Row::new(
                 benchmark,
                 "weft userspace",
@@ -376,7 +435,7 @@ mod tests {
                 "µs",
                 &[30.0, 31.0, 33.0],
             )
-            .against(&[10.0, 10.0, 10.0], "plain veth"),
+            .against_paired(&[10.0, 10.0, 10.0], "plain veth"),
             Row::new(
                 benchmark,
                 "weft userspace",
@@ -423,11 +482,11 @@ mod tests {
     fn headline_pivots_configurations_and_says_what_did_not_run() {
         let table = headline(&sections());
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 2 + 2 + 1, "{table}");
+        assert_eq!(lines.len(), 2 + 2 + 1 + 2, "{table}");
         assert!(lines[0].starts_with("| where | configuration | qperf tcp_bw |"));
         assert_eq!(
             lines[2],
-            "| host | plain veth | 5.00 GB/s | - | - | - | - | - | - |"
+            "| host | plain veth | 5.00 GB/s | - | - | - | - | no router | no router |"
         );
         assert_eq!(
             lines[3],
@@ -437,6 +496,29 @@ mod tests {
             lines[4],
             "| Title of datapath-vm | not run | booting / VM \\| stuck | | | | | | |"
         );
+    }
+
+    #[test]
+    fn targets_say_met_or_missed() {
+        let mut s = sections();
+        s[0].rows[1] = s[0].rows[1].clone().with_target(">= 0.4");
+        s[0].rows[2] = s[0].rows[2].clone().with_target("<= 3");
+        s[2].rows[0] = s[2].rows[0].clone().with_target("<= 100");
+        let table = targets(&s);
+        assert!(
+            table.contains("| weft userspace | qperf tcp_bw | >= 0.4× | 0.50× | met |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| weft userspace | qperf udp_lat | <= 3× | 3.10× | **missed** |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| launch to ready | <= 100 | 125 | **missed** |"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 2 + 3);
+        assert_eq!(met("about 3", 1.0), None);
     }
 
     #[test]

@@ -265,7 +265,7 @@ fn main() -> Result<(), String> {
         "frames/s",
         &tap,
     )
-    .against(&packet, "AF_PACKET (value: TAP)");
+    .against_paired(&packet, "AF_PACKET (value: TAP)");
     println!("{}\n{}", Row::markdown_header(), row.markdown());
     Ok(())
 }

@@ -160,7 +160,7 @@ fn main() -> Result<(), String> {
                 "ms",
                 &per_round(ours),
             )
-            .against(&per_round(reference), "bridge + host-local")
+            .against_paired(&per_round(reference), "bridge + host-local")
             .with_note(format!("{} containers per round", args.count));
             eprintln!(
                 "{command} {metric}: weft-cni {} ms, bridge+host-local {} ms",

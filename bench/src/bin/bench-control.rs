@@ -6,8 +6,9 @@
 //! connection reporting `vxlan-blocked` on the userspace path, and from
 //! the block being lifted to fastdp again.
 //!
-//! The baselines are the limits the design promises: fallback within 5 s
-//! (three missed heartbeats) and upgrade within 30 s.
+//! There is no baseline to measure these against in the same run; the
+//! fallback and upgrade rows carry the design's promises (5 s, 30 s) as
+//! their targets.
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
@@ -289,8 +290,8 @@ fn main() -> Result<(), String> {
                 "s",
                 &times.fallback,
             )
-            .against(&[5.0], "the 5 s promised")
-            .with_target("<= 1"),
+            .with_target("<= 5")
+            .with_note("the design's promise: three missed heartbeats, within 5 s"),
         );
         rows.push(
             Row::new(
@@ -300,8 +301,8 @@ fn main() -> Result<(), String> {
                 "s",
                 &times.upgrade,
             )
-            .against(&[30.0], "the 30 s promised")
-            .with_target("<= 1"),
+            .with_target("<= 30")
+            .with_note("the design's promise: back on fastdp within 30 s of the path healing"),
         );
     }
     bench::emit(&rows, args.json.as_deref())

@@ -108,7 +108,7 @@ fn main() -> Result<(), String> {
     let throughput = |metric: &str| Row::new("crypto", &config, metric, "GB/s", &ours);
     let rows = [
         throughput("throughput vs openssl speed -evp chacha20-poly1305 @1024")
-            .against(
+            .against_paired(
                 &bulk,
                 "openssl bulk rate at 1024 bytes: no per-message nonce or tag",
             )
@@ -117,7 +117,7 @@ fn main() -> Result<(), String> {
             "throughput vs openssl speed -aead @{}",
             args.packet
         ))
-        .against(
+        .against_paired(
             &aead,
             "openssl at the same packet size, per-message AEAD on both sides",
         ),

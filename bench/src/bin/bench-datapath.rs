@@ -160,7 +160,7 @@ struct Measured {
     udp_lat: Vec<f64>,
     /// Cores both routers used during the throughput tests.
     cpu: Vec<f64>,
-    /// Peak RSS of the larger router, MiB.
+    /// Resident memory of the larger router after the throughput tests, MiB.
     memory: Vec<f64>,
 }
 
@@ -184,15 +184,17 @@ fn measure(
         let wall = started.elapsed().as_secs_f64();
         let cpu_after: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
         m.cpu.push((cpu_after - cpu_before) / wall);
+        // Right after four streams went through, while the routers'
+        // buffers are at their fullest.
+        let resident = pids
+            .iter()
+            .map(|p| bench::memory_kib(*p, "VmRSS"))
+            .fold(0.0, f64::max);
+        m.memory.push(resident / 1024.0);
         m.tcp_lat
             .push(qperf(&client, server, "tcp_lat", args.seconds)?);
         m.udp_lat
             .push(qperf(&client, server, "udp_lat", args.seconds)?);
-        let peak = pids
-            .iter()
-            .map(|p| bench::memory_kib(*p, "VmHWM"))
-            .fold(0.0, f64::max);
-        m.memory.push(peak / 1024.0);
         eprintln!(
             "{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
             config.name(),
@@ -292,9 +294,9 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
     Ok(())
 }
 
-/// The rows of one configuration: each metric against plain veth's in
-/// the same rounds (plain veth itself without a ratio), and for weft the
-/// routers' CPU and memory.
+/// The rows of one configuration: each metric against plain veth's median
+/// (plain veth itself without a ratio), and for weft the routers' CPU and
+/// memory.
 fn gb(bytes_per_second: &[f64]) -> Vec<f64> {
     bytes_per_second.iter().map(|x| x / 1e9).collect()
 }
@@ -323,11 +325,11 @@ fn rows(benchmark: &str, config: Config, m: &Measured, plain: &Measured) -> Vec<
     if weft.is_some() {
         rows.push(
             Row::new(benchmark, config.name(), ROUTER_CPU, "cores", &m.cpu)
-                .with_note("user+system time of both routers over the throughput tests' wall time"),
+                .with_note("user+system time of both router processes over the throughput tests' wall time; work the kernel does (all of fastdp's forwarding, softirq) is not counted"),
         );
         rows.push(
             Row::new(benchmark, config.name(), ROUTER_MEMORY, "MiB", &m.memory)
-                .with_note("peak resident set (VmHWM) of the larger of the two routers"),
+                .with_note("resident set (VmRSS) of the larger of the two routers, right after the throughput tests"),
         );
     }
     rows

@@ -108,7 +108,7 @@ fn main() -> Result<(), String> {
                 "µs",
                 &per_round(samples),
             )
-            .against(&per_round(&baseline), "a no-op IPAM request")
+            .against_paired(&per_round(&baseline), "a no-op IPAM request")
             .with_note(format!("{} requests per round", samples[0].len()));
             eprintln!(
                 "{name} {metric}: {} µs, baseline {} µs",

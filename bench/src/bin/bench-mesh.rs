@@ -117,7 +117,8 @@ fn main() -> Result<(), String> {
                 "ms",
                 &ms,
             )
-            .against(base, &format!("{} routers, same seeds", args.sizes[0])),
+            .against_paired(base, &format!("{} routers, same seeds", args.sizes[0]))
+            .with_note("convergence checked every 10 ms of simulated time"),
         );
         rows.push(
             Row::new(

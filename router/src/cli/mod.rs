@@ -115,7 +115,9 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
                 tail(&paths.log_file(), 5)
             );
         }
-        thread::sleep(Duration::from_millis(50));
+        // A router answers within tens of milliseconds; polling finely
+        // returns to the user (and to scripts) as soon as it does.
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
