@@ -206,6 +206,39 @@ pub fn emit(rows: &[Row], json: Option<&std::path::Path>) -> Result<(), String> 
     Ok(())
 }
 
+/// p50 and p99 rows of latencies timed in rounds, against a baseline
+/// timed in the same rounds: each figure is the median over the rounds of
+/// that round's percentile.
+pub fn latency_rows(
+    benchmark: &str,
+    configuration: &str,
+    unit: &str,
+    rounds: &[Vec<f64>],
+    (baseline, baseline_name): (&[Vec<f64>], &str),
+) -> Vec<Row> {
+    [("p50", 0.5), ("p99", 0.99)]
+        .into_iter()
+        .map(|(name, p)| {
+            let per_round =
+                |rounds: &[Vec<f64>]| rounds.iter().map(|s| percentile(s, p)).collect::<Vec<_>>();
+            let row = Row::new(
+                benchmark,
+                configuration,
+                &format!("latency {name}"),
+                unit,
+                &per_round(rounds),
+            )
+            .against_paired(&per_round(baseline), baseline_name);
+            eprintln!(
+                "{benchmark}, {configuration}, {name}: {} {unit}; {baseline_name}: {} {unit}",
+                row.value.compact(),
+                row.baseline.map(|b| b.compact()).unwrap_or_default()
+            );
+            row
+        })
+        .collect()
+}
+
 /// Reads rows written by [`emit`] (JSON lines).
 pub fn read_rows(text: &str) -> Result<Vec<Row>, String> {
     text.lines()

@@ -11,7 +11,6 @@ use std::{
     time::Instant,
 };
 
-use bench::{Row, percentile};
 use clap::Parser;
 use serde_json::json;
 use testbed::{Spec, Testbed, workspace_bin};
@@ -147,28 +146,20 @@ fn main() -> Result<(), String> {
         return Err(format!("DEL left attachments behind: {left}"));
     }
 
+    let set = |i: usize| samples.iter().map(|s| s[i].clone()).collect::<Vec<_>>();
     let mut rows = Vec::new();
     for (command, ours, reference) in [("ADD", 0, 1), ("DEL", 2, 3)] {
-        for (metric, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let per_round = |set: usize| -> Vec<f64> {
-                samples.iter().map(|s| percentile(&s[set], p)).collect()
-            };
-            let row = Row::new(
+        rows.extend(
+            bench::latency_rows(
                 &format!("cni {command}"),
                 "weft-cni",
-                &format!("latency {metric}"),
                 "ms",
-                &per_round(ours),
+                &set(ours),
+                (&set(reference), "bridge + host-local"),
             )
-            .against_paired(&per_round(reference), "bridge + host-local")
-            .with_note(format!("{} containers per round", args.count));
-            eprintln!(
-                "{command} {metric}: weft-cni {} ms, bridge+host-local {} ms",
-                row.value,
-                row.baseline.expect("set by against")
-            );
-            rows.push(row);
-        }
+            .into_iter()
+            .map(|r| r.with_note(format!("{} containers per round", args.count))),
+        );
     }
     bench::emit(&rows, args.json.as_deref())
 }

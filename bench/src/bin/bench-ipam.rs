@@ -7,7 +7,6 @@
 
 use std::{path::Path, time::Instant};
 
-use bench::{Row, percentile};
 use clap::Parser;
 use testbed::{Spec, Testbed, WeftHost};
 use weft_router::cli::client::Client;
@@ -98,25 +97,17 @@ fn main() -> Result<(), String> {
 
     let mut rows = Vec::new();
     for (name, samples) in [("owning space", &owning), ("asking a peer", &asking)] {
-        for (metric, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let per_round =
-                |rounds: &[Vec<f64>]| rounds.iter().map(|s| percentile(s, p)).collect::<Vec<_>>();
-            let row = Row::new(
+        rows.extend(
+            bench::latency_rows(
                 "ipam allocate",
                 name,
-                &format!("latency {metric}"),
                 "µs",
-                &per_round(samples),
+                samples,
+                (&baseline, "a no-op IPAM request"),
             )
-            .against_paired(&per_round(&baseline), "a no-op IPAM request")
-            .with_note(format!("{} requests per round", samples[0].len()));
-            eprintln!(
-                "{name} {metric}: {} µs, baseline {} µs",
-                row.value,
-                row.baseline.expect("set by against")
-            );
-            rows.push(row);
-        }
+            .into_iter()
+            .map(|r| r.with_note(format!("{} requests per round", samples[0].len()))),
+        );
     }
     bench::emit(&rows, args.json.as_deref())
 }
