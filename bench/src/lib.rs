@@ -273,8 +273,14 @@ pub fn cpu_seconds(pid: i32) -> f64 {
 /// A memory figure of process `pid` from /proc/PID/status in KiB
 /// (`VmRSS` now, `VmHWM` the peak); 0 once it is gone.
 pub fn memory_kib(pid: i32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+    kib_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Field:   N kB` line of a /proc file such as /proc/meminfo or
+/// /proc/PID/status, in KiB; 0 when the file or the field is missing.
+pub fn kib_field(path: &str, field: &str) -> f64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())

@@ -43,16 +43,42 @@ pub struct Step {
     pub name: String,
     pub title: String,
     pub seconds: f64,
-    /// `ok`, `failed`, `timeout`, or `skipped` (on request, e.g. `--no-vm`).
-    pub status: String,
+    pub status: Status,
     /// Why it did not finish (the end of its log); empty when it did.
     #[serde(default)]
     pub reason: String,
 }
 
+/// How a step ended, as `scripts/bench` writes it.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Timeout,
+    /// Left out on request (`--no-vm`): not a failure of the run.
+    Skipped,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Timeout => "timeout",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 impl Step {
     pub fn ran(&self) -> bool {
-        self.status == "ok"
+        self.status == Status::Ok
+    }
+
+    /// Failed or timed out: what makes the run's exit status non-zero.
+    pub fn failed(&self) -> bool {
+        matches!(self.status, Status::Failed | Status::Timeout)
     }
 }
 
@@ -103,10 +129,10 @@ pub fn markdown(run: &Run, sections: &[Section], plot: &str) -> String {
             step.title,
             step.name,
             duration(step.seconds),
-            match step.status.as_str() {
-                "ok" => "",
-                "skipped" => ", skipped",
-                _ => ", did not finish",
+            match step.status {
+                Status::Ok => "",
+                Status::Skipped => ", skipped",
+                Status::Failed | Status::Timeout => ", did not finish",
             }
         );
         out.push_str(&table(section));
@@ -344,7 +370,7 @@ fn table(section: &Section) -> String {
             out,
             "| {} | not run ({}) | {} | - | - | - | - | - |",
             section.step.name,
-            section.step.status,
+            section.step.status.as_str(),
             one_line(&section.step.reason)
         );
     }
@@ -411,12 +437,12 @@ fn duration(seconds: f64) -> String {
 mod tests {
     use super::*;
 
-    fn step(name: &str, status: &str, reason: &str) -> Step {
+    fn step(name: &str, status: Status, reason: &str) -> Step {
         Step {
             name: name.into(),
             title: format!("Title of {name}"),
             seconds: 75.0,
-            status: status.into(),
+            status,
             reason: reason.into(),
         }
     }
@@ -449,15 +475,15 @@ mod tests {
     fn sections() -> Vec<Section> {
         vec![
             Section {
-                step: step("datapath", "ok", ""),
+                step: step("datapath", Status::Ok, ""),
                 rows: datapath_rows(DATAPATH_HOST, 1.0),
             },
             Section {
-                step: step("datapath-vm", "timeout", "booting\nVM | stuck\n"),
+                step: step("datapath-vm", Status::Timeout, "booting\nVM | stuck\n"),
                 rows: vec![],
             },
             Section {
-                step: step("control", "ok", ""),
+                step: step("control", Status::Ok, ""),
                 rows: vec![Row::new(
                     "control",
                     "host",

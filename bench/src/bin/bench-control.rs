@@ -43,7 +43,10 @@ struct Args {
 const PATIENCE: Duration = Duration::from_secs(60);
 const PROBE_PORT: u16 = 7007;
 
-/// One of the router's connections in its report, as JSON.
+/// One of the router's connections in its report, as JSON. Asked on the
+/// API socket rather than through `weft report` (testbed's
+/// `WeftHost::connection_to`): polled every 20 ms, a process start per
+/// poll would blur the times measured, in the emulated VM most of all.
 fn connection(router: &WeftHost, peer: &str) -> Option<Value> {
     let body = Client::new(router.run_dir.join("weft.sock"))
         .get("/report")

@@ -294,13 +294,13 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
     Ok(())
 }
 
-/// The rows of one configuration: each metric against plain veth's median
-/// (plain veth itself without a ratio), and for weft the routers' CPU and
-/// memory.
 fn gb(bytes_per_second: &[f64]) -> Vec<f64> {
     bytes_per_second.iter().map(|x| x / 1e9).collect()
 }
 
+/// The rows of one configuration: each metric against plain veth's median
+/// (plain veth itself without a ratio), and for weft the routers' CPU and
+/// memory.
 fn rows(benchmark: &str, config: Config, m: &Measured, plain: &Measured) -> Vec<Row> {
     let weft = config.weft();
     let mut rows = Vec::new();

@@ -48,14 +48,7 @@ fn machine() -> String {
         .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
         .map_or("unknown CPU".to_string(), |(_, m)| m.trim().to_string());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-        / 1024.0;
+    let memory_gib = bench::kib_field("/proc/meminfo", "MemTotal") / 1024.0 / 1024.0;
     let kernel = bench::output_of("uname", &["-r"]).unwrap_or_default();
     format!(
         "{model}, {cores} cores, {memory_gib:.0} GiB, Linux {}",
@@ -105,7 +98,7 @@ fn main() -> Result<(), String> {
     }
     let missing: Vec<&str> = sections
         .iter()
-        .filter(|s| !s.step.ran() && s.step.status != "skipped")
+        .filter(|s| s.step.failed())
         .map(|s| s.step.name.as_str())
         .collect();
     if !missing.is_empty() {
