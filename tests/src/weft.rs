@@ -3,6 +3,7 @@
 //! binary inside its namespace, the way a user would.
 
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::PathBuf,
     process::Output,
@@ -118,11 +119,37 @@ impl WeftHost {
         self.run(&all)
     }
 
+    /// `weft ARGS`, whose output is JSON, parsed.
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        let text = self.run(args)?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("weft {} is not JSON: {e}\n{text}", args.join(" "))))
+    }
+
     /// `weft report`, parsed.
     pub fn report(&self) -> Result<Value> {
-        let text = self.run(&["report"])?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Spec(format!("weft report is not JSON: {e}\n{text}")))
+        self.json(&["report"])
+    }
+
+    /// What this router's IPAM holds (`weft ipam show`): each owner
+    /// (container id) and its addresses.
+    pub fn ipam_holdings(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let show = self.json(&["ipam", "show"])?;
+        let containers = show["containers"]
+            .as_object()
+            .ok_or_else(|| Error::Spec(format!("no containers in weft ipam show: {show}")))?;
+        containers
+            .iter()
+            .map(|(id, addrs)| {
+                let addrs: Option<Vec<String>> = addrs
+                    .as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+                let addrs = addrs.ok_or_else(|| {
+                    Error::Spec(format!("{id}: addresses are not a list of strings: {show}"))
+                })?;
+                Ok((id.clone(), addrs))
+            })
+            .collect()
     }
 
     /// The connections of `weft report`.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use testbed::{Spec, Testbed, WeftHost, workspace_bin};
+use testbed::{Spec, Testbed, workspace_bin};
 
 /// Runs the plugin; returns its exit success and stdout as JSON (or Null).
 fn cni(command: &str, netns: &str, container: &str, conf: &Value) -> (bool, Value) {
@@ -33,16 +33,6 @@ fn cni(command: &str, netns: &str, container: &str, conf: &Value) -> (bool, Valu
     let stdout = String::from_utf8_lossy(&out.stdout);
     let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
     (out.status.success(), value)
-}
-
-fn held(h: &WeftHost) -> Vec<String> {
-    let v: Value = serde_json::from_str(&h.run(&["ipam", "show"]).unwrap()).unwrap();
-    v["containers"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect()
 }
 
 #[test]
@@ -82,9 +72,12 @@ fn the_plugin_adds_checks_deletes_and_collects_garbage_through_the_router() {
         assert!(ok, "{out}");
     }
     assert!(
-        held(&h1).iter().all(|id| !id.contains(":c1:")),
+        h1.ipam_holdings()
+            .unwrap()
+            .keys()
+            .all(|id| !id.contains(":c1:")),
         "{:?}",
-        held(&h1)
+        h1.ipam_holdings()
     );
     assert!(ns1.ip(["link", "show", "eth0"]).is_err(), "eth0 removed");
 
@@ -93,7 +86,7 @@ fn the_plugin_adds_checks_deletes_and_collects_garbage_through_the_router() {
     assert!(cni("ADD", &path(&ns2), "c2", &conf).0);
     // ADD again for an interface the container has: refused, nothing
     // allocated.
-    let before = held(&h1).len();
+    let before = h1.ipam_holdings().unwrap().len();
     let (ok, out) = cni("ADD", &path(&ns2), "c2", &conf);
     assert!(!ok);
     assert!(
@@ -103,14 +96,14 @@ fn the_plugin_adds_checks_deletes_and_collects_garbage_through_the_router() {
             .contains("already has an interface eth0"),
         "{out}"
     );
-    assert_eq!(held(&h1).len(), before);
+    assert_eq!(h1.ipam_holdings().unwrap().len(), before);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": "c2", "ifname": "eth0" }]);
     let (ok, out) = cni("GC", "", "", &gc);
     assert!(ok, "{out}");
-    let ids = held(&h1);
-    assert!(ids.iter().any(|id| id.contains(":c2:")), "{ids:?}");
-    assert!(ids.iter().all(|id| !id.contains(":c1:")), "{ids:?}");
+    let ids = h1.ipam_holdings().unwrap();
+    assert!(ids.keys().any(|id| id.contains(":c2:")), "{ids:?}");
+    assert!(ids.keys().all(|id| !id.contains(":c1:")), "{ids:?}");
     assert!(
         ns1.ip(["link", "show", "eth0"]).is_err(),
         "c1's eth0 collected"

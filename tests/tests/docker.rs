@@ -32,23 +32,6 @@ fn pings(d: &Dockerd, name: &str, to: Ipv4Addr) -> bool {
         .is_ok()
 }
 
-fn docker_ids(h: &WeftHost) -> Vec<(String, Vec<String>)> {
-    let v: serde_json::Value = serde_json::from_str(&h.run(&["ipam", "show"]).unwrap()).unwrap();
-    v["containers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k.starts_with("docker"))
-        .map(|(k, a)| {
-            let a = a.as_array().unwrap();
-            (
-                k.clone(),
-                a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
     let tb = Testbed::create_owned("docker", Spec::hosts(2).containers(1)).unwrap();
@@ -124,7 +107,11 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
         "containers on one host reach each other"
     );
     d.docker(&["rm", "-f", "c1"]).unwrap();
-    let held = docker_ids(&h1);
+    let held = h1.ipam_holdings().unwrap();
+    let held: Vec<_> = held
+        .iter()
+        .filter(|(k, _)| k.starts_with("docker"))
+        .collect();
     assert!(
         held.iter().all(|(_, a)| !a.contains(&a1.to_string())),
         "{a1} released: {held:?}"

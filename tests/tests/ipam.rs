@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use testbed::{Block, Spec, Testbed, WeftHost, eventually, workspace_bin};
 
 const INIT3: &[&str] = &["--ipalloc-init", "consensus=3"];
@@ -38,22 +37,12 @@ fn allocate_concurrently(weft: &WeftHost, prefix: &str, count: usize) -> Vec<(St
 fn holdings(routers: &[&WeftHost]) -> BTreeMap<String, Vec<Ipv4Addr>> {
     let mut all = BTreeMap::new();
     for r in routers {
-        let v = ipam_json(r);
-        for (id, addrs) in v["containers"].as_object().unwrap() {
-            let list = addrs
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().parse().unwrap())
-                .collect();
+        for (id, addrs) in r.ipam_holdings().unwrap() {
+            let list = addrs.iter().map(|a| a.parse().unwrap()).collect();
             all.insert(format!("h{}/{id}", r.host), list);
         }
     }
     all
-}
-
-fn ipam_json(r: &WeftHost) -> Value {
-    serde_json::from_str(&r.run(&["ipam", "show"]).unwrap()).unwrap()
 }
 
 /// Fails on any address held twice.
@@ -209,7 +198,8 @@ fn meshes_formed_apart_are_refused_until_one_side_resets() {
     b.run(&["connect", "--replace", &tb.host_addr(1).to_string()])
         .unwrap();
     eventually("one IPAM cluster", Duration::from_secs(30), || {
-        let (sa, sb) = (ipam_json(&a), ipam_json(&b));
+        let show = |w: &WeftHost| w.json(&["ipam", "show"]).unwrap();
+        let (sa, sb) = (show(&a), show(&b));
         (sa["cluster"] == sb["cluster"] && !sb["cluster"].is_null())
             .then_some(())
             .ok_or(format!("{} vs {}", sa["cluster"], sb["cluster"]))
@@ -240,7 +230,7 @@ fn attach_without_an_address_takes_one_from_ipam_and_detach_gives_it_back() {
     );
     assert_ne!(ca, cb);
     assert!(testbed::pings(&tb.container(1, 1), cb), "{ca} reaches {cb}");
-    let held = |w: &WeftHost| ipam_json(w)["containers"].as_object().unwrap().len();
+    let held = |w: &WeftHost| w.ipam_holdings().unwrap().len();
     assert_eq!(held(&b), 1);
     b.run(&["detach", tb.container(2, 1).name()]).unwrap();
     assert_eq!(held(&b), 0, "detach releases the address");

@@ -5,16 +5,6 @@ use std::{net::Ipv4Addr, path::Path};
 
 use testbed::{Podman, Spec, Testbed, busybox_tar, workspace_bin};
 
-fn ipam_ids(weft: &testbed::WeftHost) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(&weft.run(&["ipam", "show"]).unwrap()).unwrap();
-    v["containers"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
     let tb = Testbed::create_owned("podman", Spec::hosts(2).containers(1)).unwrap();
@@ -82,9 +72,12 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
     // --rm ran DEL: the attachment and its address are gone.
     assert_eq!(h1.run(&["ps"]).unwrap().trim(), "");
     assert!(
-        ipam_ids(&h1).iter().all(|id| !id.starts_with("cni:")),
+        h1.ipam_holdings()
+            .unwrap()
+            .keys()
+            .all(|id| !id.starts_with("cni:")),
         "{:?}",
-        ipam_ids(&h1)
+        h1.ipam_holdings()
     );
 
     // A container that stays: weft lists it by its CNI id, and a second
@@ -101,9 +94,9 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         ])
         .unwrap();
     let listed = h1.run(&["ps"]).unwrap();
-    let held = ipam_ids(&h1);
+    let held = h1.ipam_holdings().unwrap();
     assert!(
-        held.iter()
+        held.keys()
             .any(|h| h.starts_with(&format!("cni:{net}:{}", id.trim()))),
         "{held:?}"
     );
@@ -121,7 +114,12 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
     podman
         .run(&["rm", "--force", "--time", "0", id.trim()])
         .unwrap();
-    assert!(ipam_ids(&h1).iter().all(|id| !id.starts_with("cni:")));
+    assert!(
+        h1.ipam_holdings()
+            .unwrap()
+            .keys()
+            .all(|id| !id.starts_with("cni:"))
+    );
     drop(podman);
     tb.destroy().unwrap();
 }
