@@ -510,6 +510,17 @@ impl Ipam {
             .collect()
     }
 
+    /// A peer answered our claim on `addr`: the claim is settled, and the
+    /// request waiting for that address (if any) is taken to be finished.
+    fn answer_claim(&mut self, addr: u32) -> Option<Pending> {
+        self.claims.remove(&addr);
+        let i = self
+            .pending
+            .iter()
+            .position(|p| matches!(p.want, Want::Addr(a) if a == addr))?;
+        Some(self.pending.remove(i))
+    }
+
     fn finish(&mut self, op: OpId, result: Result<Allocation, IpamError>) {
         self.done.push(Done { op, result });
     }
@@ -1228,13 +1239,7 @@ impl Ipam {
                 Ok(())
             }
             Message::ClaimLent { addr } => {
-                self.claims.remove(&addr);
-                if let Some(i) = self
-                    .pending
-                    .iter()
-                    .position(|p| matches!(p.want, Want::Addr(a) if a == addr))
-                {
-                    let p = self.pending.remove(i);
+                if let Some(p) = self.answer_claim(addr) {
                     self.hold(&p.owner, addr);
                     self.finish(p.op, Ok(allocation(addr, p.subnet)));
                 }
@@ -1249,13 +1254,7 @@ impl Ipam {
                 Ok(())
             }
             Message::ClaimDenied { addr, reason } => {
-                self.claims.remove(&addr);
-                if let Some(i) = self
-                    .pending
-                    .iter()
-                    .position(|p| matches!(p.want, Want::Addr(a) if a == addr))
-                {
-                    let p = self.pending.remove(i);
+                if let Some(p) = self.answer_claim(addr) {
                     self.finish(
                         p.op,
                         Err(IpamError::AddressInUse {
