@@ -235,10 +235,10 @@ impl Opener {
         let (body, tag) = packet[HEADER_LEN..].split_at_mut(payload.len());
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("16 bytes");
 
-        if let Some((_, since)) = &self.previous {
-            if now >= *since + self.policy.keep_previous {
-                self.previous = None;
-            }
+        if let Some((_, since)) = &self.previous
+            && now >= *since + self.policy.keep_previous
+        {
+            self.previous = None;
         }
         if epoch == self.current.epoch {
             self.current.open(counter, nonce, aad, body, tag)?;

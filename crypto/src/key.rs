@@ -29,13 +29,22 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-/// ChaCha20-Poly1305 (RFC 8439) under one key.
-///
-/// ring keeps its own copy of the key inside `LessSafeKey` and does not
-/// wipe it, so we keep that value from being dropped normally and overwrite
-/// its bytes ourselves when done with it.
+/// ChaCha20-Poly1305 (RFC 8439) under one key: our AVX-512 code where the
+/// CPU has it, ring elsewhere. Both produce the same bytes (tested).
 pub(crate) struct AeadKey {
-    key: ManuallyDrop<LessSafeKey>,
+    engine: Engine,
+}
+
+// One per key, made at connection setup and rekeying: ring's larger key
+// schedule is not worth a heap allocation.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    /// ring keeps its own copy of the key inside `LessSafeKey` and does
+    /// not wipe it, so we keep that value from being dropped normally and
+    /// overwrite its bytes ourselves when done with it.
+    Ring(ManuallyDrop<LessSafeKey>),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(SecretKey),
 }
 
 /// Authentication failed: the ciphertext, tag, nonce or associated data
@@ -45,19 +54,42 @@ pub(crate) struct Forged;
 
 impl AeadKey {
     pub fn new(secret: &SecretKey) -> AeadKey {
+        #[cfg(target_arch = "x86_64")]
+        if crate::avx512::available() {
+            return AeadKey {
+                engine: Engine::Avx512(secret.clone()),
+            };
+        }
+        AeadKey::with_ring(secret)
+    }
+
+    /// ring's implementation, whatever the CPU.
+    pub fn with_ring(secret: &SecretKey) -> AeadKey {
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, secret.expose()).expect("32-byte key");
         AeadKey {
-            key: ManuallyDrop::new(LessSafeKey::new(unbound)),
+            engine: Engine::Ring(ManuallyDrop::new(LessSafeKey::new(unbound))),
         }
     }
 
     /// Encrypts `in_out` in place and returns the tag.
     pub fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8]) -> [u8; TAG_LEN] {
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
-            .expect("chacha20-poly1305 seals any length we use");
-        tag.as_ref().try_into().expect("16-byte tag")
+        match &self.engine {
+            Engine::Ring(key) => {
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        in_out,
+                    )
+                    .expect("chacha20-poly1305 seals any length we use");
+                tag.as_ref().try_into().expect("16-byte tag")
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this engine is only chosen where `available()` held.
+            Engine::Avx512(key) => {
+                unsafe { crate::avx512::Aead::new(key.expose()) }.seal(&nonce, aad, in_out)
+            }
+        }
     }
 
     /// Decrypts `in_out` in place if `tag` authenticates it; on failure
@@ -69,26 +101,36 @@ impl AeadKey {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Forged> {
-        self.key
-            .open_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                aead::Tag::from(*tag),
-                in_out,
-                0..,
-            )
-            .map(drop)
-            .map_err(|_| Forged)
+        match &self.engine {
+            Engine::Ring(key) => key
+                .open_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    aead::Tag::from(*tag),
+                    in_out,
+                    0..,
+                )
+                .map(drop)
+                .map_err(|_| Forged),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this engine is only chosen where `available()` held.
+            Engine::Avx512(key) => {
+                unsafe { crate::avx512::Aead::new(key.expose()) }.open(&nonce, aad, in_out, tag)
+            }
+        }
     }
 }
 
 impl Drop for AeadKey {
     fn drop(&mut self) {
-        // SAFETY: `key` is never used or dropped after this: it sits in a
-        // ManuallyDrop that goes away with `self`, and LessSafeKey owns no
-        // heap memory or handles, so not running its drop glue leaks
-        // nothing. Writing zeros over it only erases the key schedule.
-        unsafe { wipe(&mut *self.key) }
+        if let Engine::Ring(key) = &mut self.engine {
+            // SAFETY: `key` is never used or dropped after this: it sits in
+            // a ManuallyDrop that goes away with `self`, and LessSafeKey
+            // owns no heap memory or handles, so not running its drop glue
+            // leaks nothing. Writing zeros over it only erases the key
+            // schedule. (The AVX-512 engine's SecretKey wipes itself.)
+            unsafe { wipe(&mut **key) }
+        }
     }
 }
 

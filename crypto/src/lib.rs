@@ -9,6 +9,8 @@
 //! an argument), so every property can be tested in memory and fuzzed.
 //! Secrets live in [`SecretKey`] and are wiped when dropped.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod datagram;
 pub mod frame;
 pub mod handshake;
@@ -29,3 +31,13 @@ pub use kdf::hkdf;
 pub use key::{KEY_LEN, SecretKey, TAG_LEN};
 pub use password::Password;
 pub use record::{RecordError, RecordReceiver, RecordSender};
+
+/// Which ChaCha20-Poly1305 implementation this CPU gets: "avx512" (ours,
+/// with AVX-512 F/BW/VL and IFMA) or "ring".
+pub fn aead_implementation() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return "avx512";
+    }
+    "ring"
+}

@@ -102,8 +102,9 @@ fn main() -> Result<(), String> {
         );
     }
     let config = format!(
-        "seal+open {}-byte packets, batch {BATCH}, 1 core",
-        args.packet
+        "seal+open {}-byte packets, batch {BATCH}, 1 core, {}",
+        args.packet,
+        weft_crypto::aead_implementation()
     );
     let throughput = |metric: &str| Row::new("crypto", &config, metric, "GB/s", &ours);
     let rows = [
