@@ -158,20 +158,13 @@ impl State {
         // Block 4L+j is lane L of v[0][j], v[1][j], v[2][j], v[3][j].
         let mut out = [_mm512_setzero_si512(); 8];
         for j in 0..4 {
-            for (lane, half) in [(0, 0), (4, 1)] {
-                let (words0, words8) = if half == 0 {
-                    (
-                        _mm256_permute2x128_si256::<0x20>(v[0][j], v[1][j]),
-                        _mm256_permute2x128_si256::<0x20>(v[2][j], v[3][j]),
-                    )
-                } else {
-                    (
-                        _mm256_permute2x128_si256::<0x31>(v[0][j], v[1][j]),
-                        _mm256_permute2x128_si256::<0x31>(v[2][j], v[3][j]),
-                    )
-                };
-                out[lane + j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(words0), words8);
-            }
+            let words0_lane0 = _mm256_permute2x128_si256::<0x20>(v[0][j], v[1][j]);
+            let words8_lane0 = _mm256_permute2x128_si256::<0x20>(v[2][j], v[3][j]);
+            let words0_lane1 = _mm256_permute2x128_si256::<0x31>(v[0][j], v[1][j]);
+            let words8_lane1 = _mm256_permute2x128_si256::<0x31>(v[2][j], v[3][j]);
+            out[j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(words0_lane0), words8_lane0);
+            out[4 + j] =
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(words0_lane1), words8_lane1);
         }
         out
     }
