@@ -223,11 +223,11 @@ pub(super) fn xor(ks: &[__m512i], data: &mut [u8]) {
     }
 }
 
-/// The first 32 bytes of block `i` of `ks`.
+/// The one-time Poly1305 key: the first 32 bytes of keystream block 0.
 #[target_feature(enable = "avx512f")]
-pub(super) fn first_32(ks: &[__m512i], i: usize) -> [u8; 32] {
+pub(super) fn poly_key(block0: __m512i) -> [u8; 32] {
     let mut out = [0u8; 64];
     // SAFETY: `out` is 64 bytes.
-    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), ks[i]) };
+    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), block0) };
     out[..32].try_into().expect("32 bytes")
 }

@@ -2,8 +2,8 @@
 //! so that the AVX-512 IFMA instructions (52-bit multiply-add) can hash
 //! eight blocks per step, each lane a Horner accumulator over every eighth
 //! block, joined at the end by multiplying lane j by r^(8-j).
-//! The scalar code (u128 products) serves the key powers, short messages
-//! and the last few blocks.
+//! The scalar code (u128 products) serves the key powers, the associated
+//! data and messages too short for the lanes to pay.
 
 use std::arch::x86_64::*;
 
@@ -201,6 +201,14 @@ impl Feed<'_> {
             self.mac
                 .stride(&self.data[self.absorbed..self.absorbed + STRIDE]);
             self.absorbed += STRIDE;
+        }
+    }
+
+    /// Absorbs every stride left up to the limit.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) fn drain(&mut self) {
+        while self.absorbed + STRIDE <= self.limit {
+            self.step();
         }
     }
 }
