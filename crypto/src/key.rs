@@ -47,6 +47,34 @@ enum Engine {
     Avx512(SecretKey),
 }
 
+/// One packet of a batch for [`AeadKey::seal_many`] or
+/// [`AeadKey::open_many`]: `data` is encrypted or decrypted in place;
+/// sealing writes `tag`, opening checks it and sets `authentic`.
+pub(crate) struct Job<'a> {
+    pub nonce: [u8; NONCE_LEN],
+    pub aad: &'a [u8],
+    pub data: &'a mut [u8],
+    pub tag: &'a mut [u8; TAG_LEN],
+    pub authentic: bool,
+}
+
+impl<'a> Job<'a> {
+    pub fn new(
+        nonce: [u8; NONCE_LEN],
+        aad: &'a [u8],
+        data: &'a mut [u8],
+        tag: &'a mut [u8; TAG_LEN],
+    ) -> Job<'a> {
+        Job {
+            nonce,
+            aad,
+            data,
+            tag,
+            authentic: false,
+        }
+    }
+}
+
 /// Authentication failed: the ciphertext, tag, nonce or associated data
 /// is not what was sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +144,41 @@ impl AeadKey {
             // SAFETY: this engine is only chosen where `available()` held.
             Engine::Avx512(key) => {
                 unsafe { crate::avx512::Aead::new(key.expose()) }.open(&nonce, aad, in_out, tag)
+            }
+        }
+    }
+}
+
+impl AeadKey {
+    /// Seals each job, as [`AeadKey::seal`] would.
+    pub fn seal_many(&self, jobs: &mut [Job]) {
+        match &self.engine {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this engine is only chosen where `available()` held.
+            Engine::Avx512(key) => {
+                unsafe { crate::avx512::Aead::new(key.expose()) }.seal_many(jobs)
+            }
+            Engine::Ring(_) => {
+                for job in jobs {
+                    *job.tag = self.seal(job.nonce, job.aad, job.data);
+                }
+            }
+        }
+    }
+
+    /// Opens each job, as [`AeadKey::open`] would; a job that is not
+    /// `authentic` must be discarded.
+    pub fn open_many(&self, jobs: &mut [Job]) {
+        match &self.engine {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this engine is only chosen where `available()` held.
+            Engine::Avx512(key) => {
+                unsafe { crate::avx512::Aead::new(key.expose()) }.open_many(jobs)
+            }
+            Engine::Ring(_) => {
+                for job in jobs {
+                    job.authentic = self.open(job.nonce, job.aad, job.data, job.tag).is_ok();
+                }
             }
         }
     }

@@ -5,7 +5,14 @@
 
 use std::arch::x86_64::*;
 
-use super::poly1305::Feed;
+/// Work woven between the double rounds, one step after each: Poly1305's
+/// steps are bound by latency, the rounds by throughput, so each fills the
+/// other's gaps.
+pub(super) trait Step {
+    /// # Safety
+    /// The CPU must have AVX-512 F and IFMA.
+    unsafe fn step(&mut self);
+}
 
 /// 16 blocks of 64 bytes; block `i` of the chunk is `ks[i]`.
 pub(super) type Chunk = [__m512i; 16];
@@ -46,7 +53,9 @@ macro_rules! rounds {
             step!(DIAGONALS, 0, 1, 3, 8);
             step!(DIAGONALS, 2, 3, 1, 7);
             if let Some(feed) = $feed.as_mut() {
-                feed.step();
+                // SAFETY: the rounds run only in functions that enable
+                // AVX-512 F and IFMA.
+                unsafe { feed.step() };
             }
         }
     }};
@@ -100,17 +109,35 @@ impl State {
     }
 
     /// The keystream of blocks `counter .. counter + 16`, with a step of
-    /// `feed` after each of the ten double rounds: Poly1305's steps, which
-    /// are bound by latency, fill the gaps of these rounds, which are bound
-    /// by throughput. (IFMA is enabled here so that they are inlined.)
+    /// `feed` after each of the ten double rounds. (IFMA is enabled here so
+    /// that the steps are inlined.)
+    #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) fn chunk(&self, counter: u32, mut feed: Option<&mut Feed>) -> Chunk {
+    pub(super) fn chunk<F: Step>(&self, counter: u32, feed: Option<&mut F>) -> Chunk {
+        let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        let word = |w: usize| _mm512_set1_epi32(self.words[w] as i32);
+        let counters = _mm512_add_epi32(_mm512_set1_epi32(counter as i32), lanes);
+        let mut out = [_mm512_setzero_si512(); 16];
+        self.chunk_of([counters, word(13), word(14), word(15)], feed, &mut out);
+        out
+    }
+
+    /// Sixteen keystream blocks whose counter and nonce (words 12 to 15)
+    /// are given per lane: `tail[k]` holds word 12 + k of each block.
+    /// `feed` as for [`State::chunk`]. Written to `out`: a returned chunk
+    /// would be copied.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) fn chunk_of<F: Step>(
+        &self,
+        tail: [__m512i; 4],
+        mut feed: Option<&mut F>,
+        out: &mut Chunk,
+    ) {
         let mut init = [_mm512_setzero_si512(); 16];
-        for (v, w) in init.iter_mut().zip(self.words) {
+        for (v, w) in init[..12].iter_mut().zip(self.words) {
             *v = _mm512_set1_epi32(w as i32);
         }
-        let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-        init[12] = _mm512_add_epi32(_mm512_set1_epi32(counter as i32), lanes);
+        init[12..].copy_from_slice(&tail);
         let mut x = init;
         rounds!(
             x,
@@ -122,14 +149,18 @@ impl State {
         for (w, i) in x.iter_mut().zip(init) {
             *w = _mm512_add_epi32(*w, i);
         }
-        transpose(&x)
+        transpose(&x, out);
     }
 
     /// The keystream of blocks `counter .. counter + 8`, computed in
     /// 256-bit registers: for the last few blocks of a packet, at a little
     /// less than the cost of a chunk; `feed` as for [`State::chunk`].
     #[target_feature(enable = "avx512f,avx512vl,avx512ifma")]
-    pub(super) fn half_chunk(&self, counter: u32, mut feed: Option<&mut Feed>) -> [__m512i; 8] {
+    pub(super) fn half_chunk<F: Step>(
+        &self,
+        counter: u32,
+        mut feed: Option<&mut F>,
+    ) -> [__m512i; 8] {
         let mut init = [_mm256_setzero_si256(); 16];
         for (v, w) in init.iter_mut().zip(self.words) {
             *v = _mm256_set1_epi32(w as i32);
@@ -173,7 +204,7 @@ impl State {
 /// Turns sixteen registers of one state word each into sixteen registers
 /// of one block each.
 #[target_feature(enable = "avx512f")]
-fn transpose(x: &[__m512i; 16]) -> Chunk {
+fn transpose(x: &[__m512i; 16], out: &mut Chunk) {
     let v = quads!(
         x,
         _mm512_setzero_si512,
@@ -184,7 +215,6 @@ fn transpose(x: &[__m512i; 16]) -> Chunk {
     );
     // A 4x4 transpose of 128-bit lanes for each j: block 4L+j gathers lane
     // L of v[0][j], v[1][j], v[2][j], v[3][j].
-    let mut out = [_mm512_setzero_si512(); 16];
     for j in 0..4 {
         let t0 = _mm512_shuffle_i32x4::<0x44>(v[0][j], v[1][j]);
         let t1 = _mm512_shuffle_i32x4::<0xee>(v[0][j], v[1][j]);
@@ -195,7 +225,6 @@ fn transpose(x: &[__m512i; 16]) -> Chunk {
         out[8 + j] = _mm512_shuffle_i32x4::<0x88>(t1, t3);
         out[12 + j] = _mm512_shuffle_i32x4::<0xdd>(t1, t3);
     }
-    out
 }
 
 /// XORs `data` with the first `data.len()` bytes of the blocks `ks`.

@@ -5,6 +5,7 @@
 //! userspace data path seals and opens every packet; on other CPUs
 //! [`crate::key::AeadKey`] keeps using ring.
 
+mod batch;
 mod chacha20;
 mod poly1305;
 
@@ -13,7 +14,7 @@ use std::arch::x86_64::{__m512i, _mm512_setzero_si512};
 use chacha20::{CHUNK_BYTES, State};
 use poly1305::{Feed, Mac, STRIDE};
 
-use crate::key::Forged;
+use crate::key::{Forged, Job};
 
 /// Whether this CPU runs this implementation.
 pub(crate) fn available() -> bool {
@@ -52,6 +53,28 @@ impl<'k> Aead<'k> {
     ) -> Result<(), Forged> {
         // SAFETY: `Aead` exists only where the CPU has the features.
         unsafe { open(&State::new(self.key, nonce), aad, data, tag) }
+    }
+
+    /// Seals each job: as [`Aead::seal`] on each, but faster together.
+    pub(crate) fn seal_many(&self, jobs: &mut [Job]) {
+        if let [job] = jobs {
+            // One packet alone is faster with its own two chunks.
+            *job.tag = self.seal(&job.nonce, job.aad, job.data);
+            return;
+        }
+        // SAFETY: `Aead` exists only where the CPU has the features.
+        unsafe { batch::run(self.key, batch::Direction::Seal, jobs) }
+    }
+
+    /// Opens each job: as [`Aead::open`] on each, but faster together. A
+    /// job that is not `authentic` is left as it came.
+    pub(crate) fn open_many(&self, jobs: &mut [Job]) {
+        if let [job] = jobs {
+            job.authentic = self.open(&job.nonce, job.aad, job.data, job.tag).is_ok();
+            return;
+        }
+        // SAFETY: `Aead` exists only where the CPU has the features.
+        unsafe { batch::run(self.key, batch::Direction::Open, jobs) }
     }
 }
 
@@ -189,7 +212,7 @@ mod tests {
 
     /// This implementation, or a loud failure where the CPU cannot run it
     /// (set WEFT_TEST_WITHOUT_AVX512=1 to accept testing ring alone there).
-    fn ours(key: &[u8; 32]) -> Option<Aead<'_>> {
+    pub(super) fn ours(key: &[u8; 32]) -> Option<Aead<'_>> {
         if available() {
             // SAFETY: just checked.
             return Some(unsafe { Aead::new(key) });

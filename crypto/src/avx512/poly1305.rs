@@ -7,6 +7,8 @@
 
 use std::arch::x86_64::*;
 
+use super::chacha20::Step;
+
 const MASK44: u64 = (1 << 44) - 1;
 const MASK42: u64 = (1 << 42) - 1;
 /// Bit 128 of a block (its padding 0x01 byte) sits at bit 40 of limb 2.
@@ -110,6 +112,7 @@ fn split_key(key: &[u8; 32]) -> (Limbs, u128) {
 /// The ciphertext comes in two parts: whole 128-byte strides from its start
 /// through [`Mac::stride`], each one eight blocks for the vector lanes, as
 /// soon as they are final; then the rest through [`Mac::finish`].
+#[derive(Default)]
 pub(super) struct Mac {
     h: Limbs,
     r: Limbs,
@@ -123,20 +126,28 @@ pub(super) struct Mac {
 
 impl Mac {
     pub(super) fn new(key: &[u8; 32], aad: &[u8]) -> Mac {
+        let mut mac = Mac::default();
+        mac.restart(key, aad);
+        mac
+    }
+
+    /// Starts over for another message, in place (a [`Mac`] is large).
+    #[inline]
+    pub(super) fn restart(&mut self, key: &[u8; 32], aad: &[u8]) {
         let (r, s) = split_key(key);
         let mut h = Limbs::default();
         for block in padded_blocks(aad) {
             h = h.add(Limbs::block(&block)).mul(r);
         }
-        Mac {
+        *self = Mac {
             h,
             r,
             s,
             aad_len: aad.len(),
-            powers: [Limbs::default(); 8],
+            powers: self.powers,
             acc: None,
             strides: 0,
-        }
+        };
     }
 
     /// Absorbs the next eight blocks of ciphertext.
@@ -146,17 +157,25 @@ impl Mac {
         let blocks = load8(bytes);
         self.strides += 1;
         self.acc = Some(match self.acc {
-            None => {
-                self.powers = powers_of(self.r);
-                add(blocks, h_in_lane(self.h, 0))
-            }
+            None => self.first_stride(blocks),
             Some(acc) => add(mul(acc, &Multiplier::all(self.powers[7])), blocks),
         });
     }
 
-    /// The tag, given the ciphertext after the strides.
+    /// The lanes after the first stride, with the powers of r made for the
+    /// rest. Kept out of line so that [`Mac::stride`] stays small enough to
+    /// be inlined into the ChaCha20 rounds.
+    #[inline(never)]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) fn finish(self, rest: &[u8]) -> [u8; 16] {
+    fn first_stride(&mut self, blocks: Lanes) -> Lanes {
+        self.powers = powers_of(self.r);
+        add(blocks, h_in_lane(self.h, 0))
+    }
+
+    /// The tag, given the ciphertext after the strides.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) fn finish(&self, rest: &[u8]) -> [u8; 16] {
         let ct_len = self.strides * STRIDE + rest.len();
         let mut lengths = [0u8; 16];
         lengths[..8].copy_from_slice(&(self.aad_len as u64).to_le_bytes());
@@ -193,22 +212,25 @@ pub(super) struct Feed<'a> {
     pub(super) limit: usize,
 }
 
-impl Feed<'_> {
+impl Step for Feed<'_> {
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) fn step(&mut self) {
+    unsafe fn step(&mut self) {
         if self.absorbed + STRIDE <= self.limit {
             self.mac
                 .stride(&self.data[self.absorbed..self.absorbed + STRIDE]);
             self.absorbed += STRIDE;
         }
     }
+}
 
+impl Feed<'_> {
     /// Absorbs every stride left up to the limit.
     #[target_feature(enable = "avx512f,avx512ifma")]
     pub(super) fn drain(&mut self) {
         while self.absorbed + STRIDE <= self.limit {
-            self.step();
+            // SAFETY: this function enables the features `step` needs.
+            unsafe { self.step() };
         }
     }
 }
@@ -365,6 +387,7 @@ fn mul(a: Lanes, m: &Multiplier) -> Lanes {
 /// of r it has in the plain sequential evaluation. A last stride of m < 8
 /// blocks goes into the top m lanes after the others were multiplied by
 /// r^m instead of r^8, which keeps every power right with one vector step.
+#[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn last_blocks(mut acc: Lanes, tail: &[u8], powers: &[Limbs; 8]) -> Limbs {
     debug_assert!((16..=STRIDE + 16).contains(&tail.len()) && tail.len().is_multiple_of(16));
