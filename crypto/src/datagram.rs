@@ -37,7 +37,7 @@ pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// long outage during which the sender rekeyed.
 const MAX_EPOCH_SKIP: u32 = 8;
 /// Packets sealed or opened together at most: their state is on the stack.
-const RUN: usize = 32;
+const RUN: usize = 64;
 
 /// When to move to a new key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

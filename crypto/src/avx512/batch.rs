@@ -19,7 +19,7 @@ use super::{VECTOR_MIN, equal};
 use crate::key::Job;
 
 /// Packets per pipeline run: their progress lives on the stack.
-const GROUP: usize = 32;
+const GROUP: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Direction {
@@ -42,6 +42,7 @@ pub(super) fn run(key: &[u8; 32], direction: Direction, jobs: &mut [Job]) {
             mac: Mac::default(),
             started: false,
             absorbed: 0,
+            ending: Ending::Strides,
             next: (0, 0),
         };
         pipeline.run(&state);
@@ -87,6 +88,7 @@ struct Pipeline<'j, 'a> {
     mac: Mac,
     started: bool,
     absorbed: usize,
+    ending: Ending,
     /// The next keystream block to compute: (job, block).
     next: (usize, usize),
 }
@@ -206,7 +208,7 @@ impl Pipeline<'_, '_> {
 
     /// One step of Poly1305 work, if there is one to do now.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     fn advance(&mut self) -> bool {
         let j = self.hashing;
         if j >= self.keyed {
@@ -227,11 +229,31 @@ impl Pipeline<'_, '_> {
             self.absorbed += STRIDE;
             return true;
         }
-        if ready == data.len() {
-            self.finish();
-            return true;
+        if ready < data.len() {
+            return false;
         }
-        false
+        self.end();
+        true
+    }
+
+    /// One of the three steps after the strides, each waiting on the one
+    /// before, so that the rounds in between hide their latency. Kept out
+    /// of line so that [`Pipeline::advance`] is inlined into the rounds.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
+    fn end(&mut self) {
+        match self.ending {
+            Ending::Strides => {
+                self.mac
+                    .close(&self.jobs[self.hashing].data[self.absorbed..]);
+                self.ending = Ending::Closed;
+            }
+            Ending::Closed => {
+                self.mac.last();
+                self.ending = Ending::Last;
+            }
+            Ending::Last => self.finish(),
+        }
     }
 
     /// Makes the [`Mac`] of the job being hashed, and wipes its key.
@@ -247,23 +269,32 @@ impl Pipeline<'_, '_> {
 
     /// The tag of the job being hashed: written when sealing, checked when
     /// opening.
-    #[inline(never)]
+    #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn finish(&mut self) {
         let job = &mut self.jobs[self.hashing];
-        let tag = self.mac.finish(&job.data[self.absorbed..]);
+        let tag = self.mac.tag();
         match self.direction {
             Direction::Seal => *job.tag = tag,
             Direction::Open => job.authentic = equal(&tag, job.tag),
         }
         self.started = false;
+        self.ending = Ending::Strides;
         self.hashing += 1;
     }
 }
 
+/// Where the job being hashed is after its strides.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Strides,
+    Closed,
+    Last,
+}
+
 impl Step for Pipeline<'_, '_> {
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     unsafe fn step(&mut self) {
         self.advance();
     }

@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 /// other's gaps.
 pub(super) trait Step {
     /// # Safety
-    /// The CPU must have AVX-512 F and IFMA.
+    /// The CPU must have AVX-512 F, BW and IFMA.
     unsafe fn step(&mut self);
 }
 
@@ -54,7 +54,7 @@ macro_rules! rounds {
             step!(DIAGONALS, 2, 3, 1, 7);
             if let Some(feed) = $feed.as_mut() {
                 // SAFETY: the rounds run only in functions that enable
-                // AVX-512 F and IFMA.
+                // AVX-512 F, BW and IFMA.
                 unsafe { feed.step() };
             }
         }
@@ -112,7 +112,7 @@ impl State {
     /// `feed` after each of the ten double rounds. (IFMA is enabled here so
     /// that the steps are inlined.)
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     pub(super) fn chunk<F: Step>(&self, counter: u32, feed: Option<&mut F>) -> Chunk {
         let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         let word = |w: usize| _mm512_set1_epi32(self.words[w] as i32);
@@ -126,7 +126,7 @@ impl State {
     /// are given per lane: `tail[k]` holds word 12 + k of each block.
     /// `feed` as for [`State::chunk`]. Written to `out`: a returned chunk
     /// would be copied.
-    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     pub(super) fn chunk_of<F: Step>(
         &self,
         tail: [__m512i; 4],
@@ -155,7 +155,7 @@ impl State {
     /// The keystream of blocks `counter .. counter + 8`, computed in
     /// 256-bit registers: for the last few blocks of a packet, at a little
     /// less than the cost of a chunk; `feed` as for [`State::chunk`].
-    #[target_feature(enable = "avx512f,avx512vl,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512ifma")]
     pub(super) fn half_chunk<F: Step>(
         &self,
         counter: u32,

@@ -159,7 +159,7 @@ fn open(state: &State, aad: &[u8], data: &mut [u8], tag: &[u8; 16]) -> Result<()
 
 /// Enough keystream blocks from `counter` on for `len` bytes, up to a
 /// chunk: eight in 256-bit registers where they do, else sixteen.
-#[target_feature(enable = "avx512f,avx512vl,avx512ifma")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512ifma")]
 fn keystream(state: &State, counter: usize, len: usize, feed: Option<&mut Feed>) -> Blocks {
     let counter = u32::try_from(counter).expect("packets far below 256 GiB");
     if len <= CHUNK_BYTES / 2 {

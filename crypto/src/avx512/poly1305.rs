@@ -112,7 +112,6 @@ fn split_key(key: &[u8; 32]) -> (Limbs, u128) {
 /// The ciphertext comes in two parts: whole 128-byte strides from its start
 /// through [`Mac::stride`], each one eight blocks for the vector lanes, as
 /// soon as they are final; then the rest through [`Mac::finish`].
-#[derive(Default)]
 pub(super) struct Mac {
     h: Limbs,
     r: Limbs,
@@ -122,6 +121,26 @@ pub(super) struct Mac {
     powers: [Limbs; 8],
     acc: Option<Lanes>,
     strides: usize,
+    /// The blocks left for [`Mac::last`], as bytes, and how many.
+    tail: [__m512i; 2],
+    tail_blocks: usize,
+}
+
+impl Default for Mac {
+    fn default() -> Mac {
+        Mac {
+            h: Limbs::default(),
+            r: Limbs::default(),
+            s: 0,
+            aad_len: 0,
+            powers: [Limbs::default(); 8],
+            acc: None,
+            strides: 0,
+            // SAFETY: all zeros is a valid __m512i.
+            tail: unsafe { std::mem::zeroed() },
+            tail_blocks: 0,
+        }
+    }
 }
 
 impl Mac {
@@ -147,6 +166,8 @@ impl Mac {
             powers: self.powers,
             acc: None,
             strides: 0,
+            tail: self.tail,
+            tail_blocks: 0,
         };
     }
 
@@ -173,29 +194,105 @@ impl Mac {
     }
 
     /// The tag, given the ciphertext after the strides.
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
+    pub(super) fn finish(&mut self, rest: &[u8]) -> [u8; 16] {
+        self.close(rest);
+        self.last();
+        self.tag()
+    }
+
+    /// Takes the ciphertext after the strides: in the lanes, the blocks
+    /// left are it, zero-padded, and the lengths block (1 to 9 blocks), of
+    /// which a full stride is absorbed now and the rest by [`Mac::last`];
+    /// without lanes, they are all absorbed now. The first of the three
+    /// steps of [`Mac::finish`], which the batch pipeline takes apart.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) fn finish(&self, rest: &[u8]) -> [u8; 16] {
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
+    pub(super) fn close(&mut self, rest: &[u8]) {
         let ct_len = self.strides * STRIDE + rest.len();
         let mut lengths = [0u8; 16];
         lengths[..8].copy_from_slice(&(self.aad_len as u64).to_le_bytes());
         lengths[8..].copy_from_slice(&(ct_len as u64).to_le_bytes());
-        let h = match self.acc {
-            None => {
-                let mut h = self.h;
-                for block in padded_blocks(rest).chain([lengths]) {
-                    h = h.add(Limbs::block(&block)).mul(self.r);
-                }
-                h
+        let Some(acc) = self.acc else {
+            for block in padded_blocks(rest).chain([lengths]) {
+                self.h = self.h.add(Limbs::block(&block)).mul(self.r);
             }
+            self.tail_blocks = 0;
+            return;
+        };
+        debug_assert!(rest.len() < STRIDE);
+        // The rest, zero-padded, in two vectors: masked loads, because
+        // bytes gathered through memory would stall the vector reads.
+        let mask = |skip: usize| u64::MAX >> (64 - rest.len().saturating_sub(skip).min(64)) as u32;
+        let mask = |skip: usize| if rest.len() > skip { mask(skip) } else { 0 };
+        // SAFETY: the masks cover only bytes of `rest`; masked-out bytes
+        // are not read.
+        let (mut lo, mut hi) = unsafe {
+            (
+                _mm512_maskz_loadu_epi8(mask(0), rest.as_ptr().cast()),
+                _mm512_maskz_loadu_epi8(mask(64), rest.as_ptr().wrapping_add(64).cast()),
+            )
+        };
+        // SAFETY: `lengths` is 16 bytes.
+        let lengths = unsafe { _mm_loadu_si128(lengths.as_ptr().cast()) };
+        let lengths_block = rest.len().div_ceil(16);
+        if lengths_block == 8 {
+            self.acc = Some(add(
+                mul(acc, &Multiplier::all(self.powers[7])),
+                from_halves(lo, hi),
+            ));
+            self.tail = [_mm512_castsi128_si512(lengths), _mm512_setzero_si512()];
+            self.tail_blocks = 1;
+            return;
+        }
+        let lane = |block: usize| 0xf_u16 << (4 * (block % 4));
+        if lengths_block < 4 {
+            lo = _mm512_mask_broadcast_i32x4(lo, lane(lengths_block), lengths);
+        } else {
+            hi = _mm512_mask_broadcast_i32x4(hi, lane(lengths_block), lengths);
+        }
+        self.tail = [lo, hi];
+        self.tail_blocks = lengths_block + 1;
+    }
+
+    /// Absorbs the m blocks left (1 to 8) into the top m lanes, after the
+    /// others were multiplied by r^m instead of r^8: every block then has
+    /// the power of r it has in the plain sequential evaluation, once lane
+    /// j is multiplied by r^(8-j) in [`Mac::tag`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) fn last(&mut self) {
+        let (Some(acc), m) = (self.acc, self.tail_blocks) else {
+            return;
+        };
+        let blocks = from_halves(self.tail[0], self.tail[1]);
+        // Block i goes to lane 8 - m + i; the lanes below it stay empty.
+        let first_lane = 8 - m;
+        let from = _mm512_sub_epi64(
+            _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi64(first_lane as i64),
+        );
+        let mask = 0xffu8 << first_lane;
+        let blocks = Lanes(
+            blocks
+                .0
+                .map(|limb| _mm512_maskz_permutexvar_epi64(mask, from, limb)),
+        );
+        self.acc = Some(add(mul(acc, &Multiplier::all(self.powers[m - 1])), blocks));
+    }
+
+    /// The tag, once [`Mac::close`] and [`Mac::last`] are done.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) fn tag(&self) -> [u8; 16] {
+        let h = match self.acc {
+            None => self.h,
             Some(acc) => {
-                debug_assert!(rest.len() < STRIDE);
-                // The rest, its padding and the lengths: 1 to 9 blocks.
-                let mut tail = [0u8; STRIDE + 16];
-                tail[..rest.len()].copy_from_slice(rest);
-                let lengths_at = rest.len().div_ceil(16) * 16;
-                tail[lengths_at..lengths_at + 16].copy_from_slice(&lengths);
-                last_blocks(acc, &tail[..lengths_at + 16], &self.powers)
+                let acc = mul(acc, &Multiplier::descending(&self.powers));
+                let sum = |k: usize| _mm512_reduce_add_epi64(acc.0[k]) as u64;
+                // Eight lanes below 2^46 each sum to below 2^49: carry once
+                // more.
+                carry([sum(0), sum(1), sum(2)].map(u128::from))
             }
         };
         h.finish().wrapping_add(self.s).to_le_bytes()
@@ -214,7 +311,7 @@ pub(super) struct Feed<'a> {
 
 impl Step for Feed<'_> {
     #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     unsafe fn step(&mut self) {
         if self.absorbed + STRIDE <= self.limit {
             self.mac
@@ -226,7 +323,7 @@ impl Step for Feed<'_> {
 
 impl Feed<'_> {
     /// Absorbs every stride left up to the limit.
-    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     pub(super) fn drain(&mut self) {
         while self.absorbed + STRIDE <= self.limit {
             // SAFETY: this function enables the features `step` needs.
@@ -306,12 +403,19 @@ impl Multiplier {
 fn load8(bytes: &[u8]) -> Lanes {
     debug_assert_eq!(bytes.len(), STRIDE);
     // SAFETY: `bytes` holds 128 bytes, read unaligned as two vectors.
-    let (a, b) = unsafe {
+    let (lo, hi) = unsafe {
         (
             _mm512_loadu_si512(bytes.as_ptr().cast()),
             _mm512_loadu_si512(bytes.as_ptr().add(64).cast()),
         )
     };
+    from_halves(lo, hi)
+}
+
+/// Eight blocks from their 128 bytes in two vectors.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn from_halves(a: __m512i, b: __m512i) -> Lanes {
     let lo = _mm512_permutex2var_epi64(a, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), b);
     let hi = _mm512_permutex2var_epi64(a, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), b);
     let mask44 = _mm512_set1_epi64(MASK44 as i64);
@@ -378,39 +482,4 @@ fn mul(a: Lanes, m: &Multiplier) -> Lanes {
     let d2 = _mm512_and_si512(d2, _mm512_set1_epi64(MASK42 as i64));
     let d0 = _mm512_add_epi64(d0, _mm512_add_epi64(c, _mm512_slli_epi64::<2>(c)));
     Lanes([d0, d1, d2])
-}
-
-/// h after the lanes `acc` and then the blocks of `tail` (1 to 9).
-///
-/// Lane j accumulates blocks j, j+8, ... with r^8 between them, and is
-/// finally multiplied by r^(8-j), so that each block ends up with the power
-/// of r it has in the plain sequential evaluation. A last stride of m < 8
-/// blocks goes into the top m lanes after the others were multiplied by
-/// r^m instead of r^8, which keeps every power right with one vector step.
-#[inline]
-#[target_feature(enable = "avx512f,avx512ifma")]
-fn last_blocks(mut acc: Lanes, tail: &[u8], powers: &[Limbs; 8]) -> Limbs {
-    debug_assert!((16..=STRIDE + 16).contains(&tail.len()) && tail.len().is_multiple_of(16));
-    let mut last = tail;
-    if tail.len() >= STRIDE {
-        acc = add(
-            mul(acc, &Multiplier::all(powers[7])),
-            load8(&tail[..STRIDE]),
-        );
-        last = &tail[STRIDE..];
-    }
-    let m = last.len() / 16;
-    if m > 0 {
-        let first_lane = 8 - m;
-        let mut shifted = [0u8; STRIDE];
-        shifted[first_lane * 16..].copy_from_slice(last);
-        let blocks = load8(&shifted);
-        let mask = 0xffu8 << first_lane;
-        let blocks = Lanes(blocks.0.map(|limb| _mm512_maskz_mov_epi64(mask, limb)));
-        acc = add(mul(acc, &Multiplier::all(powers[m - 1])), blocks);
-    }
-    let acc = mul(acc, &Multiplier::descending(powers));
-    let sum = |k: usize| _mm512_reduce_add_epi64(acc.0[k]) as u64;
-    // Eight lanes below 2^46 each sum to below 2^49: carry once more.
-    carry([sum(0), sum(1), sum(2)].map(u128::from))
 }
