@@ -313,6 +313,19 @@ mod tests {
     /// one bit of its sealed form before opening.
     type Packet = ([u8; 12], Vec<u8>, Vec<u8>, Option<usize>);
 
+    /// A job per packet over its data and tag.
+    fn jobs_for<'a>(
+        packets: &'a [Packet],
+        data: &'a mut [Vec<u8>],
+        tags: &'a mut [[u8; 16]],
+    ) -> Vec<Job<'a>> {
+        packets
+            .iter()
+            .zip(data.iter_mut().zip(tags.iter_mut()))
+            .map(|((nonce, aad, ..), (d, t))| Job::new(*nonce, aad, d, t))
+            .collect()
+    }
+
     /// Seals `packets` together and checks every byte and tag against ring
     /// one by one; opens them together after bending the marked ones and
     /// checks that exactly those fail, left as they came, and that the
@@ -322,11 +335,7 @@ mod tests {
         let ring = AeadKey::with_ring(&SecretKey::from_bytes(key));
         let mut data: Vec<Vec<u8>> = packets.iter().map(|p| p.2.clone()).collect();
         let mut tags = vec![[0u8; 16]; packets.len()];
-        let mut jobs: Vec<Job> = packets
-            .iter()
-            .zip(data.iter_mut().zip(tags.iter_mut()))
-            .map(|((nonce, aad, ..), (d, t))| Job::new(*nonce, aad, d, t))
-            .collect();
+        let mut jobs = jobs_for(packets, &mut data, &mut tags);
         aead.seal_many(&mut jobs);
         drop(jobs);
         for (i, (nonce, aad, plain, _)) in packets.iter().enumerate() {
@@ -353,11 +362,7 @@ mod tests {
             }
         }
         let sealed = data.clone();
-        let mut jobs: Vec<Job> = packets
-            .iter()
-            .zip(data.iter_mut().zip(tags.iter_mut()))
-            .map(|((nonce, aad, ..), (d, t))| Job::new(*nonce, aad, d, t))
-            .collect();
+        let mut jobs = jobs_for(packets, &mut data, &mut tags);
         aead.open_many(&mut jobs);
         let authentic: Vec<bool> = jobs.iter().map(|j| j.authentic).collect();
         drop(jobs);
