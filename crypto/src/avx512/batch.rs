@@ -40,9 +40,8 @@ pub(super) fn run(key: &[u8; 32], direction: Direction, jobs: &mut [Job]) {
             applied: [0; GROUP],
             hashing: 0,
             mac: Mac::default(),
-            started: false,
             absorbed: 0,
-            ending: Ending::Strides,
+            stage: Stage::Unstarted,
             next: (0, 0),
         };
         pipeline.run(&state);
@@ -84,11 +83,11 @@ struct Pipeline<'j, 'a> {
     applied: [usize; GROUP],
     /// The job Poly1305 is on; those before it have their tags.
     hashing: usize,
-    /// That job's [`Mac`], if `started`, and the bytes its strides hashed.
+    /// That job's [`Mac`] once started, the bytes its strides hashed, and
+    /// where it stands.
     mac: Mac,
-    started: bool,
     absorbed: usize,
-    ending: Ending,
+    stage: Stage,
     /// The next keystream block to compute: (job, block).
     next: (usize, usize),
 }
@@ -214,7 +213,7 @@ impl Pipeline<'_, '_> {
         if j >= self.keyed {
             return false;
         }
-        if !self.started {
+        if self.stage == Stage::Unstarted {
             self.start();
             return true;
         }
@@ -242,17 +241,17 @@ impl Pipeline<'_, '_> {
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
     fn end(&mut self) {
-        match self.ending {
-            Ending::Strides => {
+        match self.stage {
+            Stage::Unstarted | Stage::Strides => {
                 self.mac
                     .close(&self.jobs[self.hashing].data[self.absorbed..]);
-                self.ending = Ending::Closed;
+                self.stage = Stage::Closed;
             }
-            Ending::Closed => {
+            Stage::Closed => {
                 self.mac.last();
-                self.ending = Ending::Last;
+                self.stage = Stage::Last;
             }
-            Ending::Last => self.finish(),
+            Stage::Last => self.finish(),
         }
     }
 
@@ -263,7 +262,7 @@ impl Pipeline<'_, '_> {
         let key = &mut self.keys[self.hashing];
         self.mac.restart(key, self.jobs[self.hashing].aad);
         key.fill(0);
-        self.started = true;
+        self.stage = Stage::Strides;
         self.absorbed = 0;
     }
 
@@ -278,15 +277,16 @@ impl Pipeline<'_, '_> {
             Direction::Seal => *job.tag = tag,
             Direction::Open => job.authentic = equal(&tag, job.tag),
         }
-        self.started = false;
-        self.ending = Ending::Strides;
+        self.stage = Stage::Unstarted;
         self.hashing += 1;
     }
 }
 
-/// Where the job being hashed is after its strides.
+/// Where the job being hashed stands: its [`Mac`] not made yet, taking
+/// strides, or in the three steps of its end.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
+enum Stage {
+    Unstarted,
     Strides,
     Closed,
     Last,
