@@ -1,24 +1,25 @@
-//! Many packets under one key as one stream of ChaCha20 blocks. The
-//! sixteen lanes of a chunk are filled across packet boundaries, so a
-//! 1400-byte packet costs its 23 blocks instead of a chunk and a half, and
-//! the Poly1305 work of earlier blocks is woven into every chunk's rounds,
-//! where one packet alone has none to give its first chunk.
+//! Many packets under one key: ChaCha20 as one stream of blocks whose
+//! sixteen lanes are filled across packet boundaries, so a 1400-byte
+//! packet costs its 23 blocks instead of a chunk and a half; Poly1305 a
+//! packet per lane (see [`mac_lanes`]), so no packet pays for powers of r
+//! or for joining lanes.
 //!
-//! Poly1305 works through the packets in order, one step at a time. In
-//! sealing, a step may hash what the keystream has already encrypted. In
-//! opening, it may hash any packet whose key (keystream block 0) is known,
-//! and a chunk's keystream is applied only after the next chunk's rounds,
-//! once every packet it touches has been hashed and its tag checked: so a
-//! forged packet is never decrypted, and is left as it came.
+//! Sealing encrypts every packet of a group, then hashes them. Opening
+//! computes the packets' Poly1305 keys (keystream block 0), hashes them,
+//! and decrypts only the packets whose tags match: a forged packet is
+//! never decrypted, and is left as it came.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
-use super::chacha20::{self, Chunk, State, Step};
-use super::poly1305::{Mac, STRIDE};
-use super::{VECTOR_MIN, equal};
+use super::chacha20::{self, Chunk, State};
+use super::equal;
+use super::mac_lanes::{self, Message};
+use super::poly1305::Feed;
 use crate::key::Job;
 
-/// Packets per pipeline run: their progress lives on the stack.
+/// Packets per group: their keys and tags live on the stack. 16, 32 and
+/// 64 measured alike; 64 is a full send batch of the data path.
 const GROUP: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -32,20 +33,64 @@ pub(super) enum Direction {
 pub(super) fn run(key: &[u8; 32], direction: Direction, jobs: &mut [Job]) {
     let state = State::new(key, &[0; 12]);
     for group in jobs.chunks_mut(GROUP) {
-        let mut pipeline = Pipeline {
-            direction,
-            jobs: group,
-            keys: [[0; 32]; GROUP],
-            keyed: 0,
-            applied: [0; GROUP],
-            hashing: 0,
-            mac: Mac::default(),
-            absorbed: 0,
-            stage: Stage::Unstarted,
-            next: (0, 0),
-        };
-        pipeline.run(&state);
+        let mut keys = [[0u8; 32]; GROUP];
+        let mut tags = [[0u8; 16]; GROUP];
+        let tags = &mut tags[..group.len()];
+        match direction {
+            Direction::Seal => {
+                keystream(&state, group, all_blocks, |jobs, ks, lanes| {
+                    take_keys(&mut keys, ks, lanes);
+                    apply(jobs, ks, lanes);
+                });
+                hash(group, &keys, tags);
+                for (job, tag) in group.iter_mut().zip(tags.iter()) {
+                    *job.tag = *tag;
+                }
+            }
+            Direction::Open => {
+                keystream(
+                    &state,
+                    group,
+                    |_| 0..1,
+                    |_, ks, lanes| take_keys(&mut keys, ks, lanes),
+                );
+                hash(group, &keys, tags);
+                for (job, tag) in group.iter_mut().zip(tags.iter()) {
+                    job.authentic = equal(tag, job.tag);
+                }
+                let authentic_data = |job: &Job| match job.authentic {
+                    true => 1..all_blocks(job).end,
+                    false => 0..0,
+                };
+                keystream(&state, group, authentic_data, |jobs, ks, lanes| {
+                    apply(jobs, ks, lanes)
+                });
+            }
+        }
+        for key in &mut keys {
+            key.fill(0);
+        }
     }
+}
+
+/// Keystream block 0 keys Poly1305; the data takes blocks 1 onwards.
+fn all_blocks(job: &Job) -> Range<usize> {
+    0..1 + job.data.len().div_ceil(64)
+}
+
+/// The tags of `jobs`, given their Poly1305 keys.
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn hash(jobs: &[Job], keys: &[[u8; 32]; GROUP], tags: &mut [[u8; 16]]) {
+    let messages: arrayvec::ArrayVec<Message, GROUP> = jobs
+        .iter()
+        .zip(keys)
+        .map(|(job, key)| Message {
+            key,
+            aad: job.aad,
+            ciphertext: job.data,
+        })
+        .collect();
+    mac_lanes::tags(&messages, tags);
 }
 
 /// Consecutive blocks of one job in consecutive lanes of a chunk.
@@ -72,231 +117,92 @@ impl Lanes {
     }
 }
 
-struct Pipeline<'j, 'a> {
-    direction: Direction,
-    jobs: &'j mut [Job<'a>],
-    /// The Poly1305 keys (from keystream block 0) of the first `keyed`
-    /// jobs, each wiped once its [`Mac`] is made.
-    keys: [[u8; 32]; GROUP],
-    keyed: usize,
-    /// Bytes of each job's data the keystream has been applied to.
-    applied: [usize; GROUP],
-    /// The job Poly1305 is on; those before it have their tags.
-    hashing: usize,
-    /// That job's [`Mac`] once started, the bytes its strides hashed, and
-    /// where it stands.
-    mac: Mac,
-    absorbed: usize,
-    stage: Stage,
-    /// The next keystream block to compute: (job, block).
-    next: (usize, usize),
-}
-
-impl Pipeline<'_, '_> {
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512ifma")]
-    fn run(&mut self, state: &State) {
-        // Two chunks, in turn the one being computed and, in opening, the
-        // one before, whose keystream waits for its packets' tags.
-        let mut chunks = [[_mm512_setzero_si512(); 16]; 2];
-        let mut lanes = [Lanes::default(), Lanes::default()];
-        let mut now = 0;
-        loop {
-            self.next_lanes(&mut lanes[now]);
-            let computing = lanes[now].count > 0;
-            if computing {
-                let tail = self.tail(&lanes[now]);
-                state.chunk_of(tail, Some(&mut *self), &mut chunks[now]);
-            }
-            let before = 1 - now;
-            if self.direction == Direction::Open && lanes[before].count > 0 {
-                let last = lanes[before].spans()[lanes[before].len - 1].job;
-                while self.hashing <= last && self.advance() {}
-                debug_assert!(self.hashing > last, "the waiting chunk's tags are checked");
-                self.apply(&chunks[before], &lanes[before]);
-            }
-            if !computing {
-                break;
-            }
-            self.take_keys(&chunks[now], &lanes[now]);
-            if self.direction == Direction::Seal {
-                self.apply(&chunks[now], &lanes[now]);
-            }
-            now = before;
-        }
-        while self.advance() {}
-        debug_assert_eq!(self.hashing, self.jobs.len(), "every job has its tag");
-    }
-
-    /// The next sixteen keystream blocks to compute, or fewer at the end.
-    fn next_lanes(&mut self, lanes: &mut Lanes) {
+/// Computes the keystream blocks `blocks(job)` of every job, sixteen at a
+/// time, and hands each chunk to `visit` with the lanes it holds.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512ifma")]
+fn keystream(
+    state: &State,
+    jobs: &mut [Job],
+    blocks: impl Fn(&Job) -> Range<usize>,
+    mut visit: impl FnMut(&mut [Job], &Chunk, &Lanes),
+) {
+    let mut chunk = [_mm512_setzero_si512(); 16];
+    let mut lanes = Lanes::default();
+    let mut next = (0, blocks(&jobs[0]).start);
+    loop {
         lanes.len = 0;
         lanes.count = 0;
-        while lanes.count < 16 && self.next.0 < self.jobs.len() {
-            let (job, block) = self.next;
-            // Block 0 keys Poly1305; the data takes blocks 1 onwards.
-            let blocks = 1 + self.jobs[job].data.len().div_ceil(64);
-            let count = (blocks - block).min(16 - lanes.count);
-            lanes.spans[lanes.len] = Span {
-                job,
-                block,
-                lane: lanes.count,
-                count,
-            };
-            lanes.len += 1;
-            lanes.count += count;
-            self.next = if block + count < blocks {
+        while lanes.count < 16 && next.0 < jobs.len() {
+            let (job, block) = next;
+            let end = blocks(&jobs[job]).end;
+            let count = end.saturating_sub(block).min(16 - lanes.count);
+            if count > 0 {
+                lanes.spans[lanes.len] = Span {
+                    job,
+                    block,
+                    lane: lanes.count,
+                    count,
+                };
+                lanes.len += 1;
+                lanes.count += count;
+            }
+            next = if block + count < end {
                 (job, block + count)
             } else {
-                (job + 1, 0)
+                (job + 1, jobs.get(job + 1).map_or(0, |j| blocks(j).start))
             };
         }
-    }
-
-    /// Words 12 to 15 of each lane's block: its counter and its nonce.
-    #[target_feature(enable = "avx512f")]
-    fn tail(&self, lanes: &Lanes) -> [__m512i; 4] {
-        let lane_numbers = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-        let mut words = [_mm512_setzero_si512(); 4];
-        for span in lanes.spans() {
-            let mask = (((1u32 << span.count) - 1) << span.lane) as u16;
-            // Lane `span.lane + i` computes block `span.block + i`.
-            let first = span.block as i32 - span.lane as i32;
-            let counters = _mm512_add_epi32(_mm512_set1_epi32(first), lane_numbers);
-            words[0] = _mm512_mask_mov_epi32(words[0], mask, counters);
-            let nonce = &self.jobs[span.job].nonce;
-            for (k, w) in nonce.chunks_exact(4).enumerate() {
-                let w = i32::from_le_bytes(w.try_into().expect("4 bytes"));
-                words[k + 1] = _mm512_mask_mov_epi32(words[k + 1], mask, _mm512_set1_epi32(w));
-            }
+        if lanes.count == 0 {
+            return;
         }
-        words
-    }
-
-    /// Keeps the Poly1305 keys of the packets whose block 0 is in `ks`.
-    #[target_feature(enable = "avx512f")]
-    fn take_keys(&mut self, ks: &Chunk, lanes: &Lanes) {
-        for span in lanes.spans() {
-            if span.block == 0 {
-                debug_assert_eq!(span.job, self.keyed, "block 0s come in job order");
-                self.keys[self.keyed] = chacha20::poly_key(ks[span.lane]);
-                self.keyed += 1;
-            }
-        }
-    }
-
-    /// Applies the data blocks of `ks` to their packets, except to forged
-    /// ones.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn apply(&mut self, ks: &Chunk, lanes: &Lanes) {
-        for span in lanes.spans() {
-            let job = &mut self.jobs[span.job];
-            if self.direction == Direction::Open && !job.authentic {
-                continue;
-            }
-            // Data block b is keystream block b + 1.
-            let skip = usize::from(span.block == 0);
-            let start = (span.block + skip).saturating_sub(1) * 64;
-            let end = job.data.len().min((span.block + span.count - 1) * 64);
-            if start < end {
-                let lanes = span.lane + skip..span.lane + span.count;
-                chacha20::xor(&ks[lanes], &mut job.data[start..end]);
-                self.applied[span.job] = end;
-            }
-        }
-    }
-
-    /// One step of Poly1305 work, if there is one to do now.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
-    fn advance(&mut self) -> bool {
-        let j = self.hashing;
-        if j >= self.keyed {
-            return false;
-        }
-        if self.stage == Stage::Unstarted {
-            self.start();
-            return true;
-        }
-        let data = &self.jobs[j].data;
-        let ready = match self.direction {
-            Direction::Seal => self.applied[j],
-            Direction::Open => data.len(),
-        };
-        if data.len() >= VECTOR_MIN && self.absorbed + STRIDE <= ready {
-            self.mac
-                .stride(&data[self.absorbed..self.absorbed + STRIDE]);
-            self.absorbed += STRIDE;
-            return true;
-        }
-        if ready < data.len() {
-            return false;
-        }
-        self.end();
-        true
-    }
-
-    /// One of the three steps after the strides, each waiting on the one
-    /// before, so that the rounds in between hide their latency. Kept out
-    /// of line so that [`Pipeline::advance`] is inlined into the rounds.
-    #[inline(never)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
-    fn end(&mut self) {
-        match self.stage {
-            Stage::Unstarted | Stage::Strides => {
-                self.mac
-                    .close(&self.jobs[self.hashing].data[self.absorbed..]);
-                self.stage = Stage::Closed;
-            }
-            Stage::Closed => {
-                self.mac.last();
-                self.stage = Stage::Last;
-            }
-            Stage::Last => self.finish(),
-        }
-    }
-
-    /// Makes the [`Mac`] of the job being hashed, and wipes its key.
-    #[inline(never)]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn start(&mut self) {
-        let key = &mut self.keys[self.hashing];
-        self.mac.restart(key, self.jobs[self.hashing].aad);
-        key.fill(0);
-        self.stage = Stage::Strides;
-        self.absorbed = 0;
-    }
-
-    /// The tag of the job being hashed: written when sealing, checked when
-    /// opening.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn finish(&mut self) {
-        let job = &mut self.jobs[self.hashing];
-        let tag = self.mac.tag();
-        match self.direction {
-            Direction::Seal => *job.tag = tag,
-            Direction::Open => job.authentic = equal(&tag, job.tag),
-        }
-        self.stage = Stage::Unstarted;
-        self.hashing += 1;
+        state.chunk_of(tail(jobs, &lanes), None::<&mut Feed>, &mut chunk);
+        visit(jobs, &chunk, &lanes);
     }
 }
 
-/// Where the job being hashed stands: its [`Mac`] not made yet, taking
-/// strides, or in the three steps of its end.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Unstarted,
-    Strides,
-    Closed,
-    Last,
+/// Words 12 to 15 of each lane's block: its counter and its nonce.
+#[target_feature(enable = "avx512f")]
+fn tail(jobs: &[Job], lanes: &Lanes) -> [__m512i; 4] {
+    let lane_numbers = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    let mut words = [_mm512_setzero_si512(); 4];
+    for span in lanes.spans() {
+        let mask = (((1u32 << span.count) - 1) << span.lane) as u16;
+        // Lane `span.lane + i` computes block `span.block + i`.
+        let first = span.block as i32 - span.lane as i32;
+        let counters = _mm512_add_epi32(_mm512_set1_epi32(first), lane_numbers);
+        words[0] = _mm512_mask_mov_epi32(words[0], mask, counters);
+        let nonce = &jobs[span.job].nonce;
+        for (k, w) in nonce.chunks_exact(4).enumerate() {
+            let w = i32::from_le_bytes(w.try_into().expect("4 bytes"));
+            words[k + 1] = _mm512_mask_mov_epi32(words[k + 1], mask, _mm512_set1_epi32(w));
+        }
+    }
+    words
 }
 
-impl Step for Pipeline<'_, '_> {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
-    unsafe fn step(&mut self) {
-        self.advance();
+/// Keeps the Poly1305 keys of the jobs whose block 0 is in `ks`.
+#[target_feature(enable = "avx512f")]
+fn take_keys(keys: &mut [[u8; 32]; GROUP], ks: &Chunk, lanes: &Lanes) {
+    for span in lanes.spans() {
+        if span.block == 0 {
+            keys[span.job] = chacha20::poly_key(ks[span.lane]);
+        }
+    }
+}
+
+/// Applies the data blocks of `ks` to their jobs.
+#[target_feature(enable = "avx512f,avx512bw")]
+fn apply(jobs: &mut [Job], ks: &Chunk, lanes: &Lanes) {
+    for span in lanes.spans() {
+        let job = &mut jobs[span.job];
+        // Data block b is keystream block b + 1.
+        let skip = usize::from(span.block == 0);
+        let start = (span.block + skip).saturating_sub(1) * 64;
+        let end = job.data.len().min((span.block + span.count - 1) * 64);
+        if start < end {
+            let lanes = span.lane + skip..span.lane + span.count;
+            chacha20::xor(&ks[lanes], &mut job.data[start..end]);
+        }
     }
 }
 

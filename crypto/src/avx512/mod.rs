@@ -1,12 +1,14 @@
 //! ChaCha20-Poly1305 (RFC 8439) for x86-64 CPUs with AVX-512 and IFMA:
-//! sixteen ChaCha20 blocks and eight Poly1305 blocks per step, the
-//! Poly1305 steps woven into the ChaCha20 rounds. ring's implementation
-//! tops out at AVX2, about half of what these CPUs can do, and the
-//! userspace data path seals and opens every packet; on other CPUs
-//! [`crate::key::AeadKey`] keeps using ring.
+//! sixteen ChaCha20 blocks and eight Poly1305 blocks per step. A packet
+//! alone has its Poly1305 steps woven into its ChaCha20 rounds; a batch
+//! runs ChaCha20 across packet boundaries and Poly1305 a packet per lane
+//! ([`batch`]). ring's implementation tops out at AVX2, about half of
+//! what these CPUs can do, and the userspace data path seals and opens
+//! every packet; on other CPUs [`crate::key::AeadKey`] keeps using ring.
 
 mod batch;
 mod chacha20;
+mod mac_lanes;
 mod poly1305;
 
 use std::arch::x86_64::{__m512i, _mm512_setzero_si512};

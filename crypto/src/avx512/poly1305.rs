@@ -1,9 +1,11 @@
 //! Poly1305 (RFC 8439) in radix 2^44: three limbs of 44, 44 and 42 bits,
 //! so that the AVX-512 IFMA instructions (52-bit multiply-add) can hash
 //! eight blocks per step, each lane a Horner accumulator over every eighth
-//! block, joined at the end by multiplying lane j by r^(8-j).
-//! The scalar code (u128 products) serves the key powers, the associated
-//! data and messages too short for the lanes to pay.
+//! block, joined at the end by multiplying lane j by r^(8-j). That is the
+//! form for one message; many at once take a lane each ([`super::mac_lanes`]),
+//! with the same vector arithmetic. The scalar code (u128 products) serves
+//! the key powers, the associated data and messages too short for the lanes
+//! to pay.
 
 use std::arch::x86_64::*;
 
@@ -19,7 +21,7 @@ pub(super) const STRIDE: usize = 128;
 /// A number mod 2^130 - 5 in three limbs; between operations limbs stay
 /// below 2^45 (limb 2 below 2^43).
 #[derive(Clone, Copy, Default)]
-struct Limbs([u64; 3]);
+pub(super) struct Limbs(pub(super) [u64; 3]);
 
 impl Limbs {
     /// A 16-byte block with its padding bit.
@@ -50,7 +52,7 @@ impl Limbs {
     }
 
     /// The value mod p, fully reduced, then mod 2^128.
-    fn finish(self) -> u128 {
+    pub(super) fn finish(self) -> u128 {
         let Limbs([mut h0, mut h1, mut h2]) = carry(self.0.map(u128::from));
         // One more pass leaves h < 2^130 + small; carry limb 1 again.
         let c = h1 >> 44;
@@ -94,7 +96,7 @@ fn carry([d0, d1, d2]: [u128; 3]) -> Limbs {
 }
 
 /// The key's r (clamped) and s.
-fn split_key(key: &[u8; 32]) -> (Limbs, u128) {
+pub(super) fn split_key(key: &[u8; 32]) -> (Limbs, u128) {
     let r = u128::from_le_bytes(key[..16].try_into().expect("16 bytes"))
         & 0x0fff_fffc_0fff_fffc_0fff_fffc_0fff_ffff;
     let s = u128::from_le_bytes(key[16..].try_into().expect("16 bytes"));
@@ -126,13 +128,18 @@ pub(super) struct Mac {
     tail_blocks: usize,
 }
 
-impl Default for Mac {
-    fn default() -> Mac {
+impl Mac {
+    pub(super) fn new(key: &[u8; 32], aad: &[u8]) -> Mac {
+        let (r, s) = split_key(key);
+        let mut h = Limbs::default();
+        for block in padded_blocks(aad) {
+            h = h.add(Limbs::block(&block)).mul(r);
+        }
         Mac {
-            h: Limbs::default(),
-            r: Limbs::default(),
-            s: 0,
-            aad_len: 0,
+            h,
+            r,
+            s,
+            aad_len: aad.len(),
             powers: [Limbs::default(); 8],
             acc: None,
             strides: 0,
@@ -140,35 +147,6 @@ impl Default for Mac {
             tail: unsafe { std::mem::zeroed() },
             tail_blocks: 0,
         }
-    }
-}
-
-impl Mac {
-    pub(super) fn new(key: &[u8; 32], aad: &[u8]) -> Mac {
-        let mut mac = Mac::default();
-        mac.restart(key, aad);
-        mac
-    }
-
-    /// Starts over for another message, in place (a [`Mac`] is large).
-    #[inline]
-    pub(super) fn restart(&mut self, key: &[u8; 32], aad: &[u8]) {
-        let (r, s) = split_key(key);
-        let mut h = Limbs::default();
-        for block in padded_blocks(aad) {
-            h = h.add(Limbs::block(&block)).mul(r);
-        }
-        *self = Mac {
-            h,
-            r,
-            s,
-            aad_len: aad.len(),
-            powers: self.powers,
-            acc: None,
-            strides: 0,
-            tail: self.tail,
-            tail_blocks: 0,
-        };
     }
 
     /// Absorbs the next eight blocks of ciphertext.
@@ -204,11 +182,10 @@ impl Mac {
     /// Takes the ciphertext after the strides: in the lanes, the blocks
     /// left are it, zero-padded, and the lengths block (1 to 9 blocks), of
     /// which a full stride is absorbed now and the rest by [`Mac::last`];
-    /// without lanes, they are all absorbed now. The first of the three
-    /// steps of [`Mac::finish`], which the batch pipeline takes apart.
+    /// without lanes, they are all absorbed now.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512ifma")]
-    pub(super) fn close(&mut self, rest: &[u8]) {
+    fn close(&mut self, rest: &[u8]) {
         let ct_len = self.strides * STRIDE + rest.len();
         let mut lengths = [0u8; 16];
         lengths[..8].copy_from_slice(&(self.aad_len as u64).to_le_bytes());
@@ -261,7 +238,7 @@ impl Mac {
     /// j is multiplied by r^(8-j) in [`Mac::tag`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) fn last(&mut self) {
+    fn last(&mut self) {
         let (Some(acc), m) = (self.acc, self.tail_blocks) else {
             return;
         };
@@ -284,7 +261,7 @@ impl Mac {
     /// The tag, once [`Mac::close`] and [`Mac::last`] are done.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) fn tag(&self) -> [u8; 16] {
+    fn tag(&self) -> [u8; 16] {
         let h = match self.acc {
             None => self.h,
             Some(acc) => {
@@ -358,14 +335,14 @@ fn powers_of(r: Limbs) -> [Limbs; 8] {
 
 /// Eight lanes of limbs: `l[k]` holds limb k of each lane.
 #[derive(Clone, Copy)]
-struct Lanes([__m512i; 3]);
+pub(super) struct Lanes(pub(super) [__m512i; 3]);
 
 /// A multiplier in lanes, with 20 * limb 1 and 20 * limb 2 ready.
 #[derive(Clone, Copy)]
-struct Multiplier {
-    r: [__m512i; 3],
-    s1: __m512i,
-    s2: __m512i,
+pub(super) struct Multiplier {
+    pub(super) r: [__m512i; 3],
+    pub(super) s1: __m512i,
+    pub(super) s2: __m512i,
 }
 
 impl Multiplier {
@@ -415,7 +392,7 @@ fn load8(bytes: &[u8]) -> Lanes {
 /// Eight blocks from their 128 bytes in two vectors.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn from_halves(a: __m512i, b: __m512i) -> Lanes {
+pub(super) fn from_halves(a: __m512i, b: __m512i) -> Lanes {
     let lo = _mm512_permutex2var_epi64(a, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), b);
     let hi = _mm512_permutex2var_epi64(a, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), b);
     let mask44 = _mm512_set1_epi64(MASK44 as i64);
@@ -431,7 +408,7 @@ fn from_halves(a: __m512i, b: __m512i) -> Lanes {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn add(a: Lanes, b: Lanes) -> Lanes {
+pub(super) fn add(a: Lanes, b: Lanes) -> Lanes {
     Lanes(std::array::from_fn(|k| _mm512_add_epi64(a.0[k], b.0[k])))
 }
 
@@ -441,7 +418,7 @@ fn add(a: Lanes, b: Lanes) -> Lanes {
 /// 5 * 2^10 (mod p) at limb 0.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn mul(a: Lanes, m: &Multiplier) -> Lanes {
+pub(super) fn mul(a: Lanes, m: &Multiplier) -> Lanes {
     let [h0, h1, h2] = a.0;
     let [r0, r1, r2] = m.r;
     let z = _mm512_setzero_si512();
