@@ -21,8 +21,8 @@ pub(super) struct Message<'a> {
 
 const LANES: usize = 8;
 
-/// What idle lanes read.
-static IDLE: [u8; 16] = [0; 16];
+/// The blocks left in an idle lane's run: never reached.
+const IDLE: usize = usize::MAX;
 
 /// The tag of each of `messages` into `tags`.
 #[target_feature(enable = "avx512f,avx512ifma")]
@@ -40,8 +40,8 @@ pub(super) fn tags(messages: &[Message], tags: &mut [[u8; 16]]) {
             s1: zero,
             s2: zero,
         },
-        at: [IDLE.as_ptr(); LANES],
-        left: [usize::MAX; LANES],
+        at: [std::ptr::null(); LANES],
+        left: [IDLE; LANES],
     };
     for lane in 0..LANES {
         hasher.take(lane);
@@ -72,11 +72,18 @@ impl Hasher<'_, '_> {
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn absorb(&mut self) {
         let steps = self.left.into_iter().min().expect("lanes");
-        let (mut h, r, at) = (self.h, self.r, self.at);
+        let busy = (0..LANES).find(|&lane| self.left[lane] != IDLE);
+        let Some(busy) = busy else { return };
+        // Idle lanes hash a busy lane's blocks, into sums nobody reads.
+        let at = std::array::from_fn::<_, LANES, _>(|lane| match self.left[lane] {
+            IDLE => self.at[busy],
+            _ => self.at[lane],
+        });
+        let (mut h, r) = (self.h, self.r);
         for step in 0..steps {
-            // SAFETY: each lane has `steps` blocks of 16 readable bytes
-            // from `at`: whole blocks of a message's associated data or
-            // ciphertext, its feeder's staged blocks, or (idle) IDLE.
+            // SAFETY: each busy lane, and so each lane, has `steps` blocks
+            // of 16 readable bytes from `at`: whole blocks of a message's
+            // associated data or ciphertext, or its feeder's staged blocks.
             let block =
                 |lane: usize| unsafe { _mm_loadu_si128(at[lane].wrapping_add(16 * step).cast()) };
             let four = |first: usize| {
@@ -89,8 +96,7 @@ impl Hasher<'_, '_> {
         }
         self.h = h;
         for lane in 0..LANES {
-            // Idle lanes read the same block again and again.
-            if self.left[lane] != usize::MAX {
+            if self.left[lane] != IDLE {
                 self.at[lane] = self.at[lane].wrapping_add(16 * steps);
                 self.left[lane] -= steps;
             }
@@ -128,7 +134,7 @@ impl Hasher<'_, '_> {
     fn take(&mut self, lane: usize) {
         let messages = self.messages;
         let Some(message) = messages.get(self.taken) else {
-            (self.at[lane], self.left[lane]) = (IDLE.as_ptr(), usize::MAX);
+            (self.at[lane], self.left[lane]) = (std::ptr::null(), IDLE);
             return;
         };
         let feeder = &mut self.feeders[lane];
@@ -169,7 +175,7 @@ impl Default for Feeder {
         Feeder {
             message: 0,
             s: 0,
-            runs: [(IDLE.as_ptr(), 0); 4],
+            runs: [(std::ptr::null(), 0); 4],
             len: 0,
             next: 0,
             staged: [[0; 16]; 3],
