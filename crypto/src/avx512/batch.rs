@@ -22,6 +22,11 @@ use crate::key::Job;
 /// 64 measured alike; 64 is a full send batch of the data path.
 const GROUP: usize = 64;
 
+/// Fewer packets than this go one by one: a Poly1305 step costs the same
+/// with idle lanes, and 1400-byte packets measured 0.7x one by one in
+/// twos, 0.85x in threes, even in fours, 1.2x in sixes, 1.4x from eight.
+const TOGETHER_MIN: usize = 4;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Direction {
     Seal,
@@ -33,6 +38,10 @@ pub(super) enum Direction {
 pub(super) fn run(key: &[u8; 32], direction: Direction, jobs: &mut [Job]) {
     let state = State::new(key, &[0; 12]);
     for group in jobs.chunks_mut(GROUP) {
+        if group.len() < TOGETHER_MIN {
+            one_by_one(key, direction, group);
+            continue;
+        }
         let mut keys = [[0u8; 32]; GROUP];
         let mut tags = [[0u8; 16]; GROUP];
         let tags = &mut tags[..group.len()];
@@ -69,6 +78,20 @@ pub(super) fn run(key: &[u8; 32], direction: Direction, jobs: &mut [Job]) {
         }
         for key in &mut keys {
             key.fill(0);
+        }
+    }
+}
+
+/// Each job on its own, with its Poly1305 woven into its ChaCha20 rounds.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512ifma")]
+fn one_by_one(key: &[u8; 32], direction: Direction, jobs: &mut [Job]) {
+    for job in jobs {
+        let state = State::new(key, &job.nonce);
+        match direction {
+            Direction::Seal => *job.tag = super::seal(&state, job.aad, job.data),
+            Direction::Open => {
+                job.authentic = super::open(&state, job.aad, job.data, job.tag).is_ok();
+            }
         }
     }
 }
