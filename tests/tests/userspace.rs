@@ -253,6 +253,17 @@ fn with_a_password_nothing_readable_crosses_the_wire() {
         !canary_on_the_wire(&tb, canary),
         "plaintext on the underlay"
     );
+    // A bulk transfer arrives intact; its datagrams reach h2 in runs (UDP
+    // GRO), which are opened together.
+    tcp_transfer(
+        &tb.container(1, 1),
+        &tb.container(2, 1),
+        container_addr(2),
+        5001,
+        8 << 20,
+    )
+    .unwrap();
+    assert!(metric(&h2, "opened_together") > 0);
 
     // The router with the wrong password is never given a data path, so it
     // gets nothing: no frame reaches its bridge, its container reaches no one.

@@ -10,6 +10,7 @@ use std::{
     collections::HashMap,
     io,
     net::{SocketAddr, UdpSocket},
+    ops::Range,
     os::{
         fd::{AsRawFd, OwnedFd},
         unix::net::UnixDatagram,
@@ -23,7 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_crypto::{DataKeys, Opener, RekeyPolicy, Sealer, datagram::OVERHEAD as SEAL_OVERHEAD};
+use arrayvec::ArrayVec;
+use weft_crypto::{
+    DataKeys, OpenError, Opener, RekeyPolicy, Sealer, datagram::OVERHEAD as SEAL_OVERHEAD,
+};
 
 use super::{
     encap::{self, HEADER_LEN, Header, Kind, MAX_HOPS, Routing},
@@ -41,6 +45,8 @@ const BUF_LEN: usize = 65536 + VNET_HDR_LEN;
 /// Frames or datagrams handled per wake-up before looking at the others,
 /// so neither direction starves the other.
 const BATCH: usize = 64;
+/// Received datagrams opened together at most.
+const TOGETHER: usize = 64;
 /// The most datagrams one UDP GSO send may carry (the kernel's limit).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// The most bytes one UDP GSO send may carry: one IPv4 packet's worth.
@@ -126,6 +132,8 @@ pub struct Counters {
     pub dropped_too_big: AtomicU64,
     pub dropped_unauthentic: AtomicU64,
     pub relayed: AtomicU64,
+    /// Received datagrams opened in a batch with others of their run.
+    pub opened_together: AtomicU64,
 }
 
 impl Counters {
@@ -143,6 +151,7 @@ impl Counters {
             ("dropped_too_big", get(&self.dropped_too_big)),
             ("dropped_unauthentic", get(&self.dropped_unauthentic)),
             ("relayed", get(&self.relayed)),
+            ("opened_together", get(&self.opened_together)),
         ]
         .into_iter()
         .collect()
@@ -387,9 +396,7 @@ impl Engine {
                     match socket::recv_segments(&self.udp, &mut udp_buf) {
                         Ok((n, from, segment)) => {
                             let size = segment.filter(|s| *s > 0).unwrap_or(n).max(1);
-                            for datagram in udp_buf[..n].chunks_mut(size) {
-                                self.on_datagram(datagram, from);
-                            }
+                            self.on_datagrams(&mut udp_buf[..n], size, from);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
@@ -700,9 +707,63 @@ impl Engine {
         write_tap(&self.tap, &self.counters, &buf);
     }
 
-    /// A datagram from a peer.
-    fn on_datagram(&mut self, datagram: &mut [u8], from: SocketAddr) {
+    /// The datagrams of one receive, cut at `size` (UDP GRO glues a run
+    /// from one sender): when all are sealed by one peer they are opened
+    /// together, faster than one by one and with the same outcome.
+    fn on_datagrams(&mut self, buf: &mut [u8], size: usize, from: SocketAddr) {
         let now = Instant::now();
+        for run in buf.chunks_mut(size * TOGETHER) {
+            let opened = self.open_together(now, run, size);
+            for (i, datagram) in run.chunks_mut(size).enumerate() {
+                let result = opened.as_ref().map(|results| results[i].clone());
+                self.on_datagram(now, datagram, from, result);
+            }
+        }
+    }
+
+    /// Opens the datagrams of `buf` together if they are all sealed by one
+    /// peer; their results, or None to open them one by one.
+    fn open_together(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        size: usize,
+    ) -> Option<ArrayVec<Result<Range<usize>, OpenError>, TOGETHER>> {
+        let count = buf.len().div_ceil(size);
+        if !(2..=TOGETHER).contains(&count) {
+            return None;
+        }
+        let mut session = None;
+        for datagram in buf.chunks(size) {
+            let header = Header::parse(datagram).ok()?;
+            if !header.sealed || *session.get_or_insert(header.session) != header.session {
+                return None;
+            }
+        }
+        let sender = self.sessions.get(&session?)?;
+        let opener = self.peers.get_mut(sender)?.opener.as_mut()?;
+        let mut results: ArrayVec<_, TOGETHER> =
+            (0..count).map(|_| Err(OpenError::TooShort)).collect();
+        let datagrams = buf.chunks_mut(size).map(|datagram| {
+            let (aad, packet) = datagram.split_at_mut(HEADER_LEN);
+            (&*aad, packet)
+        });
+        opener.open_each(now, datagrams, &mut results);
+        self.counters
+            .opened_together
+            .fetch_add(count as u64, Ordering::Relaxed);
+        Some(results)
+    }
+
+    /// A datagram from a peer; `opened` is its opening when that was done
+    /// already.
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &mut [u8],
+        from: SocketAddr,
+        opened: Option<Result<Range<usize>, OpenError>>,
+    ) {
         self.counters
             .datagrams_received
             .fetch_add(1, Ordering::Relaxed);
@@ -722,7 +783,7 @@ impl Engine {
         let body = match (&mut peer.opener, header.sealed) {
             (Some(opener), true) => {
                 let (aad, packet) = datagram.split_at_mut(HEADER_LEN);
-                match opener.open(now, aad, packet) {
+                match opened.unwrap_or_else(|| opener.open(now, aad, packet)) {
                     Ok(range) => (HEADER_LEN + range.start)..(HEADER_LEN + range.end),
                     Err(_) => {
                         self.counters
