@@ -32,7 +32,6 @@ pub(super) fn tags(messages: &[Message], tags: &mut [[u8; 16]]) {
     let mut hasher = Hasher {
         messages,
         taken: 0,
-        busy: 0,
         feeders: [Feeder::default(); LANES],
         h: Lanes([zero; 3]),
         r: Multiplier {
@@ -46,8 +45,7 @@ pub(super) fn tags(messages: &[Message], tags: &mut [[u8; 16]]) {
     for lane in 0..LANES {
         hasher.take(lane);
     }
-    while hasher.busy > 0 {
-        hasher.absorb();
+    while hasher.absorb() {
         hasher.next_runs(tags);
     }
 }
@@ -57,8 +55,6 @@ struct Hasher<'m, 'a> {
     messages: &'m [Message<'a>],
     /// Messages handed to lanes so far.
     taken: usize,
-    /// Lanes with a message.
-    busy: usize,
     feeders: [Feeder; LANES],
     h: Lanes,
     r: Multiplier,
@@ -68,12 +64,13 @@ struct Hasher<'m, 'a> {
 }
 
 impl Hasher<'_, '_> {
-    /// Absorbs blocks in every lane until the first run ends.
+    /// Absorbs blocks in every lane until the first run ends; false if
+    /// every lane is idle.
     #[target_feature(enable = "avx512f,avx512ifma")]
-    fn absorb(&mut self) {
-        let steps = self.left.into_iter().min().expect("lanes");
+    fn absorb(&mut self) -> bool {
         let busy = (0..LANES).find(|&lane| self.left[lane] != IDLE);
-        let Some(busy) = busy else { return };
+        let Some(busy) = busy else { return false };
+        let steps = self.left.into_iter().min().expect("lanes");
         // Idle lanes hash a busy lane's blocks, into sums nobody reads.
         let at = std::array::from_fn::<_, LANES, _>(|lane| match self.left[lane] {
             IDLE => self.at[busy],
@@ -101,6 +98,7 @@ impl Hasher<'_, '_> {
                 self.left[lane] -= steps;
             }
         }
+        true
     }
 
     /// Moves each lane whose run ended to its next run; a lane whose
@@ -123,8 +121,7 @@ impl Hasher<'_, '_> {
                 unsafe { _mm512_storeu_si512(all.as_mut_ptr().cast(), limb) };
                 all[lane]
             }));
-            tags[message] = h.finish().wrapping_add(s).to_le_bytes();
-            self.busy -= 1;
+            tags[message] = h.tag(s);
             self.take(lane);
         }
     }
@@ -142,7 +139,6 @@ impl Hasher<'_, '_> {
         (self.at[lane], self.left[lane]) =
             feeder.next_run().expect("a message has its lengths block");
         self.taken += 1;
-        self.busy += 1;
         let set = |v: __m512i, x: u64| _mm512_mask_set1_epi64(v, 1 << lane, x as i64);
         self.h = Lanes(self.h.0.map(|limb| set(limb, 0)));
         self.r = Multiplier {

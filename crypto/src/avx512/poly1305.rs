@@ -51,8 +51,8 @@ impl Limbs {
         carry([d0, d1, d2])
     }
 
-    /// The value mod p, fully reduced, then mod 2^128.
-    pub(super) fn finish(self) -> u128 {
+    /// The tag: the value mod p, fully reduced, plus `s`, mod 2^128.
+    pub(super) fn tag(self, s: u128) -> [u8; 16] {
         let Limbs([mut h0, mut h1, mut h2]) = carry(self.0.map(u128::from));
         // One more pass leaves h < 2^130 + small; carry limb 1 again.
         let c = h1 >> 44;
@@ -80,7 +80,8 @@ impl Limbs {
         let g2 = g2 & MASK42;
         let pick = |h: u64, g: u64| (h & !use_g) | (g & use_g);
         let (h0, h1, h2) = (pick(h0, g0), pick(h1, g1), pick(h2, g2));
-        u128::from(h0) | (u128::from(h1) << 44) | (u128::from(h2) << 88)
+        let h = u128::from(h0) | (u128::from(h1) << 44) | (u128::from(h2) << 88);
+        h.wrapping_add(s).to_le_bytes()
     }
 }
 
@@ -272,7 +273,7 @@ impl Mac {
                 carry([sum(0), sum(1), sum(2)].map(u128::from))
             }
         };
-        h.finish().wrapping_add(self.s).to_le_bytes()
+        h.tag(self.s)
     }
 }
 
