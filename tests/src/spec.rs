@@ -10,6 +10,8 @@ const SIDE_A: [u8; 3] = [192, 0, 2];
 const SIDE_B: [u8; 3] = [198, 51, 100];
 /// The router's last octet on both sides.
 const ROUTER_OCTET: u8 = 254;
+/// The outside host's last octet, on the first side.
+const OUTSIDE_OCTET: u8 = 253;
 pub(crate) const PREFIX_LEN: u8 = 24;
 /// Host numbers become last octets, so they must stay below the router's.
 const MAX_HOSTS: usize = 200;
@@ -29,6 +31,9 @@ pub struct Spec {
     pub host_mtu: BTreeMap<usize, u32>,
     /// A router between two groups of hosts.
     pub hop: Option<Hop>,
+    /// A host of "the world": on the underlay, running no weft.
+    #[serde(default)]
+    pub outside: bool,
 }
 
 /// A router splitting the hosts in two groups: hosts `1..=last_of_first_group`
@@ -47,6 +52,8 @@ pub enum Node {
     Underlay,
     /// The router of the hop, when there is one.
     Router,
+    /// A host outside the mesh, when the spec asks for one.
+    Outside,
     Host(usize),
     Container {
         host: usize,
@@ -63,7 +70,21 @@ impl Spec {
             mtu: None,
             host_mtu: BTreeMap::new(),
             hop: None,
+            outside: false,
         }
+    }
+
+    /// Adds a host of the world outside the mesh ([`Spec::outside_addr`]).
+    pub fn with_outside(mut self) -> Spec {
+        self.outside = true;
+        self
+    }
+
+    /// The outside host's address: on the first side's LAN, reached over
+    /// the underlay by every host.
+    pub fn outside_addr(&self) -> Ipv4Addr {
+        let [a, b, c] = SIDE_A;
+        Ipv4Addr::new(a, b, c, OUTSIDE_OCTET)
     }
 
     pub fn containers(mut self, per_host: usize) -> Spec {
@@ -133,6 +154,7 @@ impl Spec {
         match node {
             Node::Underlay => true,
             Node::Router => self.hop.is_some(),
+            Node::Outside => self.outside,
             Node::Host(h) => self.has_host(h),
             Node::Container { host, index } => {
                 self.has_host(host) && (1..=self.containers_per_host).contains(&index)
@@ -145,6 +167,9 @@ impl Spec {
         let mut nodes = vec![Node::Underlay];
         if self.hop.is_some() {
             nodes.push(Node::Router);
+        }
+        if self.outside {
+            nodes.push(Node::Outside);
         }
         for host in 1..=self.hosts {
             nodes.push(Node::Host(host));
@@ -205,6 +230,7 @@ impl fmt::Display for Node {
         match self {
             Node::Underlay => write!(f, "net"),
             Node::Router => write!(f, "rt"),
+            Node::Outside => write!(f, "out"),
             Node::Host(h) => write!(f, "h{h}"),
             Node::Container { host, index } => write!(f, "h{host}c{index}"),
         }
@@ -215,11 +241,12 @@ impl FromStr for Node {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Node, String> {
-        let invalid = || format!("{s:?} is not a node name (net, rt, h<N>, h<N>c<M>)");
+        let invalid = || format!("{s:?} is not a node name (net, rt, out, h<N>, h<N>c<M>)");
         let number = |digits: &str| digits.parse::<usize>().map_err(|_| invalid());
         match s {
             "net" => Ok(Node::Underlay),
             "rt" => Ok(Node::Router),
+            "out" => Ok(Node::Outside),
             _ => {
                 let rest = s.strip_prefix('h').ok_or_else(invalid)?;
                 match rest.split_once('c') {
@@ -252,11 +279,17 @@ mod tests {
 
     #[test]
     fn nodes_list_every_namespace_once() {
-        let nodes = Spec::hosts(2).containers(2).hop(1, 1400).nodes();
+        let nodes = Spec::hosts(2)
+            .containers(2)
+            .hop(1, 1400)
+            .with_outside()
+            .nodes();
         let names: Vec<String> = nodes.iter().map(Node::to_string).collect();
         assert_eq!(
             names,
-            ["net", "rt", "h1", "h1c1", "h1c2", "h2", "h2c1", "h2c2"]
+            [
+                "net", "rt", "out", "h1", "h1c1", "h1c2", "h2", "h2c1", "h2c2"
+            ]
         );
         for node in nodes {
             assert_eq!(node.to_string().parse::<Node>(), Ok(node));

@@ -153,6 +153,13 @@ impl Testbed {
             self.plug(&rt, "eth1", "rt1", "br1", Some(hop.mtu), addr_b)?;
             rt.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         }
+        if spec.outside {
+            let out = self.netns(Node::Outside);
+            self.plug(&out, "eth0", "out", "br0", None, spec.outside_addr())?;
+            if let Some((a, _)) = spec.hop.map(|_| spec.router_addrs()) {
+                out.ip(["route", "add", "default", "via", &a.to_string()])?;
+            }
+        }
         for host in 1..=spec.hosts {
             let ns = self.netns(Node::Host(host));
             let port = format!("h{host}");
@@ -241,6 +248,11 @@ impl Testbed {
 
     pub fn underlay(&self) -> Netns {
         self.netns(Node::Underlay)
+    }
+
+    /// The host of the world outside the mesh ([`Spec::with_outside`]).
+    pub fn outside(&self) -> Netns {
+        self.netns(Node::Outside)
     }
 
     pub fn host_addr(&self, host: usize) -> Ipv4Addr {

@@ -128,6 +128,9 @@ struct SpecArgs {
     /// MTU of the router's link into the second group.
     #[arg(long, requires = "hop_after")]
     hop_mtu: Option<u32>,
+    /// Add `out`, a host of the world outside the mesh (192.0.2.253).
+    #[arg(long)]
+    outside: bool,
 }
 
 impl SpecArgs {
@@ -137,6 +140,9 @@ impl SpecArgs {
         spec.host_mtu.extend(self.host_mtu.iter().copied());
         if let (Some(after), Some(mtu)) = (self.hop_after, self.hop_mtu) {
             spec = spec.hop(after, mtu);
+        }
+        if self.outside {
+            spec = spec.with_outside();
         }
         spec
     }
@@ -318,6 +324,15 @@ fn describe(tb: &Testbed) -> String {
             hop.mtu,
             hop.last_of_first_group + 1,
             spec.hosts
+        );
+    }
+    if spec.outside {
+        out += &format!(
+            "  {:<6} {}  {} (outside the mesh)
+",
+            "out",
+            tb.outside().name(),
+            spec.outside_addr()
         );
     }
     for host in 1..=spec.hosts {
