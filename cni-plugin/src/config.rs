@@ -114,6 +114,37 @@ pub struct ValidAttachment {
     pub ifname: String,
 }
 
+/// The `runtimeConfig` capabilities weft takes.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RuntimeConfig {
+    /// Static addresses (the `ips` capability), with or without a prefix
+    /// length: the first IPv4 one is claimed in weft's IPAM.
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+impl RuntimeConfig {
+    /// The static IPv4 address asked for, if any; anything unreadable is
+    /// the runtime's error to hear.
+    pub fn static_ipv4(&self) -> Result<Option<std::net::Ipv4Addr>, CniError> {
+        for ip in &self.ips {
+            let addr = ip.split('/').next().unwrap_or_default();
+            match addr.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(v4)) => return Ok(Some(v4)),
+                Ok(std::net::IpAddr::V6(_)) => continue,
+                Err(_) => {
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        format!("runtimeConfig.ips has {ip:?}, which is not an address"),
+                        "give addresses like 10.32.5.5 or 10.32.5.5/12",
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The network configuration, as one plugin of a conflist sees it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct NetConf {
@@ -139,6 +170,9 @@ pub struct NetConf {
     pub prev_result: Option<serde_json::Value>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// What the runtime passes for the capabilities weft declares.
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: RuntimeConfig,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

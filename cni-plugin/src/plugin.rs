@@ -108,6 +108,10 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
                 "id": id,
                 "interface": env.ifname,
                 "subnet": conf.subnet,
+                "claim": conf.runtime_config.static_ipv4()?,
+                // A pod needs its host (services, DNS): the router exposes
+                // itself if it has no gateway yet.
+                "expose": true,
             });
             let answer = router.post("/attach", &body).map_err(|e| e.cni(doing))?;
             let a = attached(&json_of(answer, doing)?)?;
@@ -249,6 +253,7 @@ fn attached(a: &Value) -> Result<Attached, CniError> {
         container_interface: field("container_interface"),
         mac: field("mac"),
         addresses,
+        gateway: a["gateway"].as_str().and_then(|g| g.parse().ok()),
     };
     if out.host_interface.is_empty() || out.container_interface.is_empty() {
         return Err(CniError::new(

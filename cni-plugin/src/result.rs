@@ -15,6 +15,8 @@ pub struct Attached {
     pub container_interface: String,
     pub mac: String,
     pub addresses: Vec<IpNet>,
+    /// The host's gateway, the container's default route.
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// The result for `conf`, with weft's interfaces after any the chain
@@ -41,10 +43,26 @@ pub fn build(conf: &NetConf, netns: &Path, a: &Attached) -> Value {
         if legacy {
             ip["version"] = json!(if net.addr().is_ipv4() { "4" } else { "6" });
         }
+        if let (Some(gw), true) = (a.gateway, net.addr().is_ipv4()) {
+            ip["gateway"] = json!(gw.to_string());
+        }
         ips.push(ip);
     }
-    // The multicast route weft adds, so the runtime knows of it.
-    list(&mut result, "routes").push(json!({ "dst": "224.0.0.0/4" }));
+    // The routes weft adds, so the runtime knows of them: multicast to the
+    // overlay, and everything else to the host's gateway (the range stays
+    // on-link).
+    let routes = list(&mut result, "routes");
+    routes.push(json!({ "dst": "224.0.0.0/4" }));
+    if let Some(gw) = a.gateway {
+        let on_link = a
+            .addresses
+            .iter()
+            .any(|n| n.contains(&std::net::IpAddr::V4(gw)));
+        if !on_link {
+            routes.push(json!({ "dst": format!("{gw}/32") }));
+        }
+        routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
+    }
     if let Some(dns) = &conf.dns {
         result["dns"] = dns.clone();
     } else if result.get("dns").is_none() {

@@ -14,17 +14,23 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Api;
-use crate::netdev::{HostNetwork, attach::host_interface};
+use crate::netdev::{
+    HostNetwork,
+    attach::{Attachment, host_interface},
+};
 
 /// Where dockerd looks for plugin sockets.
 pub const SOCKET: &str = "/run/docker/plugins/weft.sock";
 
 /// IPAM owners of addresses Docker asked for start with this.
 const OWNER_PREFIX: &str = "docker:";
-/// Docker asks a network's gateway address of IPAM; weft's overlay needs
-/// none, but one address per pool answers the question truthfully.
-const GATEWAY_OWNER: &str = "docker-gateway:";
+/// Docker asks a network's gateway address of IPAM: it is the host's own
+/// gateway on the bridge in that pool, exposed on demand.
 const GATEWAY_REQUEST: &str = "com.docker.network.gateway";
+/// How an endpoint is known in the attachment registry (`weft ps`).
+fn endpoint_key(endpoint: &str) -> String {
+    format!("docker:{endpoint}")
+}
 /// With `RequiresMACAddress`, Docker names the endpoint's MAC here.
 const MAC_OPTION: &str = "com.docker.network.endpoint.macaddress";
 
@@ -71,6 +77,21 @@ struct AddressRequest {
 struct EndpointRequest {
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
+    /// The container's network namespace (Join).
+    #[serde(default)]
+    sandbox_key: String,
+    /// What Docker's IPAM gave the endpoint (CreateEndpoint).
+    #[serde(default)]
+    interface: Option<EndpointInterface>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointInterface {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    mac_address: String,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +108,16 @@ struct NetworkRequest {
 struct PoolData {
     #[serde(default)]
     pool: String,
+}
+
+/// An API refusal as Docker hears it: its text.
+fn refused(response: hyper::Response<http_body_util::Full<Bytes>>) -> DockerError {
+    let text = response
+        .into_body()
+        .into_inner()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    DockerError(format!("weft: {text}"))
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DockerError> {
@@ -139,10 +170,11 @@ impl Api {
                 Ok(json!({ "Scope": "local", "ConnectivityScope": "global" }))
             }
             "NetworkDriver.CreateNetwork" => self.create_network(body).await,
-            "NetworkDriver.CreateEndpoint" => Ok(json!({})),
+            "NetworkDriver.CreateEndpoint" => self.create_endpoint(body).await,
             "NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
             "NetworkDriver.Join" => self.join(body).await,
-            "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => self.leave(body).await,
+            "NetworkDriver.Leave" => self.leave(body).await,
+            "NetworkDriver.DeleteEndpoint" => self.delete_endpoint(body).await,
             "NetworkDriver.DeleteNetwork"
             | "NetworkDriver.DiscoverNew"
             | "NetworkDriver.DiscoverDelete"
@@ -224,13 +256,20 @@ impl Api {
             "" => None,
             a => Some(a.parse()?),
         };
+        if gateway {
+            let net = self
+                .ensure_gateway(Some(sub.unwrap_or(pool)))
+                .await
+                .map_err(refused)?;
+            let cidr = Ipv4Net::new(net.addr(), pool.prefix_len()).expect("a subnet's prefix");
+            return Ok(json!({ "Address": cidr.to_string(), "Data": {} }));
+        }
         // Keyed on what Docker keeps for the endpoint (its MAC), so that
         // asking again for an endpoint's address is recognised, and anyone
         // else asking for it is refused.
-        let owner = match (gateway, option(MAC_OPTION)) {
-            (true, _) => format!("{GATEWAY_OWNER}{pool}"),
-            (false, Some(mac)) => format!("{OWNER_PREFIX}{mac}"),
-            (false, None) => format!("{OWNER_PREFIX}{:016x}", rand::random::<u64>()),
+        let owner = match option(MAC_OPTION) {
+            Some(mac) => format!("{OWNER_PREFIX}{mac}"),
+            None => format!("{OWNER_PREFIX}{:016x}", rand::random::<u64>()),
         };
         let answer = self
             .ipam_allocate(owner.clone(), Some(sub.unwrap_or(pool)), wanted)
@@ -251,10 +290,7 @@ impl Api {
         status
             .containers
             .into_iter()
-            .find(|(id, held)| {
-                (id.starts_with(OWNER_PREFIX) || id.starts_with(GATEWAY_OWNER))
-                    && held.contains(&addr)
-            })
+            .find(|(id, held)| id.starts_with(OWNER_PREFIX) && held.contains(&addr))
             .map(|(id, _)| id)
     }
 
@@ -267,11 +303,60 @@ impl Api {
         Ok(json!({}))
     }
 
+    /// Remembers the endpoint for `weft ps`: its address and MAC now, its
+    /// container when it joins.
+    async fn create_endpoint(&self, body: &Bytes) -> Answer {
+        let req: EndpointRequest = parse(body)?;
+        let network = self.host_network()?;
+        let interface = req.interface.unwrap_or(EndpointInterface {
+            address: String::new(),
+            mac_address: String::new(),
+        });
+        let addresses = match interface.address.as_str() {
+            "" => Vec::new(),
+            a => vec![a.parse::<ipnet::IpNet>()?],
+        };
+        let attachment = Attachment {
+            id: endpoint_key(&req.endpoint_id),
+            target: String::new(),
+            interface: bridge_side(&req.endpoint_id),
+            container_interface: String::new(),
+            mac: interface.mac_address,
+            addresses,
+            gateway: None,
+        };
+        network.registry.lock().await.record(attachment)?;
+        Ok(json!({}))
+    }
+
+    async fn delete_endpoint(&self, body: &Bytes) -> Answer {
+        self.leave(body).await?;
+        let req: EndpointRequest = parse(body)?;
+        let network = self.host_network()?;
+        network
+            .registry
+            .lock()
+            .await
+            .forget(&endpoint_key(&req.endpoint_id))?;
+        Ok(json!({}))
+    }
+
     /// A veth pair: one end on the bridge, the other for Docker to move
-    /// into the container.
+    /// into the container; the host's gateway as its default route.
     async fn join(&self, body: &Bytes) -> Answer {
         let req: EndpointRequest = parse(body)?;
         let network = self.host_network()?;
+        let key = endpoint_key(&req.endpoint_id);
+        let address = network
+            .registry
+            .lock()
+            .await
+            .get(&key)
+            .and_then(|a| a.addresses.first().copied());
+        let gateway = match address {
+            Some(ipnet::IpNet::V4(a)) => self.gateway_for(a.addr()).await,
+            _ => None,
+        };
         let (host, peer) = (
             bridge_side(&req.endpoint_id),
             container_side(&req.endpoint_id),
@@ -288,14 +373,24 @@ impl Api {
         let link = netlink.require(&host).await?;
         netlink.set_mtu_up(link.index, network.mtu).await?;
         netlink.attach(link.index, network.bridge).await?;
-        Ok(json!({
+        let mut registry = network.registry.lock().await;
+        if let Some(mut a) = registry.get(&key).cloned() {
+            a.target = req.sandbox_key.clone();
+            a.gateway = gateway.map(|g| g.addr());
+            registry.record(a)?;
+        }
+        let mut answer = json!({
             "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" },
             // Multicast goes to the overlay too, as on a LAN.
             "StaticRoutes": [{ "Destination": "224.0.0.0/4", "RouteType": 1 }],
-            // The overlay is the network; Docker's gateway bridge would
-            // add a second default route the user did not ask for.
+            // The host's gateway on the bridge is the way out; Docker's
+            // own gateway bridge would add a second one.
             "DisableGatewayService": true,
-        }))
+        });
+        if let Some(g) = gateway {
+            answer["Gateway"] = json!(g.addr().to_string());
+        }
+        Ok(answer)
     }
 
     async fn leave(&self, body: &Bytes) -> Answer {

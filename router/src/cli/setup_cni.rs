@@ -44,6 +44,8 @@ pub fn conflist(args: &SetupCniArgs) -> Value {
     let mut weft = json!({
         "type": "weft-cni",
         "socket": args.dirs.run_dir.join("weft.sock"),
+        // Static addresses (`podman run --ip`), claimed in weft's IPAM.
+        "capabilities": { "ips": true },
     });
     if let Some(subnet) = args.subnet {
         weft["subnet"] = json!(subnet);
