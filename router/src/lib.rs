@@ -15,6 +15,8 @@ pub mod cli;
 pub mod daemon;
 pub mod datapath;
 pub mod fastdp;
+pub mod firewall;
+pub mod hosts;
 pub mod identity;
 pub mod ipam;
 pub mod kubernetes;

@@ -41,6 +41,8 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         Command::Attach { args, dirs } => cli::attach(&dirs, "/attach", &args),
         Command::Detach { args, dirs } => cli::attach(&dirs, "/detach", &args),
         Command::Ps(dirs) => cli::ps(&dirs),
+        Command::Expose { addresses, dirs } => cli::gateway(&dirs, "/expose", &addresses),
+        Command::Hide { addresses, dirs } => cli::gateway(&dirs, "/hide", &addresses),
         Command::Dp { what, dirs } => {
             let path = match what {
                 DpWhat::Show => "/dp",

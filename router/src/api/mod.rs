@@ -21,9 +21,12 @@
 //! | `GET /status/ipam`, `/ipam` | IPAM per peer, text or JSON          |
 //! | `POST /ipam/rmpeer`    | `{"peer": "NAME or nickname"}`             |
 //! | `POST /ipam/reset`     | `{"force": false}`                         |
+//! | `POST /expose`         | `{"addresses": []}` (none: one from IPAM); the host's gateway |
+//! | `POST /hide`           | `{"addresses": []}` (none: all)            |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod docker;
+pub mod gateway;
 pub mod metrics;
 pub mod report;
 
@@ -79,6 +82,13 @@ struct AttachBody {
     /// Detaching what is not attached succeeds (CNI DEL is idempotent).
     #[serde(default)]
     missing_ok: bool,
+    /// This address from IPAM (CNI's `ips`), instead of any.
+    #[serde(default)]
+    claim: Option<std::net::Ipv4Addr>,
+    /// Expose the host if it has no gateway yet: the container needs one
+    /// (a runtime's containers do).
+    #[serde(default)]
+    expose: bool,
 }
 
 impl AttachBody {
@@ -243,11 +253,28 @@ impl Api {
                         format!("the container already has an interface {interface}\n"),
                     ));
                 }
+                if body.expose {
+                    self.ensure_gateway(None).await?;
+                }
                 if addresses.is_empty() {
-                    let got = self.allocate(owner.clone(), body.subnet, None).await?;
+                    let got = self
+                        .allocate(owner.clone(), body.subnet, body.claim)
+                        .await?;
                     addresses.push(ipnet::IpNet::V4(got.cidr()));
                 }
-                let plug = Plug { id: key, interface };
+                let first_v4 = addresses.iter().find_map(|a| match a {
+                    ipnet::IpNet::V4(v4) => Some(v4.addr()),
+                    ipnet::IpNet::V6(_) => None,
+                });
+                let gateway = match first_v4 {
+                    Some(a) => self.gateway_for(a).await.map(|g| g.addr()),
+                    None => None,
+                };
+                let plug = Plug {
+                    id: key,
+                    interface,
+                    gateway,
+                };
                 let attached = registry
                     .attach(
                         &network.netlink,
@@ -524,6 +551,8 @@ impl Api {
                     ),
                 }
             }
+            (Method::POST, "/expose") => return self.expose(&body).await,
+            (Method::POST, "/hide") => return self.hide(&body).await,
             (Method::POST, "/stop") => {
                 let _ = self.router.send(Request::Stop).await;
                 text(StatusCode::OK, "stopping\n")
@@ -629,6 +658,7 @@ mod tests {
                 advice: None,
             }],
             targets: vec![],
+            host: HostReport::default(),
         }
     }
 

@@ -14,6 +14,17 @@ pub struct Report {
     /// and recent failures, each failure with its reason.
     pub connections: Vec<ConnectionReport>,
     pub targets: Vec<TargetReport>,
+    /// The host's side: its gateway and weft's firewall table.
+    #[serde(default)]
+    pub host: HostReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostReport {
+    /// The host's addresses on the `weft` bridge (`weft expose`), which
+    /// containers have as their default gateway.
+    pub gateway: Vec<String>,
+    pub firewall: crate::firewall::FirewallStatus,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -155,6 +166,8 @@ impl Report {
                 ),
             ),
         ];
+        rows.push(("Gateway", self.host.gateway_line()));
+        rows.push(("Firewall", self.host.firewall_line()));
         if failing > 0 {
             rows.push((
                 "Attention",
@@ -275,6 +288,49 @@ impl Report {
             ],
             &rows,
         )
+    }
+}
+
+impl HostReport {
+    /// The gateway as `weft status` says it.
+    fn gateway_line(&self) -> String {
+        if self.gateway.is_empty() {
+            "none: containers reach only the overlay (`weft expose` gives them this host and the world)".into()
+        } else {
+            format!(
+                "{} on bridge {} (containers' default route)",
+                self.gateway.join(", "),
+                crate::netdev::BRIDGE
+            )
+        }
+    }
+
+    /// The firewall as `weft status` says it.
+    fn firewall_line(&self) -> String {
+        let f = &self.firewall;
+        let what = if f.masquerade {
+            let hosts = match f.mesh_hosts.len() {
+                0 => String::new(),
+                n => format!(" and {n} mesh host(s)"),
+            };
+            format!(
+                "masquerading containers' traffic to all but {}{hosts}",
+                f.exempt.join(", ")
+            )
+        } else {
+            "no masquerading (--no-masquerade)".into()
+        };
+        match (&f.error, f.applied) {
+            (Some(e), _) => format!("nftables table {} NOT written: {e}", f.table),
+            (None, false) => "nftables table being written".into(),
+            (None, true) => {
+                let restored = match f.restored {
+                    0 => String::new(),
+                    n => format!("; restored {n} time(s) after others changed it"),
+                };
+                format!("nftables table {}, {what}{restored}", f.table)
+            }
+        }
     }
 }
 

@@ -82,8 +82,26 @@ pub enum Command {
         #[command(flatten)]
         dirs: DirArgs,
     },
-    /// List attached containers with their MAC and addresses.
+    /// List containers on the weft network (attached, CNI and Docker) with
+    /// their MAC and addresses; the host's gateway first, as weft:expose.
     Ps(DirArgs),
+    /// Give this host an address on the weft network (its gateway): it
+    /// reaches containers, and containers reach it and, through it, the
+    /// world. Without addresses, IPAM gives one; given ones in the range
+    /// are claimed in IPAM. Prints the host's gateway addresses.
+    Expose {
+        /// Addresses with prefix length, like 10.32.0.1/12.
+        addresses: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Take the host's gateway addresses off the weft network (all of
+    /// them, or the ones given) and give them back to IPAM.
+    Hide {
+        addresses: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
     /// Take over the address space of a peer that is gone for good (by
     /// name or nickname). Refused while the peer is reachable.
     Rmpeer {
@@ -260,6 +278,15 @@ pub struct RouterArgs {
     /// from the cluster is taken back.
     #[arg(long, env = "WEFT_KUBERNETES")]
     pub kubernetes: bool,
+    /// Send containers' traffic to the world with their own addresses: no
+    /// masquerading to the host's address (the network beyond must then
+    /// route the range back to this host).
+    #[arg(long, env = "WEFT_NO_MASQUERADE")]
+    pub no_masquerade: bool,
+    /// Destinations containers reach with their own addresses, not the
+    /// host's: a VPC, a VPN (repeat, or comma-separated CIDRs).
+    #[arg(long, value_delimiter = ',')]
+    pub masquerade_exclude: Vec<ipnet::Ipv4Net>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

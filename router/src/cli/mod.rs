@@ -155,10 +155,23 @@ pub fn stop(dirs: &DirArgs) -> Result<bool> {
     Ok(true)
 }
 
-/// `weft reset`: stop, then remove persisted state.
+/// `weft reset`: stop, then remove persisted state and weft's firewall
+/// table.
 pub fn reset(dirs: &DirArgs) -> Result<()> {
     stop(dirs)?;
     let paths = Paths::new(dirs);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(crate::firewall::remove())
+        .context("cannot remove weft's nftables table")?;
+    println!(
+        "removed nftables table {} {}",
+        crate::firewall::FAMILY,
+        crate::firewall::TABLE
+    );
     for file in paths.state_files().into_iter().chain([paths.log_file()]) {
         match std::fs::remove_file(&file) {
             Ok(()) => println!("removed {}", file.display()),
@@ -249,9 +262,31 @@ pub fn attach(dirs: &DirArgs, path: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `weft ps`: target, MAC, addresses, a line per container.
+/// `weft expose` and `weft hide`: prints the addresses the host has (or
+/// gave up) on the bridge.
+pub fn gateway(dirs: &DirArgs, path: &str, addresses: &[String]) -> Result<()> {
+    let body = serde_json::json!({ "addresses": addresses });
+    let answer = client(dirs).post(path, &body.to_string())?;
+    let list: Vec<String> = serde_json::from_str(&answer)
+        .with_context(|| format!("the router's answer is not a list of addresses: {answer}"))?;
+    for a in list {
+        println!("{a}");
+    }
+    Ok(())
+}
+
+/// `weft ps`: name, MAC, addresses, a line per container; the host's
+/// gateway first.
 pub fn ps(dirs: &DirArgs) -> Result<()> {
     let list: Vec<serde_json::Value> = serde_json::from_str(&client(dirs).get("/ps")?)?;
+    let report: Report = serde_json::from_str(&client(dirs).get("/report")?)?;
+    if !report.host.gateway.is_empty() {
+        println!(
+            "{} - {}",
+            crate::netdev::gateway::OWNER,
+            report.host.gateway.join(" ")
+        );
+    }
     for a in list {
         let addrs: Vec<&str> = a["addresses"]
             .as_array()
@@ -261,8 +296,8 @@ pub fn ps(dirs: &DirArgs) -> Result<()> {
             .collect();
         println!(
             "{} {} {}",
-            a["target"].as_str().unwrap_or("-"),
-            a["mac"].as_str().unwrap_or("-"),
+            a["id"].as_str().or(a["target"].as_str()).unwrap_or("-"),
+            a["mac"].as_str().filter(|m| !m.is_empty()).unwrap_or("-"),
             addrs.join(" ")
         );
     }

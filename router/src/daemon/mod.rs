@@ -22,17 +22,19 @@ use crate::{
     daemon::{
         connection::Context,
         paths::Paths,
-        router::{Router, Settings},
+        router::{HostSide, Router, Settings},
     },
     datapath::{
         self, encap,
         engine::{self, DataPlane},
     },
     fastdp::{self, Fastdp},
+    firewall::{Firewall, Ruleset},
+    hosts::{Hosts, HostsHandle},
     identity::{MAX_NICKNAME, PeerIdentity, PeerName},
     ipam::IpamHandle,
     mesh::{Config, Input, Mesh, Source},
-    netdev::{self, HostNetwork, Netlink, attach::Registry},
+    netdev::{self, HostNetwork, Netlink, attach::Registry, gateway::Gateway},
 };
 
 /// The peer name: given, or persisted from an earlier start, or derived
@@ -181,6 +183,11 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
 
     // The host side of the overlay: bridge, TAP, and the MTU that fits.
     let netlink = Netlink::here().context("cannot talk to the kernel over netlink")?;
+    if let Some(problem) =
+        netdev::collision(&netlink, args.ipalloc_range, "--ipalloc-range").await?
+    {
+        bail!("{problem}");
+    }
     let underlay = netdev::underlay(&netlink, &targets).await?;
     // Is there a kernel datapath? (Looking it up loads the module if it can.)
     let datapath: Result<(), String> = if args.no_fastdp {
@@ -222,6 +229,11 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     if let Err(e) = datapath::socket::enable_gro(&udp) {
         tracing::warn!(error = %e, "no UDP GRO: receiving datagrams one at a time");
     }
+    let gateway = Gateway::load(paths.gateway_file())?;
+    gateway
+        .restore(&netlink)
+        .await
+        .context("cannot put the host's gateway back on the bridge")?;
     let mut registry = Registry::load(paths.data_dir.join("attachments.json"))?;
     registry.prune(&netlink).await?;
     registry.set_mtu(&netlink, overlay_mtu).await;
@@ -244,6 +256,19 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     let mut mesh = Mesh::new(config, now);
     let ipam = open_ipam(&args, &paths, &identity, now)?;
     mesh.add_channel(crate::ipam::CHANNEL, ipam.channel());
+    let hosts = HostsHandle::new(Hosts::new(identity.name, clock_ms));
+    mesh.add_channel(crate::hosts::CHANNEL, hosts.channel());
+    let host = HostSide {
+        hosts,
+        firewall: Firewall::start(Ruleset {
+            range: args.ipalloc_range,
+            masquerade: !args.no_masquerade,
+            exclude: args.masquerade_exclude.clone(),
+            mesh_hosts: Default::default(),
+        }),
+        gateway: gateway.addresses().to_vec(),
+        direct: netdev::direct_addresses(&netlink).await?,
+    };
     for address in targets {
         mesh.handle(
             now,
@@ -328,6 +353,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         bridge: bridge.index,
         mtu: overlay_mtu,
         registry: tokio::sync::Mutex::new(registry),
+        gateway: tokio::sync::Mutex::new(gateway),
     });
     let docker = docker_listener(args.docker_plugin)?;
     let docker_served = docker.is_some();
@@ -341,7 +367,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         fastdp,
         fastdp_reports: fastdp_rx,
     };
-    let router = Router::new(mesh, ctx, events_rx, settings, planes, ipam);
+    let router = Router::new(mesh, ctx, events_rx, settings, planes, ipam, host);
     let mut term =
         tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let shutdown = async move {

@@ -44,7 +44,13 @@ impl Paths {
             self.name_file(),
             self.data_dir.join("attachments.json"),
             self.ipam_file(),
+            self.gateway_file(),
         ]
+    }
+
+    /// The host's addresses on the bridge (`weft expose`).
+    pub fn gateway_file(&self) -> PathBuf {
+        self.data_dir.join("gateway.json")
     }
 
     /// IPAM's ring and this host's allocations.

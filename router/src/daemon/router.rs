@@ -18,7 +18,8 @@ use tokio::{
 
 use crate::{
     api::report::{
-        ConnectionReport, PeerConnectionReport, PeerReport, Report, RouterInfo, TargetReport,
+        ConnectionReport, HostReport, PeerConnectionReport, PeerReport, Report, RouterInfo,
+        TargetReport,
     },
     daemon::connection::{self, Command, Context, Event, PROTOCOL},
     datapath::{
@@ -26,6 +27,8 @@ use crate::{
         engine::{self, DataPlane, PathReport, PeerSpec},
     },
     fastdp::{self, Fastdp, heartbeat::VxlanState},
+    firewall::Firewall,
+    hosts::HostsHandle,
     identity::PeerName,
     ipam::IpamHandle,
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
@@ -67,6 +70,11 @@ pub enum Request {
     },
     Metrics(oneshot::Sender<Metrics>),
     Ipam(IpamRequest),
+    /// The host's gateway addresses changed (`weft expose`, `weft hide`).
+    Gateway {
+        addresses: Vec<ipnet::Ipv4Net>,
+        done: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -173,6 +181,32 @@ struct PathState {
     report: Option<PathReport>,
 }
 
+/// The router's part in the host's own network: its gateway, what it
+/// tells the mesh about the host, and weft's firewall table.
+pub struct HostSide {
+    pub hosts: HostsHandle,
+    pub firewall: Firewall,
+    /// The host's addresses on the bridge.
+    pub gateway: Vec<ipnet::Ipv4Net>,
+    /// The host's addresses that answer containers directly once it has a
+    /// gateway ([`crate::netdev::direct_addresses`]).
+    pub direct: Vec<std::net::Ipv4Addr>,
+}
+
+impl HostSide {
+    /// Tells the mesh what containers may reach here untranslated: the
+    /// host's direct addresses, but only while it has a gateway to answer
+    /// them through.
+    fn publish(&self) {
+        let direct = if self.gateway.is_empty() {
+            Vec::new()
+        } else {
+            self.direct.clone()
+        };
+        self.hosts.lock().set_local(direct, self.gateway.clone());
+    }
+}
+
 /// The data planes the router drives, and the channels they report on.
 pub struct Planes {
     pub data: DataPlane,
@@ -206,6 +240,9 @@ pub struct Router {
     /// The peers last told to be on the fast datapath.
     on_fastdp: BTreeSet<PeerName>,
     ipam: IpamHandle,
+    host: HostSide,
+    /// The hosts channel's generation whose direct hosts the firewall has.
+    hosts_seen: Option<u64>,
 }
 
 impl Router {
@@ -216,7 +253,9 @@ impl Router {
         settings: Settings,
         planes: Planes,
         ipam: IpamHandle,
+        host: HostSide,
     ) -> Router {
+        host.publish();
         let Planes {
             data,
             reports,
@@ -225,6 +264,8 @@ impl Router {
         } = planes;
         Router {
             ipam,
+            host,
+            hosts_seen: None,
             local_datapath: fastdp.is_some(),
             fastdp,
             fastdp_reports,
@@ -280,6 +321,7 @@ impl Router {
             }
             self.drain();
             self.ipam.lock().finish();
+            self.sync_mesh_hosts();
             let admission = self.mesh.admission();
             if *self.ctx.admission.read().unwrap_or_else(|p| p.into_inner()) != admission {
                 *self
@@ -304,6 +346,19 @@ impl Router {
             });
         }
         tracing::info!("router stopped");
+    }
+
+    /// Gives the firewall the mesh hosts containers reach untranslated,
+    /// when they may have changed.
+    fn sync_mesh_hosts(&mut self) {
+        let hosts = self.host.hosts.lock();
+        if self.hosts_seen == Some(hosts.generation()) {
+            return;
+        }
+        self.hosts_seen = Some(hosts.generation());
+        let direct = hosts.direct_hosts();
+        drop(hosts);
+        self.host.firewall.update(|r| r.mesh_hosts = direct);
     }
 
     fn accept(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
@@ -713,6 +768,13 @@ impl Router {
                 let _ = reply.send(m);
             }
             Request::Ipam(request) => self.on_ipam(now, request),
+            Request::Gateway { addresses, done } => {
+                self.host.gateway = addresses;
+                self.host.publish();
+                // Let the mesh gossip the new record now.
+                self.mesh.handle(now, Input::Tick);
+                let _ = done.send(());
+            }
             Request::Stop => {}
         }
     }
@@ -963,6 +1025,10 @@ impl Router {
             peers,
             connections,
             targets,
+            host: HostReport {
+                gateway: self.host.gateway.iter().map(|g| g.to_string()).collect(),
+                firewall: self.host.firewall.status(),
+            },
         }
     }
 }

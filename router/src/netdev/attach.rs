@@ -3,9 +3,13 @@
 //! what is attached, kept in the data directory so `weft ps` survives a
 //! router restart.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use super::{CONTAINER_IF, Netlink, NetlinkError, target::Target};
@@ -27,6 +31,10 @@ pub struct Attachment {
     /// The MAC of the container's `weft0`.
     pub mac: String,
     pub addresses: Vec<IpNet>,
+    /// The host's gateway, the container's default route, when the host
+    /// has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +91,8 @@ pub struct Plug {
     pub id: String,
     /// The container's interface.
     pub interface: String,
+    /// The default route's gateway, if the host has one.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// Every attached container, persisted as JSON.
@@ -128,10 +138,29 @@ impl Registry {
         self.entries.values().cloned().collect()
     }
 
+    pub fn get(&self, id: &str) -> Option<&Attachment> {
+        self.entries.get(id)
+    }
+
+    /// Keeps what a runtime made itself (a Docker endpoint), for `weft ps`.
+    pub fn record(&mut self, attachment: Attachment) -> Result<(), AttachError> {
+        self.entries.insert(attachment.id.clone(), attachment);
+        self.save()
+    }
+
+    /// Forgets what [`Registry::record`] kept.
+    pub fn forget(&mut self, id: &str) -> Result<(), AttachError> {
+        if self.entries.remove(id).is_some() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Forgets containers whose veth is gone (the container stopped).
     pub async fn prune(&mut self, netlink: &Netlink) -> Result<(), AttachError> {
         let mut gone = Vec::new();
-        for (key, a) in &self.entries {
+        // A Docker endpoint that has not joined yet has no veth: keep it.
+        for (key, a) in self.entries.iter().filter(|(_, a)| !a.target.is_empty()) {
             if netlink.link(&a.interface).await?.is_none() {
                 gone.push(key.clone());
             }
@@ -148,7 +177,12 @@ impl Registry {
     /// Gives every attached container the overlay MTU, which changes when
     /// the router restarts with or without a password, or another --mtu.
     pub async fn set_mtu(&self, netlink: &Netlink, mtu: u32) {
-        for a in self.entries.values() {
+        // A Docker endpoint's container end is Docker's to name and set.
+        for a in self
+            .entries
+            .values()
+            .filter(|a| !a.container_interface.is_empty())
+        {
             let result = async {
                 let target = Target::parse(&a.target)?;
                 let inside = Netlink::inside(&target.open()?).await?;
@@ -202,6 +236,19 @@ impl Registry {
         inside
             .add_route(Ipv4Addr::new(224, 0, 0, 0), 4, container.index)
             .await?;
+        if let Some(gateway) = plug.gateway {
+            // The range stays on-link (the overlay); everything else goes
+            // to the host. A gateway outside the container's own subnets
+            // gets a link route first, so the default route can use it.
+            let on_link = addresses.iter().any(|a| a.contains(&IpAddr::V4(gateway)));
+            if !on_link {
+                inside.add_route(gateway, 32, container.index).await?;
+            }
+            let everything = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+            inside
+                .add_gateway_route(everything, gateway, container.index, false)
+                .await?;
+        }
         let attachment = Attachment {
             id: plug.id.clone(),
             target: target.key(),
@@ -209,6 +256,7 @@ impl Registry {
             container_interface: name.to_string(),
             mac: container.mac.map(mac_string).unwrap_or_default(),
             addresses: global(inside.addresses(container.index).await?),
+            gateway: plug.gateway,
         };
         self.entries.insert(plug.id.clone(), attachment.clone());
         self.save()?;

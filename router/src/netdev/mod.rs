@@ -3,6 +3,8 @@
 //! bridge, and the veth pairs of attached containers.
 
 pub mod attach;
+pub mod collision;
+pub mod gateway;
 pub mod netlink;
 pub mod tap;
 pub mod target;
@@ -44,6 +46,82 @@ pub struct HostNetwork {
     /// The overlay MTU.
     pub mtu: u32,
     pub registry: tokio::sync::Mutex<attach::Registry>,
+    /// The host's addresses on the bridge; lock after `registry` when
+    /// both are needed.
+    pub gateway: tokio::sync::Mutex<gateway::Gateway>,
+}
+
+/// Whether weft made this device: its addresses and routes are the
+/// overlay's, not the host's.
+pub fn is_weft_device(name: &str) -> bool {
+    name.starts_with("weft") || name.starts_with("vwef")
+}
+
+/// The host's own IPv4 routes (main table) and addresses, each with its
+/// device, leaving out weft's devices.
+pub async fn host_networks(
+    netlink: &Netlink,
+) -> Result<(Vec<collision::HostNet>, Vec<collision::HostNet>), NetdevError> {
+    let links = netlink.links().await?;
+    let name_of = |index: u32| {
+        links
+            .iter()
+            .find(|l| l.index == index)
+            .map_or_else(|| format!("if{index}"), |l| l.name.clone())
+    };
+    let routes = netlink
+        .routes_v4()
+        .await?
+        .into_iter()
+        .map(|(net, oif)| collision::HostNet {
+            net,
+            device: oif.map_or_else(|| "-".to_string(), name_of),
+        })
+        .filter(|r| !is_weft_device(&r.device))
+        .collect();
+    let mut addresses = Vec::new();
+    for link in links.iter().filter(|l| !is_weft_device(&l.name)) {
+        for net in netlink.addresses(link.index).await? {
+            if let ipnet::IpNet::V4(net) = net {
+                addresses.push(collision::HostNet {
+                    net,
+                    device: link.name.clone(),
+                });
+            }
+        }
+    }
+    Ok((routes, addresses))
+}
+
+/// Why `net` cannot be used here (it collides with the host's network),
+/// or `None`; `what` names it in the message.
+pub async fn collision(
+    netlink: &Netlink,
+    net: ipnet::Ipv4Net,
+    what: &str,
+) -> Result<Option<String>, NetdevError> {
+    let (routes, addresses) = host_networks(netlink).await?;
+    Ok(collision::check(net, what, &routes, &addresses))
+}
+
+/// The host's addresses that answer containers' own addresses when they
+/// arrive from the underlay: not loopback, and not on a device whose
+/// reverse-path filter is strict (it would drop them, since the way back
+/// to the range is the bridge).
+pub async fn direct_addresses(netlink: &Netlink) -> Result<Vec<std::net::Ipv4Addr>, NetdevError> {
+    let rp_filter = |device: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0)
+    };
+    let all = rp_filter("all");
+    let (_, addresses) = host_networks(netlink).await?;
+    Ok(addresses
+        .into_iter()
+        .filter(|a| !a.net.addr().is_loopback() && all.max(rp_filter(&a.device)) != 1)
+        .map(|a| a.net.addr())
+        .collect())
 }
 
 /// The interface traffic to other hosts leaves from, and its MTU: the

@@ -8,10 +8,10 @@ use std::{
 };
 
 use futures_util::TryStreamExt;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::{
-    link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
-    route::{RouteAttribute, RouteMessage},
+    link::{InfoBridge, InfoData, InfoVeth, LinkAttribute, LinkMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -82,17 +82,27 @@ impl Netlink {
     }
 
     /// A connection in the namespace `netns` (an open namespace file): the
-    /// socket is opened on a thread that entered it, and stays there.
+    /// socket is opened on a thread of its own that enters the namespace
+    /// and then ends, so no thread that runs anything else is ever left
+    /// inside a container (a socket keeps the namespace it was made in).
     pub async fn inside(netns: &File) -> Result<Netlink> {
         let fd = netns.try_clone().map_err(NetlinkError::Socket)?;
-        let (conn, handle) = tokio::task::spawn_blocking(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| NetlinkError::Namespace(e.to_string()))?;
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
-            Ok::<_, NetlinkError>((conn, handle))
-        })
-        .await
-        .map_err(|e| NetlinkError::Namespace(e.to_string()))??;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The socket registers with the runtime's reactor as it opens.
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                let opened = nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| NetlinkError::Namespace(e.to_string()))
+                    .and_then(|()| rtnetlink::new_connection().map_err(NetlinkError::Socket));
+                let _ = tx.send(opened);
+            })
+            .map_err(NetlinkError::Socket)?;
+        let (conn, handle, _) = rx
+            .await
+            .map_err(|e| NetlinkError::Namespace(e.to_string()))??;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -279,6 +289,74 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
             other => other.map_err(request(format!("add route {dest}/{prefix}"))),
         }
+    }
+
+    /// Adds a route to `dest` via `gateway` out of link `index`; `onlink`
+    /// when the gateway is outside the link's own subnets. An existing
+    /// route is fine.
+    pub async fn add_gateway_route(
+        &self,
+        dest: Ipv4Net,
+        gateway: Ipv4Addr,
+        index: u32,
+        onlink: bool,
+    ) -> Result<()> {
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.addr(), dest.prefix_len())
+            .gateway(gateway)
+            .output_interface(index);
+        if onlink {
+            route = route.onlink();
+        }
+        match self.handle.route().add(route.build()).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            other => other.map_err(request(format!("add route {dest} via {gateway}"))),
+        }
+    }
+
+    /// The IPv4 routes of the main table: destination, and the link they
+    /// leave from (if any).
+    pub async fn routes_v4(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(libc::RT_TABLE_MAIN as u32)
+            .build();
+        let mut routes = self.handle.route().get(query).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = routes.try_next().await.map_err(request("list routes"))? {
+            if msg.header.table != libc::RT_TABLE_MAIN {
+                continue;
+            }
+            let mut dest = Ipv4Addr::UNSPECIFIED;
+            let mut oif = None;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dest = *a,
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let Ok(net) = Ipv4Net::new(dest, msg.header.destination_prefix_length) {
+                out.push((net, oif));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lets the bridge's IPv4 frames through the host's IP hooks (the
+    /// bridge's own `nf_call_iptables`, not the machine-wide sysctl), so
+    /// connection tracking sees the replies of NATed connections (service
+    /// addresses) that cross the bridge.
+    pub async fn bridge_nf_call_iptables(&self, bridge: &Link) -> Result<()> {
+        let mut msg = LinkBridge::new(&bridge.name)
+            .append_info_data(InfoBridge::NfCallIpTables(true))
+            .build();
+        msg.header.index = bridge.index;
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(request(format!("set nf_call_iptables on {}", bridge.name)))
     }
 
     /// The link the kernel would send to `dest` from.

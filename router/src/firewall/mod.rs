@@ -1,0 +1,215 @@
+//! weft's own nftables table (`inet weft`): what the router writes into
+//! the host's firewall, and a keeper that puts it back when anyone else
+//! deletes or changes it.
+//!
+//! The table is compiled by [`rules`] (pure) and applied by `nft -f` in
+//! one transaction; no other table is ever touched.
+
+pub mod rules;
+
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{io::AsyncWriteExt as _, sync::watch};
+
+pub use rules::{FAMILY, Ruleset, TABLE};
+
+/// How often the keeper looks at the table: a deleted table is back
+/// within this long.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// What `weft status` and the report say about the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallStatus {
+    /// `inet weft`.
+    pub table: String,
+    /// Whether the table as wanted is in the kernel now.
+    pub applied: bool,
+    pub masquerade: bool,
+    /// Destinations that keep their container source address.
+    pub exempt: Vec<String>,
+    /// Other mesh hosts containers reach untranslated.
+    pub mesh_hosts: Vec<String>,
+    /// How often the table had to be put back after someone changed it.
+    pub restored: u64,
+    /// Why the table could not be written, while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error(
+        "cannot run nft ({0}): install nftables (apt-get install nftables), or launch with --no-masquerade"
+    )]
+    Spawn(std::io::Error),
+    #[error("nft refused weft's table: {0}")]
+    Refused(String),
+}
+
+/// The nft binary: where Debian puts it, else whatever PATH finds (a
+/// router started without /usr/sbin in PATH still finds it).
+fn nft() -> tokio::process::Command {
+    let path = ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nft");
+    let mut command = tokio::process::Command::new(path);
+    command.kill_on_drop(true);
+    command
+}
+
+/// Runs `nft -f -` on `script`: one transaction, all or nothing.
+pub async fn apply_script(script: &str) -> Result<(), FirewallError> {
+    let mut child = nft()
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(FirewallError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(FirewallError::Spawn)?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(FirewallError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// The table as the kernel has it now; `None` when it is gone.
+async fn listing() -> Result<Option<String>, FirewallError> {
+    let out = nft()
+        .args(["list", "table", FAMILY, TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(FirewallError::Spawn)?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Removes weft's table (`weft reset`).
+pub async fn remove() -> Result<(), FirewallError> {
+    apply_script(&rules::removal()).await
+}
+
+/// The keeper's handle: what the router wants in the table, and what it
+/// last managed.
+#[derive(Clone)]
+pub struct Firewall {
+    desired: Arc<watch::Sender<Ruleset>>,
+    status: Arc<Mutex<FirewallStatus>>,
+}
+
+impl Firewall {
+    /// Writes the table and keeps it; from a tokio runtime.
+    pub fn start(initial: Ruleset) -> Firewall {
+        let (desired, rx) = watch::channel(initial);
+        let status = Arc::new(Mutex::new(FirewallStatus::default()));
+        tokio::spawn(keep(rx, status.clone()));
+        Firewall {
+            desired: Arc::new(desired),
+            status,
+        }
+    }
+
+    /// Changes what is wanted; the keeper applies it at once.
+    pub fn update(&self, change: impl FnOnce(&mut Ruleset)) {
+        self.desired.send_if_modified(|r| {
+            let before = r.clone();
+            change(r);
+            *r != before
+        });
+    }
+
+    pub fn status(&self) -> FirewallStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Applies the wanted table, then checks every [`CHECK_EVERY`] that the
+/// kernel still has exactly what was applied; anything else (deleted,
+/// flushed, edited) is replaced whole.
+async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallStatus>>) {
+    let mut applied: Option<(Ruleset, String)> = None;
+    let mut ticker = tokio::time::interval(CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let wanted = desired.borrow_and_update().clone();
+        let outcome = async {
+            let now = listing().await?;
+            let intact = match (&applied, &now) {
+                (Some((r, seen)), Some(now)) => *r == wanted && seen == now,
+                _ => false,
+            };
+            if intact {
+                return Ok(false);
+            }
+            // The table changed under us only if what we applied is what
+            // is still wanted.
+            let tampered = applied.as_ref().is_some_and(|(r, _)| *r == wanted);
+            apply_script(&wanted.script()).await?;
+            let seen = listing().await?.unwrap_or_default();
+            applied = Some((wanted.clone(), seen));
+            Ok::<bool, FirewallError>(tampered)
+        }
+        .await;
+        {
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.table = format!("{FAMILY} {TABLE}");
+            s.masquerade = wanted.masquerade;
+            s.exempt = wanted.exempt().iter().map(|n| n.to_string()).collect();
+            s.mesh_hosts = wanted.mesh_hosts.iter().map(|a| a.to_string()).collect();
+            match outcome {
+                Ok(tampered) => {
+                    if tampered {
+                        s.restored += 1;
+                        tracing::warn!(
+                            table = %s.table,
+                            "weft's nftables table was deleted or changed by someone else: restored"
+                        );
+                    }
+                    if s.error.take().is_some() || !s.applied {
+                        tracing::info!(table = %s.table, "nftables table in place");
+                    }
+                    s.applied = true;
+                }
+                Err(e) => {
+                    // Said once per distinct cause, not every check.
+                    let message = e.to_string();
+                    if s.error.as_deref() != Some(&message) {
+                        tracing::error!(error = %message, "cannot write weft's nftables table");
+                    }
+                    s.error = Some(message);
+                    s.applied = false;
+                    applied = None;
+                }
+            }
+        }
+        tokio::select! {
+            changed = desired.changed() => if changed.is_err() { return },
+            _ = ticker.tick() => {}
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! What each router tells the mesh about its host, on the `hosts` gossip
+//! channel: its gateways (exposed addresses) and the host addresses that
+//! answer containers' own addresses, so that containers elsewhere reach
+//! them without masquerading.
+//!
+//! Each router writes only its own record, with a version that grows;
+//! merging keeps the newest per router, so every router converges on the
+//! same set whatever order gossip arrives in. Pure: no I/O, no clock.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::Ipv4Addr,
+    time::Instant,
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    identity::PeerName,
+    mesh::{Channel, Outgoing},
+};
+
+/// The mesh channel host records travel on.
+pub const CHANNEL: &str = "hosts";
+
+/// Most records one gossip message may carry, and most addresses a record
+/// may list: a peer cannot make us hold more than this.
+const MAX_RECORDS: usize = 4096;
+const MAX_ADDRESSES: usize = 64;
+
+/// One router's record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Grows with every change; a restart starts above the last run (the
+    /// router seeds it from the wall clock).
+    pub version: u64,
+    /// The host's addresses that answer the range directly: empty unless
+    /// the host has a gateway and accepts the range's source addresses
+    /// from its underlay (no strict reverse-path filter).
+    pub direct: Vec<Ipv4Addr>,
+    /// The host's addresses on the `weft` bridge.
+    pub gateways: Vec<Ipv4Net>,
+}
+
+/// The wire form: records by router.
+type Records = Vec<(PeerName, HostRecord)>;
+
+fn encode(records: &Records) -> Vec<u8> {
+    postcard::to_allocvec(records).expect("host records serialize")
+}
+
+fn decode(bytes: &[u8]) -> Result<Records, String> {
+    let records: Records =
+        postcard::from_bytes(bytes).map_err(|e| format!("malformed host records: {e}"))?;
+    if records.len() > MAX_RECORDS
+        || records
+            .iter()
+            .any(|(_, r)| r.direct.len() > MAX_ADDRESSES || r.gateways.len() > MAX_ADDRESSES)
+    {
+        return Err("host records over the limit".into());
+    }
+    Ok(records)
+}
+
+/// Every router's record, as this router knows them.
+pub struct Hosts {
+    me: PeerName,
+    records: BTreeMap<PeerName, HostRecord>,
+    reachable: BTreeSet<PeerName>,
+    outgoing: VecDeque<Outgoing>,
+    /// Grows whenever [`Hosts::direct_hosts`] may have changed, so the
+    /// router recomputes it only then.
+    generation: u64,
+}
+
+impl Hosts {
+    /// Starts with an empty record of ours at `version`.
+    pub fn new(me: PeerName, version: u64) -> Hosts {
+        let mut records = BTreeMap::new();
+        records.insert(
+            me,
+            HostRecord {
+                version,
+                ..HostRecord::default()
+            },
+        );
+        Hosts {
+            me,
+            records,
+            reachable: BTreeSet::new(),
+            outgoing: VecDeque::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn local(&self) -> &HostRecord {
+        &self.records[&self.me]
+    }
+
+    /// Replaces our record's contents; gossips it if it changed.
+    pub fn set_local(&mut self, mut direct: Vec<Ipv4Addr>, mut gateways: Vec<Ipv4Net>) {
+        direct.sort();
+        direct.dedup();
+        direct.truncate(MAX_ADDRESSES);
+        gateways.sort();
+        gateways.dedup();
+        gateways.truncate(MAX_ADDRESSES);
+        let mine = self.records.get_mut(&self.me).expect("our own record");
+        if mine.direct == direct && mine.gateways == gateways {
+            return;
+        }
+        mine.version += 1;
+        mine.direct = direct;
+        mine.gateways = gateways;
+        let record = mine.clone();
+        self.generation += 1;
+        self.outgoing
+            .push_back(Outgoing::Gossip(encode(&vec![(self.me, record)])));
+    }
+
+    /// The addresses of reachable other hosts that containers reach
+    /// untranslated.
+    pub fn direct_hosts(&self) -> BTreeSet<Ipv4Addr> {
+        self.records
+            .iter()
+            .filter(|(name, _)| **name != self.me && self.reachable.contains(name))
+            .flat_map(|(_, r)| r.direct.iter().copied())
+            .collect()
+    }
+
+    pub fn get(&self, peer: PeerName) -> Option<&HostRecord> {
+        self.records.get(&peer)
+    }
+
+    /// Keeps the newer of ours and theirs per router; returns what was
+    /// news. A record claiming to be ours and newer means we restarted
+    /// with a clock behind the last run: ours jumps past it.
+    fn merge(&mut self, records: Records) -> Records {
+        let mut news = Vec::new();
+        for (name, theirs) in records {
+            if name == self.me {
+                let mine = self.records.get_mut(&self.me).expect("our own record");
+                if theirs.version >= mine.version && theirs != *mine {
+                    mine.version = theirs.version + 1;
+                    let record = mine.clone();
+                    self.outgoing
+                        .push_back(Outgoing::Gossip(encode(&vec![(self.me, record)])));
+                }
+                continue;
+            }
+            let newer = self
+                .records
+                .get(&name)
+                .is_none_or(|ours| theirs.version > ours.version);
+            if newer {
+                self.generation += 1;
+                self.records.insert(name, theirs.clone());
+                news.push((name, theirs));
+            }
+        }
+        news
+    }
+}
+
+impl Channel for Hosts {
+    fn on_gossip(
+        &mut self,
+        _now: Instant,
+        _from: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        let news = self.merge(decode(payload)?);
+        Ok((!news.is_empty()).then(|| encode(&news)))
+    }
+
+    fn on_broadcast(&mut self, _: Instant, _: PeerName, _: &[u8]) -> Result<(), String> {
+        Err("the hosts channel takes gossip only".into())
+    }
+
+    fn on_unicast(&mut self, _: Instant, _: PeerName, _: &[u8]) -> Result<(), String> {
+        Err("the hosts channel takes gossip only".into())
+    }
+
+    fn full_state(&self) -> Option<Vec<u8>> {
+        let all: Records = self.records.iter().map(|(n, r)| (*n, r.clone())).collect();
+        Some(encode(&all))
+    }
+
+    fn on_peers_changed(&mut self, _now: Instant, reachable: &BTreeSet<PeerName>) {
+        if self.reachable != *reachable {
+            self.generation += 1;
+            self.reachable = reachable.clone();
+        }
+    }
+
+    fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.outgoing.pop_front()
+    }
+}
+
+/// The channel as the router shares it between the mesh and its own task.
+#[derive(Clone)]
+pub struct HostsHandle(std::sync::Arc<std::sync::Mutex<Hosts>>);
+
+impl HostsHandle {
+    pub fn new(hosts: Hosts) -> HostsHandle {
+        HostsHandle(std::sync::Arc::new(std::sync::Mutex::new(hosts)))
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Hosts> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn channel(&self) -> Box<dyn Channel + Send> {
+        Box::new(self.clone())
+    }
+}
+
+impl Channel for HostsHandle {
+    fn on_gossip(
+        &mut self,
+        now: Instant,
+        from: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        self.lock().on_gossip(now, from, payload)
+    }
+
+    fn on_broadcast(
+        &mut self,
+        now: Instant,
+        source: PeerName,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        self.lock().on_broadcast(now, source, payload)
+    }
+
+    fn on_unicast(&mut self, now: Instant, source: PeerName, payload: &[u8]) -> Result<(), String> {
+        self.lock().on_unicast(now, source, payload)
+    }
+
+    fn full_state(&self) -> Option<Vec<u8>> {
+        self.lock().full_state()
+    }
+
+    fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
+        self.lock().on_peers_changed(now, reachable)
+    }
+
+    fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.lock().poll_outgoing()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: u64) -> PeerName {
+        PeerName::from_u64(n)
+    }
+
+    fn addr(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn gossip_of(h: &mut Hosts) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| h.poll_outgoing())
+            .map(|o| match o {
+                Outgoing::Gossip(p) => p,
+                other => panic!("hosts only gossip: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_spread_and_only_reachable_exposed_hosts_count() {
+        let now = Instant::now();
+        let (mut a, mut b) = (Hosts::new(name(1), 100), Hosts::new(name(2), 100));
+        a.set_local(
+            vec![addr("192.0.2.1")],
+            vec!["10.32.0.1/12".parse().unwrap()],
+        );
+        for payload in gossip_of(&mut a) {
+            let news = b.on_gossip(now, name(1), &payload).unwrap();
+            assert!(news.is_some(), "a's record is news to b");
+        }
+        assert!(b.direct_hosts().is_empty(), "a is not reachable yet");
+        let seen = b.generation();
+        b.on_peers_changed(now, &[name(1), name(2)].into());
+        assert!(b.generation() > seen, "reachability changes what counts");
+        assert_eq!(b.direct_hosts(), [addr("192.0.2.1")].into());
+        // The same gossip again is no news: nothing to pass on.
+        let full = a.full_state().unwrap();
+        assert_eq!(b.on_gossip(now, name(1), &full).unwrap(), None);
+        // Our own record is never a direct host of ours.
+        a.on_peers_changed(now, &[name(1), name(2)].into());
+        assert!(a.direct_hosts().is_empty());
+        // a hides: the newer, empty record replaces the old one.
+        a.set_local(vec![], vec![]);
+        for payload in gossip_of(&mut a) {
+            b.on_gossip(now, name(1), &payload).unwrap();
+        }
+        assert!(b.direct_hosts().is_empty());
+    }
+
+    #[test]
+    fn an_older_record_never_replaces_a_newer_one() {
+        let now = Instant::now();
+        let mut a = Hosts::new(name(1), 10);
+        a.set_local(vec![addr("192.0.2.1")], vec![]);
+        let old = a.full_state().unwrap();
+        a.set_local(vec![addr("192.0.2.9")], vec![]);
+        let new = a.full_state().unwrap();
+        let mut b = Hosts::new(name(2), 10);
+        b.on_peers_changed(now, &[name(1)].into());
+        b.on_gossip(now, name(1), &new).unwrap();
+        assert_eq!(b.on_gossip(now, name(1), &old).unwrap(), None);
+        assert_eq!(b.direct_hosts(), [addr("192.0.2.9")].into());
+    }
+
+    #[test]
+    fn a_restart_behind_its_own_old_record_moves_past_it() {
+        let now = Instant::now();
+        let mut before = Hosts::new(name(1), 500);
+        before.set_local(vec![addr("192.0.2.1")], vec![]);
+        let stale = before.full_state().unwrap();
+        // Restarted with a clock behind: version 100 < 501.
+        let mut after = Hosts::new(name(1), 100);
+        after.set_local(vec![addr("192.0.2.7")], vec![]);
+        gossip_of(&mut after);
+        after.on_gossip(now, name(2), &stale).unwrap();
+        assert!(after.local().version > 501);
+        assert_eq!(after.local().direct, vec![addr("192.0.2.7")]);
+        assert_eq!(
+            gossip_of(&mut after).len(),
+            1,
+            "the new version is gossiped"
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversized_gossip_are_refused() {
+        let now = Instant::now();
+        let mut h = Hosts::new(name(1), 1);
+        assert!(h.on_gossip(now, name(2), &[0xff, 0xff, 0xff]).is_err());
+        let huge = vec![(
+            name(2),
+            HostRecord {
+                version: 1,
+                direct: vec![addr("192.0.2.1"); MAX_ADDRESSES + 1],
+                gateways: vec![],
+            },
+        )];
+        assert!(h.on_gossip(now, name(2), &encode(&huge)).is_err());
+        assert!(h.get(name(2)).is_none());
+    }
+}
