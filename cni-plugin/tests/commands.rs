@@ -110,6 +110,85 @@ fn add_attaches_through_the_router_and_reports_the_container_interface() {
 }
 
 #[test]
+fn add_asks_for_a_gateway_and_reports_it_with_a_default_route() {
+    let mut attached = attachment();
+    attached["gateway"] = json!("10.32.0.1");
+    let fake = Fake::default().answer("/attach", attached);
+    let out = ok(&fake, Command::Add, &conf("1.1.0", json!({}))).unwrap();
+    assert_eq!(
+        fake.calls.borrow()[0].1["expose"],
+        true,
+        "a pod needs its host: the router exposes itself if it must"
+    );
+    assert_eq!(out["ips"][0]["gateway"], "10.32.0.1");
+    let routes = out["routes"].as_array().unwrap();
+    assert!(
+        routes.contains(&json!({ "dst": "0.0.0.0/0", "gw": "10.32.0.1" })),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&json!({ "dst": "224.0.0.0/4" })),
+        "{routes:?}"
+    );
+    assert_eq!(
+        routes.len(),
+        2,
+        "the gateway is on the container's subnet: {routes:?}"
+    );
+
+    // A gateway off the container's subnet gets a link route first.
+    let mut attached = attachment();
+    attached["addresses"] = json!(["10.32.64.7/24"]);
+    attached["gateway"] = json!("10.32.0.1");
+    let fake = Fake::default().answer("/attach", attached);
+    let out = ok(&fake, Command::Add, &conf("1.1.0", json!({}))).unwrap();
+    let routes = out["routes"].as_array().unwrap();
+    assert!(
+        routes.contains(&json!({ "dst": "10.32.0.1/32" })),
+        "{routes:?}"
+    );
+
+    // No gateway (an old router): no default route is claimed.
+    let fake = Fake::default().answer("/attach", attachment());
+    let out = ok(&fake, Command::Add, &conf("1.1.0", json!({}))).unwrap();
+    assert!(out["ips"][0].get("gateway").is_none(), "{out}");
+    assert_eq!(out["routes"], json!([{ "dst": "224.0.0.0/4" }]));
+}
+
+#[test]
+fn the_ips_capability_claims_a_static_address() {
+    let fake = Fake::default().answer("/attach", attachment());
+    let stdin = conf(
+        "1.1.0",
+        json!({ "runtimeConfig": { "ips": ["fd00::5/64", "10.32.5.5/12"] } }),
+    );
+    ok(&fake, Command::Add, &stdin);
+    assert_eq!(fake.calls.borrow()[0].1["claim"], "10.32.5.5");
+    // Without a prefix, as podman passes it.
+    let fake = Fake::default().answer("/attach", attachment());
+    let stdin = conf(
+        "1.1.0",
+        json!({ "runtimeConfig": { "ips": ["10.32.5.6"] } }),
+    );
+    ok(&fake, Command::Add, &stdin);
+    assert_eq!(fake.calls.borrow()[0].1["claim"], "10.32.5.6");
+    // None asked: none claimed.
+    let fake = Fake::default().answer("/attach", attachment());
+    ok(&fake, Command::Add, &conf("1.1.0", json!({})));
+    assert_eq!(fake.calls.borrow()[0].1["claim"], Value::Null);
+    // Garbage is the runtime's error to hear, and nothing is attached.
+    let fake = Fake::default().answer("/attach", attachment());
+    let stdin = conf(
+        "1.1.0",
+        json!({ "runtimeConfig": { "ips": ["ten.32.5.5"] } }),
+    );
+    let (e, printed) = fails(&fake, Command::Add, &stdin);
+    assert!(e.to_string().contains("ten.32.5.5"), "{e}");
+    assert_eq!(printed["code"], 7);
+    assert!(fake.calls.borrow().is_empty());
+}
+
+#[test]
 fn add_appends_to_the_previous_result_of_the_chain() {
     let prev = json!({
         "cniVersion": "0.4.0",

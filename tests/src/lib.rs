@@ -36,11 +36,11 @@ pub use bins::workspace_bin;
 pub use block::{Block, BlockRule};
 pub use error::Error;
 pub use netns::Netns;
-pub use probe::{tcp_transfer, udp_probe};
+pub use probe::{tcp_seen_source, tcp_transfer, udp_probe};
 pub use process::Background;
 pub use runtime::{Dockerd, Podman, busybox_tar};
 pub use spec::{Hop, Node, Spec};
 pub use testbed::{Testbed, destroy, gc, list};
-pub use weft::{WeftHost, container_addr, eventually, pings};
+pub use weft::{WeftHost, container_addr, eventually, kube_proxy_rules, pings};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,6 +1,7 @@
 use std::{
     ffi::OsStr,
     fs::File,
+    io::Write,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     thread,
@@ -63,6 +64,39 @@ impl Netns {
     {
         let mut cmd = self.command(argv);
         Ok(output_of(&mut cmd)?.status.success())
+    }
+
+    /// Applies an nftables script inside the namespace (`nft -f -`, one
+    /// transaction).
+    pub fn nft(&self, script: &str) -> Result<()> {
+        let mut child = self
+            .command(["nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                command: "nft".to_string(),
+                source,
+            })?;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(script.as_bytes())
+            .map_err(Error::io("write nft script"))?;
+        let output = child
+            .wait_with_output()
+            .map_err(Error::io("wait for nft"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Command {
+                command: format!("nft -f - <<EOF\n{script}EOF"),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
     }
 
     /// Runs `ip -n <ns> <args>`: iproute2 configuration of this namespace

@@ -159,3 +159,52 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<TcpStream>
         }
     }
 }
+
+/// Opens a TCP connection from `from` to a listener at `to_addr:port` in
+/// `to` and returns the source address the listener saw. The listener
+/// writes that address back and the client checks it arrived, so the reply
+/// path is proven too (a translated connection answers through the
+/// translation).
+pub fn tcp_seen_source(from: &Netns, to: &Netns, to_addr: Ipv4Addr, port: u16) -> Result<Ipv4Addr> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let listener = to.spawn_thread(move || -> Result<Ipv4Addr> {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            .map_err(Error::io(format!("listen on TCP port {port}")))?;
+        let _ = ready_tx.send(());
+        let mut stream = accept_within(&listener, TCP_TIMEOUT)?;
+        let seen = match stream.peer_addr().map_err(Error::io("peer address"))? {
+            SocketAddr::V4(v4) => *v4.ip(),
+            SocketAddr::V6(v6) => return Err(Error::Spec(format!("IPv6 peer {v6}"))),
+        };
+        stream
+            .write_all(seen.to_string().as_bytes())
+            .map_err(Error::io("answer"))?;
+        Ok(seen)
+    })?;
+    ready_rx
+        .recv()
+        .map_err(|_| Error::Spec("TCP listener did not start".to_string()))?;
+    let answered = from.in_thread(move || -> Result<String> {
+        let addr = SocketAddr::from((to_addr, port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(Error::io(format!("connect to {addr}")))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(Error::io("set read timeout"))?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(Error::io("read the answer"))?;
+        Ok(answer)
+    })?;
+    let seen = listener
+        .join()
+        .map_err(|_| Error::ThreadPanicked(to.name().to_string()))???;
+    let answered = answered?;
+    if answered != seen.to_string() {
+        return Err(Error::Spec(format!(
+            "the listener saw {seen} but the client read {answered:?}"
+        )));
+    }
+    Ok(seen)
+}

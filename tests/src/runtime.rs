@@ -45,9 +45,12 @@ pub fn busybox_tar(dir: &Path) -> Result<PathBuf> {
     Ok(tar)
 }
 
-/// podman with its CNI backend, storage and configuration under `dir`.
+/// podman with its CNI backend, storage and configuration under `dir`,
+/// run in a simulated host's network namespace when given one (so that
+/// what its plugins write, such as portmap's rules, is that host's).
 pub struct Podman {
     dir: PathBuf,
+    netns: Option<crate::Netns>,
 }
 
 impl Podman {
@@ -74,11 +77,27 @@ impl Podman {
         std::fs::write(dir.join("storage.conf"), storage).map_err(io("storage.conf"))?;
         Ok(Podman {
             dir: dir.to_path_buf(),
+            netns: None,
         })
     }
 
+    /// Runs podman inside `netns` (only that: `ip netns exec` would
+    /// remount /sys and hide the cgroups podman needs).
+    pub fn inside(mut self, netns: &crate::Netns) -> Podman {
+        self.netns = Some(netns.clone());
+        self
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("podman");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.path().display()))
+                    .arg("podman");
+                c
+            }
+            None => Command::new("podman"),
+        };
         cmd.args(args)
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
             .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"));

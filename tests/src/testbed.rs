@@ -1,7 +1,6 @@
 use std::{
     collections::BTreeSet,
     fs,
-    io::Write,
     net::Ipv4Addr,
     os::unix::{fs::MetadataExt, process::CommandExt},
     path::PathBuf,
@@ -287,8 +286,7 @@ impl Testbed {
 
     fn apply_blocks(&mut self, blocks: Vec<BlockRule>) -> Result<()> {
         let script = block::ruleset(&self.state.spec, &blocks);
-        let mut nft = self.underlay().command(["nft", "-f", "-"]);
-        nft_with_input(&mut nft, &script)?;
+        self.underlay().nft(&script)?;
         self.state.blocks = blocks;
         self.state.save()
     }
@@ -420,36 +418,6 @@ fn add_netns(name: &str) -> Result<()> {
         }
         attempt += 1;
         thread::sleep(Duration::from_millis(50 * attempt));
-    }
-}
-
-fn nft_with_input(cmd: &mut Command, input: &str) -> Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: "nft".to_string(),
-            source,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.as_bytes())
-        .map_err(Error::io("write nft script"))?;
-    let output = child
-        .wait_with_output()
-        .map_err(Error::io("wait for nft"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            command: format!("nft -f - <<EOF\n{input}EOF"),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
     }
 }
 

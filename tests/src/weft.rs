@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{Error, Netns, Node, Result, Testbed, state, workspace_bin};
+use crate::{Error, Netns, Node, Result, Testbed, state, tcp_seen_source, workspace_bin};
 
 /// The weft router of one testbed host.
 #[derive(Clone, Debug)]
@@ -64,6 +64,77 @@ impl Testbed {
                 Ok(weft)
             })
             .collect()
+    }
+
+    /// Routers on hosts 1..=`hosts` (each given host 1's address and
+    /// `extra` flags), their connections on `overlay`, each host exposed,
+    /// then container 1 of each attached with an address from IPAM.
+    /// Returns the routers, each host's gateway and each container's
+    /// address.
+    pub fn exposed_mesh(
+        &self,
+        hosts: usize,
+        extra: &[&str],
+        overlay: &str,
+    ) -> Result<(Vec<WeftHost>, Vec<Ipv4Addr>, Vec<Ipv4Addr>)> {
+        let first = self.host_addr(1).to_string();
+        let mut routers = Vec::new();
+        for h in 1..=hosts {
+            let weft = self.weft(h);
+            let mut args = extra.to_vec();
+            if h > 1 {
+                args.push(&first);
+            }
+            weft.launch(&args)?;
+            routers.push(weft);
+        }
+        for r in &routers {
+            // Generous: under emulation the fast datapath takes a while.
+            eventually("every connection up", Duration::from_secs(60), || {
+                r.overlays(overlay, hosts - 1)
+            });
+        }
+        let addr_of = |printed: String| -> Result<Ipv4Addr> {
+            printed
+                .trim()
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| Error::Spec(format!("not an address: {printed:?}")))
+        };
+        let mut gateways = Vec::new();
+        let mut containers = Vec::new();
+        for r in &routers {
+            gateways.push(addr_of(r.run(&["expose"])?)?);
+            containers.push(addr_of(
+                r.run(&["attach", self.container(r.host, 1).name()])?,
+            )?);
+        }
+        Ok((routers, gateways, containers))
+    }
+
+    /// Kubernetes-style services across hosts, as kube-proxy would write
+    /// them into every host ([`kube_proxy_rules`]): a service address and
+    /// a node port backed by container 1 of host 3 (at `containers[2]`).
+    /// The machine-wide `bridge-nf-call-iptables` is off in the hosts, so
+    /// weft's own bridge setting is what translates replies back. Returns
+    /// the source address the backend saw from container 1 of host 1 and of
+    /// host 2 through the service, and from container 1 of host 2 through
+    /// host 1's node port.
+    pub fn service_sources(&self, containers: &[Ipv4Addr]) -> Result<[Ipv4Addr; 3]> {
+        let service = Ipv4Addr::new(10, 96, 0, 10);
+        let port = 8080;
+        for h in 1..=3 {
+            let host = self.host(h);
+            host.run(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"])?;
+            host.nft(&kube_proxy_rules(service, containers[2], port))?;
+        }
+        let backend = self.container(3, 1);
+        Ok([
+            tcp_seen_source(&self.container(1, 1), &backend, service, port)?,
+            tcp_seen_source(&self.container(2, 1), &backend, service, port)?,
+            tcp_seen_source(&self.container(2, 1), &backend, self.host_addr(1), port + 1)?,
+        ])
     }
 
     /// The weft router of `host` (not started until [`WeftHost::launch`]).
@@ -223,6 +294,28 @@ impl WeftHost {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.run_dir.join("weft.log")).unwrap_or_default()
     }
+}
+
+/// A service address and a node port (`port` + 1) as kube-proxy writes
+/// them, for a host's own nftables: DNAT to `backend` for the service from
+/// containers and the host; DNAT and masquerade for the node port.
+pub fn kube_proxy_rules(service: Ipv4Addr, backend: Ipv4Addr, port: u16) -> String {
+    format!(
+        "table ip kubeproxy {{
+  chain prerouting {{ type nat hook prerouting priority -100;
+    ip daddr {service} tcp dport {port} dnat to {backend}:{port}
+    fib daddr type local tcp dport {node_port} meta mark set 0x4000 dnat to {backend}:{node_port}
+  }}
+  chain output {{ type nat hook output priority -100;
+    ip daddr {service} tcp dport {port} dnat to {backend}:{port}
+  }}
+  chain postrouting {{ type nat hook postrouting priority 100;
+    meta mark 0x4000 masquerade
+  }}
+}}
+",
+        node_port = port + 1
+    )
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after

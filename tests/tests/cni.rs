@@ -124,3 +124,65 @@ fn the_plugin_adds_checks_deletes_and_collects_garbage_through_the_router() {
     );
     tb.destroy().unwrap();
 }
+
+#[test]
+fn add_gives_the_hosts_gateway_and_claims_static_addresses() {
+    let tb = Testbed::create_owned("cnigw", Spec::hosts(1).containers(3)).unwrap();
+    let h1 = tb.weft(1);
+    h1.launch(&[]).unwrap();
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "gwnet", "type": "weft-cni",
+        "socket": h1.run_dir.join("weft.sock"),
+    });
+    let path = |n: &testbed::Netns| n.path().display().to_string();
+    let ns1 = tb.container(1, 1);
+
+    // The router had no gateway: ADD exposed it, and the result says so.
+    let (ok, result) = cni("ADD", &path(&ns1), "c1", &conf);
+    assert!(ok, "{result}");
+    let gateway = result["ips"][0]["gateway"].as_str().unwrap().to_string();
+    assert!(
+        result["routes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "dst": "0.0.0.0/0", "gw": gateway })),
+        "{result}"
+    );
+    let routes = ns1.ip(["-4", "route"]).unwrap();
+    assert!(
+        routes.contains(&format!("default via {gateway}")),
+        "{routes}"
+    );
+    assert!(
+        testbed::pings(&ns1, gateway.parse().unwrap()),
+        "the container reaches its host"
+    );
+    let status = h1.run(&["status"]).unwrap();
+    assert!(status.contains(&format!("Gateway: {gateway}/")), "{status}");
+
+    // A static address (the ips capability): claimed in IPAM for c2.
+    let mut fixed = conf.clone();
+    fixed["runtimeConfig"] = json!({ "ips": ["10.32.9.9"] });
+    let (ok, result) = cni("ADD", &path(&tb.container(1, 2)), "c2", &fixed);
+    assert!(ok, "{result}");
+    assert_eq!(result["ips"][0]["address"], "10.32.9.9/12");
+    let held = h1.ipam_holdings().unwrap();
+    assert_eq!(held["cni:gwnet:c2:eth0"], vec!["10.32.9.9".to_string()]);
+    // Nobody else gets it: not another container, not `weft ipam claim`.
+    let ns3 = tb.container(1, 3);
+    let (ok, out) = cni("ADD", &path(&ns3), "c3", &fixed);
+    assert!(!ok);
+    assert!(
+        out["details"].as_str().unwrap().contains("10.32.9.9"),
+        "{out}"
+    );
+    assert!(
+        ns3.ip(["link", "show", "eth0"]).is_err(),
+        "nothing attached"
+    );
+    let claim = h1
+        .command(&["ipam", "claim", "other", "10.32.9.9"])
+        .unwrap();
+    assert!(!claim.status.success());
+    tb.destroy().unwrap();
+}

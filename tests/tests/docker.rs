@@ -34,7 +34,7 @@ fn pings(d: &Dockerd, name: &str, to: Ipv4Addr) -> bool {
 
 #[test]
 fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
-    let tb = Testbed::create_owned("docker", Spec::hosts(2).containers(1)).unwrap();
+    let tb = Testbed::create_owned("docker", Spec::hosts(2).containers(1).with_outside()).unwrap();
     let (h1, h2) = (tb.weft(1), tb.weft(2));
     launch_h1(&h1);
     h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
@@ -75,6 +75,28 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
     let [x, y, ..] = a1.octets();
     assert!(x == 10 && y & 0xf0 == 32, "{a1} is in weft's range");
     assert!(pings(&d, "c1", far), "c1 reaches {far} on host 2");
+    // Off the overlay, through host 1's gateway: its own host, the other
+    // host and the world.
+    let world = tb.spec().outside_addr();
+    for to in [tb.host_addr(1), tb.host_addr(2), world] {
+        assert!(pings(&d, "c1", to), "c1 reaches {to}");
+    }
+    let route = d.docker(&["exec", "c1", "ip", "route"]).unwrap();
+    let gateway = h1.report().unwrap()["host"]["gateway"][0]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(route.contains(&format!("default via {gateway}")), "{route}");
+    // weft ps lists the Docker container by its endpoint, with its address.
+    let ps = h1.run(&["ps"]).unwrap();
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("docker:") && l.contains(&format!("{a1}/"))),
+        "{ps}"
+    );
 
     // The router restarts: the container keeps its address and its path.
     h1.run(&["stop"]).unwrap();

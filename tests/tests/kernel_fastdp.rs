@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testbed::{Block, Spec, Testbed, WeftHost, container_addr, eventually, pings, tcp_transfer};
+use testbed::{
+    Block, Spec, Testbed, WeftHost, container_addr, eventually, pings, tcp_seen_source,
+    tcp_transfer,
+};
 
 /// Under emulation a router takes a few seconds to set up its datapath
 /// and pass the first heartbeats.
@@ -310,4 +313,25 @@ fn a_password_keeps_data_encrypted_except_between_trusted_hosts() {
         .unwrap();
     all_on_fastdp(&routers);
     assert!(pings(&tb.container(1, 1), container_addr(2)));
+}
+
+#[test]
+fn services_and_the_world_are_reached_over_the_fast_datapath() {
+    let tb = Testbed::create_owned("fdsvc", Spec::hosts(3).containers(1).with_outside()).unwrap();
+    let (routers, gateways, containers) = tb.exposed_mesh(3, &[], "fastdp").unwrap();
+    let [via_service_1, via_service_2, via_node_port] = tb
+        .service_sources(&containers)
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnostics(&routers)));
+    assert_eq!(via_service_1, containers[0]);
+    assert_eq!(via_service_2, containers[1]);
+    // The node port's answer comes back to host 1 and, translated, leaves
+    // by the datapath port it came in (hairpin).
+    assert_eq!(via_node_port, gateways[0]);
+    let world = tb.spec().outside_addr();
+    assert_eq!(
+        tcp_seen_source(&tb.container(2, 1), &tb.outside(), world, 7001).unwrap(),
+        tb.host_addr(2),
+        "masqueraded to the world"
+    );
+    all_on_fastdp(&routers);
 }

@@ -1,13 +1,22 @@
-//! weft's CNI plugin under the real podman (Debian's, CNI backend): a
-//! podman container on one simulated host reaches a container on another.
+//! weft's CNI plugin under the real podman (Debian's, CNI backend), run in
+//! a simulated host: a podman container reaches a container on another
+//! host, its own host, the other host and the world beyond, and a port it
+//! publishes (the reference portmap plugin) answers from the world.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
-use testbed::{Podman, Spec, Testbed, busybox_tar, workspace_bin};
+use testbed::{Podman, Spec, Testbed, busybox_tar, eventually, workspace_bin};
+
+/// `weft ps` without the host's own gateway line.
+fn containers(ps: &str) -> Vec<&str> {
+    ps.lines()
+        .filter(|l| !l.starts_with("weft:expose"))
+        .collect()
+}
 
 #[test]
 fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
-    let tb = Testbed::create_owned("podman", Spec::hosts(2).containers(1)).unwrap();
+    let tb = Testbed::create_owned("podman", Spec::hosts(2).containers(1).with_outside()).unwrap();
     let h1 = tb.weft(1);
     let h2 = tb.weft(2);
     h1.launch(&[]).unwrap();
@@ -37,12 +46,17 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
     ])
     .unwrap();
 
-    let podman = Podman::new(&dir, &bin, &conf).unwrap();
+    let podman = Podman::new(&dir, &bin, &conf).unwrap().inside(&tb.host(1));
     let tar = busybox_tar(&dir).unwrap();
     podman
         .run(&["import", tar.to_str().unwrap(), "weft-test-busybox"])
         .unwrap();
-    let script = format!("ip -4 -o addr show eth0; ping -c 3 -W 2 {far}");
+    let world = tb.spec().outside_addr();
+    let (own, other) = (tb.host_addr(1), tb.host_addr(2));
+    let script = format!(
+        "ip -4 -o addr show eth0; ping -c 3 -W 2 {far}; \
+         for to in {own} {other} {world}; do ping -c 2 -W 2 $to >/dev/null && echo reached $to; done"
+    );
     let out = podman
         .run(&[
             "run",
@@ -68,9 +82,16 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         "{addr} is from weft's range 10.32.0.0/12"
     );
     assert!(out.contains("3 packets received"), "{out}");
+    for (what, to) in [
+        ("its host", own),
+        ("the other host", other),
+        ("the world", world),
+    ] {
+        assert!(out.contains(&format!("reached {to}")), "{what}: {out}");
+    }
 
     // --rm ran DEL: the attachment and its address are gone.
-    assert_eq!(h1.run(&["ps"]).unwrap().trim(), "");
+    assert_eq!(containers(&h1.run(&["ps"]).unwrap()), Vec::<&str>::new());
     assert!(
         h1.ipam_holdings()
             .unwrap()
@@ -93,14 +114,16 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
             "120",
         ])
         .unwrap();
-    let listed = h1.run(&["ps"]).unwrap();
+    let ps = h1.run(&["ps"]).unwrap();
+    let listed = containers(&ps).join("\n");
     let held = h1.ipam_holdings().unwrap();
     assert!(
         held.keys()
             .any(|h| h.starts_with(&format!("cni:{net}:{}", id.trim()))),
         "{held:?}"
     );
-    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert_eq!(listed.lines().count(), 1, "{ps}");
+    assert!(ps.starts_with("weft:expose"), "CNI exposed the host: {ps}");
     // podman's address came through the chain (weft, then portmap) as the
     // CNI result.
     let format = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
@@ -120,6 +143,35 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
             .keys()
             .all(|id| !id.starts_with("cni:"))
     );
+    // A published port (portmap, chained after weft) answers the world.
+    let served = podman
+        .run(&[
+            "run",
+            "-d",
+            "--network",
+            &net,
+            "-p",
+            "8080:8080",
+            "weft-test-busybox",
+            "sh",
+            "-c",
+            "while true; do echo published | nc -l -p 8080; done",
+        ])
+        .unwrap();
+    eventually(
+        "the published port to answer",
+        Duration::from_secs(20),
+        || {
+            let answer = tb
+                .outside()
+                .run(["nc", "-w", "2", &own.to_string(), "8080"])
+                .map_err(|e| e.to_string())?;
+            answer.contains("published").then_some(()).ok_or(answer)
+        },
+    );
+    podman
+        .run(&["rm", "--force", "--time", "0", served.trim()])
+        .unwrap();
     drop(podman);
     tb.destroy().unwrap();
 }

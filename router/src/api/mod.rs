@@ -222,6 +222,23 @@ impl Api {
             })?;
             addresses.push(net);
         }
+        if path == "/attach" && !addresses.is_empty() {
+            // Addresses of the user's choosing outside the range must not
+            // shadow the host's own network.
+            let range = self.ipam_status().await?.range;
+            for net in &addresses {
+                let ipnet::IpNet::V4(v4) = net else { continue };
+                if range.contains(&v4.addr()) {
+                    continue;
+                }
+                let problem = crate::netdev::collision(&network.netlink, *v4, "address")
+                    .await
+                    .map_err(|e| text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")))?;
+                if let Some(problem) = problem {
+                    return Err(text(StatusCode::CONFLICT, problem + "\n"));
+                }
+            }
+        }
         let mut registry = network.registry.lock().await;
         let failed = |e: AttachError| {
             let status = match e {

@@ -321,14 +321,14 @@ impl HostReport {
             "no masquerading (--no-masquerade)".into()
         };
         match (&f.error, f.applied) {
-            (Some(e), _) => format!("nftables table {} NOT written: {e}", f.table),
-            (None, false) => "nftables table being written".into(),
+            (Some(e), _) => format!("nftables tables {} NOT written: {e}", f.table),
+            (None, false) => "nftables tables being written".into(),
             (None, true) => {
                 let restored = match f.restored {
                     0 => String::new(),
                     n => format!("; restored {n} time(s) after others changed it"),
                 };
-                format!("nftables table {}, {what}{restored}", f.table)
+                format!("nftables tables {}, {what}{restored}", f.table)
             }
         }
     }

@@ -166,12 +166,8 @@ pub fn reset(dirs: &DirArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime
         .block_on(crate::firewall::remove())
-        .context("cannot remove weft's nftables table")?;
-    println!(
-        "removed nftables table {} {}",
-        crate::firewall::FAMILY,
-        crate::firewall::TABLE
-    );
+        .context("cannot remove weft's nftables tables")?;
+    println!("removed nftables tables {}", crate::firewall::tables());
     for file in paths.state_files().into_iter().chain([paths.log_file()]) {
         match std::fs::remove_file(&file) {
             Ok(()) => println!("removed {}", file.display()),

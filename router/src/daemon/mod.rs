@@ -218,7 +218,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             underlay.mtu
         );
     }
-    let (bridge, tap) = netdev::setup(&netlink, overlay_mtu, datapath.is_ok()).await?;
+    let (bridge, tap) =
+        netdev::setup(&netlink, identity.name, overlay_mtu, datapath.is_ok()).await?;
     // TCP super-frames in and out of the TAP, and several datagrams per
     // receive: the difference between one system call per frame and one
     // per 64 KiB.
@@ -265,6 +266,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             masquerade: !args.no_masquerade,
             exclude: args.masquerade_exclude.clone(),
             mesh_hosts: Default::default(),
+            bridge_mac: netdev::bridge_mac(identity.name),
+            overlay_ports: vec![netdev::TAP.into(), fastdp::DATAPATH.into()],
         }),
         gateway: gateway.addresses().to_vec(),
         direct: netdev::direct_addresses(&netlink).await?,

@@ -17,7 +17,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{io::AsyncWriteExt as _, sync::watch};
 
-pub use rules::{FAMILY, Ruleset, TABLE};
+pub use rules::{BRIDGE_FAMILY, FAMILY, Ruleset, TABLE};
 
 /// How often the keeper looks at the table: a deleted table is back
 /// within this long.
@@ -26,7 +26,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// What `weft status` and the report say about the table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallStatus {
-    /// `inet weft`.
+    /// `inet weft and bridge weft`.
     pub table: String,
     /// Whether the table as wanted is in the kernel now.
     pub applied: bool,
@@ -92,21 +92,30 @@ pub async fn apply_script(script: &str) -> Result<(), FirewallError> {
     }
 }
 
-/// The table as the kernel has it now; `None` when it is gone.
+/// Both tables as the kernel has them now; `None` when either is gone.
 async fn listing() -> Result<Option<String>, FirewallError> {
-    let out = nft()
-        .args(["list", "table", FAMILY, TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(FirewallError::Spawn)?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    let mut all = String::new();
+    for family in [FAMILY, BRIDGE_FAMILY] {
+        let out = nft()
+            .args(["list", "table", family, TABLE])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(FirewallError::Spawn)?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(Some(all))
 }
 
-/// Removes weft's table (`weft reset`).
+/// How `weft status` names weft's tables.
+pub fn tables() -> String {
+    format!("{FAMILY} {TABLE} and {BRIDGE_FAMILY} {TABLE}")
+}
+
+/// Removes weft's tables (`weft reset`).
 pub async fn remove() -> Result<(), FirewallError> {
     apply_script(&rules::removal()).await
 }
@@ -148,11 +157,31 @@ impl Firewall {
     }
 }
 
+/// Sets hairpin on the overlay's bridge ports that exist (the fast
+/// datapath's joins later than the first check; setting it again is
+/// harmless).
+async fn hairpin(netlink: &crate::netdev::Netlink, ports: &[String], on: bool) {
+    for name in ports {
+        let Ok(Some(port)) = netlink.link(name).await else {
+            continue;
+        };
+        if port.controller.is_none() {
+            continue;
+        }
+        if let Err(e) = netlink.set_hairpin(port.index, on).await {
+            tracing::debug!(port = %name, error = %e, "cannot set hairpin");
+        }
+    }
+}
+
 /// Applies the wanted table, then checks every [`CHECK_EVERY`] that the
 /// kernel still has exactly what was applied; anything else (deleted,
 /// flushed, edited) is replaced whole.
 async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallStatus>>) {
     let mut applied: Option<(Ruleset, String)> = None;
+    let netlink = crate::netdev::Netlink::here()
+        .inspect_err(|e| tracing::error!(error = %e, "no netlink: the overlay's ports get no hairpin, node ports across hosts will not answer"))
+        .ok();
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -175,9 +204,15 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
             Ok::<bool, FirewallError>(tampered)
         }
         .await;
+        // Hairpin on the overlay's ports only while the bridge table that
+        // guards it is in place: unguarded, every broadcast from the
+        // overlay would go straight back into it.
+        if let Some(netlink) = &netlink {
+            hairpin(netlink, &wanted.overlay_ports, outcome.is_ok()).await;
+        }
         {
             let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-            s.table = format!("{FAMILY} {TABLE}");
+            s.table = tables();
             s.masquerade = wanted.masquerade;
             s.exempt = wanted.exempt().iter().map(|n| n.to_string()).collect();
             s.mesh_hosts = wanted.mesh_hosts.iter().map(|a| a.to_string()).collect();

@@ -1,15 +1,32 @@
-//! The nftables table weft wants, compiled from what it knows: a pure
+//! The nftables tables weft wants, compiled from what it knows: a pure
 //! function from [`Ruleset`] to the script `nft -f` applies in one
 //! transaction.
+//!
+//! Two tables, both named `weft`:
+//! - `inet weft` masquerades containers' traffic leaving the range;
+//! - `bridge weft` guards the overlay port's hairpin (which the keeper turns
+//!   on only while this table is in place). A reply of a NATed
+//!   connection (a node port, say) arrives from the overlay for the host,
+//!   and the bridge's netfilter hooks translate it back to a container on
+//!   another host, which is out of the very port it came in. Only frames
+//!   that came in addressed to the host may leave that way, and they leave
+//!   with the host's MAC (they are routed, not bridged); every other
+//!   reflection (broadcasts above all) is dropped, or the router would
+//!   learn remote containers as local.
 
 use std::{collections::BTreeSet, fmt::Write as _, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 
-/// The family and name of weft's own table; nothing weft writes lives
+/// The family and name of weft's own tables; nothing weft writes lives
 /// anywhere else.
 pub const FAMILY: &str = "inet";
+pub const BRIDGE_FAMILY: &str = "bridge";
 pub const TABLE: &str = "weft";
+
+/// The packet mark bit that says "came from the overlay addressed to the
+/// host"; ORed in, so other users of the mark keep theirs.
+pub const HOST_BOUND_MARK: u32 = 0x0010_0000;
 
 /// Multicast stays on the overlay, as on a LAN: never translated.
 const MULTICAST: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4);
@@ -26,6 +43,11 @@ pub struct Ruleset {
     /// Addresses of other mesh hosts that answer containers' own
     /// addresses through their gateway: containers reach them untranslated.
     pub mesh_hosts: BTreeSet<Ipv4Addr>,
+    /// The bridge's MAC (fixed, see [`crate::netdev::bridge_mac`]).
+    pub bridge_mac: [u8; 6],
+    /// The bridge ports that lead to the overlay (the TAP, the datapath's
+    /// internal port).
+    pub overlay_ports: Vec<String>,
 }
 
 impl Ruleset {
@@ -38,15 +60,16 @@ impl Ruleset {
         Ipv4Net::aggregate(&all)
     }
 
-    /// The script that replaces weft's table whole: creating it first
-    /// makes the delete valid when it is missing, and one `nft -f` run is
+    /// The script that replaces weft's tables whole: creating each first
+    /// makes its delete valid when it is missing, and one `nft -f` run is
     /// one transaction, so no packet ever sees a half-written table.
     pub fn script(&self) -> String {
         let mut out = String::new();
-        let table = format!("{FAMILY} {TABLE}");
-        let _ = writeln!(out, "table {table} {{}}");
-        let _ = writeln!(out, "delete table {table}");
-        let _ = writeln!(out, "table {table} {{");
+        for family in [FAMILY, BRIDGE_FAMILY] {
+            let _ = writeln!(out, "table {family} {TABLE} {{}}");
+            let _ = writeln!(out, "delete table {family} {TABLE}");
+        }
+        let _ = writeln!(out, "table {FAMILY} {TABLE} {{");
         set(&mut out, "exempt", "ipv4_addr", true, self.exempt().iter());
         set(
             &mut out,
@@ -64,6 +87,42 @@ impl Ruleset {
                 self.range
             );
         }
+        out.push_str("\t}\n}\n");
+        let mac = self
+            .bridge_mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let ports = format!(
+            "{{ {} }}",
+            self.overlay_ports
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mark = format!("0x{HOST_BOUND_MARK:08x}");
+        let _ = writeln!(out, "table {BRIDGE_FAMILY} {TABLE} {{");
+        // Before the bridge's netfilter hooks (priority 0) translate the
+        // frame, while its destination still says where it was going.
+        out.push_str("\tchain prerouting {\n");
+        out.push_str("\t\ttype filter hook prerouting priority -300; policy accept;\n");
+        let _ = writeln!(
+            out,
+            "\t\tiifname {ports} ether daddr {mac} meta mark set meta mark | {mark}"
+        );
+        out.push_str("\t}\n");
+        // Before br_netfilter (priority 0), which takes IP frames off to
+        // the IP hooks and resumes the bridge's after its own priority:
+        // a chain beside it at 0 may never see them.
+        out.push_str("\tchain forward {\n");
+        out.push_str("\t\ttype filter hook forward priority -200; policy accept;\n");
+        let _ = writeln!(
+            out,
+            "\t\tiifname {ports} oifname {ports} meta mark & {mark} == {mark} ether saddr set {mac} accept"
+        );
+        let _ = writeln!(out, "\t\tiifname {ports} oifname {ports} drop");
         out.push_str("\t}\n}\n");
         out
     }
@@ -88,9 +147,12 @@ fn set<T: std::fmt::Display>(
     out.push_str("\t}\n");
 }
 
-/// The script that removes weft's table, whether or not it exists.
+/// The script that removes weft's tables, whether or not they exist.
 pub fn removal() -> String {
-    format!("table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n")
+    [FAMILY, BRIDGE_FAMILY]
+        .iter()
+        .map(|family| format!("table {family} {TABLE} {{}}\ndelete table {family} {TABLE}\n"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -108,6 +170,8 @@ mod tests {
                 "10.40.0.0/16".parse().unwrap(),
             ],
             mesh_hosts: ["192.0.2.2".parse().unwrap(), "192.0.2.1".parse().unwrap()].into(),
+            bridge_mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
+            overlay_ports: vec!["weft-tap".into(), "weft-dp".into()],
         }
     }
 
@@ -131,7 +195,7 @@ mod tests {
             ..ruleset()
         };
         let script = r.script();
-        assert!(!script.contains("masquerade"), "{script}");
+        assert!(!script.contains(" masquerade"), "{script}");
         assert!(!script.contains("elements = {  }"), "{script}");
         let mesh = script.split("set mesh_hosts").nth(1).unwrap();
         let mesh = mesh.split("\t}").next().unwrap();
@@ -152,7 +216,7 @@ mod tests {
     fn the_removal_works_on_a_missing_table() {
         assert_eq!(
             removal(),
-            "table inet weft {}\ndelete table inet weft\n",
+            "table inet weft {}\ndelete table inet weft\ntable bridge weft {}\ndelete table bridge weft\n",
             "creating first makes the delete valid when the table is gone"
         );
     }

@@ -176,6 +176,15 @@ pub async fn underlay(netlink: &Netlink, peers: &[SocketAddr]) -> Result<Link, N
     Ok(chosen)
 }
 
+/// The bridge's MAC: fixed, and unique to this router on the overlay. A
+/// bridge left to itself takes the lowest MAC of its ports, which changes
+/// when the router's TAP is made again at a restart; containers would
+/// then send to their gateway's old MAC until their ARP entry expires.
+pub fn bridge_mac(peer: crate::identity::PeerName) -> [u8; 6] {
+    let seed = [b"weft bridge ".as_slice(), &peer.octets()].concat();
+    crate::identity::PeerName::derive(&seed).octets()
+}
+
 /// The TAP's own MTU: the largest a TAP takes (65535 less its Ethernet header), so the bridge hands every
 /// frame to the router, which answers frames too big for their path with
 /// "fragmentation needed" instead of the bridge dropping them silently
@@ -186,8 +195,13 @@ const TAP_MTU: u32 = 65521;
 /// TAP. Without a fast datapath the TAP is the bridge's way out of the
 /// host; with one, the datapath owns the TAP and its internal port joins
 /// the bridge instead ([`crate::fastdp`]).
-pub async fn setup(netlink: &Netlink, mtu: u32, fastdp: bool) -> Result<(Link, Tap), NetdevError> {
-    let bridge = netlink.ensure_bridge(BRIDGE, mtu).await?;
+pub async fn setup(
+    netlink: &Netlink,
+    peer: crate::identity::PeerName,
+    mtu: u32,
+    fastdp: bool,
+) -> Result<(Link, Tap), NetdevError> {
+    let bridge = netlink.ensure_bridge(BRIDGE, mtu, bridge_mac(peer)).await?;
     let tap = Tap::open(TAP).map_err(|cause| NetdevError::Tap {
         name: TAP.into(),
         cause,

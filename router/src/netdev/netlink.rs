@@ -10,10 +10,13 @@ use std::{
 use futures_util::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::{
-    link::{InfoBridge, InfoData, InfoVeth, LinkAttribute, LinkMessage},
+    link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
 };
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -138,8 +141,9 @@ impl Netlink {
             .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
     }
 
-    /// Creates bridge `name` if missing; sets its MTU and brings it up.
-    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<Link> {
+    /// Creates bridge `name` if missing; sets its MTU and MAC and brings
+    /// it up.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32, mac: [u8; 6]) -> Result<Link> {
         if self.link(name).await?.is_none() {
             self.handle
                 .link()
@@ -149,7 +153,18 @@ impl Netlink {
                 .map_err(request(format!("create bridge {name}")))?;
         }
         let link = self.require(name).await?;
-        self.set_mtu_up(link.index, mtu).await?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(link.index)
+                    .mtu(mtu)
+                    .address(mac.to_vec())
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request(format!("set MTU {mtu} and MAC of bridge {name}")))?;
         self.require(name).await
     }
 
@@ -175,6 +190,17 @@ impl Netlink {
             .execute()
             .await
             .map_err(request(format!("attach link {index} to the bridge")))
+    }
+
+    /// Turns hairpin on or off for bridge port `index`: whether the
+    /// bridge may send a frame back out of the port it came in by.
+    pub async fn set_hairpin(&self, index: u32, on: bool) -> Result<()> {
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(on).build())
+            .execute()
+            .await
+            .map_err(request(format!("set hairpin on bridge port {index}")))
     }
 
     /// Creates a veth pair: `name` here, `peer` created directly inside
@@ -347,10 +373,12 @@ impl Netlink {
     /// connection tracking sees the replies of NATed connections (service
     /// addresses) that cross the bridge.
     pub async fn bridge_nf_call_iptables(&self, bridge: &Link) -> Result<()> {
-        let mut msg = LinkBridge::new(&bridge.name)
+        // By index only: a name in the message is a rename, which kernels
+        // before 6.2 refuse for a device that is up (EBUSY), same name or not.
+        let msg = LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge)
+            .index(bridge.index)
             .append_info_data(InfoBridge::NfCallIpTables(true))
             .build();
-        msg.header.index = bridge.index;
         self.handle
             .link()
             .change(msg)
