@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     identity::PeerName,
-    mesh::{Channel, Outgoing},
+    mesh::{Channel, Outgoing, channel::Shared},
 };
 
 /// The mesh channel host records travel on.
@@ -204,58 +204,7 @@ impl Channel for Hosts {
 }
 
 /// The channel as the router shares it between the mesh and its own task.
-#[derive(Clone)]
-pub struct HostsHandle(std::sync::Arc<std::sync::Mutex<Hosts>>);
-
-impl HostsHandle {
-    pub fn new(hosts: Hosts) -> HostsHandle {
-        HostsHandle(std::sync::Arc::new(std::sync::Mutex::new(hosts)))
-    }
-
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Hosts> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn channel(&self) -> Box<dyn Channel + Send> {
-        Box::new(self.clone())
-    }
-}
-
-impl Channel for HostsHandle {
-    fn on_gossip(
-        &mut self,
-        now: Instant,
-        from: PeerName,
-        payload: &[u8],
-    ) -> Result<Option<Vec<u8>>, String> {
-        self.lock().on_gossip(now, from, payload)
-    }
-
-    fn on_broadcast(
-        &mut self,
-        now: Instant,
-        source: PeerName,
-        payload: &[u8],
-    ) -> Result<(), String> {
-        self.lock().on_broadcast(now, source, payload)
-    }
-
-    fn on_unicast(&mut self, now: Instant, source: PeerName, payload: &[u8]) -> Result<(), String> {
-        self.lock().on_unicast(now, source, payload)
-    }
-
-    fn full_state(&self) -> Option<Vec<u8>> {
-        self.lock().full_state()
-    }
-
-    fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
-        self.lock().on_peers_changed(now, reachable)
-    }
-
-    fn poll_outgoing(&mut self) -> Option<Outgoing> {
-        self.lock().poll_outgoing()
-    }
-}
+pub type HostsHandle = Shared<Hosts>;
 
 #[cfg(test)]
 mod tests {

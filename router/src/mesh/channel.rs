@@ -6,7 +6,11 @@
 //! a neighbor's gossip changed goes on to the others), broadcasts follow
 //! the source's tree, unicasts the shortest path.
 
-use std::{collections::BTreeSet, time::Instant};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
 
 use crate::identity::PeerName;
 
@@ -69,5 +73,82 @@ pub trait Channel {
     /// not, and is what both operators see.
     fn admit(&self, _peer: PeerName, _token: Option<&[u8]>) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// A channel shared between the mesh, which drives it, and the router's
+/// task, which reads and changes it (the `hosts` channel).
+pub struct Shared<C>(Arc<Mutex<C>>);
+
+impl<C> Clone for Shared<C> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<C: Channel + Send + 'static> Shared<C> {
+    pub fn new(channel: C) -> Shared<C> {
+        Shared(Arc::new(Mutex::new(channel)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, C> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The side the mesh drives.
+    pub fn channel(&self) -> Box<dyn Channel + Send> {
+        Box::new(self.clone())
+    }
+}
+
+impl<C: Channel + Send + 'static> Channel for Shared<C> {
+    fn on_gossip(
+        &mut self,
+        now: Instant,
+        from: PeerName,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        self.lock().on_gossip(now, from, payload)
+    }
+
+    fn on_broadcast(
+        &mut self,
+        now: Instant,
+        source: PeerName,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        self.lock().on_broadcast(now, source, payload)
+    }
+
+    fn on_unicast(&mut self, now: Instant, source: PeerName, payload: &[u8]) -> Result<(), String> {
+        self.lock().on_unicast(now, source, payload)
+    }
+
+    fn full_state(&self) -> Option<Vec<u8>> {
+        self.lock().full_state()
+    }
+
+    fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
+        self.lock().on_peers_changed(now, reachable)
+    }
+
+    fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.lock().poll_outgoing()
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.lock().next_timeout()
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.lock().on_timeout(now)
+    }
+
+    fn admission(&self) -> Option<Vec<u8>> {
+        self.lock().admission()
+    }
+
+    fn admit(&self, peer: PeerName, token: Option<&[u8]>) -> Result<(), String> {
+        self.lock().admit(peer, token)
     }
 }
