@@ -141,6 +141,9 @@ struct SpaceAsk {
 const SPARE: u32 = 8;
 /// Unanswered activations and space requests are sent again after this.
 const RESEND: Duration = Duration::from_secs(1);
+/// After a start, the mesh is still being found: a claim in a block whose
+/// owner is not reachable yet waits this long for it instead of failing.
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
 /// An address lent in our block is protected until the claimant's record
 /// (which then holds it) has had time to arrive.
 const LEND_PROTECTION: Duration = Duration::from_secs(60);
@@ -197,6 +200,7 @@ pub struct Ipam {
     out: VecDeque<Outgoing>,
     done: Vec<Done>,
     dirty: bool,
+    /// When this agent was made or restored (see [`STARTUP_GRACE`]).
     started: Instant,
     /// Something happened during [`Ipam::progress`] that lets waiting
     /// requests move again.
@@ -269,7 +273,7 @@ impl Ipam {
         }
         if s.range.trunc() != config.range.trunc() {
             return Err(IpamError::StateMismatch(format!(
-                "it was made for --ipalloc-range {}, this router was given {}; launch with {} or run `weft ipam reset` to start over (forgets this peer's addresses)",
+                "it was made for --ipalloc-range {}, this router was given {}; launch with {} or run `weft reset --detach` to start over (takes this host's containers off the network and forgets their addresses)",
                 s.range, config.range, s.range
             )));
         }
@@ -460,6 +464,29 @@ impl Ipam {
         }
         self.flush();
         op
+    }
+
+    /// Records that `owner` holds `addr` without asking anyone: for a
+    /// state rebuilt from what the host's containers really use (the
+    /// stored state was lost) and for settling an interface whose holding
+    /// went missing. The address is on the wire already; publishing it
+    /// keeps every router from handing it out. Refused outside the range,
+    /// and when another owner is known to hold it.
+    pub fn adopt(&mut self, owner: &str, addr: Ipv4Addr) -> Result<(), IpamError> {
+        let range = self.layout.range;
+        if !range.contains(&addr) {
+            return Err(IpamError::AddressOutside { addr, range });
+        }
+        let a = u32::from(addr);
+        if self.handles.get(owner).is_some_and(|h| h.contains(&a)) {
+            return Ok(());
+        }
+        if let Some(holder) = self.holder_of(a) {
+            return Err(IpamError::AddressInUse { addr, holder });
+        }
+        self.hold(owner, a);
+        tracing::info!(owner, %addr, "adopted an address a container on this host uses");
+        Ok(())
     }
 
     /// Gives back the addresses of `owner` (all of them, or one). Returns
@@ -701,6 +728,10 @@ impl Ipam {
             return None;
         }
         if !self.reachable.contains(&state.owner) {
+            if now < self.started + STARTUP_GRACE {
+                // Just started: the owner may only not be found yet.
+                return None;
+            }
             return Some(Err(IpamError::NoSpace {
                 subnet: p.subnet,
                 detail: format!(
@@ -1738,7 +1769,7 @@ fn allocation(a: u32, subnet: Ipv4Net) -> Allocation {
 
 fn conflict_text(peer: &str, ours: u64, theirs: u64) -> String {
     format!(
-        "peer {peer} belongs to IPAM cluster {theirs:016x}, this router to {ours:016x}, and both have addresses in use: the meshes were formed apart and their address allocations could collide. Keep them apart, or run `weft ipam reset` on the routers of one side (their containers must be restarted to get new addresses)"
+        "peer {peer} belongs to IPAM cluster {theirs:016x}, this router to {ours:016x}, and both have addresses in use: the meshes were formed apart and their address allocations could collide. Keep them apart, or run `weft ipam reset --detach` on the routers of one side (their containers are taken off the network and must be attached again to get new addresses)"
     )
 }
 
@@ -1815,6 +1846,52 @@ mod tests {
         let mut done = a.take_done();
         assert_eq!(done.len(), 1, "{done:?}");
         done.remove(0).result
+    }
+
+    #[test]
+    fn adopted_addresses_are_never_handed_out_here_or_by_a_peer() {
+        let now = Instant::now();
+        // A router whose state was lost, rebuilt from its containers.
+        let mut a = agent(1, Init::Consensus(2), now);
+        a.adopt("attach:web", Ipv4Addr::new(10, 32, 0, 1)).unwrap();
+        a.adopt("attach:web", Ipv4Addr::new(10, 32, 0, 1)).unwrap();
+        assert!(matches!(
+            a.adopt("attach:db", Ipv4Addr::new(10, 32, 0, 1)),
+            Err(IpamError::AddressInUse { .. })
+        ));
+        assert!(matches!(
+            a.adopt("attach:db", Ipv4Addr::new(192, 0, 2, 1)),
+            Err(IpamError::AddressOutside { .. })
+        ));
+        let mut b = agent(2, Init::Consensus(2), now);
+        exchange(&mut [&mut a, &mut b], now);
+        // Whoever owns the block, the adopted address is taken.
+        for agent in [&mut a, &mut b] {
+            agent.claim(now, "other", Ipv4Addr::new(10, 32, 0, 1), None);
+            exchange(&mut [], now);
+        }
+        exchange(&mut [&mut a, &mut b], now);
+        for agent in [&mut a, &mut b] {
+            let done = agent.take_done();
+            assert!(
+                done.iter()
+                    .all(|d| matches!(d.result, Err(IpamError::AddressInUse { .. }))),
+                "{done:?}"
+            );
+        }
+        let mut handed = BTreeSet::new();
+        for i in 0..40 {
+            a.allocate(now, &format!("a{i}"), None);
+            b.allocate(now, &format!("b{i}"), None);
+            exchange(&mut [&mut a, &mut b], now);
+            for agent in [&mut a, &mut b] {
+                for d in agent.take_done() {
+                    handed.insert(d.result.unwrap().addr);
+                }
+            }
+        }
+        assert_eq!(handed.len(), 80);
+        assert!(!handed.contains(&Ipv4Addr::new(10, 32, 0, 1)), "{handed:?}");
     }
 
     #[test]

@@ -60,4 +60,10 @@ pub enum IpamError {
     CannotRemoveSelf,
     #[error("unknown peer {0}: it owns no space")]
     UnknownPeer(String),
+    /// The router could not store the state, so the answer cannot be
+    /// given: an address that is not on disk must not be used.
+    #[error(
+        "the IPAM state could not be stored ({0}); nothing was handed out: free space in the data directory and try again"
+    )]
+    NotStored(String),
 }

@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
@@ -31,39 +32,80 @@ const KEY: &str = "state";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the IPAM state in {path} is unreadable ({detail}). weft will not start over silently: that could hand out addresses containers still use. Restore the file from a backup, or remove it with `weft reset` and restart every container on this host"
+        "the IPAM state in {path} is unreadable ({detail}). weft will not start over silently: that could hand out addresses containers still use. Move the file aside and relaunch with --recover-ipam, which rebuilds this router's holdings from the containers attached here before anything is handed out"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot write the IPAM state to {path}: {detail}")]
     Write { path: PathBuf, detail: String },
+    #[error(
+        "the IPAM state in {path} is missing or empty, but containers on this host use {} address(es) of the range ({}). weft will not start over: it would hand them out again. If the file was lost, relaunch with --recover-ipam to rebuild this router's holdings from them before anything is handed out",
+        in_use.len(),
+        in_use.iter().map(|(owner, a)| format!("{a} by {owner}")).collect::<Vec<_>>().join(", ")
+    )]
+    Lost {
+        path: PathBuf,
+        in_use: Vec<(String, Ipv4Addr)>,
+    },
+    #[error(
+        "--recover-ipam: the IPAM state in {0} is there and readable; there is nothing to recover (launch without the flag)"
+    )]
+    NothingToRecover(PathBuf),
+}
+
+/// Runs `f`, turning a panic into an error: redb asserts on some damaged
+/// files instead of returning an error, and a damaged file must be a
+/// clear refusal, not a backtrace. The panic message is not printed.
+fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    outcome.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the file is damaged".into())
+    })
 }
 
 /// The agent's snapshot in a redb file: one key, replaced in a
 /// transaction, so a crash leaves the old state or the new, never half.
 pub struct Store {
-    db: redb::Database,
+    /// `None` between a failed write and a successful reopening.
+    db: Option<redb::Database>,
     path: PathBuf,
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
+    /// Opens the file (making it if missing) and reads the snapshot in it.
+    pub fn open(path: &Path) -> Result<(Store, Option<Vec<u8>>), StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail,
         };
-        let db = redb::Database::create(path).map_err(|e| corrupt(&e))?;
-        Ok(Store {
-            db,
-            path: path.to_path_buf(),
-        })
+        let opened = without_panics(|| {
+            let db = redb::Database::create(path).map_err(|e| e.to_string())?;
+            let store = Store {
+                db: Some(db),
+                path: path.to_path_buf(),
+            };
+            let snapshot = store.load().map_err(|e| e.to_string())?;
+            Ok::<_, String>((store, snapshot))
+        });
+        opened.map_err(corrupt)?.map_err(corrupt)
     }
 
-    pub fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
             path: self.path.clone(),
             detail: e.to_string(),
         };
-        let txn = self.db.begin_read().map_err(|e| corrupt(&e))?;
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| corrupt(&"the file is not open"))?;
+        let txn = db.begin_read().map_err(|e| corrupt(&e))?;
         let table = match txn.open_table(TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -73,12 +115,36 @@ impl Store {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    pub fn save(&self, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Replaces the snapshot in one transaction. After an I/O error redb
+    /// refuses every later write until the file is opened again (a full
+    /// disk would stop IPAM for good), so a failed write reopens the file
+    /// and tries once more.
+    pub fn save(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let first = match self.write(bytes) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // Closed first: redb locks the file while it is open.
+        self.db = None;
+        self.db = without_panics(|| redb::Database::create(&self.path))
+            .ok()
+            .and_then(Result::ok);
+        match self.db {
+            Some(_) => self.write(bytes),
+            None => Err(first),
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<(), StoreError> {
         let failed = |e: &dyn std::fmt::Display| StoreError::Write {
             path: self.path.clone(),
             detail: e.to_string(),
         };
-        let txn = self.db.begin_write().map_err(|e| failed(&e))?;
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| failed(&"the file could not be opened again"))?;
+        let txn = db.begin_write().map_err(|e| failed(&e))?;
         {
             let mut table = txn.open_table(TABLE).map_err(|e| failed(&e))?;
             table.insert(KEY, bytes).map_err(|e| failed(&e))?;
@@ -94,6 +160,8 @@ pub struct Shared {
     pub ipam: Ipam,
     store: Store,
     waiting: HashMap<OpId, Reply>,
+    /// Why the last store failed, while it fails.
+    failing: Option<String>,
 }
 
 impl Shared {
@@ -106,10 +174,18 @@ impl Shared {
         match self.store.save(&self.ipam.snapshot()) {
             Ok(()) => {
                 self.ipam.saved();
+                if self.failing.take().is_some() {
+                    tracing::info!("IPAM state stored again");
+                }
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "IPAM state not stored: holding back messages and answers");
+                // Said once per distinct cause: this is tried at every turn.
+                let text = e.to_string();
+                if self.failing.as_deref() != Some(&text) {
+                    tracing::error!(error = %text, "IPAM state not stored: holding back messages, refusing answers");
+                }
+                self.failing = Some(text);
                 false
             }
         }
@@ -120,16 +196,102 @@ impl Shared {
         self.waiting.insert(op, reply);
     }
 
-    /// Stores, then answers finished requests.
+    /// Stores, then answers finished requests; if the state cannot be
+    /// stored, they are answered with that error instead: an address not
+    /// on disk must not be used (the holding stays in memory, and is
+    /// stored, or settled at the next start, later).
     pub fn finish(&mut self) {
-        if !self.persist() {
-            return;
-        }
+        let stored = self.persist();
         for done in self.ipam.take_done() {
             if let Some(reply) = self.waiting.remove(&done.op) {
-                let _ = reply.send(done.result);
+                let result = match (&self.failing, stored) {
+                    (Some(why), false) => Err(IpamError::NotStored(why.clone())),
+                    _ => done.result,
+                };
+                let _ = reply.send(result);
             }
         }
+    }
+}
+
+/// Owners whose holdings exist only for an interface on this host: a
+/// holding of theirs without one is left from an attach or detach that did
+/// not finish. (Docker's are not: it asks for an address before the
+/// endpoint exists. Hand-made `weft ipam allocate` holdings are not either.)
+const ATTACHED_OWNERS: [&str; 3] = ["attach:", "cni:", crate::netdev::gateway::OWNER];
+
+/// An interface whose address IPAM says another owner holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub owner: String,
+    pub addr: Ipv4Addr,
+    pub holder: String,
+}
+
+/// What settling changes: holdings to drop, addresses to adopt.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    pub release: Vec<(String, Ipv4Addr)>,
+    pub adopt: Vec<(String, Ipv4Addr)>,
+}
+
+/// Compares IPAM's holdings with what the host's interfaces use: a holding
+/// of an attached owner with no interface is released, an interface's
+/// address that its owner does not hold is adopted. Pure.
+pub fn settlement(
+    holdings: &std::collections::BTreeMap<String, BTreeSet<u32>>,
+    in_use: &[(String, Ipv4Addr)],
+) -> Settlement {
+    let used: BTreeSet<(&str, u32)> = in_use
+        .iter()
+        .map(|(o, a)| (o.as_str(), u32::from(*a)))
+        .collect();
+    let mut out = Settlement::default();
+    for (owner, held) in holdings {
+        if !ATTACHED_OWNERS.iter().any(|p| owner.starts_with(p)) {
+            continue;
+        }
+        for a in held {
+            if !used.contains(&(owner.as_str(), *a)) {
+                out.release.push((owner.clone(), Ipv4Addr::from(*a)));
+            }
+        }
+    }
+    for (owner, addr) in in_use {
+        let held = holdings
+            .get(owner)
+            .is_some_and(|h| h.contains(&u32::from(*addr)));
+        if !held {
+            out.adopt.push((owner.clone(), *addr));
+        }
+    }
+    out
+}
+
+impl Shared {
+    /// Applies [`settlement`]; returns the adoptions refused because
+    /// another owner holds the address.
+    fn settle(&mut self, now: Instant, in_use: &[(String, Ipv4Addr)]) -> Vec<Conflict> {
+        let plan = settlement(self.ipam.handles(), in_use);
+        for (owner, addr) in &plan.release {
+            tracing::warn!(%owner, %addr, "released an address held for an interface that is gone (an attach or detach did not finish)");
+            self.ipam.release(now, owner, Some(*addr));
+        }
+        let mut conflicts = Vec::new();
+        for (owner, addr) in plan.adopt {
+            match self.ipam.adopt(&owner, addr) {
+                Ok(()) => {}
+                Err(IpamError::AddressInUse { holder, .. }) => conflicts.push(Conflict {
+                    owner,
+                    addr,
+                    holder,
+                }),
+                Err(e) => {
+                    tracing::warn!(%owner, %addr, error = %e, "cannot adopt an address in use here")
+                }
+            }
+        }
+        conflicts
     }
 }
 
@@ -139,29 +301,51 @@ impl Shared {
 pub struct IpamHandle(Arc<Mutex<Shared>>);
 
 impl IpamHandle {
-    /// Restores the agent from `store` or starts it afresh.
+    /// Restores the agent from `store`, or starts it afresh when nothing
+    /// on this host uses an address; then settles the holdings with what
+    /// the host's containers use (`in_use`: owner and address). A missing
+    /// state while addresses are in use is refused unless `recover`, which
+    /// rebuilds the holdings from `in_use`. Returns the interfaces whose
+    /// address turned out to be someone else's: they must go.
     pub fn open(
         config: weft_ipam::Config,
-        store: Store,
+        (store, snapshot): (Store, Option<Vec<u8>>),
         now: Instant,
-    ) -> anyhow::Result<IpamHandle> {
-        let ipam = match store.load()? {
-            Some(bytes) => Ipam::restore(config, now, &bytes)
+        in_use: &[(String, Ipv4Addr)],
+        recover: bool,
+    ) -> anyhow::Result<(IpamHandle, Vec<Conflict>)> {
+        let in_range: Vec<(String, Ipv4Addr)> = in_use
+            .iter()
+            .filter(|(_, a)| config.range.contains(a))
+            .cloned()
+            .collect();
+        let ipam = match (snapshot, recover) {
+            (Some(_), true) => return Err(StoreError::NothingToRecover(store.path.clone()).into()),
+            (Some(bytes), false) => Ipam::restore(config, now, &bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", store.path.display()))?,
-            None => Ipam::new(config, now)?,
+            (None, false) if !in_range.is_empty() => {
+                return Err(StoreError::Lost {
+                    path: store.path.clone(),
+                    in_use: in_range,
+                }
+                .into());
+            }
+            (None, _) => Ipam::new(config, now)?,
         };
         let mut shared = Shared {
             ipam,
             store,
             waiting: HashMap::new(),
+            failing: None,
         };
+        let conflicts = shared.settle(now, &in_range);
         if !shared.persist() {
             anyhow::bail!(
                 "cannot store the IPAM state in {}",
                 shared.store.path.display()
             );
         }
-        Ok(IpamHandle(Arc::new(Mutex::new(shared))))
+        Ok((IpamHandle(Arc::new(Mutex::new(shared))), conflicts))
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -343,34 +527,76 @@ mod tests {
     }
 
     #[test]
-    fn the_store_keeps_state_and_a_corrupt_file_is_an_error_not_a_reset() {
+    fn the_store_keeps_state_and_a_damaged_file_is_an_error_not_a_reset() {
         let dir = std::env::temp_dir().join(format!("weft-ipam-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ipam.redb");
         let _ = std::fs::remove_file(&path);
         {
-            let s = Store::open(&path).unwrap();
-            assert_eq!(s.load().unwrap(), None);
+            let (mut s, snapshot) = Store::open(&path).unwrap();
+            assert_eq!(snapshot, None);
             s.save(b"one").unwrap();
             s.save(b"two").unwrap();
         }
-        let s = Store::open(&path).unwrap();
-        assert_eq!(s.load().unwrap().as_deref(), Some(&b"two"[..]));
+        let (s, snapshot) = Store::open(&path).unwrap();
+        assert_eq!(snapshot.as_deref(), Some(&b"two"[..]));
         drop(s);
-        // Scribble over the file's header.
-        let mut bytes = std::fs::read(&path).unwrap();
-        for b in bytes.iter_mut().take(4096) {
+        let good = std::fs::read(&path).unwrap();
+        // Scribbled over the header; cut short (redb asserts on that one,
+        // which must still be a refusal and not a panic).
+        let mut scribbled = good.clone();
+        for b in scribbled.iter_mut().take(4096) {
             *b = 0x5a;
         }
-        std::fs::write(&path, bytes).unwrap();
-        let err = Store::open(&path)
-            .and_then(|s| s.load())
-            .expect_err("a scribbled file must not load");
-        let text = err.to_string();
-        assert!(
-            text.contains("unreadable") && text.contains("weft reset"),
-            "{text}"
-        );
+        let cut = good[..good.len().min(100_000) / 2].to_vec();
+        for damaged in [scribbled, cut] {
+            std::fs::write(&path, damaged).unwrap();
+            let text = Store::open(&path)
+                .err()
+                .expect("a damaged file must not load")
+                .to_string();
+            assert!(
+                text.contains("unreadable") && text.contains("--recover-ipam"),
+                "{text}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn held(pairs: &[(&str, u32)]) -> std::collections::BTreeMap<String, BTreeSet<u32>> {
+        let mut out = std::collections::BTreeMap::<String, BTreeSet<u32>>::new();
+        for (owner, a) in pairs {
+            out.entry(owner.to_string()).or_default().insert(*a);
+        }
+        out
+    }
+
+    #[test]
+    fn settling_releases_what_no_interface_uses_and_adopts_what_one_does() {
+        let a = |n: u32| Ipv4Addr::from(0x0a20_0000 + n);
+        let holdings = held(&[
+            ("attach:web", 0x0a20_0001),
+            ("attach:gone", 0x0a20_0002),
+            ("cni:net:c1:eth0", 0x0a20_0003),
+            ("weft:expose", 0x0a20_0004),
+            // Not tied to an interface here: kept whatever.
+            ("docker:02:42:0a:00:00:05", 0x0a20_0005),
+            ("by-hand", 0x0a20_0006),
+        ]);
+        let in_use = vec![
+            ("attach:web".to_string(), a(1)),
+            ("weft:expose".to_string(), a(4)),
+            ("attach:db".to_string(), a(9)),
+        ];
+        let plan = settlement(&holdings, &in_use);
+        assert_eq!(
+            plan.release,
+            vec![
+                ("attach:gone".to_string(), a(2)),
+                ("cni:net:c1:eth0".to_string(), a(3)),
+            ]
+        );
+        assert_eq!(plan.adopt, vec![("attach:db".to_string(), a(9))]);
+        assert_eq!(settlement(&holdings, &[]).adopt, vec![]);
     }
 }

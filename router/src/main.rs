@@ -22,7 +22,7 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Reset(dirs) => cli::reset(&dirs),
+        Command::Reset { detach, dirs } => cli::reset::run(&dirs, detach),
         Command::Status { what, dirs } => {
             print!("{}", cli::get(&dirs, what.map_or("/status", |w| w.path()))?);
             Ok(())

@@ -219,16 +219,7 @@ impl Drop for Dockerd {
         self.stop();
         // dockerd leaves its data root bind-mounted on itself (and shm or
         // netns mounts of containers killed with it): unmount all of it,
-        // deepest first, or the testbed's directory cannot be removed.
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mountinfo
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        // or the testbed's directory cannot be removed.
+        crate::testbed::unmount_under(&self.dir);
     }
 }

@@ -488,6 +488,7 @@ pub fn destroy(name: &str) -> Result<()> {
         }
     }
     let dir = state::dir(name);
+    unmount_under(&dir);
     if let Err(e) = fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             failures.push(format!("remove {}: {e}", dir.display()));
@@ -500,6 +501,22 @@ pub fn destroy(name: &str) -> Result<()> {
             "could not remove all of testbed {name}: {}",
             failures.join("; ")
         )))
+    }
+}
+
+/// Unmounts whatever a test mounted under `dir` (a small file system for a
+/// data directory, a container runtime's mounts), deepest first, so that
+/// the directory can go.
+pub(crate) fn unmount_under(dir: &std::path::Path) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut ours: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| std::path::Path::new(m).starts_with(dir))
+        .collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -128,7 +128,7 @@ fn containers_reach_their_host_other_hosts_and_the_world_through_the_gateway() {
     assert!(!held.contains_key("weft:expose"), "{held:?}");
 
     // Reset takes weft's table away.
-    routers[1].run(&["reset"]).unwrap();
+    routers[1].run(&["reset", "--detach"]).unwrap();
     assert!(!tables_exist(&tb.host(2)));
     tb.destroy().unwrap();
 }

@@ -193,8 +193,8 @@ fn meshes_formed_apart_are_refused_until_one_side_resets() {
     // The operator resolves it: host 2 gives up its allocations.
     let err = b.command(&["ipam", "reset"]).unwrap();
     assert!(!err.status.success());
-    assert!(String::from_utf8_lossy(&err.stderr).contains("--force"));
-    b.run(&["ipam", "reset", "--force"]).unwrap();
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--detach"));
+    b.run(&["ipam", "reset", "--detach"]).unwrap();
     b.run(&["connect", "--replace", &tb.host_addr(1).to_string()])
         .unwrap();
     eventually("one IPAM cluster", Duration::from_secs(30), || {

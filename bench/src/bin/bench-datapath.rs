@@ -214,7 +214,7 @@ fn launch(tb: &Testbed, extra: &[&str], overlay: &str) -> Result<Vec<WeftHost>, 
     let mut routers = Vec::new();
     for h in 1..=2 {
         let weft = tb.weft(h);
-        let _ = weft.run(&["reset"]);
+        let _ = weft.run(&["reset", "--detach"]);
         let first = tb.host_addr(1).to_string();
         let mut a = extra.to_vec();
         if h == 2 {

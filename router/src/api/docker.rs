@@ -321,6 +321,7 @@ impl Api {
             target: String::new(),
             interface: bridge_side(&req.endpoint_id),
             container_interface: String::new(),
+            owner: format!("{OWNER_PREFIX}{}", interface.mac_address),
             mac: interface.mac_address,
             addresses,
             gateway: None,

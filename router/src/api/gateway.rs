@@ -46,7 +46,7 @@ fn parse_nets(addresses: &[String]) -> Result<Vec<Ipv4Net>, String> {
 }
 
 impl Api {
-    async fn network(&self) -> Answer<&HostNetwork> {
+    pub(super) async fn network(&self) -> Answer<&HostNetwork> {
         self.network
             .as_deref()
             .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "no overlay network here\n"))
@@ -211,6 +211,27 @@ impl Api {
             .map_err(failed)?;
         self.release(OWNER.into(), Some(net.addr())).await?;
         Ok(())
+    }
+
+    /// Takes every container of this host off the network and gives up
+    /// its gateway, releasing their addresses (`weft ipam reset --detach`).
+    pub(super) async fn detach_all(
+        &self,
+        network: &HostNetwork,
+        registry: &mut crate::netdev::attach::Registry,
+    ) -> Answer<()> {
+        for a in registry.list() {
+            match registry.detach(&network.netlink, &a.id, &[]).await {
+                Ok(_) | Err(crate::netdev::attach::AttachError::NotAttached(_)) => {}
+                Err(e) => return Err(failed(e)),
+            }
+            self.release(a.ipam_owner(), None).await?;
+        }
+        let mut gateway = network.gateway.lock().await;
+        for net in gateway.addresses().to_vec() {
+            self.hide_one(network, &mut gateway, net).await?;
+        }
+        self.gateway_changed(gateway.addresses()).await
     }
 
     /// Tells the router, which tells the mesh and the firewall.

@@ -125,8 +125,10 @@ struct PeerBody {
 
 #[derive(Deserialize)]
 struct ResetBody {
+    /// Take the host's containers off the network and give up its
+    /// gateway first.
     #[serde(default)]
-    force: bool,
+    detach: bool,
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, String> {
@@ -139,7 +141,7 @@ fn ipam_error_status(e: &weft_ipam::IpamError) -> StatusCode {
     use weft_ipam::IpamError as E;
     match e {
         E::AddressInUse { .. } | E::ClusterConflict(_) => StatusCode::CONFLICT,
-        E::NoSpace { .. } | E::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::NoSpace { .. } | E::Timeout { .. } | E::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -222,23 +224,6 @@ impl Api {
             })?;
             addresses.push(net);
         }
-        if path == "/attach" && !addresses.is_empty() {
-            // Addresses of the user's choosing outside the range must not
-            // shadow the host's own network.
-            let range = self.ipam_status().await?.range;
-            for net in &addresses {
-                let ipnet::IpNet::V4(v4) = net else { continue };
-                if range.contains(&v4.addr()) {
-                    continue;
-                }
-                let problem = crate::netdev::collision(&network.netlink, *v4, "address")
-                    .await
-                    .map_err(|e| text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")))?;
-                if let Some(problem) = problem {
-                    return Err(text(StatusCode::CONFLICT, problem + "\n"));
-                }
-            }
-        }
         let mut registry = network.registry.lock().await;
         let failed = |e: AttachError| {
             let status = match e {
@@ -273,12 +258,34 @@ impl Api {
                 if body.expose {
                     self.ensure_gateway(None).await?;
                 }
+                // What this call holds in IPAM for the owner: the given
+                // addresses in the range, claimed (refused if anyone else
+                // holds one), or one allocated. A failure further on gives
+                // back exactly these, after the interface is gone.
+                let status = self.ipam_status().await?;
+                let already: Vec<std::net::Ipv4Addr> =
+                    status.containers.get(&owner).cloned().unwrap_or_default();
+                let mut held_now = Vec::new();
+                let outcome = self
+                    .hold_addresses(network, &status.range, &owner, &addresses, &mut held_now)
+                    .await;
+                if let Err(refused) = outcome {
+                    for a in held_now.iter().filter(|a| !already.contains(a)) {
+                        self.release(owner.clone(), Some(*a)).await?;
+                    }
+                    return Err(refused);
+                }
                 if addresses.is_empty() {
                     let got = self
                         .allocate(owner.clone(), body.subnet, body.claim)
                         .await?;
+                    held_now.push(got.addr);
                     addresses.push(ipnet::IpNet::V4(got.cidr()));
                 }
+                let fresh: Vec<std::net::Ipv4Addr> = held_now
+                    .into_iter()
+                    .filter(|a| !already.contains(a))
+                    .collect();
                 let first_v4 = addresses.iter().find_map(|a| match a {
                     ipnet::IpNet::V4(v4) => Some(v4.addr()),
                     ipnet::IpNet::V6(_) => None,
@@ -291,6 +298,7 @@ impl Api {
                     id: key,
                     interface,
                     gateway,
+                    owner: owner.clone(),
                 };
                 let attached = registry
                     .attach(
@@ -305,7 +313,11 @@ impl Api {
                 match attached {
                     Ok(a) => Ok(json_of(&a)),
                     Err(e) => {
-                        self.release(owner, None).await?;
+                        // The interface is gone (attach undoes itself):
+                        // only now may the addresses go back.
+                        for a in fresh {
+                            self.release(owner.clone(), Some(a)).await?;
+                        }
                         Err(failed(e))
                     }
                 }
@@ -334,6 +346,46 @@ impl Api {
                 Ok(json_of(&a))
             }
         }
+    }
+
+    /// Holds `addresses` (given by the user) for `owner`: those in
+    /// `range` are claimed in IPAM, the others must not collide with the
+    /// host's own network. What was held goes into `held`, also when a
+    /// later address is refused.
+    async fn hold_addresses(
+        &self,
+        network: &HostNetwork,
+        range: &ipnet::Ipv4Net,
+        owner: &str,
+        addresses: &[ipnet::IpNet],
+        held: &mut Vec<std::net::Ipv4Addr>,
+    ) -> Result<(), Response<Full<Bytes>>> {
+        for net in addresses {
+            let ipnet::IpNet::V4(v4) = net else { continue };
+            if range.contains(&v4.addr()) {
+                let answer = self
+                    .ipam_allocate(owner.to_string(), Some(v4.trunc()), Some(v4.addr()))
+                    .await?;
+                match answer {
+                    Ok(_) => held.push(v4.addr()),
+                    Err(e) => {
+                        return Err(text(
+                            ipam_error_status(&e),
+                            format!("cannot attach with {v4}: {e}\n"),
+                        ));
+                    }
+                }
+                continue;
+            }
+            // Outside the range: it must not shadow the host's network.
+            let problem = crate::netdev::collision(&network.netlink, *v4, "address")
+                .await
+                .map_err(|e| text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")))?;
+            if let Some(problem) = problem {
+                return Err(text(StatusCode::CONFLICT, problem + "\n"));
+            }
+        }
+        Ok(())
     }
 
     async fn allocate(
@@ -409,16 +461,24 @@ impl Api {
                 )
             }
             _ => {
-                let b: ResetBody = parse(body, r#"{"force": false}"#).map_err(bad)?;
-                outcome(
-                    self.ask(|reply| {
+                let b: ResetBody = parse(body, r#"{"detach": false}"#).map_err(bad)?;
+                // Held throughout, so nothing attaches between the
+                // detaching and the reset.
+                let network = self.network().await?;
+                let mut registry = network.registry.lock().await;
+                if b.detach {
+                    self.detach_all(network, &mut registry).await?;
+                }
+                let answer = self
+                    .ask(|reply| {
                         Request::Ipam(IpamRequest::Reset {
-                            force: b.force,
+                            forget_unattached: b.detach,
                             reply,
                         })
                     })
-                    .await?,
-                )
+                    .await?;
+                drop(registry);
+                outcome(answer)
             }
         })
     }

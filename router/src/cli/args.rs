@@ -27,8 +27,16 @@ pub enum Command {
     Router(RouterArgs),
     /// Stop the router.
     Stop(DirArgs),
-    /// Stop the router and remove its persisted state.
-    Reset(DirArgs),
+    /// Stop the router and remove its persisted state, weft's nftables
+    /// tables and its devices (bridge, datapath). Refused while containers
+    /// are attached, whose addresses would be forgotten.
+    Reset {
+        /// Take the attached containers off the network first.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
     /// Show the router's state: a summary, or one table.
     Status {
         #[command(subcommand)]
@@ -151,9 +159,13 @@ pub enum IpamWhat {
     /// another mesh's IPAM cluster (the fix for "belongs to IPAM cluster
     /// ... both have addresses in use").
     Reset {
-        /// Even if containers here hold addresses (they keep them on
-        /// their interfaces, but IPAM may hand them out again).
+        /// Take this host's containers off the network and give up its
+        /// gateway first; without it, reset is refused while any address
+        /// is held here.
         #[arg(long)]
+        detach: bool,
+        /// Gone: it let IPAM hand out addresses containers still use.
+        #[arg(long, hide = true)]
         force: bool,
     },
 }
@@ -287,6 +299,11 @@ pub struct RouterArgs {
     /// host's: a VPC, a VPN (repeat, or comma-separated CIDRs).
     #[arg(long, value_delimiter = ',')]
     pub masquerade_exclude: Vec<ipnet::Ipv4Net>,
+    /// Rebuild a lost IPAM state (ipam.redb missing, empty or damaged and
+    /// moved aside) from the containers attached on this host: their
+    /// addresses are held again before anything is handed out.
+    #[arg(long)]
+    pub recover_ipam: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

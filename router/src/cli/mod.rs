@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod client;
+pub mod reset;
 pub mod setup_cni;
 
 use std::{
@@ -155,29 +156,6 @@ pub fn stop(dirs: &DirArgs) -> Result<bool> {
     Ok(true)
 }
 
-/// `weft reset`: stop, then remove persisted state and weft's firewall
-/// table.
-pub fn reset(dirs: &DirArgs) -> Result<()> {
-    stop(dirs)?;
-    let paths = Paths::new(dirs);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime
-        .block_on(crate::firewall::remove())
-        .context("cannot remove weft's nftables tables")?;
-    println!("removed nftables tables {}", crate::firewall::tables());
-    for file in paths.state_files().into_iter().chain([paths.log_file()]) {
-        match std::fs::remove_file(&file) {
-            Ok(()) => println!("removed {}", file.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
-        }
-    }
-    Ok(())
-}
-
 /// Sends peers to `/connect` or `/forget`.
 pub fn peers(dirs: &DirArgs, path: &str, peers: &[String], replace: bool) -> Result<()> {
     let body = serde_json::json!({ "peers": peers, "replace": replace });
@@ -217,7 +195,14 @@ pub fn ipam(dirs: &DirArgs, what: IpamWhat) -> Result<()> {
             "/ipam/release",
             serde_json::json!({ "id": id, "address": address }),
         ),
-        IpamWhat::Reset { force } => ("/ipam/reset", serde_json::json!({ "force": force })),
+        IpamWhat::Reset { detach, force } => {
+            if force {
+                bail!(
+                    "--force is gone: it let IPAM hand out addresses containers still use. Use --detach to take this host's containers off the network first"
+                );
+            }
+            ("/ipam/reset", serde_json::json!({ "detach": detach }))
+        }
     };
     let answer = post(dirs, path, &body)?;
     match serde_json::from_str::<serde_json::Value>(&answer) {

@@ -96,7 +96,8 @@ fn open_ipam(
     paths: &Paths,
     identity: &PeerIdentity,
     now: std::time::Instant,
-) -> Result<IpamHandle> {
+    in_use: &[(String, std::net::Ipv4Addr)],
+) -> Result<(IpamHandle, Vec<crate::ipam::Conflict>)> {
     let mut config = weft_ipam::Config::new(crate::ipam::peer(identity.name), args.ipalloc_range);
     config.nickname = identity.nickname.clone();
     config.default_subnet = args.ipalloc_default_subnet.unwrap_or(args.ipalloc_range);
@@ -107,7 +108,8 @@ fn open_ipam(
     config.reclaim_after = args.ipalloc_reclaim_after;
     config.seed = rand::random();
     let store = crate::ipam::Store::open(&paths.ipam_file())?;
-    let ipam = IpamHandle::open(config, store, now).context("cannot start IPAM")?;
+    let (ipam, conflicts) = IpamHandle::open(config, store, now, in_use, args.recover_ipam)
+        .context("cannot start IPAM")?;
     let status = ipam.lock().ipam.status(now);
     tracing::info!(
         range = %status.range,
@@ -116,7 +118,41 @@ fn open_ipam(
         addresses_held = status.containers.values().map(Vec::len).sum::<usize>(),
         "IPAM ready"
     );
-    Ok(ipam)
+    Ok((ipam, conflicts))
+}
+
+/// Takes off the interfaces whose address IPAM says another owner holds:
+/// of two claims on one address, the one IPAM recorded stays.
+async fn drop_conflicts(
+    netlink: &Netlink,
+    registry: &mut Registry,
+    gateway: &mut Gateway,
+    conflicts: Vec<crate::ipam::Conflict>,
+) -> Result<()> {
+    for c in conflicts {
+        tracing::error!(owner = %c.owner, addr = %c.addr, holder = %c.holder, "an interface here has an address IPAM gave someone else: taking it off");
+        if c.owner == crate::netdev::gateway::OWNER {
+            if let Some(net) = gateway
+                .addresses()
+                .iter()
+                .find(|n| n.addr() == c.addr)
+                .copied()
+            {
+                gateway.remove(netlink, net).await?;
+            }
+            continue;
+        }
+        let ids: Vec<String> = registry
+            .list()
+            .into_iter()
+            .filter(|a| a.ipam_owner() == c.owner)
+            .map(|a| a.id)
+            .collect();
+        for id in ids {
+            registry.detach(netlink, &id, &[]).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the router in the foreground until SIGTERM, SIGINT or `POST /stop`.
@@ -230,7 +266,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     if let Err(e) = datapath::socket::enable_gro(&udp) {
         tracing::warn!(error = %e, "no UDP GRO: receiving datagrams one at a time");
     }
-    let gateway = Gateway::load(paths.gateway_file())?;
+    let mut gateway = Gateway::load(paths.gateway_file())?;
     gateway
         .restore(&netlink)
         .await
@@ -255,7 +291,15 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     config.discovery = !args.no_discovery;
     let now = std::time::Instant::now();
     let mut mesh = Mesh::new(config, now);
-    let ipam = open_ipam(&args, &paths, &identity, now)?;
+    let mut in_use = registry.in_use();
+    in_use.extend(
+        gateway
+            .addresses()
+            .iter()
+            .map(|g| (crate::netdev::gateway::OWNER.to_string(), g.addr())),
+    );
+    let (ipam, conflicts) = open_ipam(&args, &paths, &identity, now, &in_use)?;
+    drop_conflicts(&netlink, &mut registry, &mut gateway, conflicts).await?;
     mesh.add_channel(crate::ipam::CHANNEL, ipam.channel());
     let hosts = HostsHandle::new(Hosts::new(identity.name, clock_ms));
     mesh.add_channel(crate::hosts::CHANNEL, hosts.channel());

@@ -98,8 +98,11 @@ pub enum IpamRequest {
         peer: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Forgets the ring and the holdings; refused while any address is
+    /// held here, unless `forget_unattached` (the host's containers were
+    /// detached first, and what is left was allocated by hand).
     Reset {
-        force: bool,
+        forget_unattached: bool,
         reply: oneshot::Sender<Result<String, String>>,
     },
 }
@@ -828,11 +831,20 @@ impl Router {
                 shared.finish();
                 let _ = reply.send(result);
             }
-            IpamRequest::Reset { force, reply } => {
-                let held: usize = shared.ipam.handles().values().map(|h| h.len()).sum();
-                let result = if held > 0 && !force {
+            IpamRequest::Reset {
+                forget_unattached,
+                reply,
+            } => {
+                let held: Vec<String> = shared
+                    .ipam
+                    .handles()
+                    .iter()
+                    .map(|(owner, h)| format!("{owner} ({})", h.len()))
+                    .collect();
+                let result = if !held.is_empty() && !forget_unattached {
                     Err(format!(
-                        "{held} addresses are held by containers on this host; detach them first, or pass --force (they keep their addresses, which IPAM may hand out again)"
+                        "addresses are held on this host: {}. Resetting would forget them and IPAM could hand them out again. `weft ipam reset --detach` takes this host's containers off the network and gives up its gateway first (and forgets addresses allocated by hand)",
+                        held.join(", ")
                     ))
                 } else {
                     shared.ipam.reset(now);

@@ -35,6 +35,23 @@ pub struct Attachment {
     /// has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// Who holds the addresses in IPAM (`attach:TARGET`, the CNI id,
+    /// `docker:MAC`); older files lack it ([`Attachment::ipam_owner`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+}
+
+impl Attachment {
+    /// The IPAM owner of this attachment's addresses.
+    pub fn ipam_owner(&self) -> String {
+        if !self.owner.is_empty() {
+            self.owner.clone()
+        } else if self.id.starts_with("cni:") {
+            self.id.clone()
+        } else {
+            format!("attach:{}", self.id)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +110,8 @@ pub struct Plug {
     pub interface: String,
     /// The default route's gateway, if the host has one.
     pub gateway: Option<Ipv4Addr>,
+    /// The IPAM owner of its addresses.
+    pub owner: String,
 }
 
 /// Every attached container, persisted as JSON.
@@ -136,6 +155,20 @@ impl Registry {
 
     pub fn list(&self) -> Vec<Attachment> {
         self.entries.values().cloned().collect()
+    }
+
+    /// Every IPv4 address attached containers use, with its IPAM owner.
+    pub fn in_use(&self) -> Vec<(String, Ipv4Addr)> {
+        self.entries
+            .values()
+            .flat_map(|a| {
+                let owner = a.ipam_owner();
+                a.addresses.iter().filter_map(move |n| match n {
+                    IpNet::V4(v4) => Some((owner.clone(), v4.addr())),
+                    IpNet::V6(_) => None,
+                })
+            })
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<&Attachment> {
@@ -204,7 +237,12 @@ impl Registry {
     }
 
     /// Attaches `target` to the bridge with `addresses` (added to any it
-    /// has already), as `plug` says.
+    /// has already), as `plug` says. All or nothing: the attachment is on
+    /// disk before anything is made (a router killed from there on finds it
+    /// at its next start and settles it: no interface, it is forgotten and
+    /// its address released; an interface, it is kept), and any failure
+    /// takes away what this call made before the error is returned, so the
+    /// caller may release the address.
     pub async fn attach(
         &mut self,
         netlink: &Netlink,
@@ -217,12 +255,92 @@ impl Registry {
         let netns = target.open()?;
         let inside = Netlink::inside(&netns).await?;
         let host_if = host_interface(&plug.id);
+        let existed = inside.link(&plug.interface).await?.is_some();
+        let previous = self.entries.get(&plug.id).cloned();
+        let mut intent = previous.clone().unwrap_or_else(|| Attachment {
+            id: plug.id.clone(),
+            target: target.key(),
+            interface: host_if.clone(),
+            container_interface: plug.interface.clone(),
+            mac: String::new(),
+            addresses: Vec::new(),
+            gateway: plug.gateway,
+            owner: plug.owner.clone(),
+        });
+        let added: Vec<IpNet> = addresses
+            .iter()
+            .filter(|a| !intent.addresses.contains(a))
+            .copied()
+            .collect();
+        intent.addresses.extend(added.iter().copied());
+        self.put(&plug.id, Some(intent))?;
+        let made = self
+            .plumb(
+                netlink, bridge, mtu, &netns, &inside, target, plug, existed, addresses,
+            )
+            .await;
+        let failure = match made {
+            Ok(attachment) => match self.put(&plug.id, Some(attachment.clone())) {
+                Ok(()) => return Ok(attachment),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        // Undo what this call made, then forget it.
+        if existed {
+            if let Some(container) = inside.link(&plug.interface).await.ok().flatten() {
+                for net in &added {
+                    let _ = inside.delete_address(container.index, *net).await;
+                }
+            }
+        } else if let Some(link) = netlink.link(&host_if).await.ok().flatten() {
+            let _ = netlink.delete(link.index).await;
+        }
+        if let Err(e) = self.put(&plug.id, previous) {
+            tracing::warn!(id = %plug.id, error = %e, "cannot take back a failed attachment's entry; the next start settles it");
+        }
+        Err(failure)
+    }
+
+    /// Sets (or, with `None`, removes) the entry for `id` and saves; if the
+    /// file cannot be written the entry stays as it was.
+    fn put(&mut self, id: &str, entry: Option<Attachment>) -> Result<(), AttachError> {
+        let before = match entry {
+            Some(a) => self.entries.insert(id.to_string(), a),
+            None => self.entries.remove(id),
+        };
+        self.save().inspect_err(|_| match before {
+            Some(a) => {
+                self.entries.insert(id.to_string(), a);
+            }
+            None => {
+                self.entries.remove(id);
+            }
+        })
+    }
+
+    /// Makes the veth pair and gives the container its addresses and
+    /// routes.
+    #[allow(clippy::too_many_arguments)]
+    async fn plumb(
+        &self,
+        netlink: &Netlink,
+        bridge: u32,
+        mtu: u32,
+        netns: &std::fs::File,
+        inside: &Netlink,
+        target: &Target,
+        plug: &Plug,
+        existed: bool,
+        addresses: &[IpNet],
+    ) -> Result<Attachment, AttachError> {
+        let host_if = host_interface(&plug.id);
         let name = plug.interface.as_str();
-        if inside.link(name).await?.is_none() {
+        if !existed {
             if let Some(stale) = netlink.link(&host_if).await? {
                 netlink.delete(stale.index).await?;
             }
-            netlink.add_veth_into(&host_if, name, &netns, mtu).await?;
+            netlink.add_veth_into(&host_if, name, netns, mtu).await?;
         }
         let host = netlink.require(&host_if).await?;
         netlink.set_mtu_up(host.index, mtu).await?;
@@ -249,7 +367,7 @@ impl Registry {
                 .add_gateway_route(everything, gateway, container.index, false)
                 .await?;
         }
-        let attachment = Attachment {
+        Ok(Attachment {
             id: plug.id.clone(),
             target: target.key(),
             interface: host_if,
@@ -257,10 +375,8 @@ impl Registry {
             mac: container.mac.map(mac_string).unwrap_or_default(),
             addresses: global(inside.addresses(container.index).await?),
             gateway: plug.gateway,
-        };
-        self.entries.insert(plug.id.clone(), attachment.clone());
-        self.save()?;
-        Ok(attachment)
+            owner: plug.owner.clone(),
+        })
     }
 
     /// Whether the container already has an interface `name` (CNI must
