@@ -9,11 +9,17 @@
 //!
 //! ```text
 //! initiator                                responder
-//!   hello  ------------------------------>
-//!          <------------------------------  hello
-//!   noise: e, psk (empty payload) ------->   wrong password? refuse
-//!          <------------------------------  noise: e, ee
+//!   hello (no identity) ----------------->
+//!          <------------------------------  hello (no identity)
+//!   noise: psk, e (identity, sealed) ---->   wrong password? refuse
+//!          <------------------------------  noise: e, ee (identity, sealed)
 //! ```
+//!
+//! With a password nothing but "weft", the versions and the encryption
+//! flag crosses in the clear: each side's identity (name, nickname, IPAM
+//! cluster) rides in its Noise message, sealed under the password-derived
+//! key (and, for the responder's, the ephemeral one too). Without one, the
+//! identity is in the hello, as there is nothing to seal it with.
 //!
 //! The PSK enters before the first message, so the responder learns from
 //! the first message and the initiator from the second whether the other
@@ -39,10 +45,11 @@ use crate::{
 };
 
 const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
-const PROLOGUE_LABEL: &[u8] = b"weft control handshake v1";
+const PROLOGUE_LABEL: &[u8] = b"weft control handshake v2";
 /// The largest handshake frame: a hello with the largest identity.
 pub const MAX_HANDSHAKE_FRAME: usize = 2048;
-const MAX_NOISE_MESSAGE: usize = 256;
+/// An ephemeral key, the largest identity and an AEAD tag.
+const MAX_NOISE_MESSAGE: usize = 32 + crate::hello::MAX_IDENTITY + 16;
 
 const KIND_HELLO: u8 = 1;
 const KIND_NOISE: u8 = 2;
@@ -209,6 +216,9 @@ enum State {
 pub struct Handshake {
     role: Role,
     hello: Hello,
+    /// With a password, our identity, kept out of the hello for the sealed
+    /// Noise payload.
+    identity: Vec<u8>,
     /// Our hello frame body, as sent, for the prologue.
     sent: Vec<u8>,
     password: Option<Password>,
@@ -226,14 +236,31 @@ pub struct Handshake {
 impl Handshake {
     /// Starts a handshake; returns it and the hello frame to send now.
     /// `hello.encryption` is set from whether there is a password.
-    pub fn new(role: Role, mut hello: Hello, password: Option<Password>) -> (Handshake, Vec<u8>) {
+    pub fn new(role: Role, hello: Hello, password: Option<Password>) -> (Handshake, Vec<u8>) {
+        Handshake::start(role, hello, password, rand_nonce())
+    }
+
+    /// [`Handshake::new`] with the hello's nonce given (known answers).
+    fn start(
+        role: Role,
+        mut hello: Hello,
+        password: Option<Password>,
+        nonce: [u8; crate::hello::NONCE_LEN],
+    ) -> (Handshake, Vec<u8>) {
         hello.encryption = password.is_some();
+        hello.nonce = nonce;
+        let identity = if hello.encryption {
+            std::mem::take(&mut hello.identity)
+        } else {
+            Vec::new()
+        };
         let mut sent = vec![KIND_HELLO];
         sent.extend_from_slice(&hello.encode());
         let frame = frame::encode(&sent);
         let handshake = Handshake {
             role,
             hello,
+            identity,
             sent,
             password,
             state: State::AwaitHello,
@@ -339,7 +366,7 @@ impl Handshake {
         .expect("the noise state builds with its psk");
         let mut step = Step::default();
         if self.role == Role::Initiator {
-            step.send.push(noise_frame(&mut noise)?);
+            step.send.push(noise_frame(&mut noise, &self.identity)?);
         }
         self.state = State::AwaitNoise {
             noise,
@@ -352,7 +379,7 @@ impl Handshake {
     fn on_noise(
         &mut self,
         mut noise: Box<HandshakeState>,
-        peer: Hello,
+        mut peer: Hello,
         version: u16,
         message: &[u8],
     ) -> Result<Step, Failure> {
@@ -360,12 +387,18 @@ impl Handshake {
         if message.len() > MAX_NOISE_MESSAGE {
             return Err(HandshakeError::Malformed("oversized handshake message".into()).into());
         }
-        noise
+        let len = noise
             .read_message(message, &mut payload)
             .map_err(|_| HandshakeError::WrongPassword)?;
+        if len > crate::hello::MAX_IDENTITY {
+            return Err(HandshakeError::Malformed("oversized identity".into()).into());
+        }
+        // The peer's identity, authenticated now.
+        peer.identity = payload[..len].to_vec();
+        self.peer_hello = Some(peer.clone());
         let mut step = Step::default();
         if self.role == Role::Responder {
-            step.send.push(noise_frame(&mut noise)?);
+            step.send.push(noise_frame(&mut noise, &self.identity)?);
         }
         if !noise.is_handshake_finished() {
             return Err(HandshakeError::Malformed("handshake did not finish".into()).into());
@@ -393,10 +426,17 @@ impl Handshake {
     }
 }
 
-fn noise_frame(noise: &mut HandshakeState) -> Result<Vec<u8>, Failure> {
+fn rand_nonce() -> [u8; crate::hello::NONCE_LEN] {
+    let mut nonce = [0u8; crate::hello::NONCE_LEN];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .expect("the system's random source works");
+    nonce
+}
+
+fn noise_frame(noise: &mut HandshakeState, payload: &[u8]) -> Result<Vec<u8>, Failure> {
     let mut message = [0u8; MAX_NOISE_MESSAGE];
     let len = noise
-        .write_message(&[], &mut message)
+        .write_message(payload, &mut message)
         .map_err(|e| HandshakeError::Malformed(format!("noise: {e}")))?;
     let mut body = vec![KIND_NOISE];
     body.extend_from_slice(&message[..len]);

@@ -2,22 +2,28 @@
 //! speaks, whether it encrypts, and who it says it is.
 //!
 //! ```text
-//! +--------+---------+---------+-------+-------------+----------------+
-//! | "weft" | min u16 | max u16 | flags | id len u16  | identity bytes |
-//! +--------+---------+---------+-------+-------------+----------------+
+//! +--------+---------+---------+-------+----------+------------+----------------+
+//! | "weft" | min u16 | max u16 | flags | nonce 16 | id len u16 | identity bytes |
+//! +--------+---------+---------+-------+----------+------------+----------------+
 //! ```
+//!
+//! The nonce is fresh for every connection; both hellos are the Noise
+//! prologue, so a handshake message recorded on one connection is worth
+//! nothing on another.
 //!
 //! Hellos travel in the clear, so that two routers can tell "wrong
 //! password" from "no password" from "not a weft router"; both are then
 //! bound into the encrypted handshake, so none of it can be altered
-//! unnoticed.
+//! unnoticed. With a password the identity is left out (length 0): it
+//! travels sealed in the handshake instead.
 
 pub const MAGIC: &[u8; 4] = b"weft";
 /// Identities are the router's name, nickname and incarnation; this is
 /// ample and keeps a hostile hello small.
 pub const MAX_IDENTITY: usize = 1024;
 const FLAG_ENCRYPTION: u8 = 1;
-const FIXED_LEN: usize = 4 + 2 + 2 + 1 + 2;
+pub const NONCE_LEN: usize = 16;
+const FIXED_LEN: usize = 4 + 2 + 2 + 1 + NONCE_LEN + 2;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -25,6 +31,8 @@ pub struct Hello {
     pub max_version: u16,
     /// The sender has a network password and insists on encryption.
     pub encryption: bool,
+    /// Fresh per connection (the handshake sets it).
+    pub nonce: [u8; NONCE_LEN],
     /// Opaque to this crate: the router's own description of itself.
     pub identity: Vec<u8>,
 }
@@ -48,6 +56,7 @@ impl Hello {
         out.extend_from_slice(&self.min_version.to_be_bytes());
         out.extend_from_slice(&self.max_version.to_be_bytes());
         out.push(if self.encryption { FLAG_ENCRYPTION } else { 0 });
+        out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&(self.identity.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.identity);
         out
@@ -65,7 +74,7 @@ impl Hello {
         if min_version > max_version {
             return Err(HelloError::BadVersions(min_version, max_version));
         }
-        let len = usize::from(u16_at(9));
+        let len = usize::from(u16_at(9 + NONCE_LEN));
         if len > MAX_IDENTITY {
             return Err(HelloError::IdentityTooLong(len));
         }
@@ -76,6 +85,9 @@ impl Hello {
             min_version,
             max_version,
             encryption: bytes[8] & FLAG_ENCRYPTION != 0,
+            nonce: bytes[9..9 + NONCE_LEN]
+                .try_into()
+                .expect("a nonce's length"),
             identity: bytes[FIXED_LEN..].to_vec(),
         })
     }
@@ -98,8 +110,20 @@ mod tests {
             min_version: min,
             max_version: max,
             encryption: true,
+            nonce: [7; NONCE_LEN],
             identity: b"router-1".to_vec(),
         }
+    }
+
+    /// The bytes on the wire, so a change to the layout is a decision.
+    #[test]
+    fn the_layout_is_pinned() {
+        let mut h = hello(2, 3);
+        h.nonce = *b"0123456789abcdef";
+        assert_eq!(
+            h.encode(),
+            b"weft\x00\x02\x00\x03\x010123456789abcdef\x00\x08router-1".to_vec()
+        );
     }
 
     #[test]
@@ -118,8 +142,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trips(min in 0u16..10, span in 0u16..10, encryption: bool, identity in prop::collection::vec(any::<u8>(), 0..MAX_IDENTITY)) {
-            let h = Hello { min_version: min, max_version: min + span, encryption, identity };
+        fn round_trips(min in 0u16..10, span in 0u16..10, encryption: bool, nonce: [u8; NONCE_LEN], identity in prop::collection::vec(any::<u8>(), 0..MAX_IDENTITY)) {
+            let h = Hello { min_version: min, max_version: min + span, encryption, nonce, identity };
             prop_assert_eq!(Hello::decode(&h.encode()), Ok(h));
         }
 

@@ -114,7 +114,7 @@ impl Hosts {
         if mine.direct == direct && mine.gateways == gateways {
             return;
         }
-        mine.version += 1;
+        mine.version = mine.version.saturating_add(1);
         mine.direct = direct;
         mine.gateways = gateways;
         let record = mine.clone();
@@ -146,7 +146,7 @@ impl Hosts {
             if name == self.me {
                 let mine = self.records.get_mut(&self.me).expect("our own record");
                 if theirs.version >= mine.version && theirs != *mine {
-                    mine.version = theirs.version + 1;
+                    mine.version = theirs.version.saturating_add(1);
                     let record = mine.clone();
                     self.outgoing
                         .push_back(Outgoing::Gossip(encode(&vec![(self.me, record)])));
@@ -291,6 +291,23 @@ mod tests {
             1,
             "the new version is gossiped"
         );
+    }
+
+    #[test]
+    fn a_record_of_ours_at_the_largest_version_does_not_overflow() {
+        // Found by the host_records fuzz target.
+        let mut h = Hosts::new(name(1), 1);
+        let forged = vec![(
+            name(1),
+            HostRecord {
+                version: u64::MAX,
+                direct: vec![],
+                gateways: vec![],
+            },
+        )];
+        h.on_gossip(Instant::now(), name(2), &encode(&forged))
+            .unwrap();
+        assert_eq!(h.local().version, u64::MAX);
     }
 
     #[test]

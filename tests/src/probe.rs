@@ -208,3 +208,41 @@ pub fn tcp_seen_source(from: &Netns, to: &Netns, to_addr: Ipv4Addr, port: u16) -
     }
     Ok(seen)
 }
+
+/// What crossed the underlay switch (`br0`) while `during` ran, as a pcap
+/// file's bytes; `filter` is tcpdump's.
+pub fn capture(tb: &crate::Testbed, filter: &str, during: impl FnOnce()) -> Result<Vec<u8>> {
+    let pcap = std::env::temp_dir().join(format!(
+        "weft-capture-{}-{:x}.pcap",
+        tb.name(),
+        rand::random::<u32>()
+    ));
+    let pcap_str = pcap.to_str().expect("a UTF-8 temp path").to_string();
+    let mut argv = vec![
+        "tcpdump",
+        "-i",
+        "br0",
+        "-U",
+        "--immediate-mode",
+        "-w",
+        &pcap_str,
+    ];
+    argv.extend(filter.split_whitespace());
+    let dump = tb.spawn(&tb.underlay(), "tcpdump", argv)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dump.log().contains("listening") {
+        if Instant::now() > deadline {
+            return Err(Error::Spec(format!(
+                "tcpdump did not start: {}",
+                dump.log()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    during();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(dump);
+    let bytes = std::fs::read(&pcap).map_err(Error::io(format!("read {}", pcap.display())))?;
+    let _ = std::fs::remove_file(&pcap);
+    Ok(bytes)
+}

@@ -294,6 +294,51 @@ impl WeftHost {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.run_dir.join("weft.log")).unwrap_or_default()
     }
+
+    /// Sends `request` (raw HTTP; it should say `Connection: close`) to the
+    /// router's TCP API from inside the host, as root or, with `nobody`, as
+    /// an unprivileged user; returns the raw answer.
+    pub fn tcp_api(&self, request: &str, nobody: bool) -> Result<String> {
+        let mut argv: Vec<&str> = Vec::new();
+        if nobody {
+            argv.extend([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ]);
+        }
+        argv.extend(["nc", "-w", "5", "127.0.0.1", "6784"]);
+        let mut child = self
+            .netns
+            .command(&argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                command: argv.join(" "),
+                source,
+            })?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(request.as_bytes())
+            .map_err(Error::io("send the request"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(Error::io("read the answer"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `GET /metrics` over TCP, as Prometheus scrapes it.
+    pub fn metrics(&self) -> Result<String> {
+        self.tcp_api(
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:6784\r\nConnection: close\r\n\r\n",
+            false,
+        )
+    }
 }
 
 /// A service address and a node port (`port` + 1) as kube-proxy writes

@@ -181,3 +181,251 @@ fn addresses_5_reset_refuses_while_containers_are_attached() {
     });
     tb.destroy().unwrap();
 }
+
+/// A POST to the TCP API, with `headers` (each ending in CRLF).
+fn post(path: &str, body: &str, headers: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:6784\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn no_one_in_7_the_api_obeys_only_root_or_its_token() {
+    let tb = Testbed::create_owned("apiauth", Spec::hosts(1).containers(1)).unwrap();
+    let h1 = tb.weft(1);
+    h1.launch(&["--docker-plugin", "off"]).unwrap();
+    let c1 = tb.container(1, 1);
+    let held = addr(&h1.run(&["attach", c1.name()]).unwrap());
+    let owner = format!("attach:{}", c1.name());
+
+    // As nobody, over loopback TCP: nothing that changes state.
+    let attempts = [
+        ("/ipam/release", format!(r#"{{"id": "{owner}"}}"#)),
+        ("/stop", String::new()),
+        ("/attach", r#"{"target": "/proc/1/ns/net"}"#.to_string()),
+        ("/connect", r#"{"peers": ["192.0.2.99"]}"#.to_string()),
+    ];
+    for (path, body) in &attempts {
+        let answer = h1.tcp_api(&post(path, body, ""), true).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+        assert!(answer.contains("api-token"), "says what to do: {answer}");
+    }
+    assert_eq!(h1.ipam_holdings().unwrap()[&owner], vec![held.to_string()]);
+    let targets = h1.run(&["status", "targets"]).unwrap();
+    assert!(!targets.contains("192.0.2.99"), "{targets}");
+    // What a web page could send: text/plain, its Origin, its Host.
+    let page = "POST /stop HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let answer = h1.tcp_api(page, true).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let page_origin = "GET /report HTTP/1.1\r\nHost: 127.0.0.1:6784\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n";
+    assert!(
+        h1.tcp_api(page_origin, true)
+            .unwrap()
+            .starts_with("HTTP/1.1 403")
+    );
+    // Reads stay open on loopback.
+    let read = "GET /status HTTP/1.1\r\nHost: 127.0.0.1:6784\r\nConnection: close\r\n\r\n";
+    assert!(h1.tcp_api(read, true).unwrap().starts_with("HTTP/1.1 200"));
+    // Docker's routes do not exist here, with or without the plugin.
+    let token = std::fs::read_to_string(h1.run_dir.join("api-token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}\r\n", token.trim());
+    let join = post("/NetworkDriver.Join", r#"{"EndpointID": "e"}"#, &bearer);
+    assert!(
+        h1.tcp_api(&join, false)
+            .unwrap()
+            .starts_with("HTTP/1.1 404")
+    );
+    // The unix socket is root's alone.
+    let socket = h1.run_dir.join("weft.sock");
+    let socket = socket.to_str().unwrap();
+    let as_nobody = h1
+        .netns
+        .command([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "nc",
+            "-U",
+            "-N",
+            socket,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!as_nobody.status.success(), "nobody connected to {socket}");
+    // With the token, a change over TCP is taken.
+    let connect = post("/connect", r#"{"peers": ["192.0.2.99"]}"#, &bearer);
+    let answer = h1.tcp_api(&connect, false).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        h1.run(&["status", "targets"])
+            .unwrap()
+            .contains("192.0.2.99")
+    );
+    tb.destroy().unwrap();
+}
+
+#[test]
+fn no_one_in_8_idle_api_connections_are_closed_and_capped() {
+    use std::{io::Read, net::TcpStream};
+    let tb = Testbed::create_owned("apiidle", Spec::hosts(1)).unwrap();
+    let h1 = tb.weft(1);
+    h1.launch(&[]).unwrap();
+    let rss = |pid: i32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let pid = h1.pid().unwrap();
+    let before = rss(pid);
+    let closed = h1
+        .netns
+        .in_thread(|| {
+            let mut idle: Vec<TcpStream> = (0..600)
+                .filter_map(|_| TcpStream::connect("127.0.0.1:6784").ok())
+                .collect();
+            let opened = idle.len();
+            // Every one ends, those over the limit at once, the others
+            // when they send no request in time.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut ended = 0;
+            for s in &mut idle {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .unwrap();
+                let mut buf = [0u8; 16];
+                if matches!(s.read(&mut buf), Ok(0) | Err(_)) {
+                    ended += 1;
+                }
+            }
+            (opened, ended)
+        })
+        .unwrap();
+    assert_eq!(
+        closed.0, closed.1,
+        "every idle connection was closed: {closed:?}"
+    );
+    let after = rss(pid);
+    assert!(
+        after < before + 20_000,
+        "memory grew from {before} to {after} KiB"
+    );
+    // The router still answers, over TCP too.
+    assert!(h1.metrics().unwrap().contains("weft_peers"));
+    tb.destroy().unwrap();
+}
+
+#[test]
+fn nothing_lost_13_no_thread_is_left_in_a_container_namespace() {
+    let tb = Testbed::create_owned("threadns", Spec::hosts(1).containers(2)).unwrap();
+    let h1 = tb.weft(1);
+    h1.launch(&[]).unwrap();
+    for round in 0..20 {
+        let c = tb.container(1, 1 + round % 2);
+        h1.run(&["attach", c.name()]).unwrap();
+        h1.run(&["ps"]).unwrap();
+        h1.run(&["dp", "show"]).ok();
+        h1.run(&["detach", c.name()]).unwrap();
+    }
+    let pid = h1.pid().unwrap();
+    let host_ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut checked = 0;
+    for task in tasks {
+        let task = task.unwrap().path();
+        let ns = std::fs::read_link(task.join("ns/net")).unwrap();
+        assert_eq!(
+            ns,
+            host_ns,
+            "thread {} of the router is in another namespace",
+            task.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} threads");
+    tb.destroy().unwrap();
+}
+
+#[test]
+fn no_one_in_9_the_password_is_in_no_process_list() {
+    let tb = Testbed::create_owned("pwargv", Spec::hosts(2)).unwrap();
+    let (h1, h2) = (tb.weft(1), tb.weft(2));
+    let secret = format!("hardening-9-{:016x}", rand_u64());
+    h1.launch(&["--password", &secret]).unwrap();
+    // A file others may read is refused; root's alone is taken.
+    let file = tb.state_dir().join("password");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let e = stderr_of(&h2, &["launch", "--password-file", file_arg]);
+    assert!(e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    h2.launch(&["--password-file", file_arg, &tb.host_addr(1).to_string()])
+        .unwrap();
+    eventually("an encrypted connection", Duration::from_secs(20), || {
+        let c = h2.connection_to("h1")?;
+        (c["encrypted"] == true).then_some(()).ok_or(c.to_string())
+    });
+    // Nothing running shows it.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(!cmdline.contains(&secret), "in the process list: {cmdline}");
+        }
+    }
+    assert!(!h1.log().contains(&secret) && !h2.log().contains(&secret));
+    tb.destroy().unwrap();
+}
+
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .unwrap();
+    u64::from_le_bytes(bytes)
+}
+
+#[test]
+fn no_one_in_10_with_a_password_nothing_identifying_crosses_in_the_clear() {
+    let tb = Testbed::create_owned("clearhello", Spec::hosts(2)).unwrap();
+    let (h1, h2) = (tb.weft(1), tb.weft(2));
+    let first = tb.host_addr(1).to_string();
+    let names = ["hardening-ten-alpha", "hardening-ten-bravo"];
+    // Without a password the hello names the router: the capture sees it.
+    let seen = |password: Option<&str>| -> Vec<u8> {
+        let mut extra: Vec<&str> = password.map(|p| vec!["--password", p]).unwrap_or_default();
+        extra.extend(["--nickname", names[0]]);
+        h1.run(&[&["launch"], &extra[..]].concat()).unwrap();
+        h1.run(&["ipam", "allocate", "x"]).unwrap();
+        let bytes = testbed::capture(&tb, "tcp port 6783", || {
+            let mut extra: Vec<&str> = password.map(|p| vec!["--password", p]).unwrap_or_default();
+            extra.extend(["--nickname", names[1], &first]);
+            h2.run(&[&["launch"], &extra[..]].concat()).unwrap();
+            eventually("connected", Duration::from_secs(20), || {
+                h2.connection_to(names[0]).map(drop)
+            });
+        })
+        .unwrap();
+        h1.run(&["stop"]).unwrap();
+        h2.run(&["stop"]).unwrap();
+        bytes
+    };
+    let contains = |bytes: &[u8], s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    let clear = seen(None);
+    assert!(contains(&clear, names[0]) && contains(&clear, names[1]));
+    let _ = h1.run(&["reset", "--detach"]);
+    let _ = h2.run(&["reset", "--detach"]);
+    let sealed = seen(Some("s3cret-ten"));
+    assert!(sealed.len() > 1000, "the capture holds the handshake");
+    for name in names {
+        assert!(!contains(&sealed, name), "{name} crossed in the clear");
+    }
+    assert!(contains(&sealed, "weft"), "the hello is still there");
+    tb.destroy().unwrap();
+}

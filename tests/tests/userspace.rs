@@ -4,18 +4,12 @@
 
 use std::{net::UdpSocket, time::Duration};
 
-use testbed::{Block, Spec, Testbed, WeftHost, container_addr, eventually, pings, tcp_transfer};
+use testbed::{
+    Block, Spec, Testbed, WeftHost, capture, container_addr, eventually, pings, tcp_transfer,
+};
 
 fn metric(r: &WeftHost, counter: &str) -> u64 {
-    let text = r.netns.in_thread(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:6784").unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    });
+    let text = r.metrics();
     let key = format!("weft_datapath_total{{counter=\"{counter}\"}} ");
     text.unwrap()
         .lines()
@@ -181,45 +175,19 @@ fn a_smaller_mtu_hop_does_not_black_hole_tcp() {
 /// Sends datagrams carrying `canary` from host 1's container to host 2's,
 /// while tcpdump records the underlay; returns whether the canary appears.
 fn canary_on_the_wire(tb: &Testbed, canary: &'static [u8]) -> bool {
-    let pcap = std::env::temp_dir().join(format!("weft-canary-{}.pcap", tb.name()));
-    let pcap_str = pcap.to_str().unwrap().to_string();
-    let dump = tb
-        .spawn(
-            &tb.underlay(),
-            "tcpdump",
-            [
-                "tcpdump",
-                "-i",
-                "br0",
-                "-U",
-                "--immediate-mode",
-                "-w",
-                &pcap_str,
-                "udp",
-            ],
-        )
-        .unwrap();
-    eventually("tcpdump", Duration::from_secs(10), || {
-        if dump.log().contains("listening") {
-            Ok(())
-        } else {
-            Err(dump.log())
-        }
-    });
     let to = container_addr(2);
-    tb.container(1, 1)
-        .in_thread(move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..20 {
-                s.send_to(canary, (to, 9999)).unwrap();
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    drop(dump);
-    let bytes = std::fs::read(&pcap).unwrap();
-    let _ = std::fs::remove_file(&pcap);
+    let bytes = capture(tb, "udp", || {
+        tb.container(1, 1)
+            .in_thread(move || {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                for _ in 0..20 {
+                    s.send_to(canary, (to, 9999)).unwrap();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+            .unwrap();
+    })
+    .unwrap();
     assert!(
         bytes.len() > 24 + 20 * 40,
         "the capture holds the datagrams ({} bytes)",

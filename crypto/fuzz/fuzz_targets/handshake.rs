@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         min_version: 1,
         max_version: 2,
         encryption: false,
+        nonce: [0; weft_crypto::hello::NONCE_LEN],
         identity: b"fuzz".to_vec(),
     };
     for (role, password) in [

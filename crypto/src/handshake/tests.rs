@@ -9,6 +9,7 @@ fn hello(identity: &str, min: u16, max: u16) -> Hello {
         min_version: min,
         max_version: max,
         encryption: false,
+        nonce: [0; crate::hello::NONCE_LEN],
         identity: identity.as_bytes().to_vec(),
     }
 }
@@ -226,8 +227,9 @@ fn altered_hellos_are_detected() {
     }
 }
 
-/// The first handshake message of one connection does not work in another
-/// (whose hellos differ), even with the right password.
+/// The first handshake message of one connection does not work in another,
+/// even with the right password and the same identities: each hello's
+/// nonce is fresh, and the hellos are the prologue.
 #[test]
 fn messages_cannot_be_spliced_between_connections() {
     let payload = |frame: &[u8]| frame[4..].to_vec();
@@ -239,10 +241,10 @@ fn messages_cannot_be_spliced_between_connections() {
         .unwrap()
         .send
         .remove(0);
-    // Connection B: a responder that saw a different initiator hello.
+    // Connection B, between the same two routers: a replay of A's first
+    // message is refused.
     let (mut b_resp, _) = Handshake::new(Role::Responder, hello("r", 1, 1), password("p"));
-    let (_, b_init_hello) =
-        Handshake::new(Role::Initiator, hello("someone else", 1, 1), password("p"));
+    let (_, b_init_hello) = Handshake::new(Role::Initiator, hello("i", 1, 1), password("p"));
     b_resp.handle(&payload(&b_init_hello)).unwrap();
     let err = b_resp.handle(&payload(&msg1_of_a)).unwrap_err();
     assert_eq!(err.error, HandshakeError::WrongPassword);
@@ -306,15 +308,19 @@ fn field(json: &str, key: &str) -> String {
 fn matches_an_independent_noise_implementation() {
     let kat = include_str!("../../tests/vectors/handshake-kat.json");
     let eph = |k: &str| -> [u8; 32] { unhex(&field(kat, k)).try_into().unwrap() };
-    let (mut i, ih) = Handshake::new(
+    let nonce =
+        |k: &str| -> [u8; crate::hello::NONCE_LEN] { unhex(&field(kat, k)).try_into().unwrap() };
+    let (mut i, ih) = Handshake::start(
         Role::Initiator,
         hello(&field(kat, "initiator_identity"), 1, 1),
         password("correct horse"),
+        nonce("initiator_nonce"),
     );
-    let (mut r, rh) = Handshake::new(
+    let (mut r, rh) = Handshake::start(
         Role::Responder,
         hello(&field(kat, "responder_identity"), 1, 1),
         password("correct horse"),
+        nonce("responder_nonce"),
     );
     assert_eq!(
         unhex(&field(kat, "psk")),
@@ -335,8 +341,27 @@ fn matches_an_independent_noise_implementation() {
         record(0, &mut step.send[0].clone());
         assert!(step.established.is_some());
         let step = i.handle(&payload(&step.send[0])).unwrap();
-        assert!(step.established.is_some());
+        let established = step.established.expect("established");
+        assert_eq!(
+            established.peer.identity,
+            field(kat, "responder_identity").as_bytes(),
+            "the responder's identity arrived sealed"
+        );
     }
+    // With a password the hellos carry no identity at all.
+    for (frame, who) in [(&ih, "initiator_identity"), (&rh, "responder_identity")] {
+        let name = field(kat, who);
+        assert!(
+            !frame.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{who} in the clear hello"
+        );
+    }
+    assert!(
+        !i_sent[0]
+            .windows(b"initiator".len())
+            .any(|w| w == b"initiator"),
+        "the identity is sealed in the first Noise message"
+    );
     assert_eq!(
         i_sent[0][1..],
         unhex(&field(kat, "msg1"))[..],

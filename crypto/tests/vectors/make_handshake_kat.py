@@ -23,15 +23,23 @@ E_INITIATOR = bytes(range(1, 33))
 E_RESPONDER = bytes(range(101, 133))
 
 
-def hello_frame_body(identity, min_version=1, max_version=1, encryption=True):
-    # kind 1, then "weft", min, max, flags, identity length, identity
-    return (bytes([1]) + b"weft" + struct.pack(">HHBH", min_version, max_version,
-            1 if encryption else 0, len(identity)) + identity)
+NONCE_I = bytes(range(200, 216))
+NONCE_R = bytes(range(216, 232))
 
 
-hello_i = hello_frame_body(b"initiator-identity")
-hello_r = hello_frame_body(b"responder-identity")
-prologue = b"weft control handshake v1"
+def hello_frame_body(identity, nonce, min_version=1, max_version=1, encryption=True):
+    # kind 1, then "weft", min, max, flags, nonce, identity length, identity
+    return (bytes([1]) + b"weft" + struct.pack(">HHB", min_version, max_version,
+            1 if encryption else 0) + nonce + struct.pack(">H", len(identity)) + identity)
+
+
+# With a password the hellos carry no identity: each side's rides sealed
+# in its Noise message.
+IDENTITY_I = b"initiator-identity"
+IDENTITY_R = b"responder-identity"
+hello_i = hello_frame_body(b"", NONCE_I)
+hello_r = hello_frame_body(b"", NONCE_R)
+prologue = b"weft control handshake v2"
 for part in (hello_i, hello_r):
     prologue += struct.pack(">H", len(part)) + part
 
@@ -48,10 +56,10 @@ def side(initiator, ephemeral):
 
 i = side(True, E_INITIATOR)
 r = side(False, E_RESPONDER)
-msg1 = i.write_message(b"")
-r.read_message(msg1)
-msg2 = r.write_message(b"")
-i.read_message(msg2)
+msg1 = i.write_message(IDENTITY_I)
+assert r.read_message(msg1) == IDENTITY_I
+msg2 = r.write_message(IDENTITY_R)
+assert i.read_message(msg2) == IDENTITY_R
 assert i.handshake_finished and r.handshake_finished
 transport = i.encrypt(b"kat")
 
@@ -59,6 +67,8 @@ print(json.dumps({
     "psk": PSK.hex(),
     "initiator_ephemeral": E_INITIATOR.hex(),
     "responder_ephemeral": E_RESPONDER.hex(),
+    "initiator_nonce": NONCE_I.hex(),
+    "responder_nonce": NONCE_R.hex(),
     "initiator_identity": "initiator-identity",
     "responder_identity": "responder-identity",
     "msg1": msg1.hex(),

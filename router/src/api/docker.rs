@@ -413,6 +413,7 @@ mod tests {
         Api {
             router: tx,
             network: None,
+            token: "t".into(),
         }
     }
 

@@ -25,6 +25,7 @@
 //! | `POST /hide`           | `{"addresses": []}` (none: all)            |
 //! | `POST /stop`           | stops the router                           |
 
+pub mod access;
 pub mod docker;
 pub mod gateway;
 pub mod metrics;
@@ -46,6 +47,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+use self::access::Door;
 use crate::{
     daemon::router::{IpamRequest, Request},
     netdev::{HostNetwork, target::Target},
@@ -53,6 +55,11 @@ use crate::{
 
 /// The largest request body accepted: peer lists are short.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to send a request's head (also while a
+/// kept-alive connection idles) and its body.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections at once per listener.
+const MAX_CONNECTIONS: usize = 128;
 
 /// What the API serves from: a line to the router task, and the host's
 /// overlay devices for attaching containers.
@@ -60,6 +67,8 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Api {
     router: mpsc::Sender<Request>,
     network: Option<std::sync::Arc<HostNetwork>>,
+    /// What a change over TCP must carry ([`access`]).
+    token: std::sync::Arc<str>,
 }
 
 #[derive(Deserialize)]
@@ -191,10 +200,15 @@ pub async fn resolve_peer(peer: &str) -> Result<SocketAddr, String> {
 }
 
 impl Api {
-    pub fn new(router: mpsc::Sender<Request>, network: std::sync::Arc<HostNetwork>) -> Api {
+    pub fn new(
+        router: mpsc::Sender<Request>,
+        network: std::sync::Arc<HostNetwork>,
+        token: String,
+    ) -> Api {
         Api {
             router,
             network: Some(network),
+            token: token.into(),
         }
     }
 
@@ -508,22 +522,23 @@ impl Api {
             .await
     }
 
-    /// Answers one request; callable without a socket, which is how the
-    /// routes are tested.
+    /// Answers one request as the unix socket would; callable without a
+    /// socket, which is how the routes are tested.
     pub async fn handle(&self, method: Method, path: &str, body: Bytes) -> Response<Full<Bytes>> {
-        match self.route(method, path, body).await {
+        match self.route(Door::Unix, method, path, body).await {
             Ok(response) | Err(response) => response,
         }
     }
 
     async fn route(
         &self,
+        door: Door,
         method: Method,
         path: &str,
         body: Bytes,
     ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
         let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
-        if method == Method::POST {
+        if method == Method::POST && door == Door::Docker {
             if let Some(answer) = self.docker(path, &body).await {
                 let (status, value) = match answer {
                     Ok(v) => (StatusCode::OK, v),
@@ -645,57 +660,113 @@ impl Api {
 
     async fn serve_http(
         self,
+        door: Door,
         req: HttpRequest<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
+        let path = parts.uri.path();
+        if let Err(refusal) = access::check(door, &parts.method, path, &parts.headers, &self.token)
+        {
+            return Ok(text(refusal.status, refusal.message + "\n"));
+        }
+        let collected = tokio::time::timeout(
+            READ_TIMEOUT,
+            http_body_util::Limited::new(body, MAX_BODY).collect(),
+        )
+        .await;
+        let body = match collected {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => {
                 return Ok(text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large\n",
                 ));
             }
+            Err(_) => {
+                return Ok(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time\n",
+                ));
+            }
         };
-        Ok(self.handle(parts.method, parts.uri.path(), body).await)
+        let answer = match self.route(door, parts.method, path, body).await {
+            Ok(response) | Err(response) => response,
+        };
+        Ok(answer)
     }
 
-    fn serve_connection<S>(&self, stream: S)
+    /// Serves one connection, holding `permit` (a place under the door's
+    /// connection limit) until it ends. A client that sends no complete
+    /// request head within [`READ_TIMEOUT`] (idle or slow) is cut off.
+    fn serve_connection<S>(&self, stream: S, door: Door, permit: tokio::sync::OwnedSemaphorePermit)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let api = self.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| api.clone().serve_http(req));
+            let service = service_fn(move |req| api.clone().serve_http(door, req));
             let _ = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 
     /// Serves on every listener until the process ends: TCP, the unix
-    /// socket, and Docker's plugin socket if given.
+    /// socket, and Docker's plugin socket if given. Each has its own
+    /// limit of connections at once; past it a new one is closed at once
+    /// (and counted, said once a minute at most).
     pub async fn serve(self, tcp: TcpListener, unix: UnixListener, docker: Option<UnixListener>) {
         let docker_accept = async |d: &Option<UnixListener>| match d {
             Some(l) => l.accept().await,
             None => std::future::pending().await,
         };
+        let limit = |n| std::sync::Arc::new(tokio::sync::Semaphore::new(n));
+        let (tcp_limit, unix_limit, docker_limit) = (
+            limit(MAX_CONNECTIONS),
+            limit(MAX_CONNECTIONS),
+            limit(MAX_CONNECTIONS),
+        );
+        let mut turned_away =
+            crate::daemon::throttle::Summary::new(std::time::Duration::from_secs(60));
         loop {
-            tokio::select! {
-                Ok((stream, _)) = tcp.accept() => self.serve_connection(stream),
-                Ok((stream, _)) = unix.accept() => self.serve_connection(stream),
-                Ok((stream, _)) = docker_accept(&docker) => self.serve_connection(stream),
+            let (door, limit, accepted) = tokio::select! {
+                Ok((stream, _)) = tcp.accept() => (Door::Tcp, &tcp_limit, Stream::Tcp(stream)),
+                Ok((stream, _)) = unix.accept() => (Door::Unix, &unix_limit, Stream::Unix(stream)),
+                Ok((stream, _)) = docker_accept(&docker) => (Door::Docker, &docker_limit, Stream::Unix(stream)),
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                if let Some(n) = turned_away.count(std::time::Instant::now()) {
+                    tracing::warn!(door = ?door, turned_away = n, limit = MAX_CONNECTIONS, "API connections over the limit closed");
+                }
+                continue;
+            };
+            match accepted {
+                Stream::Tcp(s) => self.serve_connection(s, door, permit),
+                Stream::Unix(s) => self.serve_connection(s, door, permit),
             }
         }
     }
 }
 
-/// Binds the unix socket, replacing a stale one from a crashed router.
+/// An accepted connection, before it is served.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Binds the unix socket, replacing a stale one from a crashed router;
+/// only its owner (root) may connect, since it may change anything.
 pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         std::fs::remove_file(path)?;
     }
-    UnixListener::bind(path)
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 #[cfg(test)]
@@ -709,7 +780,7 @@ mod tests {
                 nickname: "h1".into(),
                 uid: 7,
                 version: crate::VERSION.into(),
-                protocol: "weft 1..1".into(),
+                protocol: "weft 2..2".into(),
                 port: 6783,
                 encryption: true,
                 discovery: true,
@@ -764,6 +835,7 @@ mod tests {
             Api {
                 router: tx,
                 network: None,
+                token: "t".into(),
             },
             router,
         )

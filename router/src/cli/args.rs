@@ -226,8 +226,20 @@ pub struct RouterArgs {
     pub host: std::net::IpAddr,
     /// Network password: encrypts and authenticates everything between
     /// routers. All routers of a mesh need the same one.
-    #[arg(long, env = "WEFT_PASSWORD", hide_env_values = true)]
+    /// On the command line it shows in the process list while `weft
+    /// launch` runs (the router never has it in its own arguments): prefer
+    /// --password-file or WEFT_PASSWORD.
+    #[arg(
+        long,
+        env = "WEFT_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_file"
+    )]
     pub password: Option<String>,
+    /// A file holding the network password (its first line), readable by
+    /// root alone.
+    #[arg(long, env = "WEFT_PASSWORD_FILE")]
+    pub password_file: Option<std::path::PathBuf>,
     /// This router's name (six hex bytes, like 02:00:00:00:00:01); by
     /// default derived from the machine id and data directory.
     #[arg(long)]

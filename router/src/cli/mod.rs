@@ -67,14 +67,24 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
     })?;
     let log = std::fs::File::create(paths.log_file())
         .with_context(|| format!("cannot create {}", paths.log_file().display()))?;
-    let mut router_argv = argv[1..].to_vec();
+    let mut router_argv = without_password(&argv[1..]);
     let at = router_argv
         .iter()
         .position(|a| a == "launch")
         .context("no launch subcommand")?;
     router_argv[at] = "router".into();
+    if router_argv.len() != argv.len() - 1 {
+        eprintln!(
+            "weft: a password on the command line shows in the process list while this command runs; prefer --password-file or WEFT_PASSWORD (the router gets it from its environment, never from its arguments)"
+        );
+    }
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let mut command = Process::new(exe);
+    // The environment of a root process is root's to read; its arguments
+    // are everyone's.
+    if let Some(password) = &args.password {
+        command.env("WEFT_PASSWORD", password);
+    }
     command
         .args(&router_argv)
         .stdin(Stdio::null())
@@ -120,6 +130,22 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
         // returns to the user (and to scripts) as soon as it does.
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The arguments without `--password VALUE` or `--password=VALUE`.
+fn without_password(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in argv {
+        if skip {
+            skip = false;
+        } else if a == "--password" {
+            skip = true;
+        } else if !a.starts_with("--password=") {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 fn alive(pid: i32) -> bool {
@@ -283,4 +309,30 @@ pub fn ps(dirs: &DirArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_router_never_gets_the_password_in_its_arguments() {
+        let argv: Vec<String> = [
+            "launch",
+            "--password",
+            "s3cret",
+            "--nickname",
+            "h1",
+            "--password=other",
+            "192.0.2.1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = without_password(&argv);
+        assert_eq!(out, ["launch", "--nickname", "h1", "192.0.2.1"]);
+        assert!(
+            out.iter()
+                .all(|a| !a.contains("s3cret") && !a.contains("other"))
+        );
+    }
 }

@@ -25,7 +25,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
 /// Control protocol versions this router speaks.
-pub const PROTOCOL: (u16, u16) = (1, 1);
+pub const PROTOCOL: (u16, u16) = (2, 2);
 /// Outgoing messages queued per connection before the peer counts as
 /// stuck and is dropped.
 pub const SEND_QUEUE: usize = 1024;
@@ -167,6 +167,8 @@ async fn run(
         min_version: PROTOCOL.0,
         max_version: PROTOCOL.1,
         encryption: false,
+        // Set by the handshake.
+        nonce: [0; weft_crypto::hello::NONCE_LEN],
         identity: {
             let mut identity = ctx.identity.clone();
             identity.admission = ctx

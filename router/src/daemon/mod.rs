@@ -5,6 +5,7 @@ pub mod connection;
 pub mod discovery;
 pub mod paths;
 pub mod router;
+pub mod throttle;
 
 use std::{
     path::Path,
@@ -215,7 +216,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         listen_port: args.port,
         admission: Vec::new(),
     };
-    let password = args.password.as_deref().map(Password::derive);
+    let password = read_password(&args)?.as_deref().map(Password::derive);
 
     // The host side of the overlay: bridge, TAP, and the MTU that fits.
     let netlink = Netlink::here().context("cannot talk to the kernel over netlink")?;
@@ -407,7 +408,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     if let Some(cluster) = kubernetes {
         tokio::spawn(discovery::run(cluster, requests_tx.clone()));
     }
-    let api = tokio::spawn(Api::new(requests_tx, network).serve(http, unix, docker));
+    let token = write_token(&paths)?;
+    let api = tokio::spawn(Api::new(requests_tx, network, token).serve(http, unix, docker));
     let planes = router::Planes {
         data,
         reports: reports_rx,
@@ -428,10 +430,53 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     drop(tap);
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
+    let _ = std::fs::remove_file(paths.token_file());
     if docker_served {
         let _ = std::fs::remove_file(api::docker::SOCKET);
     }
     Ok(())
+}
+
+/// The network password: given, or the first line of --password-file. A
+/// file others may read is refused: it would be no secret.
+fn read_password(args: &RouterArgs) -> Result<Option<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = &args.password_file else {
+        return Ok(args.password.clone());
+    };
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "the password file {} may be read by others (mode {:o}): chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let password = text.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        bail!("the password file {} is empty", path.display());
+    }
+    Ok(Some(password))
+}
+
+/// A fresh API token, in a file only root reads: what a change over the
+/// TCP API must carry.
+fn write_token(paths: &Paths) -> Result<String> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let token = api::access::new_token();
+    let path = paths.token_file();
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
 }
 
 /// The Docker plugin socket, unless another router serves it already.

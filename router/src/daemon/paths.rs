@@ -24,6 +24,11 @@ impl Paths {
         self.run_dir.join("weft.sock")
     }
 
+    /// The token a change over the TCP API must carry (root reads it).
+    pub fn token_file(&self) -> PathBuf {
+        self.run_dir.join("api-token")
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.run_dir.join("weft.pid")
     }

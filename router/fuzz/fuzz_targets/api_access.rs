@@ -1,0 +1,31 @@
+#![no_main]
+//! Any method, path and headers at the API's TCP door: a decision, never a
+//! panic; and no request without the token changes anything.
+
+use hyper::{HeaderMap, Method, header::HeaderName, header::HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use weft_router::api::access::{Door, check};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let method = lines.next().and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let path = lines.next().unwrap_or("/");
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.trim().as_bytes()), HeaderValue::from_str(v.trim())) {
+                headers.append(k, v);
+            }
+        }
+    }
+    let method = method.unwrap_or(Method::POST);
+    let allowed = check(Door::Tcp, &method, path, &headers, "the-token").is_ok();
+    let authorized = headers
+        .get_all("authorization")
+        .iter()
+        .any(|v| v.as_bytes() == b"Bearer the-token");
+    if allowed && !matches!(method, Method::GET | Method::HEAD) {
+        assert!(authorized, "a change without the token passed");
+    }
+});
