@@ -429,3 +429,67 @@ fn no_one_in_10_with_a_password_nothing_identifying_crosses_in_the_clear() {
     assert!(contains(&sealed, "weft"), "the hello is still there");
     tb.destroy().unwrap();
 }
+
+#[test]
+fn no_one_in_6_a_handshake_flood_neither_locks_peers_out_nor_fills_the_log() {
+    use std::{
+        net::TcpStream,
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+    let tb = Testbed::create_owned("hsflood", Spec::hosts(3)).unwrap();
+    let (h1, h2) = (tb.weft(1), tb.weft(2));
+    h1.launch(&[]).unwrap();
+    let log_before = h1.log().lines().count();
+    // Host 3 runs no weft: it keeps 100 connections open to h1's port,
+    // replacing five of them every 20 ms, and never says a word.
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = std::net::SocketAddr::from((tb.host_addr(1), 6783));
+    let flood = {
+        let stop = stop.clone();
+        tb.host(3)
+            .spawn_thread(move || {
+                let mut open: std::collections::VecDeque<TcpStream> = Default::default();
+                let mut made = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    while open.len() < 100 {
+                        if let Ok(s) =
+                            TcpStream::connect_timeout(&target, Duration::from_millis(200))
+                        {
+                            open.push_back(s);
+                            made += 1;
+                        }
+                    }
+                    for _ in 0..5 {
+                        open.pop_front();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                made
+            })
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
+    eventually(
+        "h2 to join h1 under the flood",
+        Duration::from_secs(20),
+        || h2.connection_to("h1").map(drop),
+    );
+    let joined = started.elapsed();
+    eprintln!("joined {joined:?} after launch, under the flood");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let made = flood.join().unwrap().unwrap();
+    assert!(made > 500, "the flood opened {made} connections");
+    let lines = h1.log().lines().count() - log_before;
+    assert!(
+        lines < 100,
+        "{made} junk connections made {lines} log lines:\n{}",
+        h1.log()
+    );
+    tb.destroy().unwrap();
+}

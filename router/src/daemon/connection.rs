@@ -22,6 +22,10 @@ use crate::{
 
 /// The handshake must be over within this; a peer that stalls is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An incoming connection's handshake must be over sooner: a real peer
+/// sends its hello at once, and a place held by one that stalls is a
+/// place a real peer cannot have.
+pub const INBOUND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
 /// Control protocol versions this router speaks.
@@ -180,8 +184,12 @@ async fn run(
         },
     };
     let mut decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
+    let deadline = match role {
+        Role::Initiator => HANDSHAKE_TIMEOUT,
+        Role::Responder => INBOUND_HANDSHAKE_TIMEOUT,
+    };
     let established = timeout(
-        HANDSHAKE_TIMEOUT,
+        deadline,
         handshake(&mut stream, &mut decoder, role, hello, ctx.password.clone()),
     )
     .await;
@@ -209,8 +217,12 @@ async fn run(
         Err(e) => return fail(&ctx, conn, remote, target, None, e, false).await,
     };
     let address = SocketAddr::new(remote.ip(), peer.listen_port);
-    let Ok(local) = stream.local_addr() else {
-        return;
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(e) => {
+            let reason = format!("connection: {e}");
+            return fail(&ctx, conn, remote, target, Some(peer), reason, false).await;
+        }
     };
     let (commands, command_rx) = mpsc::channel(SEND_QUEUE);
     let event = Event::Established {

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod discovery;
+pub mod handshakes;
 pub mod paths;
 pub mod router;
 pub mod throttle;

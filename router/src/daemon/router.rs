@@ -21,7 +21,11 @@ use crate::{
         ConnectionReport, HostReport, PeerConnectionReport, PeerReport, Report, RouterInfo,
         TargetReport,
     },
-    daemon::connection::{self, Command, Context, Event, PROTOCOL},
+    daemon::{
+        connection::{self, Command, Context, Event, PROTOCOL},
+        handshakes::{Decision, Handshakes},
+        throttle::Summary,
+    },
     datapath::{
         encap,
         engine::{self, DataPlane, PathReport, PeerSpec},
@@ -40,9 +44,9 @@ use crate::{
 /// this side too.
 const RECENT_FAILURES: usize = 16;
 const FAILURE_MEMORY: Duration = Duration::from_secs(300);
-/// Handshakes in progress at once; more wait in the kernel's backlog, so a
-/// flood of junk connections cannot exhaust the router.
-const MAX_HANDSHAKES: usize = 64;
+/// How often a flood of failing or turned-away connections is summed up in
+/// the log.
+const FLOOD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Sends the request `make` builds to the router task and waits for the
 /// answer; `None` once the router has stopped.
@@ -228,7 +232,13 @@ pub struct Router {
     events: mpsc::Receiver<Event>,
     inbound_failures: VecDeque<Failure>,
     failed_attempts: u64,
-    handshakes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Incoming handshakes in progress, and how to stop each.
+    handshakes: Handshakes,
+    handshake_tasks: HashMap<ConnId, tokio::task::AbortHandle>,
+    /// Log lines for connections turned away or failing before they are
+    /// established: a flood is one line per interval.
+    turned_away_log: Summary,
+    failed_log: Summary,
     started: Instant,
     data: DataPlane,
     reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
@@ -287,7 +297,10 @@ impl Router {
             events,
             inbound_failures: VecDeque::new(),
             failed_attempts: 0,
-            handshakes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            handshakes: Handshakes::default(),
+            handshake_tasks: HashMap::new(),
+            turned_away_log: Summary::new(FLOOD_LOG_EVERY),
+            failed_log: Summary::new(FLOOD_LOG_EVERY),
             started: Instant::now(),
         }
     }
@@ -366,15 +379,32 @@ impl Router {
 
     fn accept(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
         let conn = self.conn_id();
+        let now = Instant::now();
+        match self.handshakes.admit(now, conn, remote.ip()) {
+            Decision::Refuse => {
+                if let Some(n) = self.turned_away_log.count(now) {
+                    tracing::warn!(%remote, turned_away = n, "too many handshakes from one address: closing its new connections");
+                }
+                return;
+            }
+            Decision::Admit { evict } => {
+                if let Some(old) = evict.and_then(|c| self.handshake_tasks.remove(&c)) {
+                    old.abort();
+                    if let Some(n) = self.turned_away_log.count(now) {
+                        tracing::warn!(%remote, turned_away = n, "every handshake place taken: stopped the oldest of the busiest address");
+                    }
+                }
+            }
+        }
         let ctx = self.ctx.clone();
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many handshakes in progress; dropping a connection");
-            return;
-        };
-        tokio::spawn(async move {
-            connection::inbound(conn, stream, remote, ctx).await;
-            drop(permit);
-        });
+        let task = tokio::spawn(connection::inbound(conn, stream, remote, ctx));
+        self.handshake_tasks.insert(conn, task.abort_handle());
+    }
+
+    /// An incoming handshake is over, one way or the other.
+    fn handshake_over(&mut self, conn: ConnId) {
+        self.handshakes.finished(conn);
+        self.handshake_tasks.remove(&conn);
     }
 
     fn on_event(&mut self, event: Event) {
@@ -390,6 +420,9 @@ impl Router {
                 data_keys,
                 commands,
             } => {
+                if !outbound {
+                    self.handshake_over(conn);
+                }
                 self.conns.insert(conn, commands);
                 let name = peer.name;
                 let trusted = |ip: IpAddr| {
@@ -426,12 +459,12 @@ impl Router {
                 return;
             }
             Event::Failed {
+                conn,
                 remote,
                 target,
                 peer,
                 reason,
                 refused,
-                ..
             } => {
                 self.failed_attempts += 1;
                 match target {
@@ -445,7 +478,10 @@ impl Router {
                         }
                     }
                     None => {
-                        tracing::info!(%remote, %reason, "incoming connection failed");
+                        self.handshake_over(conn);
+                        if let Some(n) = self.failed_log.count(now) {
+                            tracing::info!(%remote, %reason, failed = n, "incoming connection failed");
+                        }
                         self.inbound_failures.push_back(Failure {
                             at: now,
                             remote,
