@@ -493,3 +493,70 @@ fn no_one_in_6_a_handshake_flood_neither_locks_peers_out_nor_fills_the_log() {
     );
     tb.destroy().unwrap();
 }
+
+#[test]
+fn nothing_lost_11_a_relaunch_keeps_the_crashed_routers_log() {
+    let tb = Testbed::create_owned("keeplog", Spec::hosts(1)).unwrap();
+    let h1 = tb.weft(1);
+    h1.launch(&[]).unwrap();
+    let first = h1.pid().unwrap();
+    h1.kill9().unwrap();
+    h1.launch(&[]).unwrap();
+    let second = h1.pid().unwrap();
+    assert_ne!(first, second);
+    let log = h1.log();
+    let starts = log.matches("weft router").filter(|_| true).count();
+    assert!(starts >= 2, "both runs are in the log:\n{log}");
+    tb.destroy().unwrap();
+}
+
+#[test]
+fn nothing_lost_12_a_restarted_router_finds_its_mesh_again() {
+    let tb = Testbed::create_owned("resume", Spec::hosts(3)).unwrap();
+    let routers: Vec<WeftHost> = (1..=3).map(|h| tb.weft(h)).collect();
+    let first = tb.host_addr(1).to_string();
+    routers[0].launch(&[]).unwrap();
+    for r in &routers[1..] {
+        // A name that does not resolve does not stop the launch: it is
+        // retried, and said.
+        r.launch(&["no-such-peer.invalid", &first]).unwrap();
+    }
+    for r in &routers {
+        eventually("a full mesh", Duration::from_secs(20), || {
+            r.overlays("userspace", 2)
+        });
+    }
+    let targets = routers[1].run(&["status", "targets"]).unwrap();
+    assert!(
+        targets.contains("no-such-peer.invalid") && targets.contains("resolving"),
+        "{targets}"
+    );
+    // A peer written wrong stops the launch, and says what is wrong.
+    let mut spare = tb.weft(3);
+    spare.run_dir = tb.state_dir().join("spare-run");
+    spare.data_dir = tb.state_dir().join("spare-data");
+    let e = stderr_of(&spare, &["launch", "--port", "7783", "192.0.2.2:99999"]);
+    assert!(e.contains("port 99999 is out of range"), "{e}");
+
+    // The router every other was given crashes and is started with no
+    // peers: it dials the ones it knew, at once.
+    routers[0].kill9().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    routers[0].launch(&[]).unwrap();
+    eventually("h1 back in the mesh", Duration::from_secs(20), || {
+        routers[0].overlays("userspace", 2)
+    });
+    eprintln!(
+        "h1 connected to both peers {:?} after its relaunch",
+        started.elapsed()
+    );
+    let targets = routers[0].run(&["status", "targets"]).unwrap();
+    assert!(targets.contains("resumed"), "{targets}");
+    // --no-resume starts afresh.
+    routers[0].run(&["stop"]).unwrap();
+    routers[0].launch(&["--no-resume"]).unwrap();
+    let targets = routers[0].run(&["status", "targets"]).unwrap();
+    assert!(!targets.contains("resumed"), "{targets}");
+    tb.destroy().unwrap();
+}

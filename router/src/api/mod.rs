@@ -181,18 +181,40 @@ fn json_of<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     json(serde_json::to_string(value).expect("answers serialize") + "\n")
 }
 
+/// How `host` or `host:port` is written, before any lookup: a mistake
+/// in it is named (an out-of-range port is not "Name or service not
+/// known").
+pub fn peer_syntax(peer: &str) -> Result<(String, u16), String> {
+    if let Ok(address) = peer.parse::<SocketAddr>() {
+        return Ok((address.ip().to_string(), address.port()));
+    }
+    let (host, port) = match peer.rsplit_once(':') {
+        // An IPv6 address without brackets has colons of its own.
+        Some((h, p)) if !h.contains(':') => {
+            let port = p.parse::<u32>().map_err(|_| {
+                format!("peer {peer:?}: {p:?} is not a port number (host, or host:port)")
+            })?;
+            if !(1..=65535).contains(&port) {
+                return Err(format!(
+                    "peer {peer:?}: port {port} is out of range (1-65535)"
+                ));
+            }
+            (h, port as u16)
+        }
+        _ => (peer, 6783),
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "peer {peer:?}: {host:?} is not a host name or address"
+        ));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
 /// Resolves `host` or `host:port` (port 6783 by default).
 pub async fn resolve_peer(peer: &str) -> Result<SocketAddr, String> {
-    let with_port = if peer.parse::<SocketAddr>().is_ok()
-        || peer
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
-    {
-        peer.to_string()
-    } else {
-        format!("{peer}:6783")
-    };
-    tokio::net::lookup_host(&with_port)
+    let (host, port) = peer_syntax(peer)?;
+    tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| format!("cannot resolve peer {peer:?}: {e}"))?
         .next()
@@ -772,6 +794,22 @@ pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
 #[cfg(test)]
 mod tests {
     use super::{report::*, *};
+
+    #[test]
+    fn a_peer_that_is_written_wrong_says_what_is_wrong() {
+        assert_eq!(peer_syntax("192.0.2.2"), Ok(("192.0.2.2".into(), 6783)));
+        assert_eq!(
+            peer_syntax("192.0.2.2:7000"),
+            Ok(("192.0.2.2".into(), 7000))
+        );
+        assert_eq!(peer_syntax("h1.example"), Ok(("h1.example".into(), 6783)));
+        assert_eq!(peer_syntax("[fd00::1]:7000"), Ok(("fd00::1".into(), 7000)));
+        let e = peer_syntax("192.0.2.2:99999").unwrap_err();
+        assert!(e.contains("port 99999 is out of range"), "{e}");
+        let e = peer_syntax("h1:http").unwrap_err();
+        assert!(e.contains("not a port number"), "{e}");
+        assert!(peer_syntax(":7000").is_err());
+    }
 
     fn canned() -> Report {
         Report {

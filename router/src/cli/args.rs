@@ -140,14 +140,14 @@ pub enum IpamWhat {
         id: String,
         /// Allocate in this subnet of the range (default: the default
         /// subnet).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_cidr)]
         subnet: Option<ipnet::Ipv4Net>,
     },
     /// This very address for ID.
     Claim {
         id: String,
         address: std::net::Ipv4Addr,
-        #[arg(long)]
+        #[arg(long, value_parser = parse_cidr)]
         subnet: Option<ipnet::Ipv4Net>,
     },
     /// Give back ID's addresses (or one of them).
@@ -275,11 +275,11 @@ pub struct RouterArgs {
     pub trusted_subnets: Vec<ipnet::IpNet>,
     /// The range IPAM hands container addresses out of; the same on every
     /// router of the mesh.
-    #[arg(long, env = "WEFT_IPALLOC_RANGE", default_value = weft_ipam::DEFAULT_RANGE)]
+    #[arg(long, env = "WEFT_IPALLOC_RANGE", default_value = weft_ipam::DEFAULT_RANGE, value_parser = parse_cidr)]
     pub ipalloc_range: ipnet::Ipv4Net,
     /// Where addresses come from when no subnet is asked for (inside the
     /// range); the whole range by default.
-    #[arg(long, env = "WEFT_IPALLOC_DEFAULT_SUBNET")]
+    #[arg(long, env = "WEFT_IPALLOC_DEFAULT_SUBNET", value_parser = parse_cidr)]
     pub ipalloc_default_subnet: Option<ipnet::Ipv4Net>,
     /// How the range is first divided: `consensus=N` (N initial routers
     /// agree; default: 1 + the number of peers given), `seed=NAME,NAME`
@@ -309,8 +309,12 @@ pub struct RouterArgs {
     pub no_masquerade: bool,
     /// Destinations containers reach with their own addresses, not the
     /// host's: a VPC, a VPN (repeat, or comma-separated CIDRs).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
     pub masquerade_exclude: Vec<ipnet::Ipv4Net>,
+    /// Start afresh: do not dial the peers remembered from the last run
+    /// (those given and those connected to).
+    #[arg(long)]
+    pub no_resume: bool,
     /// Rebuild a lost IPAM state (ipam.redb missing, empty or damaged and
     /// moved aside) from the containers attached on this host: their
     /// addresses are held again before anything is handed out.
@@ -321,6 +325,22 @@ pub struct RouterArgs {
     pub log_level: String,
     #[command(flatten)]
     pub dirs: DirArgs,
+}
+
+/// A CIDR, with what is wrong named (`10.32.0.0/33`: the prefix length,
+/// not "invalid IP address syntax").
+pub fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    let (addr, len) = s.split_once('/').ok_or_else(|| {
+        format!("{s:?}: expected an address and a prefix length, like 10.32.0.0/12")
+    })?;
+    let addr: std::net::Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("{s:?}: {len:?} is not a prefix length"))?;
+    ipnet::Ipv4Net::new(addr, len)
+        .map_err(|_| format!("{s:?}: the prefix length {len} is more than 32"))
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,6 +390,34 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_cidr_names_what_is_wrong() {
+        assert_eq!(
+            parse_cidr("10.32.0.0/12"),
+            Ok("10.32.0.0/12".parse().unwrap())
+        );
+        assert!(
+            parse_cidr("10.32.0.0/33")
+                .unwrap_err()
+                .contains("prefix length 33 is more than 32")
+        );
+        assert!(
+            parse_cidr("10.32.0/12")
+                .unwrap_err()
+                .contains("not an IPv4 address")
+        );
+        assert!(
+            parse_cidr("10.32.0.0")
+                .unwrap_err()
+                .contains("prefix length")
+        );
+        assert!(
+            parse_cidr("10.32.0.0/x")
+                .unwrap_err()
+                .contains("not a prefix length")
+        );
+    }
 
     #[test]
     fn ipalloc_flags_parse_and_bad_values_say_what_is_expected() {

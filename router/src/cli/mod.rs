@@ -33,15 +33,17 @@ fn client(dirs: &DirArgs) -> Client {
     Client::new(Paths::new(dirs).socket())
 }
 
-fn tail(path: &std::path::Path, lines: usize) -> String {
+/// The last `lines` lines written to `path` from `from` (this run's), or
+/// the error line, if the run ended with one: that is what says why.
+fn tail(path: &std::path::Path, from: u64, lines: usize) -> String {
     let Ok(mut file) = std::fs::File::open(path) else {
         return String::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(8192)));
+    let _ = file.seek(SeekFrom::Start(from.max(len.saturating_sub(8192))));
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -65,8 +67,10 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
             paths.run_dir.display()
         )
     })?;
-    let log = std::fs::File::create(paths.log_file())
-        .with_context(|| format!("cannot create {}", paths.log_file().display()))?;
+    // Appended to: the last words of a router that crashed stay.
+    let log = crate::daemon::logfile::open(&paths.log_file(), crate::daemon::logfile::CAP)
+        .with_context(|| format!("cannot open {}", paths.log_file().display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut router_argv = without_password(&argv[1..]);
     let at = router_argv
         .iter()
@@ -86,6 +90,7 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
         command.env("WEFT_PASSWORD", password);
     }
     command
+        .env(crate::daemon::logfile::ENV, paths.log_file())
         .args(&router_argv)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -105,7 +110,7 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!(
                 "the router exited ({status}) before it was ready:\n{}",
-                tail(&paths.log_file(), 5)
+                tail(&paths.log_file(), log_start, 5)
             );
         }
         if let Ok(body) = api.get("/report") {
@@ -123,7 +128,7 @@ pub fn launch(args: &RouterArgs, argv: &[String]) -> Result<()> {
             let _ = child.kill();
             bail!(
                 "the router did not answer within {LAUNCH_TIMEOUT:?}; its log says:\n{}",
-                tail(&paths.log_file(), 5)
+                tail(&paths.log_file(), log_start, 5)
             );
         }
         // A router answers within tens of milliseconds; polling finely

@@ -4,7 +4,9 @@
 pub mod connection;
 pub mod discovery;
 pub mod handshakes;
+pub mod logfile;
 pub mod paths;
+pub mod peers;
 pub mod router;
 pub mod throttle;
 
@@ -194,9 +196,33 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     } else {
         None
     };
+    // The peers: those given, or those remembered from the last run.
+    let remembered = if args.no_resume {
+        peers::Remembered::default()
+    } else {
+        peers::Remembered::load(&paths.peers_file())
+    };
+    let names: Vec<String> = if args.peers.is_empty() {
+        remembered.given.iter().cloned().collect()
+    } else {
+        args.peers.clone()
+    };
+    let unresolved: peers::Unresolved = Default::default();
     let mut targets = Vec::new();
-    for peer in &args.peers {
-        targets.push(api::resolve_peer(peer).await.map_err(anyhow::Error::msg)?);
+    for name in &names {
+        // A mistake in how a peer is written stops the launch; a name
+        // that does not resolve yet does not.
+        api::peer_syntax(name).map_err(anyhow::Error::msg)?;
+        match api::resolve_peer(name).await {
+            Ok(address) => targets.push(address),
+            Err(e) => {
+                tracing::warn!(peer = %name, error = %e, "peer does not resolve yet: trying again in the background");
+                unresolved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), e);
+            }
+        }
     }
     let listener = bind_tcp((args.host, args.port).into(), "peers", "--port").await?;
     let udp = std::net::UdpSocket::bind((args.host, args.port)).map_err(|e| {
@@ -318,13 +344,29 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         gateway: gateway.addresses().to_vec(),
         direct: netdev::direct_addresses(&netlink).await?,
     };
-    for address in targets {
+    for address in &targets {
         mesh.handle(
             now,
             Input::AddTarget {
-                address,
+                address: *address,
                 source: Source::CommandLine,
             },
+        );
+    }
+    for address in remembered.seen.iter().filter(|a| !targets.contains(a)) {
+        mesh.handle(
+            now,
+            Input::AddTarget {
+                address: *address,
+                source: Source::Resumed,
+            },
+        );
+    }
+    if !remembered.seen.is_empty() || (args.peers.is_empty() && !names.is_empty()) {
+        tracing::info!(
+            given = names.len(),
+            seen = remembered.seen.len(),
+            "resuming the peers of the last run (--no-resume starts afresh)"
         );
     }
     std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
@@ -387,7 +429,27 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         password: password.clone(),
         events: events_tx,
     };
+    let pending: Vec<String> = unresolved
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    if !pending.is_empty() {
+        tokio::spawn(peers::resolve_later(
+            pending,
+            requests_tx.clone(),
+            unresolved.clone(),
+        ));
+    }
     let settings = Settings {
+        peers: peers::PeerMemory {
+            file: paths.peers_file(),
+            given: names.iter().cloned().collect(),
+            seen: remembered.seen.clone(),
+            saved: remembered.clone(),
+            unresolved,
+        },
         port: args.port,
         encryption: password.is_some(),
         discovery: !args.no_discovery,
@@ -411,6 +473,9 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     }
     let token = write_token(&paths)?;
     let api = tokio::spawn(Api::new(requests_tx, network, token).serve(http, unix, docker));
+    if let Some(log) = std::env::var_os(logfile::ENV) {
+        tokio::spawn(logfile::keep(log.into()));
+    }
     let planes = router::Planes {
         data,
         reports: reports_rx,

@@ -50,7 +50,13 @@ impl Paths {
             self.data_dir.join("attachments.json"),
             self.ipam_file(),
             self.gateway_file(),
+            self.peers_file(),
         ]
+    }
+
+    /// The peers remembered across restarts.
+    pub fn peers_file(&self) -> PathBuf {
+        self.data_dir.join("peers.json")
     }
 
     /// The host's addresses on the bridge (`weft expose`).

@@ -24,6 +24,7 @@ use crate::{
     daemon::{
         connection::{self, Command, Context, Event, PROTOCOL},
         handshakes::{Decision, Handshakes},
+        peers::PeerMemory,
         throttle::Summary,
     },
     datapath::{
@@ -136,6 +137,8 @@ struct Failure {
 }
 
 pub struct Settings {
+    /// The peers remembered across restarts.
+    pub peers: PeerMemory,
     pub port: u16,
     pub encryption: bool,
     pub discovery: bool,
@@ -338,6 +341,7 @@ impl Router {
             self.drain();
             self.ipam.lock().finish();
             self.sync_mesh_hosts();
+            self.settings.peers.save_if_changed();
             let admission = self.mesh.admission();
             if *self.ctx.admission.read().unwrap_or_else(|p| p.into_inner()) != admission {
                 *self
@@ -423,6 +427,7 @@ impl Router {
                 if !outbound {
                     self.handshake_over(conn);
                 }
+                self.settings.peers.seen.insert(address);
                 self.conns.insert(conn, commands);
                 let name = peer.name;
                 let trusted = |ip: IpAddr| {
@@ -760,9 +765,11 @@ impl Router {
                         .collect();
                     for address in given {
                         self.mesh.handle(now, Input::Forget { address });
+                        self.settings.peers.forget(address);
                     }
                 }
                 for address in peers {
+                    self.settings.peers.given.insert(address.to_string());
                     self.mesh.handle(
                         now,
                         Input::AddTarget {
@@ -775,6 +782,7 @@ impl Router {
             }
             Request::Forget { peers, done } => {
                 for address in peers {
+                    self.settings.peers.forget(address);
                     self.mesh.handle(now, Input::Forget { address });
                 }
                 let _ = done.send(());
@@ -1046,6 +1054,7 @@ impl Router {
                     source: match t.source {
                         Source::CommandLine => "command-line",
                         Source::Api => "connect",
+                        Source::Resumed => "resumed",
                         Source::Discovered => "discovered",
                     }
                     .into(),
@@ -1056,7 +1065,23 @@ impl Router {
                     last_error: t.last_error.clone(),
                 }
             })
-            .collect();
+            .chain(
+                self.settings
+                    .peers
+                    .unresolved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(name, error)| TargetReport {
+                        address: name.clone(),
+                        source: "command-line".into(),
+                        state: "resolving".into(),
+                        attempts: 0,
+                        next_try_seconds: None,
+                        last_error: Some(format!("{error} (trying again in the background)")),
+                    }),
+            )
+            .collect::<Vec<_>>();
         Report {
             router: RouterInfo {
                 name: id.name.to_string(),

@@ -21,6 +21,8 @@ use crate::identity::PeerName;
 pub enum Source {
     CommandLine,
     Api,
+    /// Connected to in the router's last run (remembered across restarts).
+    Resumed,
     Discovered,
 }
 

@@ -1,0 +1,158 @@
+//! The peers a router remembers across restarts (`<data-dir>/peers.json`):
+//! those it was given and those it was connected to. A router started
+//! again with no peers dials them at once, so a restart does not leave it
+//! alone, nor its containers cut off until the others' retries come round
+//! (`--no-resume` starts afresh). And peer names that do not resolve yet
+//! are tried again in the background instead of stopping the launch.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::router::{Request, ask};
+
+/// What is remembered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    /// Peers given on the command line or to `weft connect`, as given.
+    pub given: BTreeSet<String>,
+    /// Where the peers this router was connected to accept connections.
+    pub seen: BTreeSet<SocketAddr>,
+}
+
+impl Remembered {
+    /// What the file says; a missing file is nothing remembered, and a
+    /// damaged one too (it is a convenience, never a source of truth):
+    /// said in the log.
+    pub fn load(path: &Path) -> Remembered {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "remembered peers unreadable: starting without them");
+                Remembered::default()
+            }),
+            Err(_) => Remembered::default(),
+        }
+    }
+
+    /// Writes the file whole and renames it into place.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("peers serialize");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Names that did not resolve yet, with why, as `weft status targets`
+/// shows them.
+pub type Unresolved = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// The router's side: what it was given and saw, written down when it
+/// changes.
+pub struct PeerMemory {
+    pub file: std::path::PathBuf,
+    /// Peers given, as given (names stay names).
+    pub given: BTreeSet<String>,
+    pub seen: BTreeSet<SocketAddr>,
+    /// What the file holds now.
+    pub saved: Remembered,
+    pub unresolved: Unresolved,
+}
+
+impl PeerMemory {
+    /// Writes the file if what is remembered changed.
+    pub fn save_if_changed(&mut self) {
+        let now = Remembered {
+            given: self.given.clone(),
+            seen: self.seen.clone(),
+        };
+        if now == self.saved {
+            return;
+        }
+        match now.save(&self.file) {
+            Ok(()) => self.saved = now,
+            Err(e) => {
+                tracing::warn!(file = %self.file.display(), error = %e, "cannot remember the peers")
+            }
+        }
+    }
+
+    /// Forgets `address`, as given or seen.
+    pub fn forget(&mut self, address: SocketAddr) {
+        self.seen.remove(&address);
+        self.given.remove(&address.to_string());
+    }
+}
+
+/// Tries each of `names` again, every few seconds at first and then every
+/// minute, until it resolves; then hands the router its address.
+pub async fn resolve_later(
+    names: Vec<String>,
+    requests: mpsc::Sender<Request>,
+    unresolved: Unresolved,
+) {
+    let mut wait = Duration::from_secs(2);
+    let mut left = names;
+    while !left.is_empty() {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+        let mut still = Vec::new();
+        for name in left {
+            match crate::api::resolve_peer(&name).await {
+                Ok(address) => {
+                    unresolved
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&name);
+                    tracing::info!(peer = %name, %address, "peer name resolved");
+                    let sent = ask(&requests, |done| Request::Connect {
+                        peers: vec![address],
+                        replace: false,
+                        done,
+                    })
+                    .await;
+                    if sent.is_none() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    unresolved
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), e);
+                    still.push(name);
+                }
+            }
+        }
+        left = still;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_peers_round_trip_and_a_damaged_file_is_nothing() {
+        let dir = std::env::temp_dir().join(format!("weft-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("peers.json");
+        assert_eq!(Remembered::load(&path), Remembered::default());
+        let r = Remembered {
+            given: ["h1.example:6783".to_string()].into(),
+            seen: ["192.0.2.2:6783".parse().unwrap()].into(),
+        };
+        r.save(&path).unwrap();
+        assert_eq!(Remembered::load(&path), r);
+        std::fs::write(&path, "{").unwrap();
+        assert_eq!(Remembered::load(&path), Remembered::default());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
