@@ -29,6 +29,8 @@ use crate::{
 /// Every namespace of testbed `t` is named `tb-<t>-<node>`.
 const NETNS_PREFIX: &str = "tb-";
 const MAX_NAME_LEN: usize = 40;
+/// Testbeds with more hosts than this get permanent neighbour entries.
+const PERMANENT_NEIGHBOURS_FROM: usize = 20;
 /// How long processes in a doomed namespace get to exit after SIGTERM.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -166,6 +168,66 @@ impl Testbed {
             self.plug(&ns, "eth0", &port, spec.bridge_of(host), mtu, addr)?;
             if let Some(gateway) = spec.gateway_of(host) {
                 ns.ip(["route", "add", "default", "via", &gateway.to_string()])?;
+            }
+        }
+        if spec.hosts > PERMANENT_NEIGHBOURS_FROM {
+            self.permanent_neighbours()?;
+        }
+        Ok(())
+    }
+
+    /// Every host knows every other host's MAC for good. All namespaces
+    /// share the kernel's neighbour-table limits (gc_thresh3, 1024 here):
+    /// a big testbed whose hosts all talk to each other would run out of
+    /// entries and hosts beyond about 33 never join. Permanent entries are
+    /// exempt from those limits, and no sysctl of the machine is touched.
+    fn permanent_neighbours(&self) -> Result<()> {
+        let spec = &self.state.spec;
+        let mut macs = Vec::new();
+        for host in 1..=spec.hosts {
+            let link = self.host(host).ip(["-o", "link", "show", "eth0"])?;
+            let mac = link
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .ok_or_else(|| Error::Spec(format!("h{host}'s eth0 has no MAC: {link}")))?
+                .to_string();
+            macs.push((spec.host_addr(host), spec.bridge_of(host), mac));
+        }
+        for host in 1..=spec.hosts {
+            let batch: String = macs
+                .iter()
+                .filter(|(addr, bridge, _)| {
+                    *addr != spec.host_addr(host) && *bridge == spec.bridge_of(host)
+                })
+                .map(|(addr, _, mac)| {
+                    format!("neigh replace {addr} lladdr {mac} dev eth0 nud permanent\n")
+                })
+                .collect();
+            let ns = self.host(host);
+            let mut child = Command::new("ip")
+                .args(["-n", ns.name(), "-batch", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|source| Error::Spawn {
+                    command: "ip -batch".into(),
+                    source,
+                })?;
+            std::io::Write::write_all(
+                child.stdin.as_mut().expect("stdin is piped"),
+                batch.as_bytes(),
+            )
+            .map_err(Error::io("write ip batch"))?;
+            drop(child.stdin.take());
+            let out = child.wait_with_output().map_err(Error::io("wait for ip"))?;
+            if !out.status.success() {
+                return Err(Error::Command {
+                    command: format!("ip -n {} -batch -", ns.name()),
+                    status: out.status.to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
             }
         }
         Ok(())

@@ -56,6 +56,15 @@ pub fn render(m: &Metrics) -> String {
         vec![(String::new(), m.messages_sent as f64)],
     );
     gauge(
+        "weft_control_messages_sent_by_kind_total",
+        "Control messages sent, by kind (gossip, broadcast and unicast by channel).",
+        "counter",
+        m.sent_by_kind
+            .iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v as f64))
+            .collect(),
+    );
+    gauge(
         "weft_control_messages_received_total",
         "Control messages received from peers.",
         "counter",

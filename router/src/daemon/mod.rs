@@ -5,6 +5,7 @@ pub mod connection;
 pub mod discovery;
 pub mod handshakes;
 pub mod logfile;
+pub mod negotiation;
 pub mod paths;
 pub mod peers;
 pub mod router;

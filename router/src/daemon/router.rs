@@ -9,7 +9,6 @@ use std::{
 };
 
 use ipnet::IpNet;
-use weft_crypto::DataKeys;
 
 use tokio::{
     net::TcpListener,
@@ -24,6 +23,7 @@ use crate::{
     daemon::{
         connection::{self, Command, Context, Event, PROTOCOL},
         handshakes::{Decision, Handshakes},
+        negotiation::{Ignored, Negotiation, Setup},
         peers::PeerMemory,
         throttle::Summary,
     },
@@ -122,6 +122,7 @@ pub struct Metrics {
     pub failed_attempts: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
+    pub sent_by_kind: BTreeMap<String, u64>,
     /// The data path's counters by name.
     pub data: BTreeMap<&'static str, u64>,
     /// Connections by overlay, and for the userspace path by why.
@@ -167,21 +168,6 @@ impl OverlayState {
     fn usable(&self) -> bool {
         self.choice.0 == Overlay::Fastdp || self.userspace
     }
-}
-
-/// A connection's data path, from the handshake until it is torn down.
-struct DataSetup {
-    peer: PeerName,
-    remote: IpAddr,
-    /// Our end's address, the source of tunnels to the peer.
-    local: IpAddr,
-    keys: Option<DataKeys>,
-    /// The session id our peer is to put on datagrams for us.
-    session: u32,
-    /// Whether we want its data sealed.
-    encrypt: bool,
-    /// Set once the peer told us its UDP port and the engine knows it.
-    active: bool,
 }
 
 /// What the data path last said about a peer.
@@ -245,7 +231,8 @@ pub struct Router {
     started: Instant,
     data: DataPlane,
     reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
-    setups: HashMap<ConnId, DataSetup>,
+    /// Which connection carries each peer's data path.
+    negotiation: Negotiation,
     paths: HashMap<PeerName, PathState>,
     sent_routes: Arc<Routes>,
     fastdp: Option<Fastdp>,
@@ -290,7 +277,7 @@ impl Router {
             sent_routes: mesh.data_routes(),
             data,
             reports,
-            setups: HashMap::new(),
+            negotiation: Negotiation::default(),
             paths: HashMap::new(),
             mesh,
             ctx,
@@ -436,19 +423,14 @@ impl Router {
                         .iter()
                         .any(|net| net.contains(&ip))
                 };
-                self.setups.insert(
-                    conn,
-                    DataSetup {
-                        peer: name,
-                        remote: address.ip(),
-                        local: local.ip(),
-                        encrypt: data_keys.is_some()
-                            && !(trusted(local.ip()) && trusted(address.ip())),
-                        keys: data_keys.clone(),
-                        session: rand::random::<u32>().max(1),
-                        active: false,
-                    },
-                );
+                let setup = Setup {
+                    peer: name,
+                    remote: address.ip(),
+                    local: local.ip(),
+                    encrypt: data_keys.is_some() && !(trusted(local.ip()) && trusted(address.ip())),
+                    keys: data_keys.clone(),
+                    session: rand::random::<u32>().max(1),
+                };
                 self.mesh.handle(
                     now,
                     Input::Connected {
@@ -460,7 +442,7 @@ impl Router {
                         encrypted: data_keys.is_some(),
                     },
                 );
-                self.offer_data_path(conn, name);
+                self.offer_data_path(conn, setup);
                 return;
             }
             Event::Failed {
@@ -513,17 +495,7 @@ impl Router {
             Event::Received { conn, message } => Input::Received { conn, message },
             Event::Closed { conn, reason } => {
                 self.conns.remove(&conn);
-                if let Some(setup) = self.setups.remove(&conn) {
-                    if setup.active {
-                        self.data.send(engine::Command::RemovePeer(setup.peer));
-                        self.paths.remove(&setup.peer);
-                        self.overlays.remove(&setup.peer);
-                        if let Some(f) = &self.fastdp {
-                            f.send(fastdp::Command::RemovePeer(setup.peer));
-                        }
-                        self.publish_fastdp_set();
-                    }
-                }
+                self.data_path_over(conn);
                 Input::Closed { conn, reason }
             }
         };
@@ -531,19 +503,15 @@ impl Router {
     }
 
     /// Tells the peer of an accepted connection how to reach our data path.
-    fn offer_data_path(&mut self, conn: ConnId, peer: PeerName) {
-        let accepted = self.mesh.connection_to(peer).is_some_and(|c| c.id == conn);
-        let Some(setup) = self.setups.get(&conn) else {
+    fn offer_data_path(&mut self, conn: ConnId, setup: Setup) {
+        let current = self.mesh.connection_to(setup.peer).map(|c| c.id);
+        let Some(offer) = self.negotiation.connected(conn, setup, current) else {
             return;
         };
-        if !accepted {
-            self.setups.remove(&conn);
-            return;
-        }
         let offer = ControlMessage::DataPath {
             udp_port: self.settings.port,
-            session: setup.session,
-            encrypt: setup.encrypt,
+            session: offer.session,
+            encrypt: offer.encrypt,
             vxlan_port: self.settings.fastdp_port.filter(|_| self.local_datapath),
         };
         if let Some(commands) = self.conns.get(&conn) {
@@ -551,7 +519,22 @@ impl Router {
         }
     }
 
-    /// The peer's offer arrived: the data path can start.
+    /// A connection ended: if it carried its peer's data path, stop it.
+    fn data_path_over(&mut self, conn: ConnId) {
+        let Some(peer) = self.negotiation.closed(conn) else {
+            return;
+        };
+        self.data.send(engine::Command::RemovePeer(peer));
+        self.paths.remove(&peer);
+        self.overlays.remove(&peer);
+        if let Some(f) = &self.fastdp {
+            f.send(fastdp::Command::RemovePeer(peer));
+        }
+        self.publish_fastdp_set();
+    }
+
+    /// The peer's offer arrived: the data path can start, if `conn` is
+    /// still the peer's connection.
     fn start_data_path(
         &mut self,
         conn: ConnId,
@@ -560,40 +543,38 @@ impl Router {
         encrypt: bool,
         vxlan_port: Option<u16>,
     ) {
-        let Some(setup) = self.setups.get_mut(&conn) else {
+        let Some(peer) = self.negotiation.peer_of(conn) else {
             return;
         };
-        if setup.active {
-            return;
-        }
-        let seal = setup.encrypt || encrypt;
-        let keys = if seal { setup.keys.clone() } else { None };
-        if seal && keys.is_none() {
-            tracing::error!(peer = %setup.peer, "the peer wants encrypted data but there are no keys");
-            return;
-        }
-        setup.active = true;
-        let peer = setup.peer;
-        // A newer connection to the same peer replaces the older's path.
-        for (other, s) in self.setups.iter_mut() {
-            if *other != conn && s.peer == peer {
-                s.active = false;
+        let current = self.mesh.connection_to(peer).map(|c| c.id);
+        let start = match self
+            .negotiation
+            .offered(conn, current, udp_port, session, encrypt)
+        {
+            Ok(start) => start,
+            Err(Ignored::NoKeys) => {
+                tracing::error!(%peer, "the peer wants encrypted data but there are no keys");
+                return;
             }
-        }
-        let setup = &self.setups[&conn];
+            Err(why) => {
+                tracing::debug!(%peer, conn, %why, "data path offer ignored");
+                return;
+            }
+        };
+        let seal = start.keys.is_some();
         self.paths.insert(
             peer,
             PathState {
-                sealed: keys.is_some(),
+                sealed: seal,
                 report: None,
             },
         );
         self.data.send(engine::Command::AddPeer(PeerSpec {
             name: peer,
-            addr: SocketAddr::new(setup.remote, udp_port),
-            send_session: session,
-            recv_session: setup.session,
-            keys,
+            addr: start.addr,
+            send_session: start.send_session,
+            recv_session: start.recv_session,
+            keys: start.keys.clone(),
         }));
         let inputs = overlay::Inputs {
             local_datapath: self.local_datapath,
@@ -603,7 +584,7 @@ impl Router {
             vxlan_tried: false,
         };
         if let (Some(f), IpAddr::V4(remote), IpAddr::V4(local)) =
-            (&self.fastdp, setup.remote, setup.local)
+            (&self.fastdp, start.remote, start.local)
         {
             if inputs.peer_datapath && !seal {
                 f.send(fastdp::Command::Peer(fastdp::PeerTunnel {
@@ -719,15 +700,22 @@ impl Router {
                     let Some(commands) = self.conns.get(&conn) else {
                         continue;
                     };
-                    if commands.try_send(Command::Send(message)).is_err() {
-                        // A full queue means the peer stopped reading.
-                        let reason =
-                            "the peer is not keeping up; dropping the connection".to_string();
+                    if let Err(e) = commands.try_send(Command::Send(message)) {
+                        let reason = match e {
+                            // A full queue means the peer stopped reading.
+                            mpsc::error::TrySendError::Full(_) => {
+                                "the peer is not keeping up; dropping the connection"
+                            }
+                            // The connection's task is gone already.
+                            mpsc::error::TrySendError::Closed(_) => "the connection ended",
+                        }
+                        .to_string();
                         let _ = commands.try_send(Command::Close {
                             reason: reason.clone(),
                             refuse: false,
                         });
                         self.conns.remove(&conn);
+                        self.data_path_over(conn);
                         self.mesh
                             .handle(Instant::now(), Input::Closed { conn, reason });
                     }
@@ -794,6 +782,7 @@ impl Router {
                     refused_by_us: self.mesh.stats().refused,
                     failed_attempts: self.failed_attempts,
                     messages_sent: self.mesh.stats().messages_sent,
+                    sent_by_kind: self.mesh.stats().sent_by_kind.clone(),
                     messages_received: self.mesh.stats().messages_received,
                     ..Metrics::default()
                 };

@@ -54,6 +54,22 @@ pub enum ControlMessage {
 }
 
 impl ControlMessage {
+    /// What kind of message it is, with the channel for a subsystem's:
+    /// `gossip:ipam`, `topology`...
+    pub fn kind(&self) -> String {
+        match self {
+            ControlMessage::Heartbeat => "heartbeat".into(),
+            ControlMessage::Refuse { .. } => "refuse".into(),
+            ControlMessage::Topology { .. } => "topology".into(),
+            ControlMessage::Digest { .. } => "digest".into(),
+            ControlMessage::Request { .. } => "request".into(),
+            ControlMessage::Gossip { channel, .. } => format!("gossip:{channel}"),
+            ControlMessage::Broadcast { channel, .. } => format!("broadcast:{channel}"),
+            ControlMessage::Unicast { channel, .. } => format!("unicast:{channel}"),
+            ControlMessage::DataPath { .. } => "data-path".into(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("control messages serialize")
     }

@@ -150,10 +150,13 @@ pub struct Connection {
 }
 
 /// Message counts, for metrics and the simulation's report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub messages_sent: u64,
     pub messages_received: u64,
+    /// Messages sent by kind (and channel), for `/metrics`: what a storm
+    /// is made of.
+    pub sent_by_kind: BTreeMap<String, u64>,
     /// Connections we refused.
     pub refused: u64,
 }
@@ -250,8 +253,8 @@ impl Mesh {
         self.maker.targets()
     }
 
-    pub fn stats(&self) -> Stats {
-        self.stats
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Registers a subsystem's gossip channel.
@@ -519,6 +522,7 @@ impl Mesh {
 
     fn send(&mut self, conn: ConnId, message: ControlMessage) {
         self.stats.messages_sent += 1;
+        *self.stats.sent_by_kind.entry(message.kind()).or_default() += 1;
         self.outputs.push_back(Output::Send { conn, message });
     }
 
