@@ -10,6 +10,9 @@ use crate::error::{CniError, code};
 /// The versions this plugin speaks. Results differ only in 0.3.x/0.4.0
 /// carrying `"version": "4"` on each address.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The newest of them: what an answer is in when the runtime's version is
+/// not one of them.
+pub const NEWEST: &str = "1.1.0";
 
 /// Where the router listens when the configuration does not say.
 pub const DEFAULT_SOCKET: &str = "/run/weft/weft.sock";
@@ -75,11 +78,15 @@ impl Env {
                 "expected ADD, DEL, CHECK, VERSION, STATUS or GC",
             )
         })?;
+        let ifname = nonempty("CNI_IFNAME");
+        if let Some(name) = &ifname {
+            check_ifname(name)?;
+        }
         Ok(Env {
             command,
             container_id: nonempty("CNI_CONTAINERID"),
             netns: nonempty("CNI_NETNS").map(PathBuf::from),
-            ifname: nonempty("CNI_IFNAME"),
+            ifname,
         })
     }
 
@@ -104,6 +111,26 @@ impl Env {
             )
         })
     }
+}
+
+/// An interface name the kernel takes: 1 to 15 bytes, no '/', ':' or
+/// white space, not "." or "..". Anything else is the spec's "invalid
+/// environment variables" (code 4), said before anything is made.
+fn check_ifname(name: &str) -> Result<(), CniError> {
+    let bad = name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if bad {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_IFNAME {name:?} is not a valid interface name"),
+            "an interface name is 1 to 15 characters without '/', ':' or spaces",
+        ));
+    }
+    Ok(())
 }
 
 /// One entry of `cni.dev/valid-attachments` (GC).

@@ -14,7 +14,12 @@ struct Api(Client);
 impl Api {
     fn map(e: ClientError) -> RouterError {
         match e {
-            ClientError::NotRunning(_) | ClientError::Io { .. } => RouterError::Down(e.to_string()),
+            // The advice (start it, or point "socket" at it) is added once,
+            // by the plugin; the client's own would say it twice.
+            ClientError::NotRunning(socket) => {
+                RouterError::Down(format!("no weft router answers at {}", socket.display()))
+            }
+            ClientError::Io { .. } | ClientError::Vanished => RouterError::Down(e.to_string()),
             ClientError::Status { status, body } => RouterError::Refused { status, body },
             other => RouterError::Other(other.to_string()),
         }

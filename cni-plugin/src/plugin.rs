@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::{
-    config::{Command, Env, NetConf, SUPPORTED_VERSIONS},
+    config::{Command, Env, NEWEST, NetConf, SUPPORTED_VERSIONS},
     error::{CniError, code},
     result::{self, Attached},
 };
@@ -56,11 +56,14 @@ pub fn run<R: Router>(
     stdin: &[u8],
     connect: impl FnOnce(&NetConf) -> R,
 ) -> Result<Option<String>, (CniError, String)> {
+    // The version to answer in: the runtime's if we speak it, else our
+    // newest (never an unsupported one echoed back as if it were fine).
     let fallback = || {
         serde_json::from_slice::<Value>(stdin)
             .ok()
             .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "1.1.0".to_string())
+            .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+            .unwrap_or_else(|| NEWEST.to_string())
     };
     if env.command == Command::Version {
         let version = fallback();
@@ -69,7 +72,7 @@ pub fn run<R: Router>(
         ));
     }
     let conf = NetConf::parse(stdin).map_err(|e| (e, fallback()))?;
-    let version = conf.cni_version.clone();
+    let version = fallback();
     let outcome = conf
         .check_version(env.command)
         .and_then(|()| command(env, &conf, &connect(&conf)));

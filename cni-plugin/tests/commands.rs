@@ -381,7 +381,12 @@ fn versions_are_negotiated() {
     );
     let (e, printed) = fails(&fake, Command::Add, &conf("2.0.0", json!({})));
     assert_eq!(e.code, 1);
-    assert_eq!(printed["cniVersion"], "2.0.0");
+    assert_eq!(
+        printed["cniVersion"], "1.1.0",
+        "an unsupported version is not echoed back as if spoken"
+    );
+    let out = ok(&fake, Command::Version, br#"{"cniVersion": "9.9.9"}"#).unwrap();
+    assert_eq!(out["cniVersion"], "1.1.0");
     let (e, _) = fails(&fake, Command::Gc, &conf("1.0.0", json!({})));
     assert_eq!(e.code, 1, "GC is CNI 1.1");
     let (e, _) = fails(&fake, Command::Check, &conf("0.3.1", json!({})));
@@ -410,4 +415,13 @@ fn bad_configuration_and_environment_are_told_apart() {
     assert_eq!(e.code, 4);
     let e = Env::from_vars(|k| (k == "CNI_COMMAND").then(|| "FROB".into())).unwrap_err();
     assert!(e.msg.contains("FROB"));
+    for bad in ["an-interface-name-too-long", "eth/0", "eth 0", "..", "a:b"] {
+        let e = Env::from_vars(|k| match k {
+            "CNI_COMMAND" => Some("ADD".into()),
+            "CNI_IFNAME" => Some(bad.into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert_eq!(e.code, 4, "{bad:?}: {e}");
+    }
 }

@@ -188,6 +188,8 @@ pub struct Ipam {
     space: Option<SpaceAsk>,
     /// Donors that said no since our last grant.
     refused_by: BTreeSet<Peer>,
+    /// When to ask again peers that all refused space.
+    space_retry: Option<Instant>,
     claims: BTreeMap<u32, (Peer, Instant)>,
     reachable: BTreeSet<Peer>,
     unreachable_since: BTreeMap<Peer, Instant>,
@@ -231,6 +233,7 @@ impl Ipam {
             pending: Vec::new(),
             space: None,
             refused_by: BTreeSet::new(),
+            space_retry: None,
             claims: BTreeMap::new(),
             reachable: BTreeSet::new(),
             unreachable_since: BTreeMap::new(),
@@ -857,12 +860,11 @@ impl Ipam {
                     "every address of it is in use or held ready by a peer",
                 );
             }
+            // Everyone we know of said no, but what we know may be behind
+            // (space moves between peers all the time): ask again a little
+            // later, until the request's own deadline.
             None if asked => {
-                let detail = format!(
-                    "the {} reachable peer(s) with unused space had none to spare",
-                    self.refused_by.len()
-                );
-                self.fail_waiting(subnet, &detail);
+                self.space_retry = Some(now + RESEND * 2);
             }
             // The space is with peers we cannot reach (yet): wait for them
             // until the request times out.
@@ -1447,6 +1449,7 @@ impl Ipam {
         let space = self.space.iter().map(|s| s.resend);
         acts.chain(pend)
             .chain(space)
+            .chain(self.space_retry)
             .chain(self.paxos.deadline())
             .min()
     }
@@ -1478,12 +1481,17 @@ impl Ipam {
             self.check_activation(b);
         }
         if let Some(s) = &self.space {
+            // No answer yet is no refusal (a busy donor, a lost message):
+            // ask again.
             if now >= s.resend {
-                let (donor, subnet) = (s.donor, s.subnet);
+                let subnet = s.subnet;
                 self.space = None;
-                self.refused_by.insert(donor);
                 self.ask_for_space(now, subnet);
             }
+        }
+        if self.space_retry.is_some_and(|at| now >= at) {
+            self.space_retry = None;
+            self.refused_by.clear();
         }
         let (expired, still): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -1516,6 +1524,13 @@ impl Ipam {
         }
         if let Some(c) = &self.conflict {
             return format!("waiting while {c}");
+        }
+        if !self.refused_by.is_empty() || self.space_retry.is_some() {
+            return format!(
+                "waiting for space in {}: the reachable peers with unused space had none to spare (asked again every {} s)",
+                p.subnet,
+                (RESEND * 2).as_secs()
+            );
         }
         format!(
             "waiting for space in {} from other peers (a majority of the peers owning space must be reachable)",
@@ -1863,6 +1878,17 @@ mod tests {
         now: Instant,
         cap: usize,
     ) -> usize {
+        deliver(agents, links, now, cap, false)
+    }
+
+    /// [`gossip_along`], optionally with gossip overtaking the rest.
+    fn deliver(
+        agents: &mut [Ipam],
+        links: &[(usize, usize)],
+        now: Instant,
+        cap: usize,
+        slow_unicasts: bool,
+    ) -> usize {
         let neighbours = |i: usize| -> Vec<usize> {
             links
                 .iter()
@@ -1895,7 +1921,13 @@ mod tests {
                     }
                 }
             }
-            let Some((from, to, gossip, bytes)) = queue.pop_front() else {
+            // Gossip overtakes unicasts and broadcasts, as it may on a
+            // busy mesh: a router hears of a grant before its recipient.
+            let next = match queue.iter().position(|(_, _, g, _)| *g) {
+                Some(i) if slow_unicasts => queue.remove(i),
+                _ => queue.pop_front(),
+            };
+            let Some((from, to, gossip, bytes)) = next else {
                 return delivered;
             };
             delivered += 1;
@@ -1913,6 +1945,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn many_routers_asking_at_once_all_get_space() {
+        // One router owns the whole range; forty others attach a container
+        // each at the same moment, and their requests for space cross
+        // grants they have not heard of yet.
+        let now = Instant::now();
+        let n = 40u64;
+        let mut agents: Vec<Ipam> = (1..=n)
+            .map(|me| agent(me, Init::Seed(vec![Peer(1)]), now))
+            .collect();
+        let all: BTreeSet<Peer> = (1..=n).map(Peer).collect();
+        for a in agents.iter_mut() {
+            let others = all.iter().filter(|p| **p != a.me()).copied().collect();
+            a.on_peers_changed(now, &others);
+        }
+        // Everyone connected to everyone, as a mesh with discovery is.
+        let links: Vec<(usize, usize)> = (0..n as usize)
+            .flat_map(|a| (a + 1..n as usize).map(move |b| (a, b)))
+            .collect();
+        gossip_along(&mut agents, &links, now, 1_000_000);
+        for (i, a) in agents.iter_mut().enumerate().skip(1) {
+            a.allocate(now, &format!("c{i}"), None);
+        }
+        // The owner is busy: no answer within the 2 s a request waits
+        // before it is asked again. That is no refusal.
+        let mut t = now + Duration::from_secs(3);
+        for a in agents.iter_mut().skip(1) {
+            a.tick(t);
+        }
+        let mut results = Vec::new();
+        for _ in 0..40 {
+            deliver(&mut agents, &links, t, 1_000_000, true);
+            for a in agents.iter_mut() {
+                results.extend(a.take_done().into_iter().map(|d| d.result));
+            }
+            if results.len() == n as usize - 1 {
+                break;
+            }
+            t += Duration::from_millis(500);
+            for a in agents.iter_mut() {
+                a.tick(t);
+            }
+        }
+        let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} failed: {failed:?}",
+            failed.len(),
+            results.len()
+        );
+        assert_eq!(results.len(), n as usize - 1);
     }
 
     #[test]

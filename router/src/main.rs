@@ -61,9 +61,41 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
     }
 }
 
+/// Commands that take something away: a typo is never pointed at them.
+const DESTRUCTIVE: [&str; 7] = [
+    "reset", "rmpeer", "stop", "forget", "hide", "detach", "release",
+];
+
+/// clap's error, without a "did you mean" that names a destructive
+/// command (`weft prime` suggested `rmpeer`).
+fn without_destructive_suggestion(e: clap::Error) -> clap::Error {
+    use clap::{
+        CommandFactory,
+        error::{ContextKind, ContextValue, ErrorKind},
+    };
+    let suggests_destructive = matches!(
+        e.get(ContextKind::SuggestedSubcommand),
+        Some(ContextValue::Strings(s)) if s.iter().any(|s| DESTRUCTIVE.contains(&s.as_str()))
+    ) || matches!(
+        e.get(ContextKind::SuggestedSubcommand),
+        Some(ContextValue::String(s)) if DESTRUCTIVE.contains(&s.as_str())
+    );
+    if e.kind() != ErrorKind::InvalidSubcommand || !suggests_destructive {
+        return e;
+    }
+    let mut plain = clap::Error::new(ErrorKind::InvalidSubcommand).with_cmd(&Cli::command());
+    if let Some(typed) = e.get(ContextKind::InvalidSubcommand) {
+        plain.insert(ContextKind::InvalidSubcommand, typed.clone());
+    }
+    if let Some(usage) = e.get(ContextKind::Usage) {
+        plain.insert(ContextKind::Usage, usage.clone());
+    }
+    plain
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| without_destructive_suggestion(e).exit());
     match run(cli.command, &argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -560,3 +560,80 @@ fn nothing_lost_12_a_restarted_router_finds_its_mesh_again() {
     assert!(!targets.contains("resumed"), "{targets}");
     tb.destroy().unwrap();
 }
+
+/// A datapath counter from `/metrics`.
+fn datapath_counter(r: &WeftHost, name: &str) -> u64 {
+    let key = format!("weft_datapath_total{{counter=\"{name}\"}} ");
+    r.metrics()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn small_things_a_user_meets() {
+    let mut tb = Testbed::create_owned("small", Spec::hosts(3).containers(1)).unwrap();
+    let h1 = tb.weft(1);
+    // A typo never suggests a command that takes something away.
+    for typo in ["prime", "rset", "stp", "rmper"] {
+        let e = stderr_of(&h1, &[typo]);
+        for destructive in ["'reset'", "'rmpeer'", "'stop'"] {
+            assert!(!e.contains(destructive), "{typo}: {e}");
+        }
+    }
+    assert!(
+        stderr_of(&h1, &["exposee"]).contains("'expose'"),
+        "harmless ones still are"
+    );
+    // Traffic to a peer without a direct path names the router it goes
+    // through.
+    tb.block(2, 3, testbed::Block::AllUdp).unwrap();
+    let routers: Vec<WeftHost> = (1..=3).map(|h| tb.weft(h)).collect();
+    routers[0].launch(&[]).unwrap();
+    for r in &routers[1..] {
+        r.launch(&[&tb.host_addr(1).to_string()]).unwrap();
+    }
+    eventually(
+        "h2's traffic to h3 relayed through h1",
+        Duration::from_secs(30),
+        || {
+            let table = routers[1]
+                .run(&["status", "connections"])
+                .map_err(|e| e.to_string())?;
+            table
+                .lines()
+                .any(|l| l.contains(" h3 ") && l.contains("relayed through h1"))
+                .then_some(())
+                .ok_or(table)
+        },
+    );
+    // Datagrams of sessions no peer has are counted, not silently eaten.
+    let before = datapath_counter(&routers[0], "dropped_unknown_session");
+    let to = std::net::SocketAddr::from((tb.host_addr(1), 6783));
+    tb.host(3)
+        .in_thread(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            // Version 1, kind Frame, not sealed, session 0xdeadbeef.
+            let mut datagram = vec![0x11, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+            datagram.extend_from_slice(&[0u8; 60]);
+            for _ in 0..5 {
+                s.send_to(&datagram, to).unwrap();
+            }
+        })
+        .unwrap();
+    eventually("unknown sessions counted", Duration::from_secs(10), || {
+        let n = datapath_counter(&routers[0], "dropped_unknown_session");
+        (n >= before + 5).then_some(()).ok_or(format!("{n}"))
+    });
+    // Detach says what it gave back.
+    let attached = routers[0]
+        .run(&["attach", tb.container(1, 1).name()])
+        .unwrap();
+    let released = routers[0]
+        .run(&["detach", tb.container(1, 1).name()])
+        .unwrap();
+    assert_eq!(released.trim(), attached.trim().split('/').next().unwrap());
+    tb.destroy().unwrap();
+}

@@ -370,16 +370,24 @@ impl Api {
                     Err(AttachError::NotAttached(_)) if body.missing_ok => None,
                     Err(e) => return Err(failed(e)),
                 };
+                let mut released = Vec::new();
                 if addresses.is_empty() {
-                    self.release(owner, None).await?;
+                    released = self.release(owner, None).await?;
                 } else {
                     for net in &addresses {
                         if let std::net::IpAddr::V4(v4) = net.addr() {
-                            self.release(owner.clone(), Some(v4)).await?;
+                            released.extend(self.release(owner.clone(), Some(v4)).await?);
                         }
                     }
                 }
-                Ok(json_of(&a))
+                // What was taken away: the interface (when all of it
+                // went), the addresses given back, and what is left.
+                Ok(json_of(&serde_json::json!({
+                    "id": key,
+                    "interface_removed": addresses.is_empty(),
+                    "released": released,
+                    "remaining": a,
+                })))
             }
         }
     }

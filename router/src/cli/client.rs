@@ -23,6 +23,10 @@ pub enum ClientError {
     Status { status: u16, body: String },
     #[error("the router sent an unreadable answer")]
     Garbled,
+    #[error(
+        "the router closed the connection without answering: it stopped or died while handling the request; `weft status` says whether it runs, its log why it stopped"
+    )]
+    Vanished,
 }
 
 pub struct Client {
@@ -64,6 +68,9 @@ impl Client {
         .map_err(io)?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).map_err(io)?;
+        if response.is_empty() {
+            return Err(ClientError::Vanished);
+        }
         let response = String::from_utf8(response).map_err(|_| ClientError::Garbled)?;
         let (head, payload) = response
             .split_once("\r\n\r\n")

@@ -265,11 +265,16 @@ pub fn attach(dirs: &DirArgs, path: &str, args: &[String]) -> Result<()> {
     let (target, addresses) = args.split_last().context("no target given")?;
     let body = serde_json::json!({ "target": target, "addresses": addresses });
     let answer = client(dirs).post(path, &body.to_string())?;
-    if path == "/attach" {
-        let attachment: serde_json::Value = serde_json::from_str(&answer)?;
-        for a in attachment["addresses"].as_array().into_iter().flatten() {
-            println!("{}", a.as_str().unwrap_or_default());
-        }
+    // Attach prints the container's addresses, detach those it gave back.
+    let key = if path == "/attach" {
+        "addresses"
+    } else {
+        "released"
+    };
+    let answer: serde_json::Value = serde_json::from_str(&answer)
+        .with_context(|| format!("the router's answer is not JSON: {answer}"))?;
+    for a in answer[key].as_array().into_iter().flatten() {
+        println!("{}", a.as_str().unwrap_or_default());
     }
     Ok(())
 }

@@ -936,6 +936,14 @@ impl Router {
                 let sealed = path.map_or(c.encrypted, |p| p.sealed);
                 // On the userspace path, or on none: say why not fastdp
                 // (and, with no path at all, why not userspace either).
+                // Without a data path of its own, the peer's traffic may
+                // still go through another router: say which.
+                let relay = (!usable)
+                    .then(|| self.sent_routes.next_hop(c.peer.name))
+                    .flatten()
+                    .filter(|hop| *hop != c.peer.name)
+                    .map(|hop| format!("; traffic relayed through {}", nickname_of(hop)))
+                    .unwrap_or_default();
                 let reason = match (state, report) {
                     (None, _) => Some("waiting for the peer's data path offer".into()),
                     (Some(s), _) if on_fastdp => s.choice.1.map(|r| r.as_str().to_string()),
@@ -948,7 +956,8 @@ impl Router {
                             .unwrap_or_else(|| "no heartbeats yet".into())
                     )),
                     (Some(_), None) => Some("waiting for the first heartbeats".into()),
-                };
+                }
+                .map(|r| r + &relay);
                 let mtu = if on_fastdp {
                     Some(overlay_mtu)
                 } else {

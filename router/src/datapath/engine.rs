@@ -131,6 +131,11 @@ pub struct Counters {
     pub dropped_no_route: AtomicU64,
     pub dropped_too_big: AtomicU64,
     pub dropped_unauthentic: AtomicU64,
+    /// Datagrams that parse but carry a session id no peer has (a peer
+    /// that restarted, or someone guessing): dropped.
+    pub dropped_unknown_session: AtomicU64,
+    /// Datagrams too short or malformed to parse.
+    pub dropped_malformed: AtomicU64,
     pub relayed: AtomicU64,
     /// Received datagrams opened in a batch with others of their run.
     pub opened_together: AtomicU64,
@@ -150,6 +155,11 @@ impl Counters {
             ("dropped_no_route", get(&self.dropped_no_route)),
             ("dropped_too_big", get(&self.dropped_too_big)),
             ("dropped_unauthentic", get(&self.dropped_unauthentic)),
+            (
+                "dropped_unknown_session",
+                get(&self.dropped_unknown_session),
+            ),
+            ("dropped_malformed", get(&self.dropped_malformed)),
             ("relayed", get(&self.relayed)),
             ("opened_together", get(&self.opened_together)),
         ]
@@ -771,14 +781,23 @@ impl Engine {
             .bytes_received
             .fetch_add(datagram.len() as u64, Ordering::Relaxed);
         let Ok(header) = Header::parse(datagram) else {
+            self.counters
+                .dropped_malformed
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(&sender) = self.sessions.get(&header.session) else {
+        let known = self
+            .sessions
+            .get(&header.session)
+            .copied()
+            .filter(|sender| self.peers.contains_key(sender));
+        let Some(sender) = known else {
+            self.counters
+                .dropped_unknown_session
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(peer) = self.peers.get_mut(&sender) else {
-            return;
-        };
+        let peer = self.peers.get_mut(&sender).expect("looked up above");
         let len = datagram.len();
         let body = match (&mut peer.opener, header.sealed) {
             (Some(opener), true) => {
