@@ -637,3 +637,92 @@ fn small_things_a_user_meets() {
     assert_eq!(released.trim(), attached.trim().split('/').next().unwrap());
     tb.destroy().unwrap();
 }
+
+#[test]
+fn nothing_lost_14_a_smaller_hop_black_holes_nothing() {
+    use std::os::fd::AsRawFd;
+    // Host 1, then a router whose link towards host 2 has MTU 1300; the
+    // overlay MTU follows the 1500 links, so 1400-byte packets fit the
+    // container's interface but not the path.
+    let tb = Testbed::create_owned("blackhole", Spec::hosts(2).containers(1).hop(1, 1300)).unwrap();
+    let routers = tb.weft_mesh(2, &[]).unwrap();
+    for r in &routers {
+        eventually("data path", Duration::from_secs(20), || {
+            r.overlays("userspace", 1)
+        });
+    }
+    eventually("the path MTU to h2", Duration::from_secs(20), || {
+        let c = routers[0].connection_to("h2")?;
+        c["mtu"]
+            .as_u64()
+            .filter(|m| *m < 1300)
+            .map(drop)
+            .ok_or(c.to_string())
+    });
+    let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
+    let to = testbed::container_addr(2);
+
+    // UDP without DF: delivered in fragments, every byte.
+    let receiver = c2
+        .spawn_thread(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:9400").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 2000];
+            let mut whole = 0;
+            while let Ok(n) = s.recv(&mut buf) {
+                if n == 1372 && buf[..n].iter().enumerate().all(|(i, b)| *b == i as u8) {
+                    whole += 1;
+                }
+            }
+            whole
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c1.in_thread(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        // IP_PMTUDISC_DONT: no DF, the kernel may (and we must) fragment.
+        let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
+        // SAFETY: a valid socket and an int option of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                &dont as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let payload: Vec<u8> = (0..1372).map(|i| i as u8).collect();
+        for _ in 0..20 {
+            s.send_to(&payload, (to, 9400)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .unwrap();
+    let whole = receiver.join().unwrap().unwrap();
+    assert!(
+        whole >= 18,
+        "{whole} of 20 datagrams of 1400 bytes arrived whole"
+    );
+
+    // A ping with DF hears "fragmentation needed"; without, it is answered.
+    let target = to.to_string();
+    let out = c1
+        .command([
+            "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1372", &target,
+        ])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.to_lowercase().contains("mtu"), "ping with DF: {said}");
+    assert!(
+        c1.succeeds([
+            "ping", "-c", "2", "-W", "2", "-M", "dont", "-s", "1372", &target
+        ])
+        .unwrap(),
+        "ping without DF is answered"
+    );
+    tb.destroy().unwrap();
+}

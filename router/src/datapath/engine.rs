@@ -32,7 +32,7 @@ use weft_crypto::{
 use super::{
     encap::{self, HEADER_LEN, Header, Kind, MAX_HOPS, Routing},
     forwarding::{MacTable, Outbound, from_bridge, from_router},
-    icmp,
+    fragment, icmp,
     offload::{self, Coalescer, VnetHdr},
     packet::macs,
     socket,
@@ -119,6 +119,12 @@ pub struct PathReport {
     pub reason: Option<String>,
 }
 
+/// Frames held while no router is reachable, and for how long: long
+/// enough to carry a container's first ARP request to the mesh that is
+/// coming up, short enough that nothing stale is sent.
+const HELD_FRAMES: usize = 64;
+const HOLD_FOR: Duration = Duration::from_secs(1);
+
 /// Counters, read by the API.
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -137,6 +143,10 @@ pub struct Counters {
     /// Datagrams too short or malformed to parse.
     pub dropped_malformed: AtomicU64,
     pub relayed: AtomicU64,
+    /// Packets too big for their path cut into fragments that fit.
+    pub fragmented: AtomicU64,
+    /// Frames held while no router could be reached, sent once one could.
+    pub held_released: AtomicU64,
     /// Received datagrams opened in a batch with others of their run.
     pub opened_together: AtomicU64,
 }
@@ -161,6 +171,8 @@ impl Counters {
             ),
             ("dropped_malformed", get(&self.dropped_malformed)),
             ("relayed", get(&self.relayed)),
+            ("fragmented", get(&self.fragmented)),
+            ("held_released", get(&self.held_released)),
             ("opened_together", get(&self.opened_together)),
         ]
         .into_iter()
@@ -225,6 +237,7 @@ impl DataPlane {
             link_mtu: config.link_mtu,
             peers: HashMap::new(),
             sessions: HashMap::new(),
+            held: std::collections::VecDeque::new(),
             macs: MacTable::default(),
             routes: Arc::new(Routes::compute(config.local, Default::default())),
             fastdp: Default::default(),
@@ -323,6 +336,8 @@ struct Engine {
     sessions: HashMap<u32, PeerName>,
     macs: MacTable,
     routes: Arc<Routes>,
+    /// Frames from our containers that had no router to go to yet.
+    held: std::collections::VecDeque<(Instant, Vec<u8>)>,
     /// Peers the fast datapath serves.
     fastdp: std::collections::BTreeSet<PeerName>,
     commands: mpsc::Receiver<Command>,
@@ -464,7 +479,10 @@ impl Engine {
                     self.sessions.retain(|_, n| *n != name);
                     self.macs.forget_router(name);
                 }
-                Command::Routes(routes) => self.routes = routes,
+                Command::Routes(routes) => {
+                    self.routes = routes;
+                    self.release_held();
+                }
                 Command::Fastdp(set) => self.fastdp = set,
                 Command::Relay { origin, frame } => self.relay(origin, &frame),
                 Command::Stop => return false,
@@ -532,16 +550,20 @@ impl Engine {
             };
             (hop, out)
         };
-        if !self.fits(hop, &out, origin) {
-            return;
-        }
-        self.send(hop, out);
+        self.send_fitting(hop, out, origin);
     }
 
     /// Sends a broadcast of `origin` to our children in its tree; with
     /// `skip_fastdp`, not to those the fast datapath already served.
     fn flood(&mut self, origin: PeerName, hops: u8, frame: &[u8], skip_fastdp: bool) {
-        for child in self.routes.broadcast_children(origin) {
+        let children = self.routes.broadcast_children(origin);
+        if children.is_empty() && origin == self.local {
+            // No router to send it to yet: a container's first ARP request
+            // while the mesh is still coming up. Held, not lost (the
+            // kernel would ask again only a second later).
+            self.hold(frame);
+        }
+        for child in children {
             if skip_fastdp && self.fastdp.contains(&child) {
                 continue;
             }
@@ -554,10 +576,30 @@ impl Engine {
                 }),
                 body: frame,
             };
-            if self.fits(child, &out, origin) {
-                self.send(child, out);
+            self.send_fitting(child, out, origin);
+        }
+    }
+
+    /// Keeps a frame of ours that had nowhere to go, a little while.
+    fn hold(&mut self, frame: &[u8]) {
+        if self.held.len() == HELD_FRAMES {
+            self.held.pop_front();
+        }
+        self.held.push_back((Instant::now(), frame.to_vec()));
+    }
+
+    /// The routes changed: the frames held since a moment ago go now
+    /// (older ones are stale and dropped).
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        let held: Vec<(Instant, Vec<u8>)> = self.held.drain(..).collect();
+        for (at, frame) in held {
+            if now.duration_since(at) <= HOLD_FOR {
+                self.counters.held_released.fetch_add(1, Ordering::Relaxed);
+                self.flood(self.local, 0, &frame, true);
             }
         }
+        self.flush_batch();
     }
 
     /// A frame from the fast datapath that only we can move on.
@@ -575,9 +617,10 @@ impl Engine {
         self.flush_batch();
     }
 
-    /// Whether `out` fits the path to `hop`; if not, a container of ours
-    /// that sent it hears "fragmentation needed".
-    fn fits(&mut self, hop: PeerName, out: &Outgoing, origin: PeerName) -> bool {
+    /// Sends `out` to `hop` if it fits the path. If not, nothing is lost
+    /// in silence: a packet that may be fragmented goes in pieces, and a
+    /// container of ours whose packet may not hears "fragmentation needed".
+    fn send_fitting(&mut self, hop: PeerName, out: Outgoing, origin: PeerName) {
         let routing = out.routing.map_or(0, |r| {
             Routing::len(if r.destination.is_some() {
                 Kind::Forwarded
@@ -585,11 +628,24 @@ impl Engine {
                 Kind::Broadcast
             })
         });
-        let Some(limit) = self.peers.get(&hop).and_then(|p| p.frame_limit(routing)) else {
-            return true; // not measured yet: heartbeats have not come back
+        // Not measured yet (heartbeats have not come back): send.
+        let limit = self.peers.get(&hop).and_then(|p| p.frame_limit(routing));
+        let Some(limit) = limit.filter(|l| out.body.len() > *l) else {
+            return self.send(hop, out);
         };
-        if out.body.len() <= limit {
-            return true;
+        if let Some(pieces) = fragment::fragment(out.body, limit) {
+            self.counters.fragmented.fetch_add(1, Ordering::Relaxed);
+            for piece in &pieces {
+                self.send(
+                    hop,
+                    Outgoing {
+                        kind: out.kind,
+                        routing: out.routing,
+                        body: piece,
+                    },
+                );
+            }
+            return;
         }
         self.counters
             .dropped_too_big
@@ -600,7 +656,6 @@ impl Engine {
                 self.write_bridge(&reply);
             }
         }
-        false
     }
 
     /// Queues one datagram to `hop` in the batch of datagrams for that

@@ -9,11 +9,20 @@ pub const MIN_REPORTED_MTU: u16 = 552;
 
 /// The answer to `frame` (an IPv4 packet with DF set) for a path that takes
 /// IP packets of at most `mtu` bytes; `None` if the frame does not call for
-/// one (not IPv4, no DF, or itself ICMP).
+/// one (not IPv4, no DF, or itself an ICMP error, which is never answered
+/// with another). A ping is answered like any other packet.
 pub fn frag_needed(frame: &[u8], mtu: u16) -> Option<Vec<u8>> {
     let ip = Ipv4::of_frame(frame)?;
-    if !ip.dont_fragment() || ip.protocol() == PROTO_ICMP {
+    if !ip.dont_fragment() {
         return None;
+    }
+    if ip.protocol() == PROTO_ICMP {
+        let icmp_type = *ip.bytes.get(ip.header_len())?;
+        // Destination unreachable, source quench, redirect, time
+        // exceeded, parameter problem.
+        if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) {
+            return None;
+        }
     }
     // The offending header and 8 bytes of what follows, as RFC 792 asks.
     let quoted = &ip.bytes[..(ip.header_len() + 8).min(ip.bytes.len())];

@@ -1,6 +1,7 @@
 pub mod encap;
 pub mod engine;
 pub mod forwarding;
+pub mod fragment;
 pub mod icmp;
 pub mod offload;
 pub mod packet;
