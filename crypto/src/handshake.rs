@@ -309,16 +309,25 @@ impl Handshake {
     }
 
     fn on_hello(&mut self, frame: &[u8]) -> Result<Step, Failure> {
-        let peer = Hello::decode(&frame[1..]).map_err(|e| match e {
-            HelloError::NotWeft => HandshakeError::Malformed(e.to_string()),
-            other => HandshakeError::Malformed(format!("bad hello: {other}")),
+        let ours = (self.hello.min_version, self.hello.max_version);
+        let peer = Hello::decode(&frame[1..]).map_err(|e| {
+            // A hello of another version may be laid out differently
+            // after its versions: if we share none, say that.
+            let theirs = Hello::peek_versions(&frame[1..]);
+            match (e, theirs) {
+                (e @ HelloError::NotWeft, _) => HandshakeError::Malformed(e.to_string()),
+                (_, Some(theirs)) if theirs.1 < ours.0 || theirs.0 > ours.1 => {
+                    HandshakeError::VersionMismatch { ours, theirs }
+                }
+                (other, _) => HandshakeError::Malformed(format!("bad hello: {other}")),
+            }
         })?;
         self.peer_hello = Some(peer.clone());
         let version = self
             .hello
             .negotiate(&peer)
             .ok_or(HandshakeError::VersionMismatch {
-                ours: (self.hello.min_version, self.hello.max_version),
+                ours,
                 theirs: (peer.min_version, peer.max_version),
             })?;
         let Some(password) = &self.password else {

@@ -62,6 +62,17 @@ impl Hello {
         out
     }
 
+    /// The versions a hello of any protocol version says it speaks: the
+    /// magic and the two versions lead every hello, so that a router can
+    /// tell "too old to talk to" from "garbage" whatever came after them.
+    pub fn peek_versions(bytes: &[u8]) -> Option<(u16, u16)> {
+        let versions = bytes.strip_prefix(MAGIC)?.get(..4)?;
+        Some((
+            u16::from_be_bytes([versions[0], versions[1]]),
+            u16::from_be_bytes([versions[2], versions[3]]),
+        ))
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Hello, HelloError> {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(HelloError::NotWeft);

@@ -134,7 +134,14 @@ struct SpaceAsk {
     donor: Peer,
     subnet: Ipv4Net,
     resend: Instant,
+    /// How many times in a row this donor left the request unanswered.
+    unanswered: u32,
 }
+
+/// A donor that leaves this many requests in a row unanswered counts as
+/// having said no, so that another peer is asked (and it is asked again
+/// when everyone has been).
+const UNANSWERED_LIMIT: u32 = 3;
 
 /// Keep at least this many free addresses ready in confirmed blocks, so
 /// that allocations do not wait for an activation.
@@ -851,6 +858,7 @@ impl Ipam {
                     donor,
                     subnet,
                     resend: now + RESEND * 2,
+                    unanswered: 0,
                 });
                 self.unicast(donor, Message::SpaceRequest { subnet });
             }
@@ -1484,9 +1492,16 @@ impl Ipam {
             // No answer yet is no refusal (a busy donor, a lost message):
             // ask again.
             if now >= s.resend {
-                let subnet = s.subnet;
+                let (subnet, donor, unanswered) = (s.subnet, s.donor, s.unanswered + 1);
                 self.space = None;
+                if unanswered >= UNANSWERED_LIMIT {
+                    tracing::debug!(%donor, %subnet, "no answer for space: asking another peer");
+                    self.refused_by.insert(donor);
+                }
                 self.ask_for_space(now, subnet);
+                if let Some(s) = self.space.as_mut().filter(|s| s.donor == donor) {
+                    s.unanswered = unanswered;
+                }
             }
         }
         if self.space_retry.is_some_and(|at| now >= at) {
@@ -2144,6 +2159,36 @@ mod tests {
         let st = a.status(now);
         assert_eq!(st.peers.iter().map(|p| p.held).sum::<u64>(), 2, "{st:?}");
         assert!(st.peers.iter().any(|p| p.peer == st.me));
+    }
+
+    #[test]
+    fn a_donor_that_never_answers_is_passed_over() {
+        let t0 = Instant::now();
+        let seeds = Init::Seed(vec![Peer(1), Peer(2)]);
+        let mut a = agent(1, seeds.clone(), t0);
+        let mut b = agent(2, seeds, t0);
+        let mut c = agent(3, Init::Observer, t0);
+        exchange(&mut [&mut a, &mut b, &mut c], t0);
+        c.allocate(t0, "x", None);
+        // a (reachable, as much space as b) is asked first and never
+        // answers: everything c sends is lost.
+        let mut asked = Vec::new();
+        let mut now = t0;
+        for _ in 0..UNANSWERED_LIMIT {
+            while let Some(o) = c.poll_outgoing() {
+                if let Outgoing::Unicast(to, _) = o {
+                    asked.push(to);
+                }
+            }
+            now += RESEND * 2;
+            c.tick(now);
+        }
+        assert_eq!(asked, vec![Peer(1); UNANSWERED_LIMIT as usize]);
+        // Now b is asked, and gives.
+        exchange(&mut [&mut b, &mut c], now);
+        let x = one(&mut c).unwrap();
+        let block = c.layout().block_of(x.addr).unwrap();
+        assert_eq!(c.ring().unwrap().block(block).owner, Peer(3));
     }
 
     #[test]

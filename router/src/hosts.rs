@@ -5,12 +5,14 @@
 //!
 //! Each router writes only its own record, with a version that grows;
 //! merging keeps the newest per router, so every router converges on the
-//! same set whatever order gossip arrives in. Pure: no I/O, no clock.
+//! same set whatever order gossip arrives in. A router unreachable for
+//! [`FORGET_AFTER`] is forgotten, so routers that left for good do not
+//! pile up. Pure: no I/O; time is passed in.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::Ipv4Addr,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ipnet::Ipv4Net;
@@ -25,9 +27,16 @@ use crate::{
 pub const CHANNEL: &str = "hosts";
 
 /// Most records one gossip message may carry, and most addresses a record
-/// may list: a peer cannot make us hold more than this.
+/// may list: a peer cannot make us hold more than this. Our full state
+/// never carries more, so a mesh beyond it still converges on the
+/// reachable routers' records.
 const MAX_RECORDS: usize = 4096;
 const MAX_ADDRESSES: usize = 64;
+
+/// How long a router's record outlives its reachability. Its record only
+/// counts while it is reachable; keeping it a while spares re-learning it
+/// after a short partition, and the router resends it when it returns.
+pub const FORGET_AFTER: Duration = Duration::from_secs(300);
 
 /// One router's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +77,11 @@ pub struct Hosts {
     me: PeerName,
     records: BTreeMap<PeerName, HostRecord>,
     reachable: BTreeSet<PeerName>,
+    /// Since when each known but unreachable router has been so.
+    unreachable_since: BTreeMap<PeerName, Instant>,
+    /// Records forgotten, by the version forgotten and when: a neighbour
+    /// that has not forgotten yet must not bring them back.
+    forgotten: BTreeMap<PeerName, (u64, Instant)>,
     outgoing: VecDeque<Outgoing>,
     /// Grows whenever [`Hosts::direct_hosts`] may have changed, so the
     /// router recomputes it only then.
@@ -89,6 +103,8 @@ impl Hosts {
             me,
             records,
             reachable: BTreeSet::new(),
+            unreachable_since: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
             outgoing: VecDeque::new(),
             generation: 0,
         }
@@ -140,7 +156,7 @@ impl Hosts {
     /// Keeps the newer of ours and theirs per router; returns what was
     /// news. A record claiming to be ours and newer means we restarted
     /// with a clock behind the last run: ours jumps past it.
-    fn merge(&mut self, records: Records) -> Records {
+    fn merge(&mut self, now: Instant, records: Records) -> Records {
         let mut news = Vec::new();
         for (name, theirs) in records {
             if name == self.me {
@@ -157,7 +173,15 @@ impl Hosts {
                 .records
                 .get(&name)
                 .is_none_or(|ours| theirs.version > ours.version);
-            if newer {
+            let forgotten = self
+                .forgotten
+                .get(&name)
+                .is_some_and(|(version, _)| theirs.version <= *version);
+            if newer && !forgotten {
+                self.forgotten.remove(&name);
+                if !self.reachable.contains(&name) {
+                    self.unreachable_since.entry(name).or_insert(now);
+                }
                 self.generation += 1;
                 self.records.insert(name, theirs.clone());
                 news.push((name, theirs));
@@ -170,11 +194,11 @@ impl Hosts {
 impl Channel for Hosts {
     fn on_gossip(
         &mut self,
-        _now: Instant,
+        now: Instant,
         _from: PeerName,
         payload: &[u8],
     ) -> Result<Option<Vec<u8>>, String> {
-        let news = self.merge(decode(payload)?);
+        let news = self.merge(now, decode(payload)?);
         Ok((!news.is_empty()).then(|| encode(&news)))
     }
 
@@ -187,14 +211,54 @@ impl Channel for Hosts {
     }
 
     fn full_state(&self) -> Option<Vec<u8>> {
-        let all: Records = self.records.iter().map(|(n, r)| (*n, r.clone())).collect();
+        // Ours and the reachable routers' first, should there be too many.
+        let (live, rest): (Records, Records) = self
+            .records
+            .iter()
+            .map(|(n, r)| (*n, r.clone()))
+            .partition(|(n, _)| *n == self.me || self.reachable.contains(n));
+        let all: Records = live.into_iter().chain(rest).take(MAX_RECORDS).collect();
         Some(encode(&all))
     }
 
-    fn on_peers_changed(&mut self, _now: Instant, reachable: &BTreeSet<PeerName>) {
+    fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
         if self.reachable != *reachable {
             self.generation += 1;
             self.reachable = reachable.clone();
+        }
+        self.unreachable_since.retain(|n, _| !reachable.contains(n));
+        self.forgotten.retain(|n, _| !reachable.contains(n));
+        for name in self.records.keys() {
+            if *name != self.me && !reachable.contains(name) {
+                self.unreachable_since.entry(*name).or_insert(now);
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        let unreachable = self.unreachable_since.values();
+        let forgotten = self.forgotten.values().map(|(_, at)| at);
+        unreachable
+            .chain(forgotten)
+            .min()
+            .map(|t| *t + FORGET_AFTER)
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        let due = |since: &Instant| now.saturating_duration_since(*since) >= FORGET_AFTER;
+        self.forgotten.retain(|_, (_, at)| !due(at));
+        let gone: Vec<PeerName> = self
+            .unreachable_since
+            .iter()
+            .filter(|(_, since)| due(since))
+            .map(|(n, _)| *n)
+            .collect();
+        for name in gone {
+            self.unreachable_since.remove(&name);
+            if let Some(record) = self.records.remove(&name) {
+                self.forgotten.insert(name, (record.version, now));
+                self.generation += 1;
+            }
         }
     }
 
@@ -308,6 +372,52 @@ mod tests {
         h.on_gossip(Instant::now(), name(2), &encode(&forged))
             .unwrap();
         assert_eq!(h.local().version, u64::MAX);
+    }
+
+    #[test]
+    fn a_router_gone_for_good_is_forgotten_and_not_brought_back() {
+        let t0 = Instant::now();
+        let mut a = Hosts::new(name(1), 10);
+        a.set_local(vec![addr("192.0.2.1")], vec![]);
+        let a_state = a.full_state().unwrap();
+        let mut b = Hosts::new(name(2), 10);
+        b.on_peers_changed(t0, &[name(1), name(2)].into());
+        b.on_gossip(t0, name(1), &a_state).unwrap();
+        assert_eq!(b.next_timeout(), None, "nothing to forget while a is here");
+        // a leaves; a short absence forgets nothing.
+        b.on_peers_changed(t0, &[name(2)].into());
+        assert_eq!(b.next_timeout(), Some(t0 + FORGET_AFTER));
+        b.on_timeout(t0 + FORGET_AFTER / 2);
+        assert!(b.get(name(1)).is_some());
+        b.on_timeout(t0 + FORGET_AFTER);
+        assert!(b.get(name(1)).is_none(), "forgotten after FORGET_AFTER");
+        assert!(!b.full_state().unwrap().is_empty());
+        assert_eq!(decode(&b.full_state().unwrap()).unwrap().len(), 1);
+        // A neighbour that has not forgotten yet does not bring it back.
+        let later = t0 + FORGET_AFTER + Duration::from_secs(1);
+        assert_eq!(b.on_gossip(later, name(3), &a_state).unwrap(), None);
+        assert!(b.get(name(1)).is_none());
+        // a returns: its record (same version) is welcome again.
+        b.on_peers_changed(later, &[name(1), name(2)].into());
+        assert!(b.on_gossip(later, name(1), &a_state).unwrap().is_some());
+        assert_eq!(b.direct_hosts(), [addr("192.0.2.1")].into());
+    }
+
+    #[test]
+    fn a_record_heard_of_an_unreachable_router_is_forgotten_too() {
+        let t0 = Instant::now();
+        let mut a = Hosts::new(name(1), 10);
+        a.set_local(vec![addr("192.0.2.1")], vec![]);
+        let mut b = Hosts::new(name(2), 10);
+        b.on_peers_changed(t0, &[name(2)].into());
+        b.on_gossip(t0, name(3), &a.full_state().unwrap()).unwrap();
+        assert_eq!(b.next_timeout(), Some(t0 + FORGET_AFTER));
+        b.on_timeout(t0 + FORGET_AFTER);
+        assert!(b.get(name(1)).is_none());
+        // The tombstone itself goes in time.
+        assert_eq!(b.next_timeout(), Some(t0 + 2 * FORGET_AFTER));
+        b.on_timeout(t0 + 2 * FORGET_AFTER);
+        assert_eq!(b.next_timeout(), None);
     }
 
     #[test]

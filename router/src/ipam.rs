@@ -56,10 +56,24 @@ pub enum StoreError {
 /// files instead of returning an error, and a damaged file must be a
 /// clear refusal, not a backtrace. The panic message is not printed.
 fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // One hook for the whole process, installed once, that stays quiet on
+    // the thread inside here: swapping hooks would race with other
+    // threads' panics (and lose their messages).
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    thread_local! {
+        static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
+    QUIET.with(|q| q.set(false));
     outcome.map_err(|panic| {
         panic
             .downcast_ref::<&str>()

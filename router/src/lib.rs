@@ -23,6 +23,7 @@ pub mod kubernetes;
 pub mod mesh;
 pub mod netdev;
 pub mod overlay;
+pub mod state_file;
 
 /// The version reported by `weft version` and in `weft report`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

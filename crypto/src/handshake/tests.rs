@@ -200,6 +200,28 @@ fn versions_are_negotiated_or_refused() {
     ));
 }
 
+/// A router of protocol 1 sent a shorter hello (no nonce): what it gets
+/// back, and what we log, is that the versions differ, not "malformed".
+#[test]
+fn an_older_routers_shorter_hello_is_a_version_mismatch() {
+    let (mut r, _) = Handshake::new(Role::Responder, hello("r", 2, 2), None);
+    let mut old = vec![KIND_HELLO];
+    old.extend_from_slice(b"weft");
+    old.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0]);
+    let failure = r.handle(&old).unwrap_err();
+    assert_eq!(
+        failure.error,
+        HandshakeError::VersionMismatch {
+            ours: (2, 2),
+            theirs: (1, 1)
+        }
+    );
+    // A short hello that does share our version is malformed, as before.
+    let (mut r, _) = Handshake::new(Role::Responder, hello("r", 1, 2), None);
+    let failure = r.handle(&old).unwrap_err();
+    assert!(matches!(failure.error, HandshakeError::Malformed(_)));
+}
+
 /// An attacker who rewrites the responder's hello (its name, or its
 /// versions to force a downgrade) breaks the handshake: the hellos are in
 /// the prologue.

@@ -23,7 +23,7 @@ use crate::netdev::{
 pub const SOCKET: &str = "/run/docker/plugins/weft.sock";
 
 /// IPAM owners of addresses Docker asked for start with this.
-const OWNER_PREFIX: &str = "docker:";
+pub const OWNER_PREFIX: &str = "docker:";
 /// Docker asks a network's gateway address of IPAM: it is the host's own
 /// gateway on the bridge in that pool, exposed on demand.
 const GATEWAY_REQUEST: &str = "com.docker.network.gateway";

@@ -116,10 +116,11 @@ impl Api {
             }
             wanted
         };
-        for net in &hidden {
-            self.hide_one(network, &mut gateway, *net).await?;
-        }
+        let outcome = self.hide_all(network, &mut gateway, &hidden).await;
+        // The mesh and firewall learn what really changed, even when one
+        // address could not be taken off.
         self.gateway_changed(gateway.addresses()).await?;
+        outcome?;
         Ok(json_of(&hidden))
     }
 
@@ -228,10 +229,22 @@ impl Api {
             self.release(a.ipam_owner(), None).await?;
         }
         let mut gateway = network.gateway.lock().await;
-        for net in gateway.addresses().to_vec() {
-            self.hide_one(network, &mut gateway, net).await?;
+        let all = gateway.addresses().to_vec();
+        let outcome = self.hide_all(network, &mut gateway, &all).await;
+        self.gateway_changed(gateway.addresses()).await?;
+        outcome
+    }
+
+    async fn hide_all(
+        &self,
+        network: &HostNetwork,
+        gateway: &mut Gateway,
+        nets: &[Ipv4Net],
+    ) -> Answer<()> {
+        for net in nets {
+            self.hide_one(network, gateway, *net).await?;
         }
-        self.gateway_changed(gateway.addresses()).await
+        Ok(())
     }
 
     /// Tells the router, which tells the mesh and the firewall.

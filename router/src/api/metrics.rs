@@ -4,6 +4,15 @@ use std::fmt::Write;
 
 use crate::daemon::router::Metrics;
 
+/// A label value as the text format wants it: backslash, quote and
+/// newline escaped, so no value can forge another line.
+fn escaped(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 pub fn render(m: &Metrics) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
@@ -16,7 +25,7 @@ pub fn render(m: &Metrics) -> String {
     let labelled = |label: &str, counts: &std::collections::BTreeMap<String, usize>| {
         counts
             .iter()
-            .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), *v as f64))
+            .map(|(k, v)| (format!("{{{label}=\"{}\"}}", escaped(k)), *v as f64))
             .collect::<Vec<_>>()
     };
     gauge(
@@ -61,7 +70,7 @@ pub fn render(m: &Metrics) -> String {
         "counter",
         m.sent_by_kind
             .iter()
-            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v as f64))
+            .map(|(k, v)| (format!("{{kind=\"{}\"}}", escaped(k)), *v as f64))
             .collect(),
     );
     gauge(
@@ -79,7 +88,11 @@ pub fn render(m: &Metrics) -> String {
             .map(|(k, v)| {
                 let (overlay, reason) = k.split_once(':').unwrap_or((k, ""));
                 (
-                    format!("{{overlay=\"{overlay}\",reason=\"{reason}\"}}"),
+                    format!(
+                        "{{overlay=\"{}\",reason=\"{}\"}}",
+                        escaped(overlay),
+                        escaped(reason)
+                    ),
                     *v as f64,
                 )
             })
@@ -91,7 +104,7 @@ pub fn render(m: &Metrics) -> String {
         "counter",
         m.data
             .iter()
-            .map(|(k, v)| (format!("{{counter=\"{k}\"}}"), *v as f64))
+            .map(|(k, v)| (format!("{{counter=\"{}\"}}", escaped(k)), *v as f64))
             .collect(),
     );
     out
@@ -115,6 +128,19 @@ mod tests {
         );
         assert!(
             out.contains("weft_connections{state=\"established\"} 2\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_label_value_cannot_forge_a_line() {
+        let mut m = Metrics::default();
+        m.sent_by_kind
+            .insert("gossip:x\"} 1\nweft_peers 999\n\\".into(), 1);
+        let out = render(&m);
+        assert!(!out.contains("\nweft_peers 999"), "{out}");
+        assert!(
+            out.contains(r#"{kind="gossip:x\"} 1\nweft_peers 999\n\\"} 1"#),
             "{out}"
         );
     }

@@ -620,11 +620,10 @@ impl Api {
                 })?;
                 let mut peers = Vec::new();
                 for peer in &body.peers {
-                    peers.push(
-                        resolve_peer(peer)
-                            .await
-                            .map_err(|e| text(StatusCode::BAD_REQUEST, e + "\n"))?,
-                    );
+                    let address = resolve_peer(peer)
+                        .await
+                        .map_err(|e| text(StatusCode::BAD_REQUEST, e + "\n"))?;
+                    peers.push((peer.clone(), address));
                 }
                 if path == "/connect" {
                     let replace = body.replace;
@@ -868,7 +867,7 @@ mod tests {
                         let _ = reply.send(canned());
                     }
                     Request::Connect { peers, done, .. } => {
-                        connected.extend(peers);
+                        connected.extend(peers.into_iter().map(|(_, a)| a));
                         let _ = done.send(());
                     }
                     Request::Stop => break,

@@ -65,7 +65,7 @@ pub async fn run(cluster: Arc<InCluster>, requests: mpsc::Sender<Request>) {
         let mut peers = Vec::new();
         for address in &plan.connect {
             match crate::api::resolve_peer(address).await {
-                Ok(a) => peers.push(a),
+                Ok(a) => peers.push((address.clone(), a)),
                 Err(e) => tracing::warn!(error = %e, "skipping a node"),
             }
         }

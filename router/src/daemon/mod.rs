@@ -39,7 +39,11 @@ use crate::{
     identity::{MAX_NICKNAME, PeerIdentity, PeerName},
     ipam::IpamHandle,
     mesh::{Config, Input, Mesh, Source},
-    netdev::{self, HostNetwork, Netlink, attach::Registry, gateway::Gateway},
+    netdev::{
+        self, HostNetwork, Netlink,
+        attach::{AttachError, Registry},
+        gateway::Gateway,
+    },
 };
 
 /// The peer name: given, or persisted from an earlier start, or derived
@@ -135,8 +139,8 @@ async fn drop_conflicts(
     conflicts: Vec<crate::ipam::Conflict>,
 ) -> Result<()> {
     for c in conflicts {
-        tracing::error!(owner = %c.owner, addr = %c.addr, holder = %c.holder, "an interface here has an address IPAM gave someone else: taking it off");
         if c.owner == crate::netdev::gateway::OWNER {
+            tracing::error!(addr = %c.addr, holder = %c.holder, "the gateway has an address IPAM gave someone else: taking it off");
             if let Some(net) = gateway
                 .addresses()
                 .iter()
@@ -147,6 +151,13 @@ async fn drop_conflicts(
             }
             continue;
         }
+        // Docker's endpoints are Docker's: taking one away here would leave
+        // Docker believing it is still connected.
+        if c.owner.starts_with(crate::api::docker::OWNER_PREFIX) {
+            tracing::error!(owner = %c.owner, addr = %c.addr, "a Docker endpoint has an address IPAM gave someone else: disconnect the container from the weft network and connect it again for a new address");
+            continue;
+        }
+        tracing::error!(owner = %c.owner, addr = %c.addr, holder = %c.holder, "an interface here has an address IPAM gave someone else: taking it off");
         let ids: Vec<String> = registry
             .list()
             .into_iter()
@@ -154,7 +165,11 @@ async fn drop_conflicts(
             .map(|a| a.id)
             .collect();
         for id in ids {
-            registry.detach(netlink, &id, &[]).await?;
+            match registry.detach(netlink, &id, &[]).await {
+                // Gone already (the container stopped meanwhile): done.
+                Ok(_) | Err(AttachError::NotAttached(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())
@@ -210,12 +225,16 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     };
     let unresolved: peers::Unresolved = Default::default();
     let mut targets = Vec::new();
+    let mut resolved = std::collections::BTreeMap::new();
     for name in &names {
         // A mistake in how a peer is written stops the launch; a name
         // that does not resolve yet does not.
         api::peer_syntax(name).map_err(anyhow::Error::msg)?;
         match api::resolve_peer(name).await {
-            Ok(address) => targets.push(address),
+            Ok(address) => {
+                targets.push(address);
+                resolved.insert(name.clone(), address);
+            }
             Err(e) => {
                 tracing::warn!(peer = %name, error = %e, "peer does not resolve yet: trying again in the background");
                 unresolved
@@ -449,6 +468,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             given: names.iter().cloned().collect(),
             seen: remembered.seen.clone(),
             saved: remembered.clone(),
+            resolved,
             unresolved,
         },
         port: args.port,

@@ -43,10 +43,8 @@ impl Remembered {
 
     /// Writes the file whole and renames it into place.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).expect("peers serialize");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        crate::state_file::replace(path, text.as_bytes())
     }
 }
 
@@ -63,6 +61,9 @@ pub struct PeerMemory {
     pub seen: BTreeSet<SocketAddr>,
     /// What the file holds now.
     pub saved: Remembered,
+    /// Where each peer given resolved, so that forgetting an address
+    /// forgets the name given for it too.
+    pub resolved: BTreeMap<String, SocketAddr>,
     pub unresolved: Unresolved,
 }
 
@@ -84,10 +85,41 @@ impl PeerMemory {
         }
     }
 
-    /// Forgets `address`, as given or seen.
-    pub fn forget(&mut self, address: SocketAddr) {
+    /// Remembers a peer `given` (as given), which resolved to `address`.
+    pub fn remember(&mut self, given: String, address: SocketAddr) {
+        self.resolved.insert(given.clone(), address);
+        self.given.insert(given);
+    }
+
+    /// Forgets `address` as seen, and every peer given that resolved to
+    /// it or is written `as_given`.
+    pub fn forget(&mut self, as_given: Option<&str>, address: SocketAddr) {
         self.seen.remove(&address);
         self.given.remove(&address.to_string());
+        if let Some(given) = as_given {
+            self.given.remove(given);
+            self.resolved.remove(given);
+        }
+        let names: Vec<String> = self
+            .resolved
+            .iter()
+            .filter(|(_, a)| **a == address)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.given.remove(&name);
+            self.resolved.remove(&name);
+        }
+    }
+
+    /// Forgets every peer given, resolved or not (`connect --replace`).
+    pub fn forget_given(&mut self) {
+        self.given.clear();
+        self.resolved.clear();
+        self.unresolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -105,30 +137,37 @@ pub async fn resolve_later(
         wait = (wait * 2).min(Duration::from_secs(60));
         let mut still = Vec::new();
         for name in left {
-            match crate::api::resolve_peer(&name).await {
-                Ok(address) => {
-                    unresolved
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&name);
-                    tracing::info!(peer = %name, %address, "peer name resolved");
-                    let sent = ask(&requests, |done| Request::Connect {
-                        peers: vec![address],
-                        replace: false,
-                        done,
-                    })
-                    .await;
-                    if sent.is_none() {
-                        return;
+            let resolved = crate::api::resolve_peer(&name).await;
+            // Settled under the lock, sent after it.
+            let address = {
+                let mut pending = unresolved.lock().unwrap_or_else(|p| p.into_inner());
+                // Gone from the list: forgotten or replaced meanwhile.
+                let Some(why) = pending.get_mut(&name) else {
+                    continue;
+                };
+                match resolved {
+                    Ok(address) => {
+                        pending.remove(&name);
+                        address
+                    }
+                    Err(e) => {
+                        *why = e;
+                        still.push(name);
+                        continue;
                     }
                 }
-                Err(e) => {
-                    unresolved
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.clone(), e);
-                    still.push(name);
-                }
+            };
+            tracing::info!(peer = %name, %address, "peer name resolved");
+            // Asked as given: the name is remembered, not its address as
+            // well.
+            let sent = ask(&requests, |done| Request::Connect {
+                peers: vec![(name.clone(), address)],
+                replace: false,
+                done,
+            })
+            .await;
+            if sent.is_none() {
+                return;
             }
         }
         left = still;
@@ -154,5 +193,48 @@ mod tests {
         std::fs::write(&path, "{").unwrap();
         assert_eq!(Remembered::load(&path), Remembered::default());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn memory() -> PeerMemory {
+        PeerMemory {
+            file: "/nonexistent/peers.json".into(),
+            given: BTreeSet::new(),
+            seen: BTreeSet::new(),
+            saved: Remembered::default(),
+            resolved: BTreeMap::new(),
+            unresolved: Unresolved::default(),
+        }
+    }
+
+    #[test]
+    fn forgetting_an_address_forgets_the_name_given_for_it() {
+        let mut m = memory();
+        let a: SocketAddr = "192.0.2.2:6783".parse().unwrap();
+        let b: SocketAddr = "192.0.2.3:6783".parse().unwrap();
+        m.remember("h2.example".into(), a);
+        m.remember("192.0.2.3:6783".into(), b);
+        m.seen.insert(a);
+        // Resolved again later: still one entry, the name.
+        m.remember("h2.example".into(), a);
+        assert_eq!(m.given.len(), 2);
+        m.forget(None, a);
+        assert_eq!(m.given, ["192.0.2.3:6783".to_string()].into());
+        assert!(m.seen.is_empty());
+        m.forget(Some("192.0.2.3:6783"), b);
+        assert!(m.given.is_empty());
+    }
+
+    #[test]
+    fn replacing_forgets_names_still_resolving() {
+        let mut m = memory();
+        m.given.insert("later.example".into());
+        m.unresolved
+            .lock()
+            .unwrap()
+            .insert("later.example".into(), "no such host".into());
+        m.remember("h2.example".into(), "192.0.2.2:6783".parse().unwrap());
+        m.forget_given();
+        assert!(m.given.is_empty());
+        assert!(m.unresolved.lock().unwrap().is_empty());
     }
 }

@@ -64,13 +64,14 @@ pub async fn ask<T>(
 #[derive(Debug)]
 pub enum Request {
     Report(oneshot::Sender<Report>),
+    /// Peers as given (a name or an address) and where each resolved.
     Connect {
-        peers: Vec<SocketAddr>,
+        peers: Vec<(String, SocketAddr)>,
         replace: bool,
         done: oneshot::Sender<()>,
     },
     Forget {
-        peers: Vec<SocketAddr>,
+        peers: Vec<(String, SocketAddr)>,
         done: oneshot::Sender<()>,
     },
     Metrics(oneshot::Sender<Metrics>),
@@ -753,11 +754,12 @@ impl Router {
                         .collect();
                     for address in given {
                         self.mesh.handle(now, Input::Forget { address });
-                        self.settings.peers.forget(address);
+                        self.settings.peers.forget(None, address);
                     }
+                    self.settings.peers.forget_given();
                 }
-                for address in peers {
-                    self.settings.peers.given.insert(address.to_string());
+                for (given, address) in peers {
+                    self.settings.peers.remember(given, address);
                     self.mesh.handle(
                         now,
                         Input::AddTarget {
@@ -769,8 +771,8 @@ impl Router {
                 let _ = done.send(());
             }
             Request::Forget { peers, done } => {
-                for address in peers {
-                    self.settings.peers.forget(address);
+                for (given, address) in peers {
+                    self.settings.peers.forget(Some(&given), address);
                     self.mesh.handle(now, Input::Forget { address });
                 }
                 let _ = done.send(());

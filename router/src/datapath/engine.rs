@@ -591,6 +591,11 @@ impl Engine {
     /// The routes changed: the frames held since a moment ago go now
     /// (older ones are stale and dropped).
     fn release_held(&mut self) {
+        // Still nowhere to go: they wait on (flooding them now would hold
+        // them again, as if new, and keep stale frames forever).
+        if self.routes.broadcast_children(self.local).is_empty() {
+            return;
+        }
         let now = Instant::now();
         let held: Vec<(Instant, Vec<u8>)> = self.held.drain(..).collect();
         for (at, frame) in held {

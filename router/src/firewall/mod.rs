@@ -19,14 +19,14 @@ use tokio::{io::AsyncWriteExt as _, sync::watch};
 
 pub use rules::{BRIDGE_FAMILY, FAMILY, Ruleset, TABLE};
 
-/// How often the keeper looks whether the tables are there: a deleted one
-/// is back within this long. A look is one small `nft` (the names of the
-/// tables); on a testbed of 50 routers on one machine, looks are what the
-/// keeper costs.
+/// How often the keeper looks at the bridge table, whose loss or change
+/// would loop the overlay's broadcasts at once: it is back within this
+/// long. A look is one small `nft`; on a testbed of 50 routers on one
+/// machine, looks are what the keeper costs.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
-/// Every this many looks, the tables' whole contents are compared too: an
-/// edited table is put back within a minute.
-const FULL_CHECK_EVERY: u32 = 15;
+/// Every this many looks, the inet table is compared too: a deleted or
+/// edited one is put back within ten seconds.
+const FULL_CHECK_EVERY: u32 = 5;
 
 /// What `weft status` and the report say about the table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,8 +50,10 @@ pub struct FirewallStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
     #[error(
-        "cannot run nft ({0}): install nftables (apt-get install nftables), or launch with --no-masquerade"
+        "nft is not installed: weft needs it for its firewall tables; install nftables (apt-get install nftables)"
     )]
+    Missing,
+    #[error("cannot run nft: {0}")]
     Spawn(std::io::Error),
     #[error("nft refused weft's table: {0}")]
     Refused(String),
@@ -69,6 +71,14 @@ fn nft() -> tokio::process::Command {
     command
 }
 
+fn spawn_failed(e: std::io::Error) -> FirewallError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        FirewallError::Missing
+    } else {
+        FirewallError::Spawn(e)
+    }
+}
+
 /// Runs `nft -f -` on `script`: one transaction, all or nothing.
 pub async fn apply_script(script: &str) -> Result<(), FirewallError> {
     let mut child = nft()
@@ -77,7 +87,7 @@ pub async fn apply_script(script: &str) -> Result<(), FirewallError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(FirewallError::Spawn)?;
+        .map_err(spawn_failed)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
@@ -97,38 +107,29 @@ pub async fn apply_script(script: &str) -> Result<(), FirewallError> {
     }
 }
 
-/// Both tables as the kernel has them now; `None` when either is gone.
-async fn listing() -> Result<Option<String>, FirewallError> {
-    let mut all = String::new();
-    for family in [FAMILY, BRIDGE_FAMILY] {
-        let out = nft()
-            .args(["list", "table", family, TABLE])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(FirewallError::Spawn)?;
-        if !out.status.success() {
-            return Ok(None);
-        }
-        all.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
-    Ok(Some(all))
-}
-
-/// Whether both tables exist, by their names alone: one small `nft`.
-async fn present() -> Result<bool, FirewallError> {
+/// weft's table of `family` as the kernel has it now; `None` when gone.
+async fn listing_of(family: &str) -> Result<Option<String>, FirewallError> {
     let out = nft()
-        .args(["list", "tables"])
+        .args(["list", "table", family, TABLE])
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(FirewallError::Spawn)?;
-    let names = String::from_utf8_lossy(&out.stdout);
-    Ok([FAMILY, BRIDGE_FAMILY].iter().all(|f| {
-        names
-            .lines()
-            .any(|l| l.trim() == format!("table {f} {TABLE}"))
-    }))
+        .map_err(spawn_failed)?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Both tables (inet, bridge) as the kernel has them now; `None` when
+/// either is gone.
+async fn listing() -> Result<Option<[String; 2]>, FirewallError> {
+    let Some(inet) = listing_of(FAMILY).await? else {
+        return Ok(None);
+    };
+    Ok(listing_of(BRIDGE_FAMILY)
+        .await?
+        .map(|bridge| [inet, bridge]))
 }
 
 /// How `weft status` names weft's tables.
@@ -199,7 +200,7 @@ async fn hairpin(netlink: &crate::netdev::Netlink, ports: &[String], on: bool) {
 /// kernel still has exactly what was applied; anything else (deleted,
 /// flushed, edited) is replaced whole.
 async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallStatus>>) {
-    let mut applied: Option<(Ruleset, String)> = None;
+    let mut applied: Option<(Ruleset, [String; 2])> = None;
     let netlink = crate::netdev::Netlink::here()
         .inspect_err(|e| tracing::error!(error = %e, "no netlink: the overlay's ports get no hairpin, node ports across hosts will not answer"))
         .ok();
@@ -211,8 +212,11 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
         looks = looks.wrapping_add(1);
         let full = looks % FULL_CHECK_EVERY == 0;
         let outcome = async {
-            let unchanged = applied.as_ref().is_some_and(|(r, _)| *r == wanted);
-            if unchanged && !full && present().await? {
+            if let Some((r, seen)) = &applied
+                && *r == wanted
+                && !full
+                && listing_of(BRIDGE_FAMILY).await?.as_ref() == Some(&seen[1])
+            {
                 return Ok(false);
             }
             let now = listing().await?;

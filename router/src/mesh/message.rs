@@ -56,16 +56,25 @@ pub enum ControlMessage {
 impl ControlMessage {
     /// What kind of message it is, with the channel for a subsystem's:
     /// `gossip:ipam`, `topology`...
-    pub fn kind(&self) -> String {
+    /// The message's kind for counting; `known` says whether a channel
+    /// is one of ours, as a peer may send any channel name.
+    pub fn kind(&self, known: impl Fn(&str) -> bool) -> String {
+        let named = |c: &str| {
+            if known(c) {
+                c.to_string()
+            } else {
+                "other".into()
+            }
+        };
         match self {
             ControlMessage::Heartbeat => "heartbeat".into(),
             ControlMessage::Refuse { .. } => "refuse".into(),
             ControlMessage::Topology { .. } => "topology".into(),
             ControlMessage::Digest { .. } => "digest".into(),
             ControlMessage::Request { .. } => "request".into(),
-            ControlMessage::Gossip { channel, .. } => format!("gossip:{channel}"),
-            ControlMessage::Broadcast { channel, .. } => format!("broadcast:{channel}"),
-            ControlMessage::Unicast { channel, .. } => format!("unicast:{channel}"),
+            ControlMessage::Gossip { channel, .. } => format!("gossip:{}", named(channel)),
+            ControlMessage::Broadcast { channel, .. } => format!("broadcast:{}", named(channel)),
+            ControlMessage::Unicast { channel, .. } => format!("unicast:{}", named(channel)),
             ControlMessage::DataPath { .. } => "data-path".into(),
         }
     }
@@ -85,6 +94,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_channel_we_do_not_have_counts_as_other() {
+        let gossip = |channel: &str| ControlMessage::Gossip {
+            channel: channel.into(),
+            payload: vec![],
+        };
+        let ours = |c: &str| c == "ipam";
+        assert_eq!(gossip("ipam").kind(ours), "gossip:ipam");
+        assert_eq!(gossip("made-up-by-a-peer").kind(ours), "gossip:other");
+        assert_eq!(ControlMessage::Heartbeat.kind(ours), "heartbeat");
+    }
 
     #[test]
     fn messages_round_trip() {

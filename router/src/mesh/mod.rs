@@ -522,7 +522,8 @@ impl Mesh {
 
     fn send(&mut self, conn: ConnId, message: ControlMessage) {
         self.stats.messages_sent += 1;
-        *self.stats.sent_by_kind.entry(message.kind()).or_default() += 1;
+        let kind = message.kind(|c| self.channels.contains_key(c));
+        *self.stats.sent_by_kind.entry(kind).or_default() += 1;
         self.outputs.push_back(Output::Send { conn, message });
     }
 

@@ -147,10 +147,8 @@ impl Registry {
             path: self.path.clone(),
             reason,
         };
-        let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(&self.entries).expect("attachments serialize");
-        std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| fail(e.to_string()))
+        crate::state_file::replace(&self.path, text.as_bytes()).map_err(|e| fail(e.to_string()))
     }
 
     pub fn list(&self) -> Vec<Attachment> {

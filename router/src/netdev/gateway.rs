@@ -64,10 +64,8 @@ impl Gateway {
             path: self.path.clone(),
             reason: e.to_string(),
         };
-        let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(addresses).expect("addresses serialize");
-        write_synced(&tmp, text.as_bytes()).map_err(fail)?;
-        std::fs::rename(&tmp, &self.path).map_err(fail)
+        crate::state_file::replace(&self.path, text.as_bytes()).map_err(fail)
     }
 
     pub fn addresses(&self) -> &[Ipv4Net] {
@@ -166,14 +164,6 @@ async fn prepare_host(netlink: &Netlink) -> Result<u32, GatewayError> {
         tracing::info!("IPv4 forwarding switched on: containers reach the world through this host");
     }
     Ok(bridge.index)
-}
-
-/// Writes `bytes` to `path` and waits until they are on disk.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]
