@@ -46,9 +46,12 @@ pub(crate) fn ruleset(spec: &Spec, rules: &[BlockRule]) -> String {
     }
     writeln!(script, "table {TABLE} {{").unwrap();
     writeln!(script, "  chain forward {{").unwrap();
+    // Ahead of br_netfilter (priority 0): once any test has loaded it, a
+    // chain at its priority is skipped for the IP frames it takes over,
+    // and a block would let them through.
     writeln!(
         script,
-        "    type filter hook forward priority 0; policy accept;"
+        "    type filter hook forward priority -200; policy accept;"
     )
     .unwrap();
     for rule in rules {
