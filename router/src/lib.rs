@@ -13,17 +13,18 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
-pub mod datapath;
 pub mod fastdp;
 pub mod firewall;
 pub mod hosts;
 pub mod identity;
 pub mod ipam;
 pub mod kubernetes;
+pub mod liveness;
 pub mod mesh;
 pub mod netdev;
 pub mod overlay;
 pub mod state_file;
+pub mod userspace;
 
 /// The version reported by `weft version` and in `weft report`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

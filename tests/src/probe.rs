@@ -181,9 +181,18 @@ pub fn tcp_seen_source(from: &Netns, to: &Netns, to_addr: Ipv4Addr, port: u16) -
             .map_err(Error::io("answer"))?;
         Ok(seen)
     })?;
-    ready_rx
-        .recv()
-        .map_err(|_| Error::Spec("TCP listener did not start".to_string()))?;
+    if ready_rx.recv().is_err() {
+        // The listener gave up before listening: its own error says why.
+        let why = match listener.join() {
+            Ok(Ok(Err(e)) | Err(e)) => e.to_string(),
+            Ok(Ok(Ok(_))) => "it returned without listening".to_string(),
+            Err(_) => "it panicked".to_string(),
+        };
+        return Err(Error::Spec(format!(
+            "TCP listener on {}:{port} did not start: {why}",
+            to.name()
+        )));
+    }
     let answered = from.in_thread(move || -> Result<String> {
         let addr = SocketAddr::from((to_addr, port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))

@@ -3,7 +3,7 @@
 //! re-emits to bytes that parse the same.
 
 use libfuzzer_sys::fuzz_target;
-use weft_router::datapath::encap::{HEADER_LEN, Header, Routing};
+use weft_router::userspace::encap::{HEADER_LEN, Header, Routing};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(header) = Header::parse(data) {

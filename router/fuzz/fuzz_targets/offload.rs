@@ -4,7 +4,7 @@
 //! loses no payload byte.
 
 use libfuzzer_sys::fuzz_target;
-use weft_router::datapath::offload::{Coalescer, VNET_HDR_LEN, VnetHdr, segment};
+use weft_router::userspace::offload::{Coalescer, VNET_HDR_LEN, VnetHdr, segment};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() > VNET_HDR_LEN {

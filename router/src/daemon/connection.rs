@@ -17,7 +17,8 @@ use weft_crypto::{
 
 use crate::{
     identity::PeerIdentity,
-    mesh::{ConnId, ControlMessage, liveness::Beat, liveness::Liveness},
+    liveness::{Beat, Liveness},
+    mesh::{ConnId, ControlMessage},
 };
 
 /// The handshake must be over within this; a peer that stalls is dropped.
@@ -308,11 +309,10 @@ async fn records(
         ..
     } = established;
     let (mut reader, mut writer) = stream.into_split();
-    let mut liveness = Liveness::new(
-        std::time::Instant::now(),
-        HEARTBEAT_INTERVAL,
-        HEARTBEAT_TIMEOUT,
-    );
+    let now = std::time::Instant::now();
+    let mut liveness = Liveness::new(now, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT);
+    // The handshake's last frame just went out.
+    liveness.sent(now);
     let mut buf = vec![0u8; 64 * 1024];
     // Frames that arrived with the last handshake frame.
     if let Err(reason) = deliver(conn, &mut decoder, &mut receiver, &mut liveness, ctx).await {

@@ -5,7 +5,6 @@ pub mod connection;
 pub mod discovery;
 pub mod handshakes;
 pub mod logfile;
-pub mod negotiation;
 pub mod paths;
 pub mod peers;
 pub mod router;
@@ -29,10 +28,6 @@ use crate::{
         paths::Paths,
         router::{HostSide, Router, Settings},
     },
-    datapath::{
-        self, encap,
-        engine::{self, DataPlane},
-    },
     fastdp::{self, Fastdp},
     firewall::{Firewall, Ruleset},
     hosts::{Hosts, HostsHandle},
@@ -43,6 +38,10 @@ use crate::{
         self, HostNetwork, Netlink,
         attach::{AttachError, Registry},
         gateway::Gateway,
+    },
+    userspace::{
+        self, encap,
+        engine::{self, DataPlane},
     },
 };
 
@@ -252,7 +251,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             args.port
         )
     })?;
-    datapath::socket::prepare(&udp).context("cannot set up the UDP socket")?;
+    userspace::socket::prepare(&udp).context("cannot set up the UDP socket")?;
     let http = bind_tcp(args.http_addr, "the HTTP API", "--http-addr").await?;
     let unix = api::bind_unix(&paths.socket())
         .with_context(|| format!("cannot create the API socket {}", paths.socket().display()))?;
@@ -311,7 +310,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     if let Err(e) = tap.set_offloads(offload::CSUM | offload::TSO4) {
         tracing::warn!(error = %e, "the TAP takes no offloads: the userspace data path will be slower");
     }
-    if let Err(e) = datapath::socket::enable_gro(&udp) {
+    if let Err(e) = userspace::socket::enable_gro(&udp) {
         tracing::warn!(error = %e, "no UDP GRO: receiving datagrams one at a time");
     }
     let mut gateway = Gateway::load(paths.gateway_file())?;

@@ -2,8 +2,8 @@
 //! passes their events in and the mesh's decisions out, and answers the API.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,21 +23,22 @@ use crate::{
     daemon::{
         connection::{self, Command, Context, Event, PROTOCOL},
         handshakes::{Decision, Handshakes},
-        negotiation::{Ignored, Negotiation, Setup},
         peers::PeerMemory,
         throttle::Summary,
     },
-    datapath::{
+    fastdp::{self, Fastdp},
+    firewall::Firewall,
+    hosts::HostsHandle,
+    ipam::IpamHandle,
+    mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
+    overlay::{
+        DataPaths, Overlay, PeerPath,
+        paths::{self},
+    },
+    userspace::{
         encap,
         engine::{self, DataPlane, PathReport, PeerSpec},
     },
-    fastdp::{self, Fastdp, heartbeat::VxlanState},
-    firewall::Firewall,
-    hosts::HostsHandle,
-    identity::PeerName,
-    ipam::IpamHandle,
-    mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
-    overlay::{self, Overlay},
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last
@@ -155,29 +156,6 @@ pub struct Settings {
     pub no_datapath: Option<String>,
 }
 
-/// Everything that decides one connection's overlay.
-#[derive(Clone, Debug)]
-struct OverlayState {
-    inputs: overlay::Inputs,
-    choice: (Overlay, Option<overlay::Reason>),
-    /// The userspace path passes heartbeats.
-    userspace: bool,
-}
-
-impl OverlayState {
-    /// Whether the connection carries data at all.
-    fn usable(&self) -> bool {
-        self.choice.0 == Overlay::Fastdp || self.userspace
-    }
-}
-
-/// What the data path last said about a peer.
-#[derive(Clone, Debug)]
-struct PathState {
-    sealed: bool,
-    report: Option<PathReport>,
-}
-
 /// The router's part in the host's own network: its gateway, what it
 /// tells the mesh about the host, and weft's firewall table.
 pub struct HostSide {
@@ -232,17 +210,11 @@ pub struct Router {
     started: Instant,
     data: DataPlane,
     reports: tokio::sync::mpsc::UnboundedReceiver<PathReport>,
-    /// Which connection carries each peer's data path.
-    negotiation: Negotiation,
-    paths: HashMap<PeerName, PathState>,
+    /// Each connection's data path and overlay.
+    paths: DataPaths,
     sent_routes: Arc<Routes>,
     fastdp: Option<Fastdp>,
     fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
-    /// Whether our datapath is up now.
-    local_datapath: bool,
-    overlays: HashMap<PeerName, OverlayState>,
-    /// The peers last told to be on the fast datapath.
-    on_fastdp: BTreeSet<PeerName>,
     ipam: IpamHandle,
     host: HostSide,
     /// The hosts channel's generation whose direct hosts the firewall has.
@@ -270,16 +242,20 @@ impl Router {
             ipam,
             host,
             hosts_seen: None,
-            local_datapath: fastdp.is_some(),
+            paths: DataPaths::new(
+                paths::Config {
+                    udp_port: settings.port,
+                    fastdp_port: settings.fastdp_port,
+                    trusted_subnets: settings.trusted_subnets.clone(),
+                    fastdp: fastdp.is_some(),
+                },
+                fastdp.is_some(),
+            ),
             fastdp,
             fastdp_reports,
-            overlays: HashMap::new(),
-            on_fastdp: BTreeSet::new(),
             sent_routes: mesh.data_routes(),
             data,
             reports,
-            negotiation: Negotiation::default(),
-            paths: HashMap::new(),
             mesh,
             ctx,
             settings,
@@ -418,20 +394,7 @@ impl Router {
                 self.settings.peers.seen.insert(address);
                 self.conns.insert(conn, commands);
                 let name = peer.name;
-                let trusted = |ip: IpAddr| {
-                    self.settings
-                        .trusted_subnets
-                        .iter()
-                        .any(|net| net.contains(&ip))
-                };
-                let setup = Setup {
-                    peer: name,
-                    remote: address.ip(),
-                    local: local.ip(),
-                    encrypt: data_keys.is_some() && !(trusted(local.ip()) && trusted(address.ip())),
-                    keys: data_keys.clone(),
-                    session: rand::random::<u32>().max(1),
-                };
+                let encrypted = data_keys.is_some();
                 self.mesh.handle(
                     now,
                     Input::Connected {
@@ -440,11 +403,20 @@ impl Router {
                         address,
                         outbound,
                         target,
-                        encrypted: data_keys.is_some(),
+                        encrypted,
                     },
                 );
-                self.offer_data_path(conn, setup);
-                return;
+                let current = self.mesh.connection_to(name).map(|c| c.id);
+                self.paths.handle(paths::Event::Connected {
+                    conn,
+                    peer: name,
+                    remote: address,
+                    local,
+                    keys: data_keys,
+                    current,
+                    session: rand::random::<u32>().max(1),
+                });
+                return self.carry_out_paths(now);
             }
             Event::Failed {
                 conn,
@@ -492,201 +464,100 @@ impl Router {
                         encrypt,
                         vxlan_port,
                     },
-            } => return self.start_data_path(conn, udp_port, session, encrypt, vxlan_port),
+            } => {
+                let current = self
+                    .paths
+                    .peer_of(conn)
+                    .and_then(|peer| self.mesh.connection_to(peer))
+                    .map(|c| c.id);
+                self.paths.handle(paths::Event::Offered {
+                    conn,
+                    current,
+                    udp_port,
+                    session,
+                    encrypt,
+                    vxlan_port,
+                });
+                return self.carry_out_paths(now);
+            }
             Event::Received { conn, message } => Input::Received { conn, message },
             Event::Closed { conn, reason } => {
                 self.conns.remove(&conn);
-                self.data_path_over(conn);
+                self.data_path_over(now, conn);
                 Input::Closed { conn, reason }
             }
         };
         self.mesh.handle(now, input);
     }
 
-    /// Tells the peer of an accepted connection how to reach our data path.
-    fn offer_data_path(&mut self, conn: ConnId, setup: Setup) {
-        let current = self.mesh.connection_to(setup.peer).map(|c| c.id);
-        let Some(offer) = self.negotiation.connected(conn, setup, current) else {
-            return;
-        };
-        let offer = ControlMessage::DataPath {
-            udp_port: self.settings.port,
-            session: offer.session,
-            encrypt: offer.encrypt,
-            vxlan_port: self.settings.fastdp_port.filter(|_| self.local_datapath),
-        };
-        if let Some(commands) = self.conns.get(&conn) {
-            let _ = commands.try_send(Command::Send(offer));
-        }
-    }
-
     /// A connection ended: if it carried its peer's data path, stop it.
-    fn data_path_over(&mut self, conn: ConnId) {
-        let Some(peer) = self.negotiation.closed(conn) else {
-            return;
-        };
-        self.data.send(engine::Command::RemovePeer(peer));
-        self.paths.remove(&peer);
-        self.overlays.remove(&peer);
-        if let Some(f) = &self.fastdp {
-            f.send(fastdp::Command::RemovePeer(peer));
-        }
-        self.publish_fastdp_set();
+    fn data_path_over(&mut self, now: Instant, conn: ConnId) {
+        self.paths.handle(paths::Event::Closed { conn });
+        self.carry_out_paths(now);
     }
 
-    /// The peer's offer arrived: the data path can start, if `conn` is
-    /// still the peer's connection.
-    fn start_data_path(
-        &mut self,
-        conn: ConnId,
-        udp_port: u16,
-        session: u32,
-        encrypt: bool,
-        vxlan_port: Option<u16>,
-    ) {
-        let Some(peer) = self.negotiation.peer_of(conn) else {
-            return;
-        };
-        let current = self.mesh.connection_to(peer).map(|c| c.id);
-        let start = match self
-            .negotiation
-            .offered(conn, current, udp_port, session, encrypt)
-        {
-            Ok(start) => start,
-            Err(Ignored::NoKeys) => {
-                tracing::error!(%peer, "the peer wants encrypted data but there are no keys");
-                return;
+    /// Carries out what the data paths' machine decided.
+    fn carry_out_paths(&mut self, now: Instant) {
+        while let Some(action) = self.paths.poll() {
+            match action {
+                paths::Action::Send { conn, message } => {
+                    if let Some(commands) = self.conns.get(&conn) {
+                        let _ = commands.try_send(Command::Send(message));
+                    }
+                }
+                paths::Action::StartUserspace(start) => {
+                    self.data.send(engine::Command::AddPeer(PeerSpec {
+                        name: start.peer,
+                        addr: start.addr,
+                        send_session: start.send_session,
+                        recv_session: start.recv_session,
+                        keys: start.keys,
+                    }));
+                }
+                paths::Action::StartFastdp(tunnel) => {
+                    if let Some(f) = &self.fastdp {
+                        f.send(fastdp::Command::Peer(tunnel));
+                    }
+                }
+                paths::Action::Stop(peer) => {
+                    self.data.send(engine::Command::RemovePeer(peer));
+                    if let Some(f) = &self.fastdp {
+                        f.send(fastdp::Command::RemovePeer(peer));
+                    }
+                }
+                paths::Action::OnFastdp(set) => {
+                    if let Some(f) = &self.fastdp {
+                        f.send(fastdp::Command::Fastdp(set.clone()));
+                    }
+                    self.data.send(engine::Command::Fastdp(set));
+                }
+                paths::Action::Usable { peer, usable } => {
+                    self.mesh.handle(now, Input::DataPath { peer, usable });
+                }
             }
-            Err(why) => {
-                tracing::debug!(%peer, conn, %why, "data path offer ignored");
-                return;
-            }
-        };
-        let seal = start.keys.is_some();
-        self.paths.insert(
-            peer,
-            PathState {
-                sealed: seal,
-                report: None,
-            },
-        );
-        self.data.send(engine::Command::AddPeer(PeerSpec {
-            name: peer,
-            addr: start.addr,
-            send_session: start.send_session,
-            recv_session: start.recv_session,
-            keys: start.keys.clone(),
-        }));
-        let inputs = overlay::Inputs {
-            local_datapath: self.local_datapath,
-            peer_datapath: vxlan_port.is_some(),
-            encrypt: seal,
-            vxlan: None,
-            vxlan_tried: false,
-        };
-        if let (Some(f), IpAddr::V4(remote), IpAddr::V4(local)) =
-            (&self.fastdp, start.remote, start.local)
-        {
-            if inputs.peer_datapath && !seal {
-                f.send(fastdp::Command::Peer(fastdp::PeerTunnel {
-                    name: peer,
-                    remote,
-                    local,
-                }));
-            }
-        }
-        self.overlays.insert(
-            peer,
-            OverlayState {
-                inputs,
-                choice: overlay::choose(inputs),
-                userspace: false,
-            },
-        );
-        tracing::info!(%peer, sealed = seal, "data path started");
-        self.overlay_changed(peer);
-    }
-
-    /// Re-chooses a connection's overlay and tells everyone what changed.
-    fn overlay_changed(&mut self, peer: PeerName) {
-        let Some(state) = self.overlays.get_mut(&peer) else {
-            return;
-        };
-        let choice = overlay::choose(state.inputs);
-        if choice != state.choice {
-            tracing::info!(
-                %peer,
-                overlay = %choice.0,
-                reason = choice.1.map(overlay::Reason::as_str),
-                "connection overlay changed"
-            );
-            state.choice = choice;
-        }
-        let usable = state.usable();
-        self.mesh
-            .handle(Instant::now(), Input::DataPath { peer, usable });
-        self.publish_fastdp_set();
-    }
-
-    /// Tells the datapath and the userspace path which peers the fast
-    /// datapath serves, when that changed.
-    fn publish_fastdp_set(&mut self) {
-        let set: BTreeSet<PeerName> = self
-            .overlays
-            .iter()
-            .filter(|(_, s)| s.choice.0 == Overlay::Fastdp)
-            .map(|(p, _)| *p)
-            .collect();
-        if set != self.on_fastdp {
-            if let Some(f) = &self.fastdp {
-                f.send(fastdp::Command::Fastdp(set.clone()));
-            }
-            self.data.send(engine::Command::Fastdp(set.clone()));
-            self.on_fastdp = set;
         }
     }
 
     /// The fast datapath reported a change.
     fn on_fastdp(&mut self, report: fastdp::Report) {
-        match report {
-            fastdp::Report::Vxlan { peer, state } => {
-                if let Some(o) = self.overlays.get_mut(&peer) {
-                    o.inputs.vxlan = match state {
-                        VxlanState::Up { full_size } => Some(full_size),
-                        VxlanState::Probing | VxlanState::Down => None,
-                    };
-                    o.inputs.vxlan_tried |= state != VxlanState::Probing;
-                }
-                self.overlay_changed(peer);
-            }
+        let event = match report {
+            fastdp::Report::Vxlan { peer, state } => paths::Event::Vxlan { peer, state },
             fastdp::Report::Datapath { up, reason } => {
                 if let Some(reason) = reason {
                     tracing::warn!(%reason, "fast datapath");
                 }
-                self.local_datapath = up;
-                let peers: Vec<PeerName> = self.overlays.keys().copied().collect();
-                for peer in peers {
-                    if let Some(o) = self.overlays.get_mut(&peer) {
-                        o.inputs.local_datapath = up;
-                    }
-                    self.overlay_changed(peer);
-                }
+                paths::Event::LocalDatapath { up }
             }
-        }
+        };
+        self.paths.handle(event);
+        self.carry_out_paths(Instant::now());
     }
 
-    /// The data path reported a change for a peer.
+    /// The userspace path reported a change for a peer.
     fn on_path(&mut self, report: PathReport) {
         tracing::info!(peer = %report.peer, usable = report.usable, mtu = ?report.path_mtu, "data path changed");
-        let usable = report.usable;
-        let peer = report.peer;
-        if let Some(state) = self.paths.get_mut(&peer) {
-            state.report = Some(report);
-        }
-        if let Some(o) = self.overlays.get_mut(&peer) {
-            o.userspace = usable;
-        }
-        self.overlay_changed(peer);
+        self.paths.handle(paths::Event::Userspace(report));
+        self.carry_out_paths(Instant::now());
     }
 
     /// Carries out the mesh's decisions.
@@ -716,9 +587,9 @@ impl Router {
                             refuse: false,
                         });
                         self.conns.remove(&conn);
-                        self.data_path_over(conn);
-                        self.mesh
-                            .handle(Instant::now(), Input::Closed { conn, reason });
+                        let now = Instant::now();
+                        self.data_path_over(now, conn);
+                        self.mesh.handle(now, Input::Closed { conn, reason });
                     }
                 }
                 Output::Close {
@@ -795,8 +666,8 @@ impl Router {
                     *m.targets_by_state.entry(t.state.clone()).or_default() += 1;
                 }
                 m.data = self.data.counters.snapshot();
-                for o in self.overlays.values() {
-                    let label = match o.choice {
+                for o in self.paths.peers() {
+                    let label = match (o.overlay(), o.reason()) {
                         (Overlay::Fastdp, _) => "fastdp".to_string(),
                         (Overlay::Userspace, Some(r)) => format!("userspace:{}", r.as_str()),
                         (Overlay::Userspace, None) => "userspace".to_string(),
@@ -930,12 +801,11 @@ impl Router {
         let mut connections: Vec<ConnectionReport> = mesh
             .connections()
             .map(|c| {
-                let path = self.paths.get(&c.peer.name);
-                let report = path.and_then(|p| p.report.as_ref());
-                let state = self.overlays.get(&c.peer.name);
-                let usable = state.is_some_and(OverlayState::usable);
-                let on_fastdp = state.is_some_and(|s| s.choice.0 == Overlay::Fastdp);
-                let sealed = path.map_or(c.encrypted, |p| p.sealed);
+                let state = self.paths.peer(c.peer.name);
+                let report = state.and_then(|p| p.userspace.as_ref());
+                let usable = state.is_some_and(PeerPath::usable);
+                let on_fastdp = state.is_some_and(PeerPath::on_fastdp);
+                let sealed = state.map_or(c.encrypted, |p| p.sealed);
                 // On the userspace path, or on none: say why not fastdp
                 // (and, with no path at all, why not userspace either).
                 // Without a data path of its own, the peer's traffic may
@@ -948,11 +818,12 @@ impl Router {
                     .unwrap_or_default();
                 let reason = match (state, report) {
                     (None, _) => Some("waiting for the peer's data path offer".into()),
-                    (Some(s), _) if on_fastdp => s.choice.1.map(|r| r.as_str().to_string()),
-                    (Some(s), _) if usable => s.choice.1.map(|r| r.as_str().to_string()),
+                    (Some(s), _) if on_fastdp || usable => {
+                        s.reason().map(|r| r.as_str().to_string())
+                    }
                     (Some(s), Some(r)) => Some(format!(
                         "{}; userspace path: {}",
-                        s.choice.1.map_or("fastdp down", |r| r.as_str()),
+                        s.reason().map_or("fastdp down", |r| r.as_str()),
                         r.reason
                             .clone()
                             .unwrap_or_else(|| "no heartbeats yet".into())
@@ -985,7 +856,7 @@ impl Router {
                     mtu,
                     reason,
                     advice: state
-                        .and_then(|s| s.choice.1)
+                        .and_then(PeerPath::reason)
                         .map(|r| r.advice().to_string()),
                 }
             })

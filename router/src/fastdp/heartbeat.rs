@@ -13,7 +13,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::identity::PeerName;
+use crate::{
+    identity::PeerName,
+    liveness::{Liveness, PATH_DEAD_AFTER, PATH_HEARTBEAT_INTERVAL},
+};
 
 pub const ETHERTYPE: u16 = 0x88b5;
 pub const DST_MAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x01];
@@ -22,9 +25,6 @@ const KIND_PING: u8 = 1;
 const KIND_ACK: u8 = 2;
 const MIN_LEN: usize = 14 + 1 + 4 + 6 + 2;
 
-pub const INTERVAL: Duration = Duration::from_secs(1);
-/// Without an answer for this long the vxlan path is down.
-pub const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// A path that never answered is called blocked after this long, rather
 /// than left "probing" for ever.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(4);
@@ -88,16 +88,14 @@ pub enum VxlanState {
 }
 
 /// Heartbeats to one peer over vxlan: alternately small and full-size,
-/// one per interval.
+/// one per heartbeat interval.
 pub struct VxlanPath {
     full_size: usize,
     seq: u32,
-    next: Instant,
-    last_small: Option<Instant>,
+    /// Any answer, small or full-size.
+    liveness: Liveness,
     last_full: Option<Instant>,
     first_ack: Option<Instant>,
-    ever: bool,
-    started: Instant,
 }
 
 impl VxlanPath {
@@ -107,21 +105,18 @@ impl VxlanPath {
         VxlanPath {
             full_size,
             seq: 0,
-            next: now,
-            last_small: None,
+            liveness: Liveness::new(now, PATH_HEARTBEAT_INTERVAL, PATH_DEAD_AFTER),
             last_full: None,
             first_ack: None,
-            ever: false,
-            started: now,
         }
     }
 
     /// The heartbeat to send now, if due, and the frame size to pad it to.
     pub fn poll(&mut self, now: Instant) -> Option<(u32, usize)> {
-        if now < self.next {
+        if !self.liveness.heartbeat_due(now) {
             return None;
         }
-        self.next = now + INTERVAL / 2;
+        self.liveness.sent(now);
         self.seq = self.seq.wrapping_add(1);
         let size = if self.seq % 2 == 0 {
             self.full_size
@@ -133,28 +128,30 @@ impl VxlanPath {
 
     /// An ack came back, for a frame of `size` bytes.
     pub fn acked(&mut self, now: Instant, size: usize) {
-        self.ever = true;
         self.first_ack.get_or_insert(now);
-        self.last_small = Some(now);
+        self.liveness.received(now);
         if size >= self.full_size {
             self.last_full = Some(now);
         }
     }
 
     pub fn state(&self, now: Instant) -> VxlanState {
-        let fresh = |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < DEAD_AFTER);
+        let answered = self.liveness.heard_recently(now);
+        let full_fresh = self
+            .last_full
+            .is_some_and(|t| now.duration_since(t) < PATH_DEAD_AFTER);
         // A full-size frame may trail the first small one: until it has
         // had its chance, the path is still being probed, not too small.
         let full_had_time = self
             .first_ack
-            .is_some_and(|t| now.duration_since(t) >= DEAD_AFTER);
-        if fresh(self.last_small) && (fresh(self.last_full) || full_had_time) {
+            .is_some_and(|t| now.duration_since(t) >= PATH_DEAD_AFTER);
+        if answered && (full_fresh || full_had_time) {
             VxlanState::Up {
-                full_size: fresh(self.last_full),
+                full_size: full_fresh,
             }
-        } else if fresh(self.last_small) {
+        } else if answered {
             VxlanState::Probing
-        } else if self.ever || now.duration_since(self.started) >= GIVE_UP_AFTER {
+        } else if self.liveness.ever_heard() || self.liveness.age(now) >= GIVE_UP_AFTER {
             VxlanState::Down
         } else {
             VxlanState::Probing
@@ -162,7 +159,7 @@ impl VxlanPath {
     }
 
     pub fn deadline(&self) -> Instant {
-        self.next
+        self.liveness.next_heartbeat()
     }
 }
 
@@ -204,25 +201,31 @@ mod tests {
             VxlanState::Probing,
             "the full-size heartbeat has not had its chance yet"
         );
-        let (_, full) = p.poll(t0 + INTERVAL).unwrap();
+        let (_, full) = p.poll(t0 + PATH_HEARTBEAT_INTERVAL).unwrap();
         assert_eq!(full, 1464);
-        p.acked(t0 + INTERVAL, full);
-        assert_eq!(p.state(t0 + INTERVAL), VxlanState::Up { full_size: true });
+        p.acked(t0 + PATH_HEARTBEAT_INTERVAL, full);
+        assert_eq!(
+            p.state(t0 + PATH_HEARTBEAT_INTERVAL),
+            VxlanState::Up { full_size: true }
+        );
 
         // Only small frames come back: too small, once the full-size ones
         // have had time.
         let mut q = VxlanPath::new(t0, 1464);
         for k in 0..8 {
-            let at = t0 + INTERVAL * k;
+            let at = t0 + PATH_HEARTBEAT_INTERVAL * k;
             let (_, size) = q.poll(at).unwrap();
             if size < 1464 {
                 q.acked(at, size);
             }
         }
         assert_eq!(
-            q.state(t0 + INTERVAL * 7),
+            q.state(t0 + PATH_HEARTBEAT_INTERVAL * 7),
             VxlanState::Up { full_size: false }
         );
-        assert_eq!(p.state(t0 + INTERVAL + DEAD_AFTER), VxlanState::Down);
+        assert_eq!(
+            p.state(t0 + PATH_HEARTBEAT_INTERVAL + PATH_DEAD_AFTER),
+            VxlanState::Down
+        );
     }
 }

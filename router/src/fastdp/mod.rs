@@ -37,9 +37,9 @@ use weft_odp::{
 };
 
 use crate::{
-    datapath::{engine, forwarding::MacTable, packet::macs},
     identity::PeerName,
     mesh::Routes,
+    userspace::{engine, forwarding::MacTable, packet::macs},
 };
 use heartbeat::{Heartbeat, VxlanPath, VxlanState};
 use planner::{Hop, Ingress, View};
@@ -398,7 +398,7 @@ impl Worker {
             match command {
                 Command::Peer(tunnel) => {
                     let full =
-                        (self.config.overlay_mtu as usize) + crate::datapath::packet::ETH_LEN;
+                        (self.config.overlay_mtu as usize) + crate::userspace::packet::ETH_LEN;
                     self.by_ip.retain(|_, n| *n != tunnel.name);
                     self.by_ip.insert(tunnel.remote, tunnel.name);
                     self.peers.insert(

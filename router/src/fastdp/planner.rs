@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    datapath::forwarding::{Mac, MacTable, is_group},
     identity::PeerName,
     mesh::Routes,
+    userspace::forwarding::{Mac, MacTable, is_group},
 };
 
 /// The owner the MAC table gives MACs that reached the datapath from the

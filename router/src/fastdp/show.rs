@@ -7,7 +7,7 @@ use std::{collections::HashMap, fmt::Write};
 use weft_odp::{Action, Client, Error, Flow, KeyAttr, TunnelAttr, flow::EthernetKey};
 
 use super::{DATAPATH, monotonic_ms};
-use crate::datapath::forwarding::Mac;
+use crate::userspace::forwarding::Mac;
 
 fn mac(m: &Mac) -> String {
     crate::netdev::attach::mac_string(*m)

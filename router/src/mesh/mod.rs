@@ -7,7 +7,6 @@
 //! the same in a simulated network of hundreds of routers (see [`sim`]).
 
 pub mod channel;
-pub mod liveness;
 pub mod maker;
 pub mod message;
 pub mod routes;

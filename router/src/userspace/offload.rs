@@ -344,7 +344,7 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::packet::{checksum, fold, sum};
+    use crate::userspace::packet::{checksum, fold, sum};
 
     /// A TCP/IPv4 frame with `payload`, sequence `seq`, flags, and a
     /// timestamp option so headers are 32 bytes as Linux sends them.

@@ -55,7 +55,7 @@ pub fn frag_needed(frame: &[u8], mtu: u16) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::packet::checksum;
+    use crate::userspace::packet::checksum;
 
     fn tcp_frame(df: bool) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];

@@ -58,7 +58,7 @@ pub fn fragment(frame: &[u8], max_frame: usize) -> Option<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::packet::checksum;
+    use crate::userspace::packet::checksum;
 
     fn udp_frame(payload: usize, df: bool) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];

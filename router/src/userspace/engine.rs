@@ -36,9 +36,11 @@ use super::{
     offload::{self, Coalescer, VnetHdr},
     packet::macs,
     socket,
-    udp_path::{DEAD_AFTER, UdpPath},
+    udp_path::UdpPath,
 };
-use crate::{identity::PeerName, mesh::Routes, netdev::tap::VNET_HDR_LEN};
+use crate::{
+    identity::PeerName, liveness::PATH_DEAD_AFTER, mesh::Routes, netdev::tap::VNET_HDR_LEN,
+};
 
 /// Room for the largest frame a TAP hands over, with its virtio header.
 const BUF_LEN: usize = 65536 + VNET_HDR_LEN;
@@ -974,7 +976,7 @@ impl Engine {
                 peer.reported = Some(state);
                 let reason = (!state.0).then(|| {
                     format!(
-                        "no UDP heartbeats from the peer for {DEAD_AFTER:?} (is UDP to {} blocked?)",
+                        "no UDP heartbeats from the peer for {PATH_DEAD_AFTER:?} (is UDP to {} blocked?)",
                         peer.addr
                     )
                 });

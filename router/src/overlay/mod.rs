@@ -10,6 +10,11 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod negotiation;
+pub mod paths;
+
+pub use paths::{Action, DataPaths, Event, PeerPath};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Overlay {

@@ -9,9 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// Without any answer for this long the path is down.
-pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+use crate::liveness::{Liveness, PATH_DEAD_AFTER, PATH_HEARTBEAT_INTERVAL};
+
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const PROBE_TRIES: u32 = 2;
 /// How often to search again, to notice a path that got larger.
@@ -36,8 +35,7 @@ struct Search {
 pub struct UdpPath {
     link_mtu: u32,
     seq: u32,
-    next_heartbeat: Instant,
-    last_heard: Option<Instant>,
+    liveness: Liveness,
     acked: bool,
     search: Option<Search>,
     path_mtu: Option<u32>,
@@ -50,8 +48,7 @@ impl UdpPath {
         UdpPath {
             link_mtu,
             seq: 0,
-            next_heartbeat: now,
-            last_heard: None,
+            liveness: Liveness::new(now, PATH_HEARTBEAT_INTERVAL, PATH_DEAD_AFTER),
             acked: false,
             search: None,
             path_mtu: None,
@@ -66,10 +63,7 @@ impl UdpPath {
 
     /// Whether data may be sent: the peer has answered recently.
     pub fn usable(&self, now: Instant) -> bool {
-        self.acked
-            && self
-                .last_heard
-                .is_some_and(|t| now.duration_since(t) < DEAD_AFTER)
+        self.acked && self.liveness.heard_recently(now)
     }
 
     /// The largest IP packet known to cross, once measured.
@@ -79,7 +73,7 @@ impl UdpPath {
 
     /// Anything authentic arrived from the peer.
     pub fn heard(&mut self, now: Instant) {
-        self.last_heard = Some(now);
+        self.liveness.received(now);
     }
 
     /// The peer acknowledged heartbeat `seq`, received at `size` bytes.
@@ -146,12 +140,12 @@ impl UdpPath {
                 };
                 search.pending = Some((probe, now, tries));
                 self.search = Some(search);
-                self.next_heartbeat = now + HEARTBEAT_INTERVAL;
+                self.liveness.sent(now);
                 return Some(probe);
             }
         }
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + HEARTBEAT_INTERVAL;
+        if self.liveness.heartbeat_due(now) {
+            self.liveness.sent(now);
             return Some(Probe {
                 seq: self.next_seq(),
                 size: 0,
@@ -166,7 +160,7 @@ impl UdpPath {
             .search
             .and_then(|s| s.pending)
             .map(|(_, sent, _)| sent + PROBE_TIMEOUT);
-        [Some(self.next_heartbeat), probe]
+        [Some(self.liveness.next_heartbeat()), probe]
             .into_iter()
             .flatten()
             .min()
@@ -223,8 +217,8 @@ mod tests {
         assert!(!path.usable(t0));
         path.acked(t0, first.seq, 40);
         assert!(path.usable(t0));
-        assert!(!path.usable(t0 + DEAD_AFTER), "silence kills it");
-        path.heard(t0 + DEAD_AFTER);
-        assert!(path.usable(t0 + DEAD_AFTER));
+        assert!(!path.usable(t0 + PATH_DEAD_AFTER), "silence kills it");
+        path.heard(t0 + PATH_DEAD_AFTER);
+        assert!(path.usable(t0 + PATH_DEAD_AFTER));
     }
 }

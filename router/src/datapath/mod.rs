@@ -1,9 +1,0 @@
-pub mod encap;
-pub mod engine;
-pub mod forwarding;
-pub mod fragment;
-pub mod icmp;
-pub mod offload;
-pub mod packet;
-pub mod socket;
-pub mod udp_path;

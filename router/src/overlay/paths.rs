@@ -1,0 +1,361 @@
+//! The data paths of a router's connections as one pure machine: it
+//! negotiates each connection's data path (the offer we send, the peer's
+//! offer that starts it), keeps what each path has shown (the userspace
+//! path's heartbeats, the vxlan heartbeats, whether our datapath is up),
+//! re-chooses the overlay whenever any of that changes, and says what the
+//! planes and the mesh must be told. The router feeds it events and
+//! carries out its [`Action`]s.
+//!
+//! It keeps no timers of its own: the heartbeat machines of the two planes
+//! keep time and report here when what they show changes. Randomness (the
+//! session id a connection offers) comes in with the event.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+};
+
+use ipnet::IpNet;
+use weft_crypto::DataKeys;
+
+use super::{
+    Inputs, Overlay, Reason, choose,
+    negotiation::{Ignored, Negotiation, Setup, Start},
+};
+use crate::{
+    fastdp::{PeerTunnel, heartbeat::VxlanState},
+    identity::PeerName,
+    mesh::{ConnId, ControlMessage},
+    userspace::engine::PathReport,
+};
+
+/// What the machine needs to know of its router.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The UDP port of our userspace path, offered to every peer.
+    pub udp_port: u16,
+    /// Our vxlan port, offered while our datapath is up.
+    pub fastdp_port: Option<u16>,
+    /// Between addresses of these subnets data goes unsealed.
+    pub trusted_subnets: Vec<IpNet>,
+    /// Whether a fast datapath plane runs at all (it may still go down).
+    pub fastdp: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A control connection came up; `current` is the connection the mesh
+    /// holds for the peer now, `session` a fresh random id (non-zero).
+    Connected {
+        conn: ConnId,
+        peer: PeerName,
+        remote: SocketAddr,
+        local: SocketAddr,
+        keys: Option<DataKeys>,
+        current: Option<ConnId>,
+        session: u32,
+    },
+    /// The peer's offer came on `conn`; `current` as above.
+    Offered {
+        conn: ConnId,
+        current: Option<ConnId>,
+        udp_port: u16,
+        session: u32,
+        encrypt: bool,
+        vxlan_port: Option<u16>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    /// The vxlan heartbeats to a peer show something new.
+    Vxlan {
+        peer: PeerName,
+        state: VxlanState,
+    },
+    /// Our own datapath went away or came back.
+    LocalDatapath {
+        up: bool,
+    },
+    /// The userspace path to a peer changed.
+    Userspace(PathReport),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this offer on the connection.
+    Send {
+        conn: ConnId,
+        message: ControlMessage,
+    },
+    /// Start the userspace path to a peer.
+    StartUserspace(Start),
+    /// Point a vxlan tunnel at a peer.
+    StartFastdp(PeerTunnel),
+    /// Stop both planes' paths to a peer.
+    Stop(PeerName),
+    /// The peers on the fast datapath now, for both planes.
+    OnFastdp(BTreeSet<PeerName>),
+    /// Whether the peer's connection carries data, for the mesh's routes.
+    Usable { peer: PeerName, usable: bool },
+}
+
+/// One peer's data path, once started.
+#[derive(Clone, Debug)]
+pub struct PeerPath {
+    /// Its userspace data are sealed.
+    pub sealed: bool,
+    /// What the userspace path last said.
+    pub userspace: Option<PathReport>,
+    inputs: Inputs,
+    choice: (Overlay, Option<Reason>),
+}
+
+impl PeerPath {
+    pub fn overlay(&self) -> Overlay {
+        self.choice.0
+    }
+
+    /// Why it is not on the fast datapath.
+    pub fn reason(&self) -> Option<Reason> {
+        self.choice.1
+    }
+
+    pub fn on_fastdp(&self) -> bool {
+        self.choice.0 == Overlay::Fastdp
+    }
+
+    /// Whether the connection carries data at all.
+    pub fn usable(&self) -> bool {
+        self.on_fastdp() || self.userspace.as_ref().is_some_and(|r| r.usable)
+    }
+}
+
+pub struct DataPaths {
+    config: Config,
+    local_datapath: bool,
+    negotiation: Negotiation,
+    peers: HashMap<PeerName, PeerPath>,
+    /// The set last announced by [`Action::OnFastdp`].
+    on_fastdp: BTreeSet<PeerName>,
+    actions: VecDeque<Action>,
+}
+
+impl DataPaths {
+    /// `local_datapath`: whether our datapath is up at the start.
+    pub fn new(config: Config, local_datapath: bool) -> DataPaths {
+        DataPaths {
+            config,
+            local_datapath,
+            negotiation: Negotiation::default(),
+            peers: HashMap::new(),
+            on_fastdp: BTreeSet::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The peer's data path, once started.
+    pub fn peer(&self, peer: PeerName) -> Option<&PeerPath> {
+        self.peers.get(&peer)
+    }
+
+    /// Every started data path.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerPath> {
+        self.peers.values()
+    }
+
+    /// The peer of a connection that is negotiating or carries data.
+    pub fn peer_of(&self, conn: ConnId) -> Option<PeerName> {
+        self.negotiation.peer_of(conn)
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Connected {
+                conn,
+                peer,
+                remote,
+                local,
+                keys,
+                current,
+                session,
+            } => self.connected(conn, peer, remote, local, keys, current, session),
+            Event::Offered {
+                conn,
+                current,
+                udp_port,
+                session,
+                encrypt,
+                vxlan_port,
+            } => self.offered(conn, current, udp_port, session, encrypt, vxlan_port),
+            Event::Closed { conn } => {
+                if let Some(peer) = self.negotiation.closed(conn) {
+                    self.peers.remove(&peer);
+                    self.actions.push_back(Action::Stop(peer));
+                    self.announce_fastdp_set();
+                }
+            }
+            Event::Vxlan { peer, state } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.inputs.vxlan = match state {
+                        VxlanState::Up { full_size } => Some(full_size),
+                        VxlanState::Probing | VxlanState::Down => None,
+                    };
+                    p.inputs.vxlan_tried |= state != VxlanState::Probing;
+                }
+                self.rechoose(peer);
+            }
+            Event::LocalDatapath { up } => {
+                self.local_datapath = up;
+                let mut peers: Vec<PeerName> = self.peers.keys().copied().collect();
+                peers.sort();
+                for peer in peers {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.inputs.local_datapath = up;
+                    }
+                    self.rechoose(peer);
+                }
+            }
+            Event::Userspace(report) => {
+                let peer = report.peer;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.userspace = Some(report);
+                }
+                self.rechoose(peer);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn connected(
+        &mut self,
+        conn: ConnId,
+        peer: PeerName,
+        remote: SocketAddr,
+        local: SocketAddr,
+        keys: Option<DataKeys>,
+        current: Option<ConnId>,
+        session: u32,
+    ) {
+        let trusted = |ip: IpAddr| self.config.trusted_subnets.iter().any(|n| n.contains(&ip));
+        let setup = Setup {
+            peer,
+            remote: remote.ip(),
+            local: local.ip(),
+            encrypt: keys.is_some() && !(trusted(local.ip()) && trusted(remote.ip())),
+            keys,
+            session,
+        };
+        let Some(offer) = self.negotiation.connected(conn, setup, current) else {
+            return;
+        };
+        self.actions.push_back(Action::Send {
+            conn,
+            message: ControlMessage::DataPath {
+                udp_port: self.config.udp_port,
+                session: offer.session,
+                encrypt: offer.encrypt,
+                vxlan_port: self.config.fastdp_port.filter(|_| self.local_datapath),
+            },
+        });
+    }
+
+    fn offered(
+        &mut self,
+        conn: ConnId,
+        current: Option<ConnId>,
+        udp_port: u16,
+        session: u32,
+        encrypt: bool,
+        vxlan_port: Option<u16>,
+    ) {
+        let start = match self
+            .negotiation
+            .offered(conn, current, udp_port, session, encrypt)
+        {
+            Ok(start) => start,
+            Err(Ignored::NoKeys) => {
+                tracing::error!(conn, "the peer wants encrypted data but there are no keys");
+                return;
+            }
+            Err(why) => {
+                tracing::debug!(conn, %why, "data path offer ignored");
+                return;
+            }
+        };
+        let peer = start.peer;
+        let sealed = start.keys.is_some();
+        let inputs = Inputs {
+            local_datapath: self.local_datapath,
+            peer_datapath: vxlan_port.is_some(),
+            encrypt: sealed,
+            vxlan: None,
+            vxlan_tried: false,
+        };
+        let tunnel = match (start.remote, start.local) {
+            (IpAddr::V4(remote), IpAddr::V4(local))
+                if self.config.fastdp && inputs.peer_datapath && !sealed =>
+            {
+                Some(PeerTunnel {
+                    name: peer,
+                    remote,
+                    local,
+                })
+            }
+            _ => None,
+        };
+        self.actions.push_back(Action::StartUserspace(start));
+        self.actions.extend(tunnel.map(Action::StartFastdp));
+        self.peers.insert(
+            peer,
+            PeerPath {
+                sealed,
+                userspace: None,
+                inputs,
+                choice: choose(inputs),
+            },
+        );
+        tracing::info!(%peer, sealed, "data path started");
+        self.rechoose(peer);
+    }
+
+    /// Re-chooses a peer's overlay and says what changed.
+    fn rechoose(&mut self, peer: PeerName) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let choice = choose(p.inputs);
+        if choice != p.choice {
+            tracing::info!(
+                %peer,
+                overlay = %choice.0,
+                reason = choice.1.map(Reason::as_str),
+                "connection overlay changed"
+            );
+            p.choice = choice;
+        }
+        let usable = p.usable();
+        self.actions.push_back(Action::Usable { peer, usable });
+        self.announce_fastdp_set();
+    }
+
+    fn announce_fastdp_set(&mut self) {
+        let set: BTreeSet<PeerName> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.on_fastdp())
+            .map(|(name, _)| *name)
+            .collect();
+        if set != self.on_fastdp {
+            self.on_fastdp = set.clone();
+            self.actions.push_back(Action::OnFastdp(set));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+use super::*;
+use crate::fastdp::heartbeat::VxlanState;
+
+/// What the underlay between two hosts lets through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link {
+    /// vxlan at all, and at full size.
+    vxlan: bool,
+    vxlan_full: bool,
+    /// The userspace path's UDP.
+    udp: bool,
+}
+
+const HEALTHY: Link = Link {
+    vxlan: true,
+    vxlan_full: true,
+    udp: true,
+};
+
+/// One router's machine and what its planes and mesh were told.
+struct Node {
+    paths: DataPaths,
+    datapath: bool,
+    userspace: BTreeMap<PeerName, Start>,
+    tunnels: BTreeSet<PeerName>,
+    on_fastdp: BTreeSet<PeerName>,
+    usable: BTreeMap<PeerName, bool>,
+}
+
+/// Routers of a simulated mesh, their connections and links.
+struct Sim {
+    nodes: Vec<Node>,
+    /// Connection id -> (from, to): the same id at both ends.
+    conns: BTreeMap<ConnId, (usize, usize)>,
+    links: BTreeMap<(usize, usize), Link>,
+    next_conn: ConnId,
+    rng: SmallRng,
+    password: bool,
+}
+
+fn name(i: usize) -> PeerName {
+    PeerName::from_u64(0x0200_0000_0000 + i as u64)
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1 + i as u8), 6783))
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    /// `datapath(i)`: whether router `i`'s kernel has a datapath.
+    fn new(n: usize, datapath: impl Fn(usize) -> bool, password: bool, trusted: &[&str]) -> Sim {
+        let nodes = (0..n)
+            .map(|i| Node {
+                paths: DataPaths::new(
+                    Config {
+                        udp_port: 6783,
+                        fastdp_port: Some(6784),
+                        trusted_subnets: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+                        fastdp: datapath(i),
+                    },
+                    datapath(i),
+                ),
+                datapath: datapath(i),
+                userspace: BTreeMap::new(),
+                tunnels: BTreeSet::new(),
+                on_fastdp: BTreeSet::new(),
+                usable: BTreeMap::new(),
+            })
+            .collect();
+        Sim {
+            nodes,
+            conns: BTreeMap::new(),
+            links: BTreeMap::new(),
+            next_conn: 1,
+            rng: SmallRng::seed_from_u64(20),
+            password,
+        }
+    }
+
+    fn link(&self, a: usize, b: usize) -> Link {
+        self.links.get(&pair(a, b)).copied().unwrap_or(HEALTHY)
+    }
+
+    fn keys(&self) -> Option<DataKeys> {
+        self.password.then(|| DataKeys {
+            send: weft_crypto::SecretKey::from_bytes([1; 32]),
+            recv: weft_crypto::SecretKey::from_bytes([2; 32]),
+        })
+    }
+
+    fn connect(&mut self, a: usize, b: usize) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(conn, (a, b));
+        for (me, other) in [(a, b), (b, a)] {
+            let session = self.rng.random::<u32>().max(1);
+            let keys = self.keys();
+            self.nodes[me].paths.handle(Event::Connected {
+                conn,
+                peer: name(other),
+                remote: addr(other),
+                local: addr(me),
+                keys,
+                current: Some(conn),
+                session,
+            });
+        }
+        self.settle();
+        conn
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let (a, b) = self.conns.remove(&conn).expect("a known connection");
+        for me in [a, b] {
+            self.nodes[me].paths.handle(Event::Closed { conn });
+        }
+        self.settle();
+    }
+
+    /// Carries out every action until none is left: offers cross their
+    /// connections, the rest is recorded.
+    fn settle(&mut self) {
+        loop {
+            let mut quiet = true;
+            for me in 0..self.nodes.len() {
+                while let Some(action) = self.nodes[me].paths.poll() {
+                    quiet = false;
+                    self.act(me, action);
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+    }
+
+    fn act(&mut self, me: usize, action: Action) {
+        let node = &mut self.nodes[me];
+        match action {
+            Action::Send { conn, message } => {
+                let ControlMessage::DataPath {
+                    udp_port,
+                    session,
+                    encrypt,
+                    vxlan_port,
+                } = message
+                else {
+                    panic!("only offers are sent: {message:?}");
+                };
+                let (a, b) = self.conns[&conn];
+                let other = if a == me { b } else { a };
+                self.nodes[other].paths.handle(Event::Offered {
+                    conn,
+                    current: Some(conn),
+                    udp_port,
+                    session,
+                    encrypt,
+                    vxlan_port,
+                });
+            }
+            Action::StartUserspace(start) => {
+                node.userspace.insert(start.peer, start);
+            }
+            Action::StartFastdp(tunnel) => {
+                assert!(node.datapath, "a tunnel without a datapath");
+                node.tunnels.insert(tunnel.name);
+            }
+            Action::Stop(peer) => {
+                node.userspace.remove(&peer);
+                node.tunnels.remove(&peer);
+                node.usable.remove(&peer);
+            }
+            Action::OnFastdp(set) => node.on_fastdp = set,
+            Action::Usable { peer, usable } => {
+                node.usable.insert(peer, usable);
+            }
+        }
+    }
+
+    /// One round of heartbeats on every started path, as the links let
+    /// them through.
+    fn heartbeats(&mut self) {
+        for me in 0..self.nodes.len() {
+            let peers: Vec<PeerName> = self.nodes[me].userspace.keys().copied().collect();
+            for peer in peers {
+                let other = self.index(peer);
+                let link = self.link(me, other);
+                let tunnels_both = self.nodes[me].tunnels.contains(&peer)
+                    && self.nodes[other].tunnels.contains(&name(me));
+                let vxlan = if tunnels_both && link.vxlan {
+                    VxlanState::Up {
+                        full_size: link.vxlan_full,
+                    }
+                } else {
+                    VxlanState::Down
+                };
+                let paths = &mut self.nodes[me].paths;
+                paths.handle(Event::Vxlan { peer, state: vxlan });
+                paths.handle(Event::Userspace(PathReport {
+                    peer,
+                    usable: link.udp,
+                    path_mtu: link.udp.then_some(1500),
+                    reason: (!link.udp).then(|| "no UDP heartbeats".into()),
+                }));
+            }
+        }
+        self.settle();
+    }
+
+    fn index(&self, peer: PeerName) -> usize {
+        (0..self.nodes.len())
+            .find(|i| name(*i) == peer)
+            .expect("a peer of the sim")
+    }
+
+    /// The overlay and reason a connection must have, from first
+    /// principles.
+    fn expected(&self, me: usize, other: usize) -> (Overlay, Option<Reason>) {
+        let link = self.link(me, other);
+        let reason = if !self.nodes[me].datapath {
+            Reason::NoDatapath
+        } else if !self.nodes[other].datapath {
+            Reason::PeerWithoutFastdp
+        } else if self.password {
+            Reason::EncryptionRequired
+        } else if !link.vxlan {
+            Reason::VxlanBlocked
+        } else if !link.vxlan_full {
+            Reason::MtuTooSmall
+        } else {
+            return (Overlay::Fastdp, None);
+        };
+        (Overlay::Userspace, Some(reason))
+    }
+
+    /// Every connected pair is on the overlay it must be, the planes know
+    /// the fast datapath's peers, and the mesh knows which carry data.
+    fn check(&self, when: &str) {
+        for (&conn, &(a, b)) in &self.conns {
+            for (me, other) in [(a, b), (b, a)] {
+                let node = &self.nodes[me];
+                let p = node
+                    .paths
+                    .peer(name(other))
+                    .unwrap_or_else(|| panic!("{when}: {me}->{other} (conn {conn}) has no path"));
+                let want = self.expected(me, other);
+                assert_eq!(
+                    (p.overlay(), p.reason()),
+                    want,
+                    "{when}: {me}->{other} with {:?}",
+                    self.link(me, other)
+                );
+                assert_eq!(
+                    node.on_fastdp.contains(&name(other)),
+                    want.0 == Overlay::Fastdp,
+                    "{when}: {me}'s planes were told the wrong set for {other}"
+                );
+                let usable = want.0 == Overlay::Fastdp || self.link(me, other).udp;
+                assert_eq!(
+                    node.usable.get(&name(other)),
+                    Some(&usable),
+                    "{when}: {me}->{other} usable"
+                );
+                assert_eq!(node.userspace[&name(other)].peer, name(other));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_simulated_mesh_follows_links_that_fail_and_heal() {
+    // Every fifth router's kernel has no datapath.
+    let n = 16;
+    let mut sim = Sim::new(n, |i| i % 5 != 4, false, &[]);
+    for a in 0..n {
+        for b in a + 1..n {
+            sim.connect(a, b);
+        }
+    }
+    // Before any heartbeat nothing carries data, and pairs that could use
+    // the fast datapath are probing it.
+    for (me, node) in sim.nodes.iter().enumerate() {
+        for other in (0..n).filter(|o| *o != me) {
+            let p = node.paths.peer(name(other)).unwrap();
+            assert!(!p.usable() && !node.usable[&name(other)]);
+            let probing = node.datapath && sim.nodes[other].datapath;
+            assert_eq!(
+                p.reason() == Some(Reason::VxlanProbing),
+                probing,
+                "{me}->{other}"
+            );
+        }
+    }
+    sim.heartbeats();
+    sim.check("all links healthy");
+    let fastdp_pairs = sim.nodes.iter().map(|n| n.on_fastdp.len()).sum::<usize>();
+    assert_eq!(
+        fastdp_pairs,
+        13 * 12,
+        "13 routers with a datapath, all pairs on fastdp"
+    );
+
+    for round in 0..5 {
+        // A third of the links break in one of three ways.
+        for a in 0..n {
+            for b in a + 1..n {
+                let link = match sim.rng.random_range(0..9) {
+                    0 => Link {
+                        vxlan: false,
+                        ..HEALTHY
+                    },
+                    1 => Link {
+                        vxlan_full: false,
+                        ..HEALTHY
+                    },
+                    2 => Link {
+                        vxlan: false,
+                        vxlan_full: false,
+                        udp: false,
+                    },
+                    _ => HEALTHY,
+                };
+                sim.links.insert((a, b), link);
+            }
+        }
+        sim.heartbeats();
+        sim.check(&format!("round {round}: links broken"));
+        sim.links.clear();
+        sim.heartbeats();
+        sim.check(&format!("round {round}: links healed"));
+    }
+
+    // A datapath that goes away takes its router off fastdp everywhere it
+    // decides, and back when it returns.
+    sim.nodes[0].datapath = false;
+    sim.nodes[0]
+        .paths
+        .handle(Event::LocalDatapath { up: false });
+    sim.settle();
+    assert!(sim.nodes[0].on_fastdp.is_empty());
+    sim.nodes[0].datapath = true;
+    sim.nodes[0].paths.handle(Event::LocalDatapath { up: true });
+    sim.heartbeats();
+    sim.check("datapath back");
+
+    // Connections that close stop their paths; new ones start again.
+    let conns: Vec<ConnId> = sim.conns.keys().copied().filter(|c| c % 3 == 0).collect();
+    for conn in &conns {
+        let (a, b) = sim.conns[conn];
+        sim.close(*conn);
+        assert!(!sim.nodes[a].userspace.contains_key(&name(b)));
+        assert!(!sim.nodes[a].on_fastdp.contains(&name(b)));
+        assert!(sim.nodes[a].paths.peer(name(b)).is_none());
+        sim.connect(a, b);
+    }
+    sim.heartbeats();
+    sim.check("after reconnecting");
+}
+
+#[test]
+fn a_password_keeps_data_on_the_userspace_path_except_between_trusted_subnets() {
+    let mut sim = Sim::new(3, |_| true, true, &[]);
+    sim.connect(0, 1);
+    sim.heartbeats();
+    sim.check("encrypted");
+    assert!(sim.nodes[0].tunnels.is_empty(), "no tunnel for sealed data");
+    assert!(sim.nodes[0].userspace[&name(1)].keys.is_some());
+
+    let mut trusted = Sim::new(2, |_| true, true, &["192.0.2.0/24"]);
+    trusted.connect(0, 1);
+    trusted.heartbeats();
+    let p = trusted.nodes[0].paths.peer(name(1)).unwrap();
+    assert!(!p.sealed);
+    assert_eq!(p.overlay(), Overlay::Fastdp);
+}
+
+#[test]
+fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
+    let mut paths = DataPaths::new(
+        Config {
+            udp_port: 7000,
+            fastdp_port: Some(7001),
+            trusted_subnets: Vec::new(),
+            fastdp: true,
+        },
+        true,
+    );
+    let connected_as = |conn, current, session| Event::Connected {
+        conn,
+        peer: name(conn as usize),
+        remote: addr(conn as usize),
+        local: addr(0),
+        keys: None,
+        current: Some(current),
+        session,
+    };
+    let connected = |conn, session| connected_as(conn, conn, session);
+    paths.handle(connected(1, 77));
+    assert_eq!(
+        paths.poll(),
+        Some(Action::Send {
+            conn: 1,
+            message: ControlMessage::DataPath {
+                udp_port: 7000,
+                session: 77,
+                encrypt: false,
+                vxlan_port: Some(7001),
+            }
+        })
+    );
+    paths.handle(Event::LocalDatapath { up: false });
+    paths.handle(connected(2, 78));
+    assert!(matches!(
+        paths.poll(),
+        Some(Action::Send {
+            message: ControlMessage::DataPath {
+                vxlan_port: None,
+                ..
+            },
+            ..
+        })
+    ));
+    // A connection the mesh did not keep makes no offer.
+    paths.handle(connected_as(3, 9, 79));
+    assert_eq!(paths.poll(), None);
+    // The peer's offer starts the userspace path first, its tunnel next.
+    paths.handle(Event::LocalDatapath { up: true });
+    paths.handle(Event::Offered {
+        conn: 1,
+        current: Some(1),
+        udp_port: 6000,
+        session: 5,
+        encrypt: false,
+        vxlan_port: Some(6001),
+    });
+    match paths.poll() {
+        Some(Action::StartUserspace(start)) => {
+            assert_eq!(
+                start.addr,
+                SocketAddr::from((Ipv4Addr::new(192, 0, 2, 2), 6000))
+            );
+            assert_eq!((start.send_session, start.recv_session), (5, 77));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(paths.poll(), Some(Action::StartFastdp(t)) if t.name == name(1)));
+    assert_eq!(
+        paths.poll(),
+        Some(Action::Usable {
+            peer: name(1),
+            usable: false
+        })
+    );
+    assert_eq!(paths.poll(), None);
+    assert_eq!(
+        paths.peer(name(1)).unwrap().reason(),
+        Some(Reason::VxlanProbing)
+    );
+}
