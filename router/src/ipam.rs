@@ -167,6 +167,35 @@ impl Store {
     }
 }
 
+/// Requests for IPAM; answered once the agent's state is on disk.
+#[derive(Debug)]
+pub enum IpamRequest {
+    /// An address for container `id` (this one, if `address` is given).
+    Allocate {
+        id: String,
+        subnet: Option<ipnet::Ipv4Net>,
+        address: Option<std::net::Ipv4Addr>,
+        reply: Reply,
+    },
+    Release {
+        id: String,
+        address: Option<std::net::Ipv4Addr>,
+        reply: oneshot::Sender<Vec<std::net::Ipv4Addr>>,
+    },
+    Status(oneshot::Sender<weft_ipam::Status>),
+    RemovePeer {
+        peer: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Forgets the ring and the holdings; refused while any address is
+    /// held here, unless `forget_unattached` (the host's containers were
+    /// detached first, and what is left was allocated by hand).
+    Reset {
+        forget_unattached: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
 pub type Reply = oneshot::Sender<Result<Allocation, IpamError>>;
 
 /// The agent, its store and the callers waiting for it.
@@ -283,6 +312,80 @@ pub fn settlement(
 }
 
 impl Shared {
+    /// Answers a request of the API.
+    pub fn answer(&mut self, now: Instant, request: IpamRequest) {
+        match request {
+            IpamRequest::Allocate {
+                id,
+                subnet,
+                address,
+                reply,
+            } => {
+                let op = match address {
+                    Some(a) => self.ipam.claim(now, &id, a, subnet),
+                    None => self.ipam.allocate(now, &id, subnet),
+                };
+                self.wait(op, reply);
+                self.finish();
+            }
+            IpamRequest::Release { id, address, reply } => {
+                let released = self.ipam.release(now, &id, address);
+                self.finish();
+                let _ = reply.send(released);
+            }
+            IpamRequest::Status(reply) => {
+                let _ = reply.send(self.ipam.status(now));
+            }
+            IpamRequest::RemovePeer { peer, reply } => {
+                let status = self.ipam.status(now);
+                let found = status
+                    .peers
+                    .iter()
+                    .find(|p| p.peer.to_string() == peer || p.nickname == peer)
+                    .map(|p| p.peer)
+                    .or_else(|| peer.parse().ok());
+                let result = match found {
+                    None => Err(format!(
+                        "no peer named {peer:?} owns space; `weft status ipam` lists them"
+                    )),
+                    Some(p) => self
+                        .ipam
+                        .remove_peer(now, p)
+                        .map(|blocks| {
+                            format!(
+                                "took over {blocks} blocks of {p}; its addresses are free again\n"
+                            )
+                        })
+                        .map_err(|e| e.to_string()),
+                };
+                self.finish();
+                let _ = reply.send(result);
+            }
+            IpamRequest::Reset {
+                forget_unattached,
+                reply,
+            } => {
+                let held: Vec<String> = self
+                    .ipam
+                    .handles()
+                    .iter()
+                    .map(|(owner, h)| format!("{owner} ({})", h.len()))
+                    .collect();
+                let result = if !held.is_empty() && !forget_unattached {
+                    Err(format!(
+                        "addresses are held on this host: {}. Resetting would forget them and IPAM could hand them out again. `weft ipam reset --detach` takes this host's containers off the network and gives up its gateway first (and forgets addresses allocated by hand)",
+                        held.join(", ")
+                    ))
+                } else {
+                    self.ipam.reset(now);
+                    Ok("IPAM reset: this router will join the IPAM cluster of the mesh it connects to\n".to_string())
+                };
+                self.finish();
+                let _ = reply.send(result);
+            }
+        }
+    }
+
     /// Applies [`settlement`]; returns the adoptions refused because
     /// another owner holds the address.
     fn settle(&mut self, now: Instant, in_use: &[(String, Ipv4Addr)]) -> Vec<Conflict> {

@@ -49,7 +49,8 @@ use tokio::{
 
 use self::access::Door;
 use crate::{
-    daemon::router::{IpamRequest, Request},
+    daemon::router::Request,
+    ipam::IpamRequest,
     netdev::{HostNetwork, target::Target},
 };
 

@@ -2,7 +2,31 @@
 //! `weft status` tables show it. Field names are part of the interface:
 //! scripts read them.
 
+use std::{collections::VecDeque, time::Instant};
+
 use serde::{Deserialize, Serialize};
+
+use crate::{
+    daemon::{
+        connection::PROTOCOL,
+        router::{Failure, HostSide, Settings},
+    },
+    mesh::{Mesh, Routes, Source, TargetState},
+    overlay::{DataPaths, Overlay, PeerPath},
+    userspace::encap,
+};
+
+/// What a report is made of: the router's state, borrowed for a moment.
+pub struct RouterView<'a> {
+    pub mesh: &'a Mesh,
+    pub paths: &'a DataPaths,
+    /// The routes the data planes were last given.
+    pub routes: &'a Routes,
+    pub settings: &'a Settings,
+    pub failures: &'a VecDeque<Failure>,
+    pub host: &'a HostSide,
+    pub started: Instant,
+}
 
 /// Everything the API reports, taken at one moment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -331,6 +355,213 @@ impl HostReport {
                 format!("nftables tables {}, {what}{restored}", f.table)
             }
         }
+    }
+}
+
+pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
+    let mesh = v.mesh;
+    let id = mesh.identity();
+    let reachable = mesh.routes().reachable();
+    let adjacency = mesh.routes().adjacency();
+    let nickname_of = |name| {
+        mesh.topology()
+            .get(name)
+            .map(|p| p.nickname.clone())
+            .unwrap_or_default()
+    };
+    let peers = mesh
+        .topology()
+        .peers()
+        .filter(|p| reachable.contains(&p.name))
+        .map(|p| PeerReport {
+            name: p.name.to_string(),
+            nickname: p.nickname.clone(),
+            uid: p.uid,
+            connections: p
+                .connections
+                .iter()
+                .map(|c| PeerConnectionReport {
+                    peer: c.peer.to_string(),
+                    nickname: nickname_of(c.peer),
+                    address: c.address.to_string(),
+                    outbound: c.outbound,
+                    established: adjacency.get(&p.name).is_some_and(|a| a.contains(&c.peer)),
+                })
+                .collect(),
+        })
+        .collect();
+    let overlay_mtu = v.settings.overlay_mtu;
+    let mut connections: Vec<ConnectionReport> = mesh
+        .connections()
+        .map(|c| {
+            let state = v.paths.peer(c.peer.name);
+            let report = state.and_then(|p| p.userspace.as_ref());
+            let usable = state.is_some_and(PeerPath::usable);
+            let on_fastdp = state.is_some_and(PeerPath::on_fastdp);
+            let sealed = state.map_or(c.encrypted, |p| p.sealed);
+            // On the userspace path, or on none: say why not fastdp
+            // (and, with no path at all, why not userspace either).
+            // Without a data path of its own, the peer's traffic may
+            // still go through another router: say which.
+            let relay = (!usable)
+                .then(|| v.routes.next_hop(c.peer.name))
+                .flatten()
+                .filter(|hop| *hop != c.peer.name)
+                .map(|hop| format!("; traffic relayed through {}", nickname_of(hop)))
+                .unwrap_or_default();
+            let reason = match (state, report) {
+                (None, _) => Some("waiting for the peer's data path offer".into()),
+                (Some(s), _) if on_fastdp || usable => s.reason().map(|r| r.as_str().to_string()),
+                (Some(s), Some(r)) => Some(format!(
+                    "{}; userspace path: {}",
+                    s.reason().map_or("fastdp down", |r| r.as_str()),
+                    r.reason
+                        .clone()
+                        .unwrap_or_else(|| "no heartbeats yet".into())
+                )),
+                (Some(_), None) => Some("waiting for the first heartbeats".into()),
+            }
+            .map(|r| r + &relay);
+            let mtu = if on_fastdp {
+                Some(overlay_mtu)
+            } else {
+                report
+                    .and_then(|r| r.path_mtu)
+                    .map(|m| m.saturating_sub(encap::overhead(sealed)).min(overlay_mtu))
+            };
+            ConnectionReport {
+                peer: Some(c.peer.name.to_string()),
+                nickname: Some(c.peer.nickname.clone()),
+                address: c.address.to_string(),
+                outbound: c.outbound,
+                state: if usable { "established" } else { "connected" }.into(),
+                overlay: usable.then(|| {
+                    if on_fastdp {
+                        Overlay::Fastdp
+                    } else {
+                        Overlay::Userspace
+                    }
+                    .to_string()
+                }),
+                encrypted: Some(sealed && !on_fastdp),
+                mtu,
+                reason,
+                advice: state
+                    .and_then(PeerPath::reason)
+                    .map(|r| r.advice().to_string()),
+            }
+        })
+        .collect();
+    let connected: std::collections::BTreeSet<_> =
+        mesh.connections().map(|c| c.peer.name).collect();
+    for t in mesh.targets() {
+        let covered = t.peer.is_some_and(|p| connected.contains(&p));
+        if covered || t.state == TargetState::Connected {
+            continue;
+        }
+        let state = match (t.state, &t.last_error) {
+            (TargetState::Connecting, _) => "connecting",
+            (TargetState::OurOwn, _) => "failed",
+            (_, Some(_)) => "retrying",
+            (_, None) => "connecting",
+        };
+        connections.push(ConnectionReport {
+            peer: t.peer.map(|p| p.to_string()),
+            nickname: t.peer.map(nickname_of).filter(|n| !n.is_empty()),
+            address: t.address.to_string(),
+            outbound: true,
+            state: state.into(),
+            overlay: None,
+            encrypted: None,
+            mtu: None,
+            reason: t.last_error.clone(),
+            advice: None,
+        });
+    }
+    for f in v.failures {
+        connections.push(ConnectionReport {
+            peer: f.peer.as_ref().map(|p| p.name.to_string()),
+            nickname: f.peer.as_ref().map(|p| p.nickname.clone()),
+            address: f.remote.to_string(),
+            outbound: false,
+            state: "failed".into(),
+            overlay: None,
+            encrypted: None,
+            mtu: None,
+            reason: Some(format!(
+                "{} ({:.0}s ago)",
+                f.reason,
+                now.duration_since(f.at).as_secs_f64()
+            )),
+            advice: None,
+        });
+    }
+    let targets = mesh
+        .targets()
+        .map(|t| {
+            let state = if t.peer.is_some_and(|p| connected.contains(&p)) {
+                "connected"
+            } else {
+                match t.state {
+                    TargetState::Waiting => "waiting",
+                    TargetState::Connecting => "connecting",
+                    TargetState::Connected => "connected",
+                    TargetState::OurOwn => "our-own-address",
+                }
+            };
+            TargetReport {
+                address: t.address.to_string(),
+                source: match t.source {
+                    Source::CommandLine => "command-line",
+                    Source::Api => "connect",
+                    Source::Resumed => "resumed",
+                    Source::Discovered => "discovered",
+                }
+                .into(),
+                state: state.into(),
+                attempts: t.attempts,
+                next_try_seconds: (t.state == TargetState::Waiting && state == "waiting")
+                    .then(|| t.next_try.saturating_duration_since(now).as_secs_f64()),
+                last_error: t.last_error.clone(),
+            }
+        })
+        .chain(
+            v.settings
+                .peers
+                .unresolved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(name, error)| TargetReport {
+                    address: name.clone(),
+                    source: "command-line".into(),
+                    state: "resolving".into(),
+                    attempts: 0,
+                    next_try_seconds: None,
+                    last_error: Some(format!("{error} (trying again in the background)")),
+                }),
+        )
+        .collect::<Vec<_>>();
+    Report {
+        router: RouterInfo {
+            name: id.name.to_string(),
+            nickname: id.nickname.clone(),
+            uid: id.uid,
+            version: crate::VERSION.into(),
+            protocol: format!("weft {}..{}", PROTOCOL.0, PROTOCOL.1),
+            port: v.settings.port,
+            encryption: v.settings.encryption,
+            discovery: v.settings.discovery,
+            conn_limit: v.settings.conn_limit,
+            uptime_seconds: now.duration_since(v.started).as_secs(),
+        },
+        peers,
+        connections,
+        targets,
+        host: HostReport {
+            gateway: v.host.gateway.iter().map(|g| g.to_string()).collect(),
+            firewall: v.host.firewall.status(),
+        },
     }
 }
 

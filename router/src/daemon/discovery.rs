@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-use super::router::{IpamRequest, Request, ask};
+use super::router::{Request, ask};
+use crate::ipam::IpamRequest;
 use crate::kubernetes::{InCluster, KnownPeer, Node, plan};
 
 /// How often the node list is read again.

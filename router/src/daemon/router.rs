@@ -16,12 +16,9 @@ use tokio::{
 };
 
 use crate::{
-    api::report::{
-        ConnectionReport, HostReport, PeerConnectionReport, PeerReport, Report, RouterInfo,
-        TargetReport,
-    },
+    api::report::{self, Report, RouterView},
     daemon::{
-        connection::{self, Command, Context, Event, PROTOCOL},
+        connection::{self, Command, Context, Event},
         handshakes::{Decision, Handshakes},
         peers::PeerMemory,
         throttle::Summary,
@@ -29,16 +26,10 @@ use crate::{
     fastdp::{self, Fastdp},
     firewall::Firewall,
     hosts::HostsHandle,
-    ipam::IpamHandle,
-    mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source, TargetState},
-    overlay::{
-        DataPaths, Overlay, PeerPath,
-        paths::{self},
-    },
-    userspace::{
-        encap,
-        engine::{self, DataPlane, PathReport, PeerSpec},
-    },
+    ipam::{IpamHandle, IpamRequest},
+    mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source},
+    overlay::{DataPaths, Overlay, paths},
+    userspace::engine::{self, DataPlane, PathReport, PeerSpec},
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last
@@ -85,35 +76,6 @@ pub enum Request {
     Stop,
 }
 
-/// Requests for IPAM; answered once the agent's state is on disk.
-#[derive(Debug)]
-pub enum IpamRequest {
-    /// An address for container `id` (this one, if `address` is given).
-    Allocate {
-        id: String,
-        subnet: Option<ipnet::Ipv4Net>,
-        address: Option<std::net::Ipv4Addr>,
-        reply: crate::ipam::Reply,
-    },
-    Release {
-        id: String,
-        address: Option<std::net::Ipv4Addr>,
-        reply: oneshot::Sender<Vec<std::net::Ipv4Addr>>,
-    },
-    Status(oneshot::Sender<weft_ipam::Status>),
-    RemovePeer {
-        peer: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    /// Forgets the ring and the holdings; refused while any address is
-    /// held here, unless `forget_unattached` (the host's containers were
-    /// detached first, and what is left was allocated by hand).
-    Reset {
-        forget_unattached: bool,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-}
-
 /// Counters for `/metrics`.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -131,12 +93,13 @@ pub struct Metrics {
     pub overlays: BTreeMap<String, usize>,
 }
 
-struct Failure {
-    at: Instant,
-    remote: SocketAddr,
+/// An incoming connection that failed before it was established.
+pub struct Failure {
+    pub at: Instant,
+    pub remote: SocketAddr,
     /// Who the peer said it was (unauthenticated).
-    peer: Option<crate::identity::PeerIdentity>,
-    reason: String,
+    pub peer: Option<crate::identity::PeerIdentity>,
+    pub reason: String,
 }
 
 pub struct Settings {
@@ -689,290 +652,25 @@ impl Router {
     }
 
     fn on_ipam(&mut self, now: Instant, request: IpamRequest) {
-        let mut shared = self.ipam.lock();
-        match request {
-            IpamRequest::Allocate {
-                id,
-                subnet,
-                address,
-                reply,
-            } => {
-                let op = match address {
-                    Some(a) => shared.ipam.claim(now, &id, a, subnet),
-                    None => shared.ipam.allocate(now, &id, subnet),
-                };
-                shared.wait(op, reply);
-                shared.finish();
-            }
-            IpamRequest::Release { id, address, reply } => {
-                let released = shared.ipam.release(now, &id, address);
-                shared.finish();
-                let _ = reply.send(released);
-            }
-            IpamRequest::Status(reply) => {
-                let _ = reply.send(shared.ipam.status(now));
-            }
-            IpamRequest::RemovePeer { peer, reply } => {
-                let status = shared.ipam.status(now);
-                let found = status
-                    .peers
-                    .iter()
-                    .find(|p| p.peer.to_string() == peer || p.nickname == peer)
-                    .map(|p| p.peer)
-                    .or_else(|| peer.parse().ok());
-                let result = match found {
-                    None => Err(format!(
-                        "no peer named {peer:?} owns space; `weft status ipam` lists them"
-                    )),
-                    Some(p) => shared
-                        .ipam
-                        .remove_peer(now, p)
-                        .map(|blocks| {
-                            format!(
-                                "took over {blocks} blocks of {p}; its addresses are free again\n"
-                            )
-                        })
-                        .map_err(|e| e.to_string()),
-                };
-                shared.finish();
-                let _ = reply.send(result);
-            }
-            IpamRequest::Reset {
-                forget_unattached,
-                reply,
-            } => {
-                let held: Vec<String> = shared
-                    .ipam
-                    .handles()
-                    .iter()
-                    .map(|(owner, h)| format!("{owner} ({})", h.len()))
-                    .collect();
-                let result = if !held.is_empty() && !forget_unattached {
-                    Err(format!(
-                        "addresses are held on this host: {}. Resetting would forget them and IPAM could hand them out again. `weft ipam reset --detach` takes this host's containers off the network and gives up its gateway first (and forgets addresses allocated by hand)",
-                        held.join(", ")
-                    ))
-                } else {
-                    shared.ipam.reset(now);
-                    Ok("IPAM reset: this router will join the IPAM cluster of the mesh it connects to\n".to_string())
-                };
-                shared.finish();
-                let _ = reply.send(result);
-            }
-        }
-        drop(shared);
+        self.ipam.lock().answer(now, request);
         // Let the mesh send what the agent queued.
         self.mesh.handle(now, Input::Tick);
     }
 
     pub fn report(&mut self, now: Instant) -> Report {
-        let mesh = &self.mesh;
-        let id = mesh.identity();
-        let reachable = mesh.routes().reachable();
-        let adjacency = mesh.routes().adjacency();
-        let nickname_of = |name| {
-            mesh.topology()
-                .get(name)
-                .map(|p| p.nickname.clone())
-                .unwrap_or_default()
-        };
-        let peers = mesh
-            .topology()
-            .peers()
-            .filter(|p| reachable.contains(&p.name))
-            .map(|p| PeerReport {
-                name: p.name.to_string(),
-                nickname: p.nickname.clone(),
-                uid: p.uid,
-                connections: p
-                    .connections
-                    .iter()
-                    .map(|c| PeerConnectionReport {
-                        peer: c.peer.to_string(),
-                        nickname: nickname_of(c.peer),
-                        address: c.address.to_string(),
-                        outbound: c.outbound,
-                        established: adjacency.get(&p.name).is_some_and(|a| a.contains(&c.peer)),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let overlay_mtu = self.settings.overlay_mtu;
-        let mut connections: Vec<ConnectionReport> = mesh
-            .connections()
-            .map(|c| {
-                let state = self.paths.peer(c.peer.name);
-                let report = state.and_then(|p| p.userspace.as_ref());
-                let usable = state.is_some_and(PeerPath::usable);
-                let on_fastdp = state.is_some_and(PeerPath::on_fastdp);
-                let sealed = state.map_or(c.encrypted, |p| p.sealed);
-                // On the userspace path, or on none: say why not fastdp
-                // (and, with no path at all, why not userspace either).
-                // Without a data path of its own, the peer's traffic may
-                // still go through another router: say which.
-                let relay = (!usable)
-                    .then(|| self.sent_routes.next_hop(c.peer.name))
-                    .flatten()
-                    .filter(|hop| *hop != c.peer.name)
-                    .map(|hop| format!("; traffic relayed through {}", nickname_of(hop)))
-                    .unwrap_or_default();
-                let reason = match (state, report) {
-                    (None, _) => Some("waiting for the peer's data path offer".into()),
-                    (Some(s), _) if on_fastdp || usable => {
-                        s.reason().map(|r| r.as_str().to_string())
-                    }
-                    (Some(s), Some(r)) => Some(format!(
-                        "{}; userspace path: {}",
-                        s.reason().map_or("fastdp down", |r| r.as_str()),
-                        r.reason
-                            .clone()
-                            .unwrap_or_else(|| "no heartbeats yet".into())
-                    )),
-                    (Some(_), None) => Some("waiting for the first heartbeats".into()),
-                }
-                .map(|r| r + &relay);
-                let mtu = if on_fastdp {
-                    Some(overlay_mtu)
-                } else {
-                    report
-                        .and_then(|r| r.path_mtu)
-                        .map(|m| m.saturating_sub(encap::overhead(sealed)).min(overlay_mtu))
-                };
-                ConnectionReport {
-                    peer: Some(c.peer.name.to_string()),
-                    nickname: Some(c.peer.nickname.clone()),
-                    address: c.address.to_string(),
-                    outbound: c.outbound,
-                    state: if usable { "established" } else { "connected" }.into(),
-                    overlay: usable.then(|| {
-                        if on_fastdp {
-                            Overlay::Fastdp
-                        } else {
-                            Overlay::Userspace
-                        }
-                        .to_string()
-                    }),
-                    encrypted: Some(sealed && !on_fastdp),
-                    mtu,
-                    reason,
-                    advice: state
-                        .and_then(PeerPath::reason)
-                        .map(|r| r.advice().to_string()),
-                }
-            })
-            .collect();
-        let connected: std::collections::BTreeSet<_> =
-            mesh.connections().map(|c| c.peer.name).collect();
-        for t in mesh.targets() {
-            let covered = t.peer.is_some_and(|p| connected.contains(&p));
-            if covered || t.state == TargetState::Connected {
-                continue;
-            }
-            let state = match (t.state, &t.last_error) {
-                (TargetState::Connecting, _) => "connecting",
-                (TargetState::OurOwn, _) => "failed",
-                (_, Some(_)) => "retrying",
-                (_, None) => "connecting",
-            };
-            connections.push(ConnectionReport {
-                peer: t.peer.map(|p| p.to_string()),
-                nickname: t.peer.map(nickname_of).filter(|n| !n.is_empty()),
-                address: t.address.to_string(),
-                outbound: true,
-                state: state.into(),
-                overlay: None,
-                encrypted: None,
-                mtu: None,
-                reason: t.last_error.clone(),
-                advice: None,
-            });
-        }
         self.inbound_failures
             .retain(|f| now.duration_since(f.at) < FAILURE_MEMORY);
-        for f in &self.inbound_failures {
-            connections.push(ConnectionReport {
-                peer: f.peer.as_ref().map(|p| p.name.to_string()),
-                nickname: f.peer.as_ref().map(|p| p.nickname.clone()),
-                address: f.remote.to_string(),
-                outbound: false,
-                state: "failed".into(),
-                overlay: None,
-                encrypted: None,
-                mtu: None,
-                reason: Some(format!(
-                    "{} ({:.0}s ago)",
-                    f.reason,
-                    now.duration_since(f.at).as_secs_f64()
-                )),
-                advice: None,
-            });
-        }
-        let targets = mesh
-            .targets()
-            .map(|t| {
-                let state = if t.peer.is_some_and(|p| connected.contains(&p)) {
-                    "connected"
-                } else {
-                    match t.state {
-                        TargetState::Waiting => "waiting",
-                        TargetState::Connecting => "connecting",
-                        TargetState::Connected => "connected",
-                        TargetState::OurOwn => "our-own-address",
-                    }
-                };
-                TargetReport {
-                    address: t.address.to_string(),
-                    source: match t.source {
-                        Source::CommandLine => "command-line",
-                        Source::Api => "connect",
-                        Source::Resumed => "resumed",
-                        Source::Discovered => "discovered",
-                    }
-                    .into(),
-                    state: state.into(),
-                    attempts: t.attempts,
-                    next_try_seconds: (t.state == TargetState::Waiting && state == "waiting")
-                        .then(|| t.next_try.saturating_duration_since(now).as_secs_f64()),
-                    last_error: t.last_error.clone(),
-                }
-            })
-            .chain(
-                self.settings
-                    .peers
-                    .unresolved
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|(name, error)| TargetReport {
-                        address: name.clone(),
-                        source: "command-line".into(),
-                        state: "resolving".into(),
-                        attempts: 0,
-                        next_try_seconds: None,
-                        last_error: Some(format!("{error} (trying again in the background)")),
-                    }),
-            )
-            .collect::<Vec<_>>();
-        Report {
-            router: RouterInfo {
-                name: id.name.to_string(),
-                nickname: id.nickname.clone(),
-                uid: id.uid,
-                version: crate::VERSION.into(),
-                protocol: format!("weft {}..{}", PROTOCOL.0, PROTOCOL.1),
-                port: self.settings.port,
-                encryption: self.settings.encryption,
-                discovery: self.settings.discovery,
-                conn_limit: self.settings.conn_limit,
-                uptime_seconds: now.duration_since(self.started).as_secs(),
+        report::build(
+            &RouterView {
+                mesh: &self.mesh,
+                paths: &self.paths,
+                routes: &self.sent_routes,
+                settings: &self.settings,
+                failures: &self.inbound_failures,
+                host: &self.host,
+                started: self.started,
             },
-            peers,
-            connections,
-            targets,
-            host: HostReport {
-                gateway: self.host.gateway.iter().map(|g| g.to_string()).collect(),
-                firewall: self.host.firewall.status(),
-            },
-        }
+            now,
+        )
     }
 }
