@@ -5,8 +5,8 @@
 use std::io::{IsTerminal, Read};
 
 use serde_json::Value;
+use weft_api::{Client, ClientError};
 use weft_cni::{CniError, Env, Router, RouterError, error::code, run};
-use weft_router::cli::client::{Client, ClientError};
 
 /// The router's API over its unix socket.
 struct Api(Client);

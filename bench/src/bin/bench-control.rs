@@ -27,7 +27,7 @@ use bench::Row;
 use clap::Parser;
 use serde_json::Value;
 use testbed::{Block, Netns, Spec, Testbed, WeftHost, container_addr};
-use weft_router::cli::client::Client;
+use weft_api::Client;
 
 #[derive(Parser)]
 #[command(about = "launch, connect, fallback and upgrade times of weft's control plane")]

@@ -9,7 +9,7 @@ use std::{path::Path, time::Instant};
 
 use clap::Parser;
 use testbed::{Spec, Testbed, WeftHost};
-use weft_router::cli::client::Client;
+use weft_api::Client;
 
 #[derive(Parser)]
 #[command(about = "IPAM allocation latency p50/p99: owning space vs asking a peer")]

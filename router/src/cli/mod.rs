@@ -2,7 +2,6 @@
 //! router through its API; `launch` starts one.
 
 pub mod args;
-pub mod client;
 pub mod reset;
 pub mod setup_cni;
 
@@ -16,12 +15,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use weft_api::{Client, ClientError};
+
 use crate::{
     api::report::Report,
-    cli::{
-        args::{DirArgs, IpamWhat, RouterArgs},
-        client::{Client, ClientError},
-    },
+    cli::args::{DirArgs, IpamWhat, RouterArgs},
     daemon::paths::{Paths, read_pid},
 };
 

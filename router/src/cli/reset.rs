@@ -4,7 +4,9 @@
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{args::DirArgs, client::ClientError};
+use weft_api::ClientError;
+
+use super::args::DirArgs;
 use crate::{
     daemon::paths::Paths,
     netdev::{self, Netlink, attach::Attachment},
