@@ -10,6 +10,8 @@
 //! that dies halfway can always be retried, and DEL and GC can always
 //! find what ADD made.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod plugin;

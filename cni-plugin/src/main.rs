@@ -2,6 +2,8 @@
 //! network configuration on stdin; prints a result or a CNI error on
 //! stdout, and logs only on stderr.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Read};
 
 use serde_json::Value;

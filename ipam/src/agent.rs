@@ -592,10 +592,10 @@ impl Ipam {
     }
 
     fn holder_of(&self, a: u32) -> Option<String> {
-        if self.held_here.contains(&a) {
-            if let Some((owner, _)) = self.handles.iter().find(|(_, h)| h.contains(&a)) {
-                return Some(format!("container {owner} on this host"));
-            }
+        if self.held_here.contains(&a)
+            && let Some((owner, _)) = self.handles.iter().find(|(_, h)| h.contains(&a))
+        {
+            return Some(format!("container {owner} on this host"));
         }
         if let Some(p) = self.held_elsewhere.get(&a) {
             let nick = self
@@ -706,10 +706,10 @@ impl Ipam {
             }
         }
         self.pending = still;
-        if let Some(subnet) = need_space {
-            if self.space.is_none() {
-                self.ask_for_space(now, subnet);
-            }
+        if let Some(subnet) = need_space
+            && self.space.is_none()
+        {
+            self.ask_for_space(now, subnet);
         }
     }
 
@@ -934,12 +934,12 @@ impl Ipam {
     }
 
     fn adopt_chosen(&mut self, now: Instant) {
-        if let Some(value) = self.paxos.take_chosen() {
-            if self.ring.is_none() {
-                tracing::info!(cluster = format_args!("{:016x}", value.cluster), seeds = ?value.seeds, "consensus reached: dividing the range");
-                let ring = Ring::divide(value.cluster, self.layout, &value.seeds);
-                self.install(now, ring);
-            }
+        if let Some(value) = self.paxos.take_chosen()
+            && self.ring.is_none()
+        {
+            tracing::info!(cluster = format_args!("{:016x}", value.cluster), seeds = ?value.seeds, "consensus reached: dividing the range");
+            let ring = Ring::divide(value.cluster, self.layout, &value.seeds);
+            self.install(now, ring);
         }
     }
 
@@ -1232,10 +1232,10 @@ impl Ipam {
             _ if env.cluster.is_none() || env.cluster != ours => Ok(()),
             Message::Activate { block, state } => self.on_activate(from, block, state),
             Message::ActivateAck { block, version } => {
-                if let Some(act) = self.activating.get_mut(&block) {
-                    if act.version == version {
-                        act.acks.insert(from);
-                    }
+                if let Some(act) = self.activating.get_mut(&block)
+                    && act.version == version
+                {
+                    act.acks.insert(from);
                 }
                 self.check_activation(block);
                 Ok(())

@@ -10,6 +10,8 @@
 //! store [`Ipam::snapshot`] whenever [`Ipam::dirty`] says so, before it
 //! sends anything the agent queued.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod layout;
 pub mod message;

@@ -335,11 +335,11 @@ fn run(seed: u64, ops: usize) -> Sim {
             60..=61 => {
                 // Asking again for a container that has an address gives
                 // the same address.
-                if let Some((addr, (i, c))) = sim.held.iter().next().map(|(a, v)| (*a, v.clone())) {
-                    if sim.nodes[i].ipam.is_some() {
-                        sim.allocate(i, c);
-                        assert_eq!(sim.held.get(&addr).map(|v| v.0), Some(i));
-                    }
+                if let Some((addr, (i, c))) = sim.held.iter().next().map(|(a, v)| (*a, v.clone()))
+                    && sim.nodes[i].ipam.is_some()
+                {
+                    sim.allocate(i, c);
+                    assert_eq!(sim.held.get(&addr).map(|v| v.0), Some(i));
                 }
             }
             62..=64 => {

@@ -147,7 +147,7 @@ pub(crate) fn put_string(buf: &mut Vec<u8>, s: &str) {
 
 /// A packed array of host-order u32s (upcall port ids).
 pub(crate) fn u32_array(what: &'static str, value: &[u8]) -> Result<Vec<u32>, DecodeError> {
-    if value.len() % 4 != 0 {
+    if !value.len().is_multiple_of(4) {
         return Err(DecodeError::Invalid {
             what,
             reason: format!("length {} is not a multiple of 4", value.len()),

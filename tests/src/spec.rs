@@ -135,13 +135,13 @@ impl Spec {
                 self.hosts
             ));
         }
-        if let Some(hop) = self.hop {
-            if hop.last_of_first_group == 0 || hop.last_of_first_group >= self.hosts {
-                return bad(format!(
-                    "the hop must leave hosts on both sides: the first group ends at host {}, hosts are 1..={}",
-                    hop.last_of_first_group, self.hosts
-                ));
-            }
+        if let Some(hop) = self.hop
+            && (hop.last_of_first_group == 0 || hop.last_of_first_group >= self.hosts)
+        {
+            return bad(format!(
+                "the hop must leave hosts on both sides: the first group ends at host {}, hosts are 1..={}",
+                hop.last_of_first_group, self.hosts
+            ));
         }
         Ok(())
     }

@@ -396,14 +396,14 @@ impl Testbed {
         S: AsRef<std::ffi::OsStr>,
     {
         let pid_path = self.pid_path(node, label);
-        if let Ok(pid) = fs::read_to_string(&pid_path) {
-            if process_alive(pid.trim().parse().unwrap_or(0)) {
-                return Err(Error::Spec(format!(
-                    "{label} is already running on {} (pid {}); stop it first",
-                    node.name(),
-                    pid.trim()
-                )));
-            }
+        if let Ok(pid) = fs::read_to_string(&pid_path)
+            && process_alive(pid.trim().parse().unwrap_or(0))
+        {
+            return Err(Error::Spec(format!(
+                "{label} is already running on {} (pid {}); stop it first",
+                node.name(),
+                pid.trim()
+            )));
         }
         let pid = self.spawn(node, label, argv)?.detach();
         let dir = pid_path.parent().expect("pid file has a directory");
@@ -447,10 +447,10 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        if self.owned {
-            if let Err(e) = destroy(&self.state.name) {
-                eprintln!("testbed {}: cleanup incomplete: {e}", self.state.name);
-            }
+        if self.owned
+            && let Err(e) = destroy(&self.state.name)
+        {
+            eprintln!("testbed {}: cleanup incomplete: {e}", self.state.name);
         }
         self.release_reaper();
     }
@@ -551,10 +551,10 @@ pub fn destroy(name: &str) -> Result<()> {
     }
     let dir = state::dir(name);
     unmount_under(&dir);
-    if let Err(e) = fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            failures.push(format!("remove {}: {e}", dir.display()));
-        }
+    if let Err(e) = fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        failures.push(format!("remove {}: {e}", dir.display()));
     }
     if failures.is_empty() {
         Ok(())

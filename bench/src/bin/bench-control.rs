@@ -74,10 +74,11 @@ fn wait_for_overlay(
     let deadline = Instant::now() + PATIENCE;
     loop {
         let c = connection(router, peer);
-        if let Some(c) = &c {
-            if c["overlay"] == overlay && reason.is_none_or(|r| c["reason"] == r) {
-                return Ok(Instant::now());
-            }
+        if let Some(c) = &c
+            && c["overlay"] == overlay
+            && reason.is_none_or(|r| c["reason"] == r)
+        {
+            return Ok(Instant::now());
         }
         if Instant::now() > deadline {
             return Err(format!(

@@ -569,24 +569,25 @@ impl Api {
         body: Bytes,
     ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
         let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
-        if method == Method::POST && door == Door::Docker {
-            if let Some(answer) = self.docker(path, &body).await {
-                let (status, value) = match answer {
-                    Ok(v) => (StatusCode::OK, v),
-                    Err(docker::DockerError(e)) => {
-                        tracing::warn!(path, error = %e, "Docker plugin request refused");
-                        (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            serde_json::json!({ "Err": e }),
-                        )
-                    }
-                };
-                return Ok(Response::builder()
-                    .status(status)
-                    .header("content-type", "application/vnd.docker.plugins.v1.2+json")
-                    .body(Full::new(Bytes::from(value.to_string())))
-                    .expect("valid response"));
-            }
+        if method == Method::POST
+            && door == Door::Docker
+            && let Some(answer) = self.docker(path, &body).await
+        {
+            let (status, value) = match answer {
+                Ok(v) => (StatusCode::OK, v),
+                Err(docker::DockerError(e)) => {
+                    tracing::warn!(path, error = %e, "Docker plugin request refused");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "Err": e }),
+                    )
+                }
+            };
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/vnd.docker.plugins.v1.2+json")
+                .body(Full::new(Bytes::from(value.to_string())))
+                .expect("valid response"));
         }
         Ok(match (method, path) {
             (Method::GET, "/status" | "") => {

@@ -100,12 +100,12 @@ async fn remove_devices(netlink: &Netlink) -> Result<()> {
             println!("removed device {}", link.name);
         }
     }
-    if let Ok(mut odp) = weft_odp::Client::connect() {
-        if let Ok(dp) = odp.datapath(crate::fastdp::DATAPATH) {
-            odp.delete_datapath(dp.ifindex)
-                .context("cannot remove the fast datapath")?;
-            println!("removed datapath {}", crate::fastdp::DATAPATH);
-        }
+    if let Ok(mut odp) = weft_odp::Client::connect()
+        && let Ok(dp) = odp.datapath(crate::fastdp::DATAPATH)
+    {
+        odp.delete_datapath(dp.ifindex)
+            .context("cannot remove the fast datapath")?;
+        println!("removed datapath {}", crate::fastdp::DATAPATH);
     }
     Ok(())
 }

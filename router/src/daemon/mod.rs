@@ -196,13 +196,14 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     let paths = Paths::new(&args.dirs);
     create_dir(&paths.data_dir, "data")?;
     create_dir(&paths.run_dir, "run")?;
-    if let Some(pid) = paths::read_pid(&paths.pid_file()) {
-        if paths::process_running(pid) && pid != std::process::id() as i32 {
-            bail!(
-                "a weft router is already running with run directory {} (pid {pid}); stop it with `weft stop`",
-                paths.run_dir.display()
-            );
-        }
+    if let Some(pid) = paths::read_pid(&paths.pid_file())
+        && paths::process_running(pid)
+        && pid != std::process::id() as i32
+    {
+        bail!(
+            "a weft router is already running with run directory {} (pid {pid}); stop it with `weft stop`",
+            paths.run_dir.display()
+        );
     }
     let kubernetes = if args.kubernetes {
         let (cluster, peers) = discovery::initial().await?;

@@ -118,7 +118,7 @@ impl VxlanPath {
         }
         self.liveness.sent(now);
         self.seq = self.seq.wrapping_add(1);
-        let size = if self.seq % 2 == 0 {
+        let size = if self.seq.is_multiple_of(2) {
             self.full_size
         } else {
             MIN_LEN

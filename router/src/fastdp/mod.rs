@@ -549,13 +549,12 @@ impl Worker {
         if let Some(t) = upcall.key.tunnel() {
             exec_key.insert(0, KeyAttr::Tunnel(t.to_vec()));
         }
-        if !actions.is_empty() {
-            if let Err(e) = self
+        if !actions.is_empty()
+            && let Err(e) = self
                 .client
                 .execute(self.ports.dp, &upcall.packet, exec_key, actions)
-            {
-                tracing::debug!(error = %e, "cannot execute a missed packet");
-            }
+        {
+            tracing::debug!(error = %e, "cannot execute a missed packet");
         }
     }
 

@@ -210,7 +210,7 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
     loop {
         let wanted = desired.borrow_and_update().clone();
         looks = looks.wrapping_add(1);
-        let full = looks % FULL_CHECK_EVERY == 0;
+        let full = looks.is_multiple_of(FULL_CHECK_EVERY);
         let outcome = async {
             if let Some((r, seen)) = &applied
                 && *r == wanted

@@ -335,11 +335,10 @@ impl Mesh {
                     .by_peer
                     .get(&peer)
                     .and_then(|id| self.conns.get_mut(id))
+                    && c.usable != usable
                 {
-                    if c.usable != usable {
-                        c.usable = usable;
-                        self.local_connections_changed();
-                    }
+                    c.usable = usable;
+                    self.local_connections_changed();
                 }
             }
             Input::Forget { address } => {
@@ -646,10 +645,10 @@ impl Mesh {
             }
         }
         let now = self.now;
-        if let Some(c) = self.channels.get_mut(&channel) {
-            if let Err(e) = c.on_broadcast(now, source, &payload) {
-                tracing::warn!(%channel, %source, error = %e, "bad broadcast");
-            }
+        if let Some(c) = self.channels.get_mut(&channel)
+            && let Err(e) = c.on_broadcast(now, source, &payload)
+        {
+            tracing::warn!(%channel, %source, error = %e, "bad broadcast");
         }
     }
 
@@ -662,10 +661,10 @@ impl Mesh {
     ) {
         if destination == self.name() {
             let now = self.now;
-            if let Some(c) = self.channels.get_mut(&channel) {
-                if let Err(e) = c.on_unicast(now, source, &payload) {
-                    tracing::warn!(%channel, %source, error = %e, "bad unicast");
-                }
+            if let Some(c) = self.channels.get_mut(&channel)
+                && let Err(e) = c.on_unicast(now, source, &payload)
+            {
+                tracing::warn!(%channel, %source, error = %e, "bad unicast");
             }
             return;
         }

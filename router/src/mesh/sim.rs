@@ -190,11 +190,11 @@ impl Network {
                     let size = message.encode().len() as u64;
                     self.routers[i].messages += 1;
                     self.routers[i].bytes += size;
-                    if let Some(&(j, cj)) = self.links.get(&(i, conn)) {
-                        if self.reachable(i, j) {
-                            let input = Input::Received { conn: cj, message };
-                            self.schedule(self.now + self.latency, Event::Input(j, input));
-                        }
+                    if let Some(&(j, cj)) = self.links.get(&(i, conn))
+                        && self.reachable(i, j)
+                    {
+                        let input = Input::Received { conn: cj, message };
+                        self.schedule(self.now + self.latency, Event::Input(j, input));
                     }
                 }
                 Output::Close {

@@ -217,10 +217,10 @@ impl Registry {
             let result = async {
                 let target = Target::parse(&a.target)?;
                 let inside = Netlink::inside(&target.open()?).await?;
-                if let Some(c) = inside.link(&a.container_interface).await? {
-                    if c.mtu != mtu {
-                        inside.set_mtu_up(c.index, mtu).await?;
-                    }
+                if let Some(c) = inside.link(&a.container_interface).await?
+                    && c.mtu != mtu
+                {
+                    inside.set_mtu_up(c.index, mtu).await?;
                 }
                 if let Some(h) = netlink.link(&a.interface).await? {
                     netlink.set_mtu_up(h.index, mtu).await?;

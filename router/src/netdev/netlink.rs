@@ -295,10 +295,10 @@ impl Netlink {
             .execute();
         while let Some(msg) = addrs.try_next().await.map_err(request("list addresses"))? {
             for a in &msg.attributes {
-                if let netlink_packet_route::address::AddressAttribute::Address(ip) = a {
-                    if let Ok(net) = IpNet::new(*ip, msg.header.prefix_len) {
-                        out.push(net);
-                    }
+                if let netlink_packet_route::address::AddressAttribute::Address(ip) = a
+                    && let Ok(net) = IpNet::new(*ip, msg.header.prefix_len)
+                {
+                    out.push(net);
                 }
             }
         }

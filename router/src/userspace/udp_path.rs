@@ -80,25 +80,25 @@ impl UdpPath {
     pub fn acked(&mut self, now: Instant, seq: u32, size: u32) {
         self.heard(now);
         self.acked = true;
-        if let Some(search) = &mut self.search {
-            if let Some((probe, _, _)) = search.pending {
-                if probe.seq == seq && size >= probe.size {
-                    search.good = search.good.max(probe.size);
-                    search.pending = None;
-                }
-            }
+        if let Some(search) = &mut self.search
+            && let Some((probe, _, _)) = search.pending
+            && probe.seq == seq
+            && size >= probe.size
+        {
+            search.good = search.good.max(probe.size);
+            search.pending = None;
         }
         self.settle(now);
     }
 
     /// Ends the search when good and bad meet.
     fn settle(&mut self, now: Instant) {
-        if let Some(search) = self.search {
-            if search.good + 1 >= search.bad {
-                self.path_mtu = Some(search.good);
-                self.search = None;
-                self.next_search = now + RESEARCH_AFTER;
-            }
+        if let Some(search) = self.search
+            && search.good + 1 >= search.bad
+        {
+            self.path_mtu = Some(search.good);
+            self.search = None;
+            self.next_search = now + RESEARCH_AFTER;
         }
     }
 
