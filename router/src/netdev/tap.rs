@@ -28,6 +28,31 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
+impl IfReq {
+    /// The request for interface `name`: the kernel reads the name up to
+    /// its NUL, so at most IFNAMSIZ - 1 bytes fit.
+    fn new(name: &str, flags: libc::c_short) -> io::Result<IfReq> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "interface name {name:?} must be 1 to {} bytes without NUL",
+                    libc::IFNAMSIZ - 1
+                ),
+            ));
+        }
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags,
+            _pad: [0; 22],
+        };
+        for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        Ok(req)
+    }
+}
+
 /// An open TAP device; the device disappears when this is dropped, so a
 /// router that dies leaves no TAP behind.
 pub struct Tap {
@@ -38,24 +63,14 @@ pub struct Tap {
 impl Tap {
     /// Creates TAP `name` with virtio-net headers on its frames.
     pub fn open(name: &str) -> io::Result<Tap> {
-        if name.len() >= libc::IFNAMSIZ {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "interface name too long",
-            ));
-        }
+        let mut req = IfReq::new(
+            name,
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+        )?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/net/tun")?;
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
-            _pad: [0; 22],
-        };
-        for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
-            *dst = src as libc::c_char;
-        }
         // SAFETY: TUNSETIFF reads and writes an ifreq we own.
         if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
@@ -104,5 +119,54 @@ impl Tap {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use nix::sched::{CloneFlags, unshare};
+
+    use super::*;
+
+    #[test]
+    fn names_fill_at_most_fifteen_bytes_and_stay_nul_terminated() {
+        let req = IfReq::new("abcdefghijklmno", 0).unwrap();
+        assert_eq!(req.name[14], b'o' as libc::c_char);
+        assert_eq!(req.name[15], 0, "the kernel needs the NUL");
+        for bad in ["abcdefghijklmnop", "", "a\0b"] {
+            let e = IfReq::new(bad, 0).err().expect(bad);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    /// Opens a TAP in a network namespace of the test's own thread, never
+    /// the host's, and checks it exists with our offloads and a clone.
+    #[test]
+    fn a_tap_opens_takes_offloads_and_goes_with_its_file() {
+        let outcome = std::thread::spawn(|| -> Result<(), String> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare (run as root): {e}"))?;
+            let name = "wefttaptest0";
+            let tap = Tap::open(name).map_err(|e| format!("open: {e}"))?;
+            assert_eq!(tap.name(), name);
+            let exists = || nix::net::if_::if_nametoindex(name).is_ok();
+            assert!(exists(), "the device exists");
+            tap.set_offloads(offload::CSUM | offload::TSO4 | offload::TSO6)
+                .map_err(|e| format!("offloads: {e}"))?;
+            let clone = File::from(tap.try_clone_fd().map_err(|e| e.to_string())?);
+            // A down TAP refuses frames with EIO: the clone is the same
+            // device, not some other file.
+            let frame = vec![0u8; VNET_HDR_LEN + 60];
+            let refused = (&clone).write_all(&frame).err().map(|e| e.raw_os_error());
+            assert_eq!(refused, Some(Some(libc::EIO)));
+            drop(clone);
+            drop(tap);
+            assert!(!exists(), "the device goes with its last descriptor");
+            Ok(())
+        })
+        .join()
+        .expect("the test thread");
+        outcome.unwrap();
     }
 }

@@ -745,7 +745,7 @@ impl Engine {
             }
         }
         if b.count > 0 {
-            match socket::send_segments(&self.udp, b.addr, &b.buf, b.size) {
+            match socket::send_batch(&self.udp, b.addr, &b.buf, b.size) {
                 Ok(n) => {
                     self.counters
                         .datagrams_sent

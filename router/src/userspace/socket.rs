@@ -160,6 +160,27 @@ pub fn send_segments(
     }
 }
 
+/// Sends `buf` as datagrams of `segment` bytes, in one call when the
+/// kernel can cut them (UDP GSO) and one by one when it refuses (a device
+/// without checksum offload answers EIO): a batch is never dropped only
+/// because GSO is missing.
+pub fn send_batch(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    buf: &[u8],
+    segment: usize,
+) -> io::Result<usize> {
+    match send_segments(socket, to, buf, segment) {
+        Err(e) if segment < buf.len() && e.kind() != io::ErrorKind::WouldBlock => {
+            tracing::debug!(error = %e, "UDP GSO refused: sending the batch datagram by datagram");
+            buf.chunks(segment.max(1))
+                .map(|datagram| socket.send_to(datagram, to))
+                .sum()
+        }
+        sent => sent,
+    }
+}
+
 /// Receives into `buf`: how many bytes, from where, and, when the kernel
 /// glued several datagrams together (UDP GRO), the size of each.
 pub fn recv_segments(
@@ -200,5 +221,87 @@ pub fn recv_segments(
         let from = addr_of(&addr)
             .ok_or_else(|| io::Error::other("datagram from an unknown address family"))?;
         Ok((n as usize, from, segment))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (a, b)
+    }
+
+    fn batch() -> Vec<u8> {
+        (0..350u32).map(|i| i as u8).collect()
+    }
+
+    #[test]
+    fn segments_arrive_glued_with_their_size_where_gro_is_on() {
+        let (a, b) = pair();
+        enable_gro(&b).unwrap();
+        let to = b.local_addr().unwrap();
+        assert_eq!(send_segments(&a, to, &batch(), 100).unwrap(), 350);
+        let mut buf = vec![0u8; 2048];
+        let (n, from, segment) = recv_segments(&b, &mut buf).unwrap();
+        assert_eq!(from, a.local_addr().unwrap());
+        assert_eq!(
+            (n, segment),
+            (350, Some(100)),
+            "one receive, and where to cut"
+        );
+        assert_eq!(buf[..n], batch());
+    }
+
+    #[test]
+    fn without_gro_each_segment_is_a_datagram_and_a_short_batch_is_plain() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        send_segments(&a, to, &batch(), 100).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let sizes: Vec<usize> = (0..4)
+            .map(|_| recv_segments(&b, &mut buf).unwrap().0)
+            .collect();
+        assert_eq!(sizes, [100, 100, 100, 50]);
+        // One datagram: no GSO control message at all.
+        assert_eq!(send_segments(&a, to, &batch()[..60], 100).unwrap(), 60);
+        let (n, _, segment) = recv_segments(&b, &mut buf).unwrap();
+        assert_eq!((n, segment), (60, None));
+    }
+
+    #[test]
+    fn a_batch_the_kernel_will_not_cut_is_sent_one_by_one() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        // More segments than UDP GSO takes in one call (UDP_MAX_SEGMENTS
+        // is 64 or 128): the kernel refuses with EINVAL.
+        let big: Vec<u8> = (0..200 * 10).map(|i| i as u8).collect();
+        assert!(
+            send_segments(&a, to, &big, 10).is_err(),
+            "the kernel refuses"
+        );
+        assert_eq!(send_batch(&a, to, &big, 10).unwrap(), big.len());
+        let mut buf = vec![0u8; 2048];
+        let mut got = Vec::new();
+        while got.len() < big.len() {
+            let (n, _, _) = recv_segments(&b, &mut buf).unwrap();
+            assert_eq!(n, 10);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, big);
+    }
+
+    #[test]
+    fn addresses_round_trip_through_sockaddr() {
+        for addr in ["192.0.2.7:6783", "[2001:db8::1]:443"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let (storage, _) = sockaddr_of(addr);
+            assert_eq!(addr_of(&storage), Some(addr));
+        }
     }
 }
