@@ -12,6 +12,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod datagram;
+#[cfg(test)]
+mod formats;
 pub mod frame;
 pub mod handshake;
 pub mod hello;

@@ -53,13 +53,13 @@ pub struct HostRecord {
 }
 
 /// The wire form: records by router.
-type Records = Vec<(PeerName, HostRecord)>;
+pub(crate) type Records = Vec<(PeerName, HostRecord)>;
 
-fn encode(records: &Records) -> Vec<u8> {
+pub(crate) fn encode(records: &Records) -> Vec<u8> {
     postcard::to_allocvec(records).expect("host records serialize")
 }
 
-fn decode(bytes: &[u8]) -> Result<Records, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Records, String> {
     let records: Records =
         postcard::from_bytes(bytes).map_err(|e| format!("malformed host records: {e}"))?;
     if records.len() > MAX_RECORDS

@@ -15,6 +15,8 @@ pub mod cli;
 pub mod daemon;
 pub mod fastdp;
 pub mod firewall;
+#[cfg(test)]
+mod formats;
 pub mod hosts;
 pub mod identity;
 pub mod ipam;

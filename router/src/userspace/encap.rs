@@ -180,6 +180,35 @@ impl Routing {
     }
 }
 
+/// A heartbeat's body: its sequence number, padded to `len` bytes (at
+/// least 4) so that the datagram probes a path MTU.
+pub fn heartbeat_body(seq: u32, len: usize) -> Vec<u8> {
+    let mut body = vec![0u8; len.max(4)];
+    body[..4].copy_from_slice(&seq.to_be_bytes());
+    body
+}
+
+/// The sequence number of a heartbeat's body.
+pub fn parse_heartbeat(body: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(body.get(..4)?.try_into().ok()?))
+}
+
+/// An ack's body: the heartbeat's sequence number and the IP packet size
+/// it arrived at.
+pub fn ack_body(seq: u32, received: u16) -> [u8; 6] {
+    let mut ack = [0u8; 6];
+    ack[..4].copy_from_slice(&seq.to_be_bytes());
+    ack[4..].copy_from_slice(&received.to_be_bytes());
+    ack
+}
+
+/// An ack's sequence number and size.
+pub fn parse_ack(body: &[u8]) -> Option<(u32, u16)> {
+    let seq = parse_heartbeat(body)?;
+    let size = body.get(4..6)?;
+    Some((seq, u16::from_be_bytes([size[0], size[1]])))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -890,12 +890,11 @@ impl Engine {
         let body = &datagram[body];
         match header.kind {
             Kind::Heartbeat => {
-                let Some(seq) = body.get(..4) else { return };
-                let mut ack = [0u8; 6];
-                ack[..4].copy_from_slice(seq);
+                let Some(seq) = encap::parse_heartbeat(body) else {
+                    return;
+                };
                 let received = (len + encap::OUTER_IP_UDP_LEN) as u16;
-                ack[4..6].copy_from_slice(&received.to_be_bytes());
-                let ack = ack.to_vec();
+                let ack = encap::ack_body(seq, received);
                 self.send(
                     sender,
                     Outgoing {
@@ -906,9 +905,7 @@ impl Engine {
                 );
             }
             Kind::Ack => {
-                if body.len() >= 6 {
-                    let seq = u32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
-                    let size = u16::from_be_bytes([body[4], body[5]]);
+                if let Some((seq, size)) = encap::parse_ack(body) {
                     let peer = self.peers.get_mut(&sender).expect("looked up above");
                     peer.path.acked(now, seq, u32::from(size));
                 }
@@ -958,9 +955,8 @@ impl Engine {
                 let sealed = self.peers[&name].sealer.is_some();
                 let overhead =
                     encap::OUTER_IP_UDP_LEN + HEADER_LEN + if sealed { SEAL_OVERHEAD } else { 0 };
-                let len = (probe.size as usize).saturating_sub(overhead).max(4);
-                let mut body = vec![0u8; len];
-                body[..4].copy_from_slice(&probe.seq.to_be_bytes());
+                let len = (probe.size as usize).saturating_sub(overhead);
+                let body = encap::heartbeat_body(probe.seq, len);
                 self.send(
                     name,
                     Outgoing {

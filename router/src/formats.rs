@@ -1,0 +1,260 @@
+//! Golden bytes of every format the router writes: control messages,
+//! the identity in its hello, host records, the userspace path's header,
+//! routing fields and heartbeats, and the vxlan heartbeat frame. Each
+//! value is encoded and compared with `tests/golden/`, then decoded from
+//! the committed bytes; the last release's bytes (`previous/`) must still
+//! decode.
+
+use std::net::Ipv4Addr;
+
+use weft_golden::Golden;
+
+use crate::{
+    fastdp::heartbeat::Heartbeat,
+    hosts::{self, HostRecord},
+    identity::{PeerIdentity, PeerName},
+    mesh::{
+        ControlMessage,
+        topology::{ConnInfo, PeerInfo},
+    },
+    userspace::encap::{self, Header, Kind, Routing},
+};
+
+fn golden() -> Golden {
+    Golden::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn a() -> PeerName {
+    PeerName::from_u64(0x0211_2233_4455)
+}
+
+fn b() -> PeerName {
+    PeerName::from_u64(0x0266_7788_99aa)
+}
+
+fn control_messages() -> Vec<(&'static str, ControlMessage)> {
+    vec![
+        ("control-heartbeat", ControlMessage::Heartbeat),
+        (
+            "control-refuse",
+            ControlMessage::Refuse {
+                reason: "name clash".into(),
+            },
+        ),
+        (
+            "control-topology",
+            ControlMessage::Topology {
+                entries: vec![PeerInfo {
+                    name: a(),
+                    nickname: "h1".into(),
+                    uid: 0x0102_0304_0506_0708,
+                    version: 7,
+                    connections: vec![ConnInfo {
+                        peer: b(),
+                        address: "192.0.2.2:6783".parse().unwrap(),
+                        outbound: true,
+                        usable: true,
+                    }],
+                }],
+            },
+        ),
+        (
+            "control-digest",
+            ControlMessage::Digest {
+                entries: vec![(a(), 0x0102_0304_0506_0708, 7), (b(), 9, 300)],
+            },
+        ),
+        (
+            "control-request",
+            ControlMessage::Request {
+                names: vec![a(), b()],
+            },
+        ),
+        (
+            "control-gossip",
+            ControlMessage::Gossip {
+                channel: "ipam".into(),
+                payload: vec![1, 2, 3],
+            },
+        ),
+        (
+            "control-broadcast",
+            ControlMessage::Broadcast {
+                channel: "hosts".into(),
+                source: a(),
+                hops: 2,
+                payload: vec![4, 5],
+            },
+        ),
+        (
+            "control-unicast",
+            ControlMessage::Unicast {
+                channel: "ipam".into(),
+                source: a(),
+                destination: b(),
+                payload: vec![6],
+            },
+        ),
+        (
+            "control-data-path",
+            ControlMessage::DataPath {
+                udp_port: 6783,
+                session: 0xdead_beef,
+                encrypt: true,
+                vxlan_port: Some(6784),
+            },
+        ),
+    ]
+}
+
+fn identity() -> PeerIdentity {
+    PeerIdentity {
+        name: a(),
+        nickname: "h1".into(),
+        uid: 0x0102_0304_0506_0708,
+        listen_port: 6783,
+        admission: vec![("ipam".into(), vec![9, 9])],
+    }
+}
+
+fn host_records() -> hosts::Records {
+    vec![(
+        a(),
+        HostRecord {
+            version: 1_700_000_000_001,
+            direct: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            gateways: vec!["10.32.0.1/12".parse().unwrap()],
+        },
+    )]
+}
+
+fn encap_header() -> Header {
+    Header {
+        kind: Kind::Forwarded,
+        sealed: true,
+        session: 0x0102_0304,
+    }
+}
+
+fn routing() -> Routing {
+    Routing {
+        origin: a(),
+        destination: Some(b()),
+        hops: 3,
+    }
+}
+
+fn vxlan_heartbeat() -> Heartbeat {
+    Heartbeat {
+        ack: true,
+        seq: 9,
+        sender: a(),
+        size: 1464,
+    }
+}
+
+#[test]
+fn formats_match_their_golden_bytes() {
+    let g = golden();
+    for (name, message) in control_messages() {
+        g.check(name, "mesh::ControlMessage (postcard)", &message.encode());
+        assert_eq!(ControlMessage::decode(&g.bytes(name)), Ok(message));
+    }
+    g.check(
+        "identity",
+        "identity::PeerIdentity, the hello's identity (postcard)",
+        &identity().encode(),
+    );
+    assert_eq!(PeerIdentity::decode(&g.bytes("identity")), Ok(identity()));
+    g.check(
+        "host-records",
+        "hosts channel: records by router (postcard)",
+        &hosts::encode(&host_records()),
+    );
+    assert_eq!(hosts::decode(&g.bytes("host-records")), Ok(host_records()));
+
+    g.check(
+        "encap-header",
+        "userspace datagram header: version<<4|kind, flags, 2 reserved, session",
+        &encap_header().emit(),
+    );
+    assert_eq!(Header::parse(&g.bytes("encap-header")), Ok(encap_header()));
+    let mut fields = [0u8; encap::MAX_ROUTING_LEN];
+    let n = routing().emit(&mut fields);
+    g.check(
+        "encap-routing",
+        "a forwarded frame's origin, destination and hops",
+        &fields[..n],
+    );
+    assert_eq!(
+        Routing::parse(Kind::Forwarded, &g.bytes("encap-routing")),
+        Ok(routing())
+    );
+    g.check(
+        "udp-heartbeat",
+        "userspace heartbeat body: seq, padding",
+        &encap::heartbeat_body(0x0a0b_0c0d, 8),
+    );
+    assert_eq!(
+        encap::parse_heartbeat(&g.bytes("udp-heartbeat")),
+        Some(0x0a0b_0c0d)
+    );
+    g.check(
+        "udp-ack",
+        "userspace heartbeat ack: seq, received size",
+        &encap::ack_body(0x0a0b_0c0d, 1472),
+    );
+    assert_eq!(
+        encap::parse_ack(&g.bytes("udp-ack")),
+        Some((0x0a0b_0c0d, 1472))
+    );
+    g.check(
+        "vxlan-heartbeat",
+        "fast datapath heartbeat frame (ack, padded to 64 bytes)",
+        &vxlan_heartbeat().frame(64),
+    );
+    assert_eq!(
+        Heartbeat::parse(&g.bytes("vxlan-heartbeat")),
+        Some(vxlan_heartbeat())
+    );
+}
+
+/// A router of this version must understand one of the last release
+/// during a rolling upgrade.
+#[test]
+fn the_previous_release_still_decodes() {
+    let g = golden();
+    let names = g.names("previous");
+    assert!(
+        !names.is_empty(),
+        "tests/golden/previous holds the last release"
+    );
+    for name in names {
+        let bytes = g.bytes(&name);
+        let kind = name.trim_start_matches("previous/");
+        let decoded = match kind {
+            k if k.starts_with("control-") => ControlMessage::decode(&bytes).map(|_| ()),
+            "identity" => PeerIdentity::decode(&bytes).map(|_| ()),
+            "host-records" => hosts::decode(&bytes).map(|_| ()),
+            "encap-header" => Header::parse(&bytes).map(|_| ()).map_err(|e| e.to_string()),
+            "encap-routing" => Routing::parse(Kind::Forwarded, &bytes)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "udp-heartbeat" => encap::parse_heartbeat(&bytes).map(|_| ()).ok_or_default(),
+            "udp-ack" => encap::parse_ack(&bytes).map(|_| ()).ok_or_default(),
+            "vxlan-heartbeat" => Heartbeat::parse(&bytes).map(|_| ()).ok_or_default(),
+            other => panic!("{other}: no decoder is named for it; add one here"),
+        };
+        decoded.unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
+    }
+}
+
+trait OkOrDefault {
+    fn ok_or_default(self) -> Result<(), String>;
+}
+
+impl OkOrDefault for Option<()> {
+    fn ok_or_default(self) -> Result<(), String> {
+        self.ok_or_else(|| "not recognised".to_string())
+    }
+}
