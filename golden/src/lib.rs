@@ -51,6 +51,27 @@ impl Golden {
         }
     }
 
+    /// Like [`Golden::check`] for text (a parsed form, say): compared
+    /// line by line with the committed `name.txt`.
+    pub fn check_text(&self, name: &str, text: &str) {
+        let path = self.dir.join(format!("{name}.txt"));
+        if std::env::var_os("WEFT_BLESS").is_some_and(|v| v == "1") {
+            fs::create_dir_all(&self.dir).expect("create tests/golden");
+            fs::write(&path, text).expect("write a golden file");
+            return;
+        }
+        let want = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; create it with WEFT_BLESS=1", path.display()));
+        for (i, (w, n)) in want.lines().zip(text.lines()).enumerate() {
+            assert_eq!(w, n, "{name}.txt line {}: what it parses to changed", i + 1);
+        }
+        assert_eq!(
+            want.lines().count(),
+            text.lines().count(),
+            "{name}.txt: a different number of lines"
+        );
+    }
+
     /// The committed bytes of `name` (for instance `previous/hello`).
     pub fn bytes(&self, name: &str) -> Vec<u8> {
         read(&self.dir.join(format!("{name}.hex")))

@@ -91,7 +91,7 @@ struct Tally {
     unknown_attrs: usize,
 }
 
-fn round_trip<F: Family>(payload: &[u8], tally: &mut Tally, origin: &str) {
+fn round_trip<F: Family>(payload: &[u8], tally: &mut Tally, origin: &str, parsed: &mut String) {
     let msg = Message::<F>::parse(payload)
         .unwrap_or_else(|e| panic!("{origin}: {} does not parse: {e}", F::NAME));
     assert_eq!(
@@ -102,6 +102,7 @@ fn round_trip<F: Family>(payload: &[u8], tally: &mut Tally, origin: &str) {
         msg.cmd
     );
     tally.unknown_attrs += count_other(&msg.attrs);
+    parsed.push_str(&format!("{} {:?} {:?}\n", F::NAME, msg.cmd, msg.attrs));
     *tally
         .by_kind
         .entry(format!("{} {:?}", F::NAME, msg.cmd))
@@ -113,6 +114,7 @@ fn every_captured_message_round_trips_byte_for_byte() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/captures");
     let mut tally = Tally::default();
     let mut files = 0;
+    let golden = weft_golden::Golden::new(env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "pcap") {
@@ -121,6 +123,8 @@ fn every_captured_message_round_trips_byte_for_byte() {
         files += 1;
         let pcap = std::fs::read(&path).unwrap();
         let mut families = BTreeMap::new();
+        // What every message parses to, pinned beside the capture.
+        let mut parsed = String::new();
         for (protocol, data) in packets(&pcap) {
             if protocol != NETLINK_GENERIC {
                 continue;
@@ -145,22 +149,36 @@ fn every_captured_message_round_trips_byte_for_byte() {
                     continue;
                 }
                 match families.get(&kind).map(String::as_str) {
-                    Some(DatapathFamily::NAME) => {
-                        round_trip::<weft_odp::DatapathFamily>(payload, &mut tally, &origin)
-                    }
-                    Some("ovs_vport") => {
-                        round_trip::<weft_odp::VportFamily>(payload, &mut tally, &origin)
-                    }
-                    Some("ovs_flow") => {
-                        round_trip::<weft_odp::FlowFamily>(payload, &mut tally, &origin)
-                    }
-                    Some("ovs_packet") => {
-                        round_trip::<weft_odp::PacketFamily>(payload, &mut tally, &origin)
-                    }
+                    Some(DatapathFamily::NAME) => round_trip::<weft_odp::DatapathFamily>(
+                        payload,
+                        &mut tally,
+                        &origin,
+                        &mut parsed,
+                    ),
+                    Some("ovs_vport") => round_trip::<weft_odp::VportFamily>(
+                        payload,
+                        &mut tally,
+                        &origin,
+                        &mut parsed,
+                    ),
+                    Some("ovs_flow") => round_trip::<weft_odp::FlowFamily>(
+                        payload,
+                        &mut tally,
+                        &origin,
+                        &mut parsed,
+                    ),
+                    Some("ovs_packet") => round_trip::<weft_odp::PacketFamily>(
+                        payload,
+                        &mut tally,
+                        &origin,
+                        &mut parsed,
+                    ),
                     _ => {}
                 }
             }
         }
+        let stem = path.file_stem().unwrap().to_string_lossy();
+        golden.check_text(&format!("{stem}.parsed"), &parsed);
     }
     assert!(
         files >= 5,
