@@ -27,6 +27,7 @@ pub mod netdev;
 pub mod overlay;
 pub mod state_file;
 pub mod userspace;
+pub mod worker;
 
 /// The version reported by `weft version` and in `weft report`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -25,9 +25,8 @@ pub mod show;
 use std::{
     collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
-    os::{fd::AsRawFd, unix::net::UnixDatagram},
-    sync::{Arc, mpsc},
-    thread,
+    os::fd::AsRawFd,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -40,6 +39,7 @@ use crate::{
     identity::PeerName,
     mesh::Routes,
     userspace::{engine, forwarding::MacTable, packet::macs},
+    worker::{self, Mailbox},
 };
 use heartbeat::{Heartbeat, VxlanPath, VxlanState};
 use planner::{Hop, Ingress, View};
@@ -114,11 +114,9 @@ struct Ports {
     tap: u32,
 }
 
-/// Handle on the running fast datapath.
+/// Handle on the running fast datapath; dropping it stops the thread.
 pub struct Fastdp {
-    commands: mpsc::Sender<Command>,
-    wake: UnixDatagram,
-    thread: Option<thread::JoinHandle<()>>,
+    worker: worker::Worker<Command>,
 }
 
 /// A tunnel id for traffic from `src` to `dst`: 12 bits of each name, so
@@ -233,53 +231,32 @@ impl Fastdp {
         config: Config,
         reports: tokio::sync::mpsc::UnboundedSender<Report>,
     ) -> Result<Fastdp, OdpError> {
-        let (wake, wake_rx) = UnixDatagram::pair().map_err(|e| OdpError::Socket(e.to_string()))?;
-        wake_rx
-            .set_nonblocking(true)
-            .map_err(|e| OdpError::Socket(e.to_string()))?;
-        let (commands, commands_rx) = mpsc::channel();
+        let (sender, mailbox) = worker::mailbox().map_err(|e| OdpError::Socket(e.to_string()))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let thread = thread::Builder::new()
-            .name("weft-fastdp".into())
-            .spawn(
-                move || match Worker::new(config, commands_rx, wake_rx, reports) {
-                    Ok(worker) => {
-                        let _ = ready_tx.send(Ok(()));
-                        worker.run();
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                },
-            )
-            .map_err(|e| OdpError::Socket(e.to_string()))?;
-        let ready = ready_rx
+        let worker = worker::Worker::spawn(
+            "weft-fastdp",
+            sender,
+            || Command::Stop,
+            move || match Worker::new(config, mailbox, reports) {
+                Ok(worker) => {
+                    let _ = ready_tx.send(Ok(()));
+                    worker.run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            },
+        )
+        .map_err(|e| OdpError::Socket(e.to_string()))?;
+        // On an error the thread has ended: dropping the handle joins it.
+        ready_rx
             .await
-            .unwrap_or_else(|_| Err(OdpError::Socket("the fast datapath thread died".into())));
-        if let Err(e) = ready {
-            let _ = thread.join();
-            return Err(e);
-        }
-        Ok(Fastdp {
-            commands,
-            wake,
-            thread: Some(thread),
-        })
+            .unwrap_or_else(|_| Err(OdpError::Socket("the fast datapath thread died".into())))?;
+        Ok(Fastdp { worker })
     }
 
     pub fn send(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.wake.send(&[1]);
-        }
-    }
-}
-
-impl Drop for Fastdp {
-    fn drop(&mut self) {
-        self.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.send(command)
     }
 }
 
@@ -302,8 +279,7 @@ struct Worker {
     macs: MacTable,
     /// Flows installed since the last flush (an upper bound).
     flows: usize,
-    commands: mpsc::Receiver<Command>,
-    wake: UnixDatagram,
+    mailbox: Mailbox<Command>,
     reports: tokio::sync::mpsc::UnboundedSender<Report>,
     next_repair: Instant,
     next_expiry: Instant,
@@ -313,8 +289,7 @@ struct Worker {
 impl Worker {
     fn new(
         config: Config,
-        commands: mpsc::Receiver<Command>,
-        wake: UnixDatagram,
+        mailbox: Mailbox<Command>,
         reports: tokio::sync::mpsc::UnboundedSender<Report>,
     ) -> Result<Worker, OdpError> {
         let mut client = Client::connect()?;
@@ -335,8 +310,7 @@ impl Worker {
             fastdp: BTreeSet::new(),
             macs: MacTable::default(),
             flows: 0,
-            commands,
-            wake,
+            mailbox,
             reports,
             next_repair: now + REPAIR_EVERY,
             next_expiry: now + EXPIRE_EVERY,
@@ -354,24 +328,14 @@ impl Worker {
                 .chain([self.next_repair, self.next_expiry])
                 .min()
                 .unwrap_or(now + REPAIR_EVERY);
-            let timeout = deadline
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(1000) as libc::c_int;
             let mut fds = [
-                libc::pollfd {
-                    fd: self.upcalls.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                worker::readable(self.upcalls.as_raw_fd()),
+                worker::readable(self.mailbox.fd()),
             ];
-            // SAFETY: polls descriptors we own through an array we own.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
+            if let Err(e) = worker::poll(&mut fds, now, deadline) {
+                tracing::error!(error = %e, "fast datapath poll failed");
+                return;
+            }
             if fds[1].revents != 0 && !self.commands() {
                 return;
             }
@@ -392,9 +356,7 @@ impl Worker {
     }
 
     fn commands(&mut self) -> bool {
-        let mut drain = [0u8; 64];
-        while self.wake.recv(&mut drain).is_ok() {}
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = self.mailbox.next() {
             match command {
                 Command::Peer(tunnel) => {
                     let full =

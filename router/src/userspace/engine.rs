@@ -11,16 +11,11 @@ use std::{
     io,
     net::{SocketAddr, UdpSocket},
     ops::Range,
-    os::{
-        fd::{AsRawFd, OwnedFd},
-        unix::net::UnixDatagram,
-    },
+    os::fd::{AsRawFd, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
-    thread,
     time::{Duration, Instant},
 };
 
@@ -39,7 +34,11 @@ use super::{
     udp_path::UdpPath,
 };
 use crate::{
-    identity::PeerName, liveness::PATH_DEAD_AFTER, mesh::Routes, netdev::tap::VNET_HDR_LEN,
+    identity::PeerName,
+    liveness::PATH_DEAD_AFTER,
+    mesh::Routes,
+    netdev::tap::VNET_HDR_LEN,
+    worker::{self, Mailbox, Worker},
 };
 
 /// Room for the largest frame a TAP hands over, with its virtio header.
@@ -97,19 +96,7 @@ pub enum Command {
 }
 
 /// A way to give the data path commands, from any thread.
-#[derive(Clone)]
-pub struct Sender {
-    commands: mpsc::Sender<Command>,
-    wake: Arc<UnixDatagram>,
-}
-
-impl Sender {
-    pub fn send(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.wake.send(&[1]);
-        }
-    }
-}
+pub type Sender = worker::Sender<Command>;
 
 /// A change in a peer's path, for the control plane to act on and show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,11 +200,10 @@ impl Peer {
     }
 }
 
-/// Handle on the running data path.
+/// Handle on the running data path; dropping it stops the thread.
 pub struct DataPlane {
-    sender: Sender,
+    worker: Worker<Command>,
     pub counters: Arc<Counters>,
-    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl DataPlane {
@@ -226,11 +212,8 @@ impl DataPlane {
         config: Config,
         reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
     ) -> io::Result<DataPlane> {
-        let (wake, wake_rx) = UnixDatagram::pair()?;
-        wake.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
         set_nonblocking(&config.tap)?;
-        let (commands, commands_rx) = mpsc::channel();
+        let (sender, mailbox) = worker::mailbox()?;
         let counters = Arc::new(Counters::default());
         let engine = Engine {
             local: config.local,
@@ -243,8 +226,7 @@ impl DataPlane {
             macs: MacTable::default(),
             routes: Arc::new(Routes::compute(config.local, Default::default())),
             fastdp: Default::default(),
-            commands: commands_rx,
-            wake: wake_rx,
+            mailbox,
             reports,
             counters: counters.clone(),
             batch: Batch {
@@ -257,34 +239,21 @@ impl DataPlane {
             },
             coalescer: Coalescer::default(),
         };
-        let thread = thread::Builder::new()
-            .name("weft-datapath".into())
-            .spawn(move || engine.run())?;
-        Ok(DataPlane {
-            sender: Sender {
-                commands,
-                wake: Arc::new(wake),
-            },
-            counters,
-            thread: Some(thread),
-        })
+        let worker = Worker::spawn(
+            "weft-userspace",
+            sender,
+            || Command::Stop,
+            move || engine.run(),
+        )?;
+        Ok(DataPlane { worker, counters })
     }
 
     pub fn send(&self, command: Command) {
-        self.sender.send(command)
+        self.worker.send(command)
     }
 
     pub fn sender(&self) -> Sender {
-        self.sender.clone()
-    }
-}
-
-impl Drop for DataPlane {
-    fn drop(&mut self) {
-        self.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.sender()
     }
 }
 
@@ -342,8 +311,7 @@ struct Engine {
     held: std::collections::VecDeque<(Instant, Vec<u8>)>,
     /// Peers the fast datapath serves.
     fastdp: std::collections::BTreeSet<PeerName>,
-    commands: mpsc::Receiver<Command>,
-    wake: UnixDatagram,
+    mailbox: Mailbox<Command>,
     reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
     counters: Arc<Counters>,
     batch: Batch,
@@ -371,32 +339,13 @@ impl Engine {
                 .map(|p| p.path.deadline())
                 .min()
                 .unwrap_or(now + Duration::from_secs(1));
-            let timeout = deadline
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(1000) as libc::c_int;
             let mut fds = [
-                libc::pollfd {
-                    fd: self.tap.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.udp.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                worker::readable(self.tap.as_raw_fd()),
+                worker::readable(self.udp.as_raw_fd()),
+                worker::readable(self.mailbox.fd()),
             ];
-            // SAFETY: polls descriptors we own, through an array we own.
-            let ready =
-                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
-            if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                tracing::error!(error = %io::Error::last_os_error(), "data path poll failed");
+            if let Err(e) = worker::poll(&mut fds, now, deadline) {
+                tracing::error!(error = %e, "userspace path poll failed");
                 return;
             }
             if fds[2].revents != 0 && !self.commands() {
@@ -449,9 +398,7 @@ impl Engine {
     fn commands(&mut self) -> bool {
         // Queued datagrams go out under the peers they were queued for.
         self.flush_batch();
-        let mut drain = [0u8; 64];
-        while self.wake.recv(&mut drain).is_ok() {}
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = self.mailbox.next() {
             match command {
                 Command::AddPeer(spec) => {
                     let now = Instant::now();
