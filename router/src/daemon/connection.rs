@@ -49,7 +49,7 @@ pub enum Event {
         target: Option<SocketAddr>,
         /// Keys for the data path; `None` on a mesh without a password.
         data_keys: Option<DataKeys>,
-        commands: mpsc::Sender<Command>,
+        commands: mpsc::Sender<ConnCommand>,
     },
     /// An attempt that never got established.
     Failed {
@@ -72,7 +72,7 @@ pub enum Event {
 
 /// What the router tells a connection task.
 #[derive(Debug)]
-pub enum Command {
+pub enum ConnCommand {
     Send(ControlMessage),
     /// Close, first telling the peer why if `refuse`.
     Close {
@@ -300,7 +300,7 @@ async fn records(
     stream: TcpStream,
     mut decoder: FrameDecoder,
     established: Established,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<ConnCommand>,
     ctx: &Context,
 ) -> String {
     let Established {
@@ -335,13 +335,13 @@ async fn records(
                 Err(e) => return format!("connection: {e}"),
             },
             command = commands.recv() => match command {
-                Some(Command::Send(message)) => {
+                Some(ConnCommand::Send(message)) => {
                     if let Err(reason) = send(&mut writer, &mut sender, &message).await {
                         return reason;
                     }
                     liveness.sent(std::time::Instant::now());
                 }
-                Some(Command::Close { reason, refuse }) => {
+                Some(ConnCommand::Close { reason, refuse }) => {
                     if refuse {
                         let _ = send(&mut writer, &mut sender, &ControlMessage::Refuse { reason: reason.clone() }).await;
                     }

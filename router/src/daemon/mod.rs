@@ -33,7 +33,7 @@ use crate::{
     hosts::{Hosts, HostsHandle},
     identity::{MAX_NICKNAME, PeerIdentity, PeerName},
     ipam::IpamHandle,
-    mesh::{Config, Input, Mesh, Source},
+    mesh::{Input, Mesh, MeshConfig, Source},
     netdev::{
         self, HostNetwork, Netlink,
         attach::{AttachError, Registry},
@@ -334,7 +334,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
-    let mut config = Config::new(identity.clone(), clock_ms, rand::random());
+    let mut config = MeshConfig::new(identity.clone(), clock_ms, rand::random());
     config.conn_limit = args.conn_limit;
     config.discovery = !args.no_discovery;
     let now = std::time::Instant::now();
@@ -403,7 +403,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
 
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let data = DataPlane::start(
-        engine::Config {
+        engine::UserspaceConfig {
             local: identity.name,
             tap: tap.try_clone_fd().context("cannot share the TAP device")?,
             udp,
@@ -415,7 +415,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     let (fastdp_tx, fastdp_rx) = mpsc::unbounded_channel();
     let (fastdp, datapath) = match datapath {
         Ok(()) => {
-            let config = fastdp::Config {
+            let config = fastdp::FastdpConfig {
                 local: identity.name,
                 bridge: netdev::BRIDGE.into(),
                 vxlan_port: args.fastdp_port,

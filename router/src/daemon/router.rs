@@ -18,18 +18,18 @@ use tokio::{
 use crate::{
     api::report::{self, Report, RouterView},
     daemon::{
-        connection::{self, Command, Context, Event},
+        connection::{self, ConnCommand, Context, Event},
         handshakes::{Decision, Handshakes},
         peers::PeerMemory,
         throttle::Summary,
     },
-    fastdp::{self, Fastdp},
+    fastdp::{self, Fastdp, FastdpCommand},
     firewall::Firewall,
     hosts::HostsHandle,
     ipam::{IpamHandle, IpamRequest},
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source},
     overlay::{DataPaths, Overlay, paths},
-    userspace::engine::{self, DataPlane, PathReport, PeerSpec},
+    userspace::engine::{DataPlane, PathReport, PeerSpec, UserspaceCommand},
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last
@@ -158,7 +158,7 @@ pub struct Router {
     mesh: Mesh,
     ctx: Context,
     settings: Settings,
-    conns: BTreeMap<ConnId, mpsc::Sender<Command>>,
+    conns: BTreeMap<ConnId, mpsc::Sender<ConnCommand>>,
     next_conn: ConnId,
     events: mpsc::Receiver<Event>,
     inbound_failures: VecDeque<Failure>,
@@ -206,7 +206,7 @@ impl Router {
             host,
             hosts_seen: None,
             paths: DataPaths::new(
-                paths::Config {
+                paths::DataPathsConfig {
                     udp_port: settings.port,
                     fastdp_port: settings.fastdp_port,
                     trusted_subnets: settings.trusted_subnets.clone(),
@@ -279,15 +279,15 @@ impl Router {
             }
             let routes = self.mesh.data_routes();
             if !Arc::ptr_eq(&routes, &self.sent_routes) {
-                self.data.send(engine::Command::Routes(routes.clone()));
+                self.data.send(UserspaceCommand::Routes(routes.clone()));
                 if let Some(f) = &self.fastdp {
-                    f.send(fastdp::Command::Routes(routes.clone()));
+                    f.send(FastdpCommand::Routes(routes.clone()));
                 }
                 self.sent_routes = routes;
             }
         }
         for (_, commands) in std::mem::take(&mut self.conns) {
-            let _ = commands.try_send(Command::Close {
+            let _ = commands.try_send(ConnCommand::Close {
                 reason: "the router is stopping".into(),
                 refuse: false,
             });
@@ -465,11 +465,11 @@ impl Router {
             match action {
                 paths::Action::Send { conn, message } => {
                     if let Some(commands) = self.conns.get(&conn) {
-                        let _ = commands.try_send(Command::Send(message));
+                        let _ = commands.try_send(ConnCommand::Send(message));
                     }
                 }
                 paths::Action::StartUserspace(start) => {
-                    self.data.send(engine::Command::AddPeer(PeerSpec {
+                    self.data.send(UserspaceCommand::AddPeer(PeerSpec {
                         name: start.peer,
                         addr: start.addr,
                         send_session: start.send_session,
@@ -479,20 +479,20 @@ impl Router {
                 }
                 paths::Action::StartFastdp(tunnel) => {
                     if let Some(f) = &self.fastdp {
-                        f.send(fastdp::Command::Peer(tunnel));
+                        f.send(FastdpCommand::Peer(tunnel));
                     }
                 }
                 paths::Action::Stop(peer) => {
-                    self.data.send(engine::Command::RemovePeer(peer));
+                    self.data.send(UserspaceCommand::RemovePeer(peer));
                     if let Some(f) = &self.fastdp {
-                        f.send(fastdp::Command::RemovePeer(peer));
+                        f.send(FastdpCommand::RemovePeer(peer));
                     }
                 }
                 paths::Action::OnFastdp(set) => {
                     if let Some(f) = &self.fastdp {
-                        f.send(fastdp::Command::Fastdp(set.clone()));
+                        f.send(FastdpCommand::Fastdp(set.clone()));
                     }
-                    self.data.send(engine::Command::Fastdp(set));
+                    self.data.send(UserspaceCommand::Fastdp(set));
                 }
                 paths::Action::Usable { peer, usable } => {
                     self.mesh.handle(now, Input::DataPath { peer, usable });
@@ -535,7 +535,7 @@ impl Router {
                     let Some(commands) = self.conns.get(&conn) else {
                         continue;
                     };
-                    if let Err(e) = commands.try_send(Command::Send(message)) {
+                    if let Err(e) = commands.try_send(ConnCommand::Send(message)) {
                         let reason = match e {
                             // A full queue means the peer stopped reading.
                             mpsc::error::TrySendError::Full(_) => {
@@ -545,7 +545,7 @@ impl Router {
                             mpsc::error::TrySendError::Closed(_) => "the connection ended",
                         }
                         .to_string();
-                        let _ = commands.try_send(Command::Close {
+                        let _ = commands.try_send(ConnCommand::Close {
                             reason: reason.clone(),
                             refuse: false,
                         });
@@ -561,7 +561,7 @@ impl Router {
                     refuse,
                 } => {
                     if let Some(commands) = self.conns.remove(&conn) {
-                        let _ = commands.try_send(Command::Close { reason, refuse });
+                        let _ = commands.try_send(ConnCommand::Close { reason, refuse });
                     }
                 }
             }

@@ -70,7 +70,7 @@ pub struct PeerTunnel {
     pub local: Ipv4Addr,
 }
 
-pub enum Command {
+pub enum FastdpCommand {
     Peer(PeerTunnel),
     RemovePeer(PeerName),
     Routes(Arc<Routes>),
@@ -93,7 +93,7 @@ pub enum Report {
     },
 }
 
-pub struct Config {
+pub struct FastdpConfig {
     pub local: PeerName,
     /// The bridge the datapath's internal port joins.
     pub bridge: String,
@@ -116,7 +116,7 @@ struct Ports {
 
 /// Handle on the running fast datapath; dropping it stops the thread.
 pub struct Fastdp {
-    worker: worker::Worker<Command>,
+    worker: worker::Worker<FastdpCommand>,
 }
 
 /// A tunnel id for traffic from `src` to `dst`: 12 bits of each name, so
@@ -151,7 +151,7 @@ fn steer_upcalls(client: &mut Client, dp: i32, upcall_pid: u32) {
 fn build(
     client: &mut Client,
     plumbing: &Plumbing,
-    config: &Config,
+    config: &FastdpConfig,
     upcall_pid: u32,
 ) -> Result<Ports, OdpError> {
     if let Ok(old) = client.datapath(DATAPATH) {
@@ -228,7 +228,7 @@ impl Fastdp {
     /// Sets up the datapath on its own thread; an error (the module
     /// missing, above all) means running without a fast datapath.
     pub async fn start(
-        config: Config,
+        config: FastdpConfig,
         reports: tokio::sync::mpsc::UnboundedSender<Report>,
     ) -> Result<Fastdp, OdpError> {
         let (sender, mailbox) = worker::mailbox().map_err(|e| OdpError::Socket(e.to_string()))?;
@@ -236,7 +236,7 @@ impl Fastdp {
         let worker = worker::Worker::spawn(
             "weft-fastdp",
             sender,
-            || Command::Stop,
+            || FastdpCommand::Stop,
             move || match Worker::new(config, mailbox, reports) {
                 Ok(worker) => {
                     let _ = ready_tx.send(Ok(()));
@@ -255,31 +255,31 @@ impl Fastdp {
         Ok(Fastdp { worker })
     }
 
-    pub fn send(&self, command: Command) {
+    pub fn send(&self, command: FastdpCommand) {
         self.worker.send(command)
     }
 }
 
-struct Peer {
+struct VxlanPeer {
     tunnel: PeerTunnel,
     path: VxlanPath,
     reported: Option<VxlanState>,
 }
 
 struct Worker {
-    config: Config,
+    config: FastdpConfig,
     client: Client,
     plumbing: Plumbing,
     upcalls: UpcallSocket,
     ports: Ports,
-    peers: HashMap<PeerName, Peer>,
+    peers: HashMap<PeerName, VxlanPeer>,
     by_ip: HashMap<Ipv4Addr, PeerName>,
     fastdp: BTreeSet<PeerName>,
     routes: Arc<Routes>,
     macs: MacTable,
     /// Flows installed since the last flush (an upper bound).
     flows: usize,
-    mailbox: Mailbox<Command>,
+    mailbox: Mailbox<FastdpCommand>,
     reports: tokio::sync::mpsc::UnboundedSender<Report>,
     next_repair: Instant,
     next_expiry: Instant,
@@ -288,8 +288,8 @@ struct Worker {
 
 impl Worker {
     fn new(
-        config: Config,
-        mailbox: Mailbox<Command>,
+        config: FastdpConfig,
+        mailbox: Mailbox<FastdpCommand>,
         reports: tokio::sync::mpsc::UnboundedSender<Report>,
     ) -> Result<Worker, OdpError> {
         let mut client = Client::connect()?;
@@ -358,37 +358,37 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Some(command) = self.mailbox.next() {
             match command {
-                Command::Peer(tunnel) => {
+                FastdpCommand::Peer(tunnel) => {
                     let full =
                         (self.config.overlay_mtu as usize) + crate::userspace::packet::ETH_LEN;
                     self.by_ip.retain(|_, n| *n != tunnel.name);
                     self.by_ip.insert(tunnel.remote, tunnel.name);
                     self.peers.insert(
                         tunnel.name,
-                        Peer {
+                        VxlanPeer {
                             tunnel,
                             path: VxlanPath::new(Instant::now(), full),
                             reported: None,
                         },
                     );
                 }
-                Command::RemovePeer(name) => {
+                FastdpCommand::RemovePeer(name) => {
                     self.peers.remove(&name);
                     self.by_ip.retain(|_, n| *n != name);
                     self.macs.forget_router(name);
                     self.flush();
                 }
-                Command::Routes(routes) => {
+                FastdpCommand::Routes(routes) => {
                     self.routes = routes;
                     self.flush();
                 }
-                Command::Fastdp(set) => {
+                FastdpCommand::Fastdp(set) => {
                     if set != self.fastdp {
                         self.fastdp = set;
                         self.flush();
                     }
                 }
-                Command::Stop => {
+                FastdpCommand::Stop => {
                     let _ = self.client.delete_datapath(self.ports.dp);
                     return false;
                 }
@@ -427,7 +427,7 @@ impl Worker {
             // A frame a flow handed to us for the userspace path, with its
             // origin router in the cookie.
             if let Some(origin) = upcall.userdata.as_deref().and_then(name_of) {
-                self.config.engine.send(engine::Command::Relay {
+                self.config.engine.send(engine::UserspaceCommand::Relay {
                     origin,
                     frame: upcall.packet,
                 });

@@ -10,6 +10,9 @@ pub mod channel;
 pub mod maker;
 pub mod message;
 pub mod routes;
+/// A simulated network of routers, for tests and `bench-mesh` only: the
+/// `sim` feature, which no production build enables.
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod topology;
 
@@ -32,7 +35,7 @@ pub use topology::{ConnInfo, Merged, PeerInfo, Topology};
 pub type ConnId = u64;
 
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct MeshConfig {
     pub identity: PeerIdentity,
     /// The first version of our topology entry. Starting from the wall
     /// clock (in ms) makes a restarted router's entry newer than what its
@@ -53,9 +56,9 @@ pub struct Config {
     pub seed: u64,
 }
 
-impl Config {
-    pub fn new(identity: PeerIdentity, initial_version: u64, seed: u64) -> Config {
-        Config {
+impl MeshConfig {
+    pub fn new(identity: PeerIdentity, initial_version: u64, seed: u64) -> MeshConfig {
+        MeshConfig {
             identity,
             initial_version,
             conn_limit: 100,
@@ -161,7 +164,7 @@ pub struct Stats {
 }
 
 pub struct Mesh {
-    config: Config,
+    config: MeshConfig,
     rng: SmallRng,
     topology: Topology,
     routes: Routes,
@@ -187,7 +190,7 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub fn new(config: Config, now: Instant) -> Mesh {
+    pub fn new(config: MeshConfig, now: Instant) -> Mesh {
         let local = PeerInfo {
             name: config.identity.name,
             nickname: config.identity.nickname.clone(),

@@ -12,7 +12,7 @@ use std::{
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use super::{Config, ConnId, ControlMessage, Input, Mesh, Output, Source};
+use super::{ConnId, ControlMessage, Input, Mesh, MeshConfig, Output, Source};
 use crate::identity::{PeerIdentity, PeerName};
 
 /// Where a connection lands: router index and its connection id there.
@@ -84,7 +84,7 @@ impl Network {
     }
 
     /// The config a router at `index` starts with; `tweak` may change it.
-    pub fn config(&mut self, index: usize) -> Config {
+    pub fn config(&mut self, index: usize) -> MeshConfig {
         let identity = PeerIdentity {
             name: PeerName::from_u64(0x0200_0000_0000 + index as u64 + 1),
             nickname: format!("sim{}", index + 1),
@@ -93,10 +93,10 @@ impl Network {
             admission: Vec::new(),
         };
         let elapsed = (self.now - self.start).as_millis() as u64;
-        Config::new(identity, 1_000_000 + elapsed, self.rng.random())
+        MeshConfig::new(identity, 1_000_000 + elapsed, self.rng.random())
     }
 
-    pub fn add_router(&mut self, tweak: impl FnOnce(&mut Config)) -> usize {
+    pub fn add_router(&mut self, tweak: impl FnOnce(&mut MeshConfig)) -> usize {
         let index = self.routers.len();
         let mut config = self.config(index);
         tweak(&mut config);

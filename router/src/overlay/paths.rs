@@ -31,7 +31,7 @@ use crate::{
 
 /// What the machine needs to know of its router.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct DataPathsConfig {
     /// The UDP port of our userspace path, offered to every peer.
     pub udp_port: u16,
     /// Our vxlan port, offered while our datapath is up.
@@ -131,7 +131,7 @@ impl PeerPath {
 }
 
 pub struct DataPaths {
-    config: Config,
+    config: DataPathsConfig,
     local_datapath: bool,
     negotiation: Negotiation,
     peers: HashMap<PeerName, PeerPath>,
@@ -142,7 +142,7 @@ pub struct DataPaths {
 
 impl DataPaths {
     /// `local_datapath`: whether our datapath is up at the start.
-    pub fn new(config: Config, local_datapath: bool) -> DataPaths {
+    pub fn new(config: DataPathsConfig, local_datapath: bool) -> DataPaths {
         DataPaths {
             config,
             local_datapath,

@@ -78,7 +78,7 @@ pub struct PeerSpec {
     pub keys: Option<DataKeys>,
 }
 
-pub enum Command {
+pub enum UserspaceCommand {
     AddPeer(PeerSpec),
     RemovePeer(PeerName),
     Routes(Arc<Routes>),
@@ -96,7 +96,7 @@ pub enum Command {
 }
 
 /// A way to give the data path commands, from any thread.
-pub type Sender = worker::Sender<Command>;
+pub type Sender = worker::Sender<UserspaceCommand>;
 
 /// A change in a peer's path, for the control plane to act on and show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl Counters {
     }
 }
 
-pub struct Config {
+pub struct UserspaceConfig {
     pub local: PeerName,
     pub tap: OwnedFd,
     pub udp: UdpSocket,
@@ -177,7 +177,7 @@ pub struct Config {
     pub link_mtu: u32,
 }
 
-struct Peer {
+struct UdpPeer {
     addr: SocketAddr,
     send_session: u32,
     sealer: Option<Sealer>,
@@ -186,7 +186,7 @@ struct Peer {
     reported: Option<(bool, Option<u32>)>,
 }
 
-impl Peer {
+impl UdpPeer {
     /// The largest frame that fits a datagram to this peer with `routing`
     /// bytes in front of it.
     fn frame_limit(&self, routing: usize) -> Option<usize> {
@@ -202,14 +202,14 @@ impl Peer {
 
 /// Handle on the running data path; dropping it stops the thread.
 pub struct DataPlane {
-    worker: Worker<Command>,
+    worker: Worker<UserspaceCommand>,
     pub counters: Arc<Counters>,
 }
 
 impl DataPlane {
     /// Starts the data path thread; path changes arrive on `reports`.
     pub fn start(
-        config: Config,
+        config: UserspaceConfig,
         reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
     ) -> io::Result<DataPlane> {
         set_nonblocking(&config.tap)?;
@@ -242,13 +242,13 @@ impl DataPlane {
         let worker = Worker::spawn(
             "weft-userspace",
             sender,
-            || Command::Stop,
+            || UserspaceCommand::Stop,
             move || engine.run(),
         )?;
         Ok(DataPlane { worker, counters })
     }
 
-    pub fn send(&self, command: Command) {
+    pub fn send(&self, command: UserspaceCommand) {
         self.worker.send(command)
     }
 
@@ -303,7 +303,7 @@ struct Engine {
     tap: OwnedFd,
     udp: UdpSocket,
     link_mtu: u32,
-    peers: HashMap<PeerName, Peer>,
+    peers: HashMap<PeerName, UdpPeer>,
     sessions: HashMap<u32, PeerName>,
     macs: MacTable,
     routes: Arc<Routes>,
@@ -311,7 +311,7 @@ struct Engine {
     held: std::collections::VecDeque<(Instant, Vec<u8>)>,
     /// Peers the fast datapath serves.
     fastdp: std::collections::BTreeSet<PeerName>,
-    mailbox: Mailbox<Command>,
+    mailbox: Mailbox<UserspaceCommand>,
     reports: tokio::sync::mpsc::UnboundedSender<PathReport>,
     counters: Arc<Counters>,
     batch: Batch,
@@ -319,7 +319,7 @@ struct Engine {
 }
 
 /// What to send, before sealing: kind, routing fields, frame.
-struct Outgoing<'a> {
+struct Datagram<'a> {
     kind: Kind,
     routing: Option<Routing>,
     body: &'a [u8],
@@ -400,7 +400,7 @@ impl Engine {
         self.flush_batch();
         while let Some(command) = self.mailbox.next() {
             match command {
-                Command::AddPeer(spec) => {
+                UserspaceCommand::AddPeer(spec) => {
                     let now = Instant::now();
                     let (sealer, opener) = match spec.keys {
                         Some(keys) => (
@@ -413,7 +413,7 @@ impl Engine {
                     self.sessions.insert(spec.recv_session, spec.name);
                     self.peers.insert(
                         spec.name,
-                        Peer {
+                        UdpPeer {
                             addr: spec.addr,
                             send_session: spec.send_session,
                             sealer,
@@ -423,18 +423,18 @@ impl Engine {
                         },
                     );
                 }
-                Command::RemovePeer(name) => {
+                UserspaceCommand::RemovePeer(name) => {
                     self.peers.remove(&name);
                     self.sessions.retain(|_, n| *n != name);
                     self.macs.forget_router(name);
                 }
-                Command::Routes(routes) => {
+                UserspaceCommand::Routes(routes) => {
                     self.routes = routes;
                     self.release_held();
                 }
-                Command::Fastdp(set) => self.fastdp = set,
-                Command::Relay { origin, frame } => self.relay(origin, &frame),
-                Command::Stop => return false,
+                UserspaceCommand::Fastdp(set) => self.fastdp = set,
+                UserspaceCommand::Relay { origin, frame } => self.relay(origin, &frame),
+                UserspaceCommand::Stop => return false,
             }
         }
         true
@@ -474,7 +474,7 @@ impl Engine {
         let direct =
             origin == self.local && self.peers.get(&dest).is_some_and(|p| p.path.usable(now));
         let (hop, out) = if direct {
-            let out = Outgoing {
+            let out = Datagram {
                 kind: Kind::Frame,
                 routing: None,
                 body: frame,
@@ -492,7 +492,7 @@ impl Engine {
                 destination: Some(dest),
                 hops,
             };
-            let out = Outgoing {
+            let out = Datagram {
                 kind: Kind::Forwarded,
                 routing: Some(routing),
                 body: frame,
@@ -516,7 +516,7 @@ impl Engine {
             if skip_fastdp && self.fastdp.contains(&child) {
                 continue;
             }
-            let out = Outgoing {
+            let out = Datagram {
                 kind: Kind::Broadcast,
                 routing: Some(Routing {
                     origin,
@@ -574,7 +574,7 @@ impl Engine {
     /// Sends `out` to `hop` if it fits the path. If not, nothing is lost
     /// in silence: a packet that may be fragmented goes in pieces, and a
     /// container of ours whose packet may not hears "fragmentation needed".
-    fn send_fitting(&mut self, hop: PeerName, out: Outgoing, origin: PeerName) {
+    fn send_fitting(&mut self, hop: PeerName, out: Datagram, origin: PeerName) {
         let routing = out.routing.map_or(0, |r| {
             Routing::len(if r.destination.is_some() {
                 Kind::Forwarded
@@ -592,7 +592,7 @@ impl Engine {
             for piece in &pieces {
                 self.send(
                     hop,
-                    Outgoing {
+                    Datagram {
                         kind: out.kind,
                         routing: out.routing,
                         body: piece,
@@ -614,7 +614,7 @@ impl Engine {
 
     /// Queues one datagram to `hop` in the batch of datagrams for that
     /// peer, to be sealed with the others if the path is encrypted.
-    fn send(&mut self, hop: PeerName, out: Outgoing) {
+    fn send(&mut self, hop: PeerName, out: Datagram) {
         let Some(peer) = self.peers.get(&hop) else {
             self.counters
                 .dropped_no_route
@@ -844,7 +844,7 @@ impl Engine {
                 let ack = encap::ack_body(seq, received);
                 self.send(
                     sender,
-                    Outgoing {
+                    Datagram {
                         kind: Kind::Ack,
                         routing: None,
                         body: &ack,
@@ -906,7 +906,7 @@ impl Engine {
                 let body = encap::heartbeat_body(probe.seq, len);
                 self.send(
                     name,
-                    Outgoing {
+                    Datagram {
                         kind: Kind::Heartbeat,
                         routing: None,
                         body: &body,

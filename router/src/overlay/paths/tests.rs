@@ -63,7 +63,7 @@ impl Sim {
         let nodes = (0..n)
             .map(|i| Node {
                 paths: DataPaths::new(
-                    Config {
+                    DataPathsConfig {
                         udp_port: 6783,
                         fastdp_port: Some(6784),
                         trusted_subnets: trusted.iter().map(|t| t.parse().unwrap()).collect(),
@@ -388,7 +388,7 @@ fn a_password_keeps_data_on_the_userspace_path_except_between_trusted_subnets() 
 #[test]
 fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
     let mut paths = DataPaths::new(
-        Config {
+        DataPathsConfig {
             udp_port: 7000,
             fastdp_port: Some(7001),
             trusted_subnets: Vec::new(),
