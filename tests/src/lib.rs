@@ -40,7 +40,7 @@ pub use probe::{capture, tcp_seen_source, tcp_transfer, udp_probe};
 pub use process::Background;
 pub use runtime::{Dockerd, Podman, busybox_tar};
 pub use spec::{Hop, Node, Spec};
-pub use testbed::{Testbed, destroy, gc, list};
+pub use testbed::{Testbed, destroy, gc, list, owned_by_a_live_process};
 pub use weft::{WeftHost, container_addr, eventually, kube_proxy_rules, pings};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -599,6 +599,14 @@ pub fn list() -> Vec<String> {
     names.into_iter().collect()
 }
 
+/// Whether a running process owns testbed `name` (a test in progress).
+pub fn owned_by_a_live_process(name: &str) -> bool {
+    State::load(name)
+        .ok()
+        .and_then(|s| s.owner_pid)
+        .is_some_and(process_alive)
+}
+
 /// Removes testbeds whose owning process is gone, and namespaces left
 /// without state; returns their names. Testbeds made by hand are kept.
 pub fn gc() -> Result<Vec<String>> {

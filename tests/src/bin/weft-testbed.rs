@@ -52,7 +52,12 @@ enum Cmd {
         all: bool,
     },
     /// List the testbeds on this machine.
-    List,
+    List {
+        /// Only those no running process owns: made by hand, or left
+        /// behind by a test that is gone.
+        #[arg(long)]
+        unowned: bool,
+    },
     /// Show a testbed's nodes, addresses and blocks.
     Show { name: String },
     /// Run a command inside a node (net, rt, hN, hNcM); exits with its status.
@@ -188,7 +193,10 @@ fn run(cmd: Cmd) -> Res<ExitCode> {
                 println!("destroyed {name}");
             }
         }
-        Cmd::List => testbed::list().iter().for_each(|name| println!("{name}")),
+        Cmd::List { unowned } => testbed::list()
+            .iter()
+            .filter(|name| !unowned || !testbed::owned_by_a_live_process(name))
+            .for_each(|name| println!("{name}")),
         Cmd::Show { name } => print!("{}", describe(&Testbed::open(&name)?)),
         Cmd::Exec {
             name,
