@@ -23,9 +23,11 @@ fn launch_fails_fast_and_says_why() {
         "{stderr}"
     );
     assert!(stderr.contains("--port"), "says what to do: {stderr}");
+    // It gives up on seeing the router die, not after `weft launch`'s
+    // whole 20 s wait for an API; how fast is bench's business.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
+        started.elapsed() < Duration::from_secs(15),
+        "waited out the launch timeout: {:?}",
         started.elapsed()
     );
 
@@ -111,7 +113,7 @@ fn connect_and_forget_change_the_targets() {
     h2.launch(&[]).unwrap();
     let addr = tb.host_addr(1).to_string();
     h2.run(&["connect", &addr]).unwrap();
-    eventually("h2 to connect to h1", Duration::from_secs(5), || {
+    eventually("h2 to connect to h1", Duration::from_secs(30), || {
         let report = h2.report().map_err(|e| e.to_string())?;
         match report["peers"].as_array().map(Vec::len) {
             Some(2) => Ok(()),

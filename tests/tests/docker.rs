@@ -103,7 +103,7 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
     launch_h1(&h1);
     testbed::eventually(
         "c1 to reach host 2 again",
-        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(30),
         || {
             pings(&d, "c1", far)
                 .then_some(())

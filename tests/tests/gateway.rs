@@ -73,7 +73,7 @@ fn containers_reach_their_host_other_hosts_and_the_world_through_the_gateway() {
     tb.host(2)
         .run(["nft", "delete", "table", "inet", "weft"])
         .unwrap();
-    eventually("the table restored", Duration::from_secs(20), || {
+    eventually("the table restored", Duration::from_secs(30), || {
         let restored =
             routers[1].report().map_err(|e| e.to_string())?["host"]["firewall"]["restored"]
                 .as_u64()
@@ -144,7 +144,7 @@ fn without_masquerade_the_world_sees_containers_own_addresses() {
         &tb.host_addr(1).to_string(),
     ])
     .unwrap();
-    eventually("connected", Duration::from_secs(20), || {
+    eventually("connected", Duration::from_secs(30), || {
         h2.overlays("userspace", 1)
     });
     let world = tb.spec().outside_addr();

@@ -176,7 +176,7 @@ fn addresses_5_reset_refuses_while_containers_are_attached() {
         "bridge removed"
     );
     h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
-    eventually("rejoined", Duration::from_secs(20), || {
+    eventually("rejoined", Duration::from_secs(30), || {
         h2.overlays("userspace", 1)
     });
     tb.destroy().unwrap();
@@ -377,7 +377,7 @@ fn no_one_in_9_the_password_is_in_no_process_list() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     h2.launch(&["--password-file", file_arg, &tb.host_addr(1).to_string()])
         .unwrap();
-    eventually("an encrypted connection", Duration::from_secs(20), || {
+    eventually("an encrypted connection", Duration::from_secs(30), || {
         let c = h2.connection_to("h1")?;
         (c["encrypted"] == true).then_some(()).ok_or(c.to_string())
     });
@@ -416,7 +416,7 @@ fn no_one_in_10_with_a_password_nothing_identifying_crosses_in_the_clear() {
             let mut extra: Vec<&str> = password.map(|p| vec!["--password", p]).unwrap_or_default();
             extra.extend(["--nickname", names[1], &first]);
             h2.run(&[&["launch"], &extra[..]].concat()).unwrap();
-            eventually("connected", Duration::from_secs(20), || {
+            eventually("connected", Duration::from_secs(30), || {
                 h2.connection_to(names[0]).map(drop)
             });
         })
@@ -485,7 +485,7 @@ fn no_one_in_6_a_handshake_flood_neither_locks_peers_out_nor_fills_the_log() {
     h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
     eventually(
         "h2 to join h1 under the flood",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || h2.connection_to("h1").map(drop),
     );
     let joined = started.elapsed();
@@ -531,7 +531,7 @@ fn nothing_lost_12_a_restarted_router_finds_its_mesh_again() {
         r.launch(&["no-such-peer.invalid", &first]).unwrap();
     }
     for r in &routers {
-        eventually("a full mesh", Duration::from_secs(20), || {
+        eventually("a full mesh", Duration::from_secs(30), || {
             r.overlays("userspace", 2)
         });
     }
@@ -553,7 +553,7 @@ fn nothing_lost_12_a_restarted_router_finds_its_mesh_again() {
     std::thread::sleep(Duration::from_secs(2));
     let started = std::time::Instant::now();
     routers[0].launch(&[]).unwrap();
-    eventually("h1 back in the mesh", Duration::from_secs(20), || {
+    eventually("h1 back in the mesh", Duration::from_secs(30), || {
         routers[0].overlays("userspace", 2)
     });
     eprintln!(
@@ -632,7 +632,7 @@ fn small_things_a_user_meets() {
             }
         })
         .unwrap();
-    eventually("unknown sessions counted", Duration::from_secs(10), || {
+    eventually("unknown sessions counted", Duration::from_secs(30), || {
         let n = datapath_counter(&routers[0], "dropped_unknown_session");
         (n >= before + 5).then_some(()).ok_or(format!("{n}"))
     });
@@ -656,11 +656,11 @@ fn nothing_lost_14_a_smaller_hop_black_holes_nothing() {
     let tb = Testbed::create_owned("blackhole", Spec::hosts(2).containers(1).hop(1, 1300)).unwrap();
     let routers = tb.weft_mesh(2, &[]).unwrap();
     for r in &routers {
-        eventually("data path", Duration::from_secs(20), || {
+        eventually("data path", Duration::from_secs(30), || {
             r.overlays("userspace", 1)
         });
     }
-    eventually("the path MTU to h2", Duration::from_secs(20), || {
+    eventually("the path MTU to h2", Duration::from_secs(30), || {
         let c = routers[0].connection_to("h2")?;
         c["mtu"]
             .as_u64()

@@ -178,7 +178,7 @@ fn meshes_formed_apart_are_refused_until_one_side_resets() {
     b.run(&["connect", &tb.host_addr(1).to_string()]).unwrap();
     let refusal = eventually(
         "the connection to be refused",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || {
             let out = b.run(&["status", "targets"]).map_err(|e| e.to_string())?;
             out.contains("IPAM cluster")

@@ -139,7 +139,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     tb.block(1, 2, Block::UdpPort(6784)).unwrap();
     let blocked = Instant::now();
     for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
-        eventually("fallback to userspace", Duration::from_secs(5), || {
+        eventually("fallback to userspace", Duration::from_secs(30), || {
             connection_is(r, peer, "userspace", Some("vxlan-blocked"))
         });
     }
@@ -180,7 +180,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     ping_all_pairs(&tb, 3);
 
     let ports_back = |what: &str| {
-        eventually(what, Duration::from_secs(10), || {
+        eventually(what, Duration::from_secs(30), || {
             let show = tb
                 .host(1)
                 .run(["ovs-dpctl", "show", "weft-dp"])
@@ -207,7 +207,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     let deleted = Instant::now();
     ports_back("datapath rebuilt");
     eprintln!("datapath rebuilt after {:?}", deleted.elapsed());
-    eventually("traffic after the rebuild", Duration::from_secs(15), || {
+    eventually("traffic after the rebuild", Duration::from_secs(30), || {
         if pings(&tb.container(1, 1), container_addr(2)) {
             Ok(())
         } else {
@@ -218,14 +218,18 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
 
     // ovs-dpctl switches the datapath to per-CPU upcalls just by opening
     // it (above, many times): the router notices and switches it back.
-    eventually("datapath features restored", Duration::from_secs(5), || {
-        let show = routers[0].run(&["dp", "show"]).map_err(|e| e.to_string())?;
-        if show.contains("features: none") {
-            Ok(())
-        } else {
-            Err(show)
-        }
-    });
+    eventually(
+        "datapath features restored",
+        Duration::from_secs(30),
+        || {
+            let show = routers[0].run(&["dp", "show"]).map_err(|e| e.to_string())?;
+            if show.contains("features: none") {
+                Ok(())
+            } else {
+                Err(show)
+            }
+        },
+    );
 
     // A port taken off the datapath, the vxlan device deleted, then every
     // flow: all come back by themselves.
@@ -240,7 +244,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
         .unwrap();
     eventually(
         "traffic after flows were deleted",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || {
             if pings(&tb.container(1, 1), container_addr(3)) {
                 Ok(())

@@ -160,7 +160,7 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         .unwrap();
     eventually(
         "the published port to answer",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || {
             let answer = tb
                 .outside()

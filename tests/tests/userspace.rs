@@ -23,7 +23,7 @@ fn containers_on_three_hosts_reach_each_other() {
     let tb = Testbed::create_owned("us3", Spec::hosts(3).containers(1)).unwrap();
     let routers = tb.weft_mesh(3, &[]).unwrap();
     for r in &routers {
-        eventually("data paths", Duration::from_secs(10), || {
+        eventually("data paths", Duration::from_secs(30), || {
             r.overlays("userspace", 2)
         });
         // This kernel has no openvswitch: every connection says so.
@@ -95,11 +95,11 @@ fn hosts_without_a_direct_path_are_relayed_through_a_third() {
     let mut tb = tb;
     tb.block(2, 3, Block::AllUdp).unwrap();
     let routers = tb.weft_mesh(3, &["--no-discovery"]).unwrap();
-    eventually("h1's data paths", Duration::from_secs(10), || {
+    eventually("h1's data paths", Duration::from_secs(30), || {
         routers[0].overlays("userspace", 2)
     });
     for r in &routers[1..] {
-        eventually("the spokes' data paths", Duration::from_secs(10), || {
+        eventually("the spokes' data paths", Duration::from_secs(30), || {
             r.overlays("userspace", 1)
         });
     }
@@ -133,12 +133,12 @@ fn a_smaller_mtu_hop_does_not_black_hole_tcp() {
     let tb = Testbed::create_owned("ushop", Spec::hosts(3).containers(1).hop(1, 1400)).unwrap();
     let routers = tb.weft_mesh(3, &[]).unwrap();
     for r in &routers {
-        eventually("data paths", Duration::from_secs(10), || {
+        eventually("data paths", Duration::from_secs(30), || {
             r.overlays("userspace", 2)
         });
     }
     // The overlay MTU follows the 1500 links; the path MTU to h2 is found.
-    let mtu = eventually("the path MTU to h2", Duration::from_secs(10), || {
+    let mtu = eventually("the path MTU to h2", Duration::from_secs(30), || {
         let report = routers[0].report().map_err(|e| e.to_string())?;
         report["connections"]
             .as_array()
@@ -220,7 +220,7 @@ fn with_a_password_nothing_readable_crosses_the_wire() {
             .run(&["attach", &cidr, tb.container(h, 1).name()])
             .unwrap();
     }
-    eventually("h1-h2 data path", Duration::from_secs(10), || {
+    eventually("h1-h2 data path", Duration::from_secs(30), || {
         h1.overlays("userspace", 1)
     });
     let report = h1.report().unwrap();
@@ -255,7 +255,7 @@ fn without_a_password_the_capture_does_show_the_payload() {
     let canary: &'static [u8] = b"weft-plaintext-canary-0123456789";
     let tb = Testbed::create_owned("usclear", Spec::hosts(2).containers(1)).unwrap();
     let routers = tb.weft_mesh(2, &[]).unwrap();
-    eventually("data path", Duration::from_secs(10), || {
+    eventually("data path", Duration::from_secs(30), || {
         routers[0].overlays("userspace", 1)
     });
     assert!(pings(&tb.container(1, 1), container_addr(2)));
@@ -271,7 +271,7 @@ fn trusted_subnets_skip_encryption_of_data() {
             &["--password", "s3cret", "--trusted-subnets", "192.0.2.0/24"],
         )
         .unwrap();
-    eventually("data path", Duration::from_secs(10), || {
+    eventually("data path", Duration::from_secs(30), || {
         routers[0].overlays("userspace", 1)
     });
     let report = routers[0].report().unwrap();

@@ -4,18 +4,22 @@
 use super::*;
 
 impl Ipam {
-    /// Starts activating one of our inactive blocks in `subnet`, unless
-    /// one is on its way; false when we have none.
-    pub(super) fn activate_one(&mut self, now: Instant, subnet: Ipv4Net) -> bool {
+    /// Whether one of our blocks in `subnet` is being activated.
+    pub(super) fn activating_in(&self, subnet: Ipv4Net) -> bool {
         let blocks = self.layout.blocks_in(subnet);
-        if self
-            .activating
+        self.activating
             .range(blocks.start..blocks.end)
             .next()
             .is_some()
-        {
+    }
+
+    /// Starts activating one of our inactive blocks in `subnet`, unless
+    /// one is on its way; false when we have none.
+    pub(super) fn activate_one(&mut self, now: Instant, subnet: Ipv4Net) -> bool {
+        if self.activating_in(subnet) {
             return true;
         }
+        let blocks = self.layout.blocks_in(subnet);
         let me = self.config.me;
         let Some(ring) = &self.ring else {
             return false;

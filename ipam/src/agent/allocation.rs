@@ -342,13 +342,7 @@ impl Ipam {
 
     /// Fails the allocations waiting for space in `subnet`.
     pub(super) fn fail_waiting(&mut self, subnet: Ipv4Net, detail: &str) {
-        let blocks = self.layout.blocks_in(subnet);
-        if self
-            .activating
-            .range(blocks.start..blocks.end)
-            .next()
-            .is_some()
-        {
+        if self.activating_in(subnet) {
             return;
         }
         let (failed, still): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)

@@ -28,7 +28,7 @@ use crate::{
     hosts::HostsHandle,
     ipam::{IpamHandle, IpamRequest},
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source},
-    overlay::{DataPaths, Overlay, paths},
+    overlay::{DataPaths, Overlay, negotiation::PeerOffer, paths},
     userspace::engine::{DataPlane, PathReport, PeerSpec, UserspaceCommand},
 };
 
@@ -370,7 +370,7 @@ impl Router {
                     },
                 );
                 let current = self.mesh.connection_to(name).map(|c| c.id);
-                self.paths.handle(paths::Event::Connected {
+                self.paths.handle(paths::Event::Connected(paths::Connected {
                     conn,
                     peer: name,
                     remote: address,
@@ -378,7 +378,7 @@ impl Router {
                     keys: data_keys,
                     current,
                     session: rand::random::<u32>().max(1),
-                });
+                }));
                 return self.carry_out_paths(now);
             }
             Event::Failed {
@@ -436,10 +436,12 @@ impl Router {
                 self.paths.handle(paths::Event::Offered {
                     conn,
                     current,
-                    udp_port,
-                    session,
-                    encrypt,
-                    vxlan_port,
+                    offer: PeerOffer {
+                        udp_port,
+                        session,
+                        encrypt,
+                        vxlan_port,
+                    },
                 });
                 return self.carry_out_paths(now);
             }

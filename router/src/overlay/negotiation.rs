@@ -38,6 +38,17 @@ pub struct Offer {
     pub encrypt: bool,
 }
 
+/// What the peer's offer says: where its datagrams go, the session id to
+/// put on them, whether it wants them sealed, and its vxlan port if it has
+/// a fast datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerOffer {
+    pub udp_port: u16,
+    pub session: u32,
+    pub encrypt: bool,
+    pub vxlan_port: Option<u16>,
+}
+
 /// A data path to start, now that the peer's offer came.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Start {
@@ -102,9 +113,7 @@ impl Negotiation {
         &mut self,
         conn: ConnId,
         current: Option<ConnId>,
-        udp_port: u16,
-        session: u32,
-        encrypt: bool,
+        offer: &PeerOffer,
     ) -> Result<Start, Ignored> {
         let (setup, active) = self.setups.get(&conn).ok_or(Ignored::UnknownConnection)?;
         if current != Some(conn) {
@@ -113,7 +122,7 @@ impl Negotiation {
         if *active {
             return Err(Ignored::AlreadyStarted);
         }
-        let seal = setup.encrypt || encrypt;
+        let seal = setup.encrypt || offer.encrypt;
         let keys = if seal {
             Some(setup.keys.clone().ok_or(Ignored::NoKeys)?)
         } else {
@@ -121,10 +130,10 @@ impl Negotiation {
         };
         let start = Start {
             peer: setup.peer,
-            addr: SocketAddr::new(setup.remote, udp_port),
+            addr: SocketAddr::new(setup.remote, offer.udp_port),
             remote: setup.remote,
             local: setup.local,
-            send_session: session,
+            send_session: offer.session,
             recv_session: setup.session,
             keys,
         };
@@ -146,6 +155,15 @@ impl Negotiation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offer(udp_port: u16, session: u32, encrypt: bool) -> PeerOffer {
+        PeerOffer {
+            udp_port,
+            session,
+            encrypt,
+            vxlan_port: None,
+        }
+    }
 
     fn setup(session: u32) -> Setup {
         Setup {
@@ -173,11 +191,11 @@ mod tests {
         assert!(n.connected(2, setup(222), Some(2)).is_some());
         // The mesh took 2: the late offer on 1 starts nothing.
         assert_eq!(
-            n.offered(1, Some(2), 6783, 999, false),
+            n.offered(1, Some(2), &offer(6783, 999, false)),
             Err(Ignored::Replaced)
         );
         // The offer on 2 starts the data path with 2's sessions.
-        let start = n.offered(2, Some(2), 6783, 555, false).unwrap();
+        let start = n.offered(2, Some(2), &offer(6783, 555, false)).unwrap();
         assert_eq!((start.send_session, start.recv_session), (555, 222));
         assert_eq!(start.addr, "192.0.2.15:6783".parse().unwrap());
         // The replaced connection closing stops nothing; the current one
@@ -185,7 +203,7 @@ mod tests {
         assert_eq!(n.closed(1), None);
         assert_eq!(n.closed(2), Some(PeerName::from_u64(15)));
         assert_eq!(
-            n.offered(2, Some(2), 6783, 555, false),
+            n.offered(2, Some(2), &offer(6783, 555, false)),
             Err(Ignored::UnknownConnection)
         );
     }
@@ -195,18 +213,21 @@ mod tests {
         let mut n = Negotiation::default();
         assert_eq!(n.connected(3, setup(1), Some(4)), None);
         assert_eq!(
-            n.offered(3, Some(4), 1, 1, false),
+            n.offered(3, Some(4), &offer(1, 1, false)),
             Err(Ignored::UnknownConnection)
         );
         n.connected(4, setup(2), Some(4));
-        assert!(n.offered(4, Some(4), 1, 1, false).is_ok());
+        assert!(n.offered(4, Some(4), &offer(1, 1, false)).is_ok());
         assert_eq!(
-            n.offered(4, Some(4), 1, 1, false),
+            n.offered(4, Some(4), &offer(1, 1, false)),
             Err(Ignored::AlreadyStarted)
         );
         // Sealing asked for without keys is refused, not started clear.
         let mut n = Negotiation::default();
         n.connected(5, setup(3), Some(5));
-        assert_eq!(n.offered(5, Some(5), 1, 1, true), Err(Ignored::NoKeys));
+        assert_eq!(
+            n.offered(5, Some(5), &offer(1, 1, true)),
+            Err(Ignored::NoKeys)
+        );
     }
 }

@@ -20,7 +20,7 @@ use weft_crypto::DataKeys;
 
 use super::{
     Inputs, Overlay, Reason, choose,
-    negotiation::{Ignored, Negotiation, Setup, Start},
+    negotiation::{Ignored, Negotiation, PeerOffer, Setup, Start},
 };
 use crate::{
     fastdp::{PeerTunnel, heartbeat::VxlanState},
@@ -42,27 +42,29 @@ pub struct DataPathsConfig {
     pub fastdp: bool,
 }
 
+/// A control connection that came up.
+#[derive(Clone, Debug)]
+pub struct Connected {
+    pub conn: ConnId,
+    pub peer: PeerName,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub keys: Option<DataKeys>,
+    /// The connection the mesh holds for the peer now.
+    pub current: Option<ConnId>,
+    /// A fresh random id (non-zero) for the peer to put on its datagrams.
+    pub session: u32,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// A control connection came up; `current` is the connection the mesh
-    /// holds for the peer now, `session` a fresh random id (non-zero).
-    Connected {
-        conn: ConnId,
-        peer: PeerName,
-        remote: SocketAddr,
-        local: SocketAddr,
-        keys: Option<DataKeys>,
-        current: Option<ConnId>,
-        session: u32,
-    },
-    /// The peer's offer came on `conn`; `current` as above.
+    Connected(Connected),
+    /// The peer's offer came on `conn`; `current` is the connection the
+    /// mesh holds for the peer now.
     Offered {
         conn: ConnId,
         current: Option<ConnId>,
-        udp_port: u16,
-        session: u32,
-        encrypt: bool,
-        vxlan_port: Option<u16>,
+        offer: PeerOffer,
     },
     Closed {
         conn: ConnId,
@@ -175,23 +177,12 @@ impl DataPaths {
 
     pub fn handle(&mut self, event: Event) {
         match event {
-            Event::Connected {
-                conn,
-                peer,
-                remote,
-                local,
-                keys,
-                current,
-                session,
-            } => self.connected(conn, peer, remote, local, keys, current, session),
+            Event::Connected(c) => self.connected(c),
             Event::Offered {
                 conn,
                 current,
-                udp_port,
-                session,
-                encrypt,
-                vxlan_port,
-            } => self.offered(conn, current, udp_port, session, encrypt, vxlan_port),
+                offer,
+            } => self.offered(conn, current, offer),
             Event::Closed { conn } => {
                 if let Some(peer) = self.negotiation.closed(conn) {
                     self.peers.remove(&peer);
@@ -230,17 +221,16 @@ impl DataPaths {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn connected(
-        &mut self,
-        conn: ConnId,
-        peer: PeerName,
-        remote: SocketAddr,
-        local: SocketAddr,
-        keys: Option<DataKeys>,
-        current: Option<ConnId>,
-        session: u32,
-    ) {
+    fn connected(&mut self, c: Connected) {
+        let Connected {
+            conn,
+            peer,
+            remote,
+            local,
+            keys,
+            current,
+            session,
+        } = c;
         let trusted = |ip: IpAddr| self.config.trusted_subnets.iter().any(|n| n.contains(&ip));
         let setup = Setup {
             peer,
@@ -264,19 +254,8 @@ impl DataPaths {
         });
     }
 
-    fn offered(
-        &mut self,
-        conn: ConnId,
-        current: Option<ConnId>,
-        udp_port: u16,
-        session: u32,
-        encrypt: bool,
-        vxlan_port: Option<u16>,
-    ) {
-        let start = match self
-            .negotiation
-            .offered(conn, current, udp_port, session, encrypt)
-        {
+    fn offered(&mut self, conn: ConnId, current: Option<ConnId>, offer: PeerOffer) {
+        let start = match self.negotiation.offered(conn, current, &offer) {
             Ok(start) => start,
             Err(Ignored::NoKeys) => {
                 tracing::error!(conn, "the peer wants encrypted data but there are no keys");
@@ -291,7 +270,7 @@ impl DataPaths {
         let sealed = start.keys.is_some();
         let inputs = Inputs {
             local_datapath: self.local_datapath,
-            peer_datapath: vxlan_port.is_some(),
+            peer_datapath: offer.vxlan_port.is_some(),
             encrypt: sealed,
             vxlan: None,
             vxlan_tried: false,

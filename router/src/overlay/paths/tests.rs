@@ -106,7 +106,7 @@ impl Sim {
         for (me, other) in [(a, b), (b, a)] {
             let session = self.rng.random::<u32>().max(1);
             let keys = self.keys();
-            self.nodes[me].paths.handle(Event::Connected {
+            self.nodes[me].paths.handle(Event::Connected(Connected {
                 conn,
                 peer: name(other),
                 remote: addr(other),
@@ -114,7 +114,7 @@ impl Sim {
                 keys,
                 current: Some(conn),
                 session,
-            });
+            }));
         }
         self.settle();
         conn
@@ -163,10 +163,12 @@ impl Sim {
                 self.nodes[other].paths.handle(Event::Offered {
                     conn,
                     current: Some(conn),
-                    udp_port,
-                    session,
-                    encrypt,
-                    vxlan_port,
+                    offer: PeerOffer {
+                        udp_port,
+                        session,
+                        encrypt,
+                        vxlan_port,
+                    },
                 });
             }
             Action::StartUserspace(start) => {
@@ -396,14 +398,16 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
         },
         true,
     );
-    let connected_as = |conn, current, session| Event::Connected {
-        conn,
-        peer: name(conn as usize),
-        remote: addr(conn as usize),
-        local: addr(0),
-        keys: None,
-        current: Some(current),
-        session,
+    let connected_as = |conn, current, session| {
+        Event::Connected(Connected {
+            conn,
+            peer: name(conn as usize),
+            remote: addr(conn as usize),
+            local: addr(0),
+            keys: None,
+            current: Some(current),
+            session,
+        })
     };
     let connected = |conn, session| connected_as(conn, conn, session);
     paths.handle(connected(1, 77));
@@ -439,10 +443,12 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
     paths.handle(Event::Offered {
         conn: 1,
         current: Some(1),
-        udp_port: 6000,
-        session: 5,
-        encrypt: false,
-        vxlan_port: Some(6001),
+        offer: PeerOffer {
+            udp_port: 6000,
+            session: 5,
+            encrypt: false,
+            vxlan_port: Some(6001),
+        },
     });
     match paths.poll() {
         Some(Action::StartUserspace(start)) => {
