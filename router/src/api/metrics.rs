@@ -1,112 +1,136 @@
-//! `/metrics` in the Prometheus text exposition format.
+//! `/metrics` in the OpenMetrics text format, encoded by prometheus-client
+//! (label escaping, `_total` suffixes and the `# EOF` line are its job).
+//! The router's counters are read at scrape time into a registry made for
+//! that scrape.
 
-use std::fmt::Write;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 use crate::daemon::router::Metrics;
 
-/// A label value as the text format wants it: backslash, quote and
-/// newline escaped, so no value can forge another line.
-fn escaped(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The content type of what [`render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: usize) {
+    let g: Gauge = Gauge::default();
+    g.set(value as i64);
+    registry.register(name, help, g);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+fn gauges(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, usize)>,
+) {
+    let family = Family::<Labels, Gauge>::default();
+    for (labels, value) in samples {
+        family.get_or_create(&labels).set(value as i64);
+    }
+    registry.register(name, help, family);
+}
+
+fn counters(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    let family = Family::<Labels, Counter>::default();
+    for (labels, value) in samples {
+        family.get_or_create(&labels).inc_by(value);
+    }
+    registry.register(name, help, family);
+}
+
+fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_string(), value.to_string())]
 }
 
 pub fn render(m: &Metrics) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
-        writeln!(out, "# HELP {name} {help}").unwrap();
-        writeln!(out, "# TYPE {name} {kind}").unwrap();
-        for (labels, value) in samples {
-            writeln!(out, "{name}{labels} {value}").unwrap();
-        }
-    };
-    let labelled = |label: &str, counts: &std::collections::BTreeMap<String, usize>| {
-        counts
-            .iter()
-            .map(|(k, v)| (format!("{{{label}=\"{}\"}}", escaped(k)), *v as f64))
-            .collect::<Vec<_>>()
-    };
+    let mut r = Registry::default();
     gauge(
+        &mut r,
         "weft_peers",
-        "Peers this router can reach, itself included.",
-        "gauge",
-        vec![(String::new(), m.peers as f64)],
+        "Peers this router can reach, itself included",
+        m.peers,
     );
-    gauge(
+    gauges(
+        &mut r,
         "weft_connections",
-        "This router's connections by state.",
-        "gauge",
-        labelled("state", &m.connections_by_state),
+        "This router's connections by state",
+        m.connections_by_state
+            .iter()
+            .map(|(k, v)| (label("state", k), *v)),
     );
-    gauge(
+    gauges(
+        &mut r,
         "weft_targets",
-        "Addresses this router connects to, by state.",
-        "gauge",
-        labelled("state", &m.targets_by_state),
-    );
-    gauge(
-        "weft_connections_refused_total",
-        "Connections this router refused after their handshake.",
-        "counter",
-        vec![(String::new(), m.refused_by_us as f64)],
-    );
-    gauge(
-        "weft_connection_failures_total",
-        "Connection attempts that failed before being established.",
-        "counter",
-        vec![(String::new(), m.failed_attempts as f64)],
-    );
-    gauge(
-        "weft_control_messages_sent_total",
-        "Control messages sent to peers.",
-        "counter",
-        vec![(String::new(), m.messages_sent as f64)],
-    );
-    gauge(
-        "weft_control_messages_sent_by_kind_total",
-        "Control messages sent, by kind (gossip, broadcast and unicast by channel).",
-        "counter",
-        m.sent_by_kind
+        "Addresses this router connects to, by state",
+        m.targets_by_state
             .iter()
-            .map(|(k, v)| (format!("{{kind=\"{}\"}}", escaped(k)), *v as f64))
-            .collect(),
+            .map(|(k, v)| (label("state", k), *v)),
     );
-    gauge(
-        "weft_control_messages_received_total",
-        "Control messages received from peers.",
-        "counter",
-        vec![(String::new(), m.messages_received as f64)],
+    counter(
+        &mut r,
+        "weft_connections_refused",
+        "Connections this router refused after their handshake",
+        m.refused_by_us,
     );
-    gauge(
+    counter(
+        &mut r,
+        "weft_connection_failures",
+        "Connection attempts that failed before being established",
+        m.failed_attempts,
+    );
+    counter(
+        &mut r,
+        "weft_control_messages_sent",
+        "Control messages sent to peers",
+        m.messages_sent,
+    );
+    counters(
+        &mut r,
+        "weft_control_messages_sent_by_kind",
+        "Control messages sent, by kind (gossip, broadcast and unicast by channel)",
+        m.sent_by_kind.iter().map(|(k, v)| (label("kind", k), *v)),
+    );
+    counter(
+        &mut r,
+        "weft_control_messages_received",
+        "Control messages received from peers",
+        m.messages_received,
+    );
+    gauges(
+        &mut r,
         "weft_connection_overlays",
-        "Connections by the data path they use, and for the userspace path the reason it is not the fast datapath.",
-        "gauge",
-        m.overlays
-            .iter()
-            .map(|(k, v)| {
-                let (overlay, reason) = k.split_once(':').unwrap_or((k, ""));
-                (
-                    format!(
-                        "{{overlay=\"{}\",reason=\"{}\"}}",
-                        escaped(overlay),
-                        escaped(reason)
-                    ),
-                    *v as f64,
-                )
-            })
-            .collect(),
+        "Connections by the data path they use, and for the userspace path the reason it is not the fast datapath",
+        m.overlays.iter().map(|(k, v)| {
+            let (overlay, reason) = k.split_once(':').unwrap_or((k, ""));
+            let mut labels = label("overlay", overlay);
+            labels.push(("reason".into(), reason.into()));
+            (labels, *v)
+        }),
     );
-    gauge(
-        "weft_datapath_total",
-        "The userspace data path's counters: frames from and to the bridge, datagrams and bytes, drops by reason, frames relayed for others.",
-        "counter",
-        m.data
-            .iter()
-            .map(|(k, v)| (format!("{{counter=\"{}\"}}", escaped(k)), *v as f64))
-            .collect(),
+    counters(
+        &mut r,
+        "weft_datapath",
+        "The userspace data path's counters: frames from and to the bridge, datagrams and bytes, drops by reason, frames relayed for others",
+        m.data.iter().map(|(k, v)| (label("counter", k), *v)),
     );
+    let mut out = String::new();
+    encode(&mut out, &r).expect("encoding into a String cannot fail");
     out
 }
 
@@ -126,6 +150,13 @@ mod tests {
             out.contains("# TYPE weft_peers gauge\nweft_peers 3\n"),
             "{out}"
         );
+        m.data.insert("held_released", 4);
+        let out = render(&m);
+        assert!(
+            out.contains("weft_datapath_total{counter=\"held_released\"} 4\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("# EOF\n"), "{out}");
         assert!(
             out.contains("weft_connections{state=\"established\"} 2\n"),
             "{out}"

@@ -609,10 +609,14 @@ impl Api {
                 let report = self.ask(Request::Report).await?;
                 json(serde_json::to_string_pretty(&report).expect("reports serialize") + "\n")
             }
-            (Method::GET, "/metrics") => text(
-                StatusCode::OK,
-                metrics::render(&self.ask(Request::Metrics).await?),
-            ),
+            (Method::GET, "/metrics") => {
+                let body = metrics::render(&self.ask(Request::Metrics).await?);
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", metrics::CONTENT_TYPE)
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("valid response")
+            }
             (Method::POST, "/connect" | "/forget") => {
                 let body: PeersBody = serde_json::from_slice(&body).map_err(|e| {
                     text(
