@@ -422,6 +422,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
                 overlay_mtu,
                 tap: netdev::TAP.into(),
                 engine: data.sender(),
+                netlink: netlink.clone(),
             };
             match Fastdp::start(config, fastdp_tx).await {
                 Ok(f) => {

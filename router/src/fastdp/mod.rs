@@ -38,6 +38,7 @@ use weft_odp::{
 use crate::{
     identity::PeerName,
     mesh::Routes,
+    netdev::netlink::Netlink,
     userspace::{engine, forwarding::MacTable, packet::macs},
     worker::{self, Mailbox},
 };
@@ -103,6 +104,8 @@ pub struct FastdpConfig {
     pub tap: String,
     /// The userspace path, which takes frames the datapath hands it.
     pub engine: engine::Sender,
+    /// The router's netlink connection, for the datapath port's links.
+    pub netlink: Netlink,
 }
 
 /// The ports of our datapath, by number.
@@ -187,24 +190,14 @@ fn build(
 }
 
 /// rtnetlink for the datapath's internal port, from this synchronous
-/// thread: a runtime of its own that runs only while a call is made.
+/// thread: the calls run on the router's own runtime and netlink
+/// connection, and the thread waits for them (no runtime of its own).
 struct Plumbing {
-    runtime: tokio::runtime::Runtime,
-    netlink: crate::netdev::netlink::Netlink,
+    runtime: tokio::runtime::Handle,
+    netlink: Netlink,
 }
 
 impl Plumbing {
-    fn new() -> Result<Plumbing, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let netlink = runtime
-            .block_on(async { crate::netdev::netlink::Netlink::here() })
-            .map_err(|e| e.to_string())?;
-        Ok(Plumbing { runtime, netlink })
-    }
-
     /// The internal port on the bridge, up, without IPv6 (it is a switch
     /// port: its own router solicitations would only add flows).
     fn join_bridge(&self, bridge: &str) -> Result<(), String> {
@@ -233,11 +226,12 @@ impl Fastdp {
     ) -> Result<Fastdp, OdpError> {
         let (sender, mailbox) = worker::mailbox().map_err(|e| OdpError::Socket(e.to_string()))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
         let worker = worker::Worker::spawn(
             "weft-fastdp",
             sender,
             || FastdpCommand::Stop,
-            move || match Worker::new(config, mailbox, reports) {
+            move || match Worker::new(config, runtime, mailbox, reports) {
                 Ok(worker) => {
                     let _ = ready_tx.send(Ok(()));
                     worker.run();
@@ -289,13 +283,17 @@ struct Worker {
 impl Worker {
     fn new(
         config: FastdpConfig,
+        runtime: tokio::runtime::Handle,
         mailbox: Mailbox<FastdpCommand>,
         reports: tokio::sync::mpsc::UnboundedSender<Report>,
     ) -> Result<Worker, OdpError> {
         let mut client = Client::connect()?;
         let upcalls = UpcallSocket::open()?;
         upcalls.set_nonblocking()?;
-        let plumbing = Plumbing::new().map_err(OdpError::Socket)?;
+        let plumbing = Plumbing {
+            runtime,
+            netlink: config.netlink.clone(),
+        };
         let ports = build(&mut client, &plumbing, &config, upcalls.port_id())?;
         let now = Instant::now();
         Ok(Worker {
