@@ -140,10 +140,15 @@ fn main() -> Result<(), String> {
             Ok(all)
         })
         .map_err(|e| e.to_string())??;
-    let left = h1.run(&["ps"]).map_err(|e| e.to_string())?;
+    let ps = h1.run(&["ps"]).map_err(|e| e.to_string())?;
     tb.destroy().map_err(|e| e.to_string())?;
-    if !left.trim().is_empty() {
-        return Err(format!("DEL left attachments behind: {left}"));
+    // The router's own gateway (it exposes itself to serve CNI) stays.
+    let left: Vec<&str> = ps
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("weft:expose "))
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("DEL left attachments behind: {left:?}"));
     }
 
     let set = |i: usize| samples.iter().map(|s| s[i].clone()).collect::<Vec<_>>();
