@@ -126,6 +126,28 @@ impl VxlanPath {
         Some((self.seq, size))
     }
 
+    /// A heartbeat from the peer arrived in a frame of `len` bytes. An ack
+    /// counts for the path; a ping is answered: the ack to send back,
+    /// from `local`, says the size it arrived at.
+    pub fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        local: PeerName,
+        hb: Heartbeat,
+        len: usize,
+    ) -> Option<Heartbeat> {
+        if hb.ack {
+            self.acked(now, usize::from(hb.size));
+            return None;
+        }
+        Some(Heartbeat {
+            ack: true,
+            seq: hb.seq,
+            sender: local,
+            size: len.min(usize::from(u16::MAX)) as u16,
+        })
+    }
+
     /// An ack came back, for a frame of `size` bytes.
     pub fn acked(&mut self, now: Instant, size: usize) {
         self.first_ack.get_or_insert(now);
@@ -227,5 +249,32 @@ mod tests {
             p.state(t0 + PATH_HEARTBEAT_INTERVAL + PATH_DEAD_AFTER),
             VxlanState::Down
         );
+    }
+
+    #[test]
+    fn pings_are_answered_with_their_size_and_acks_count_for_the_path() {
+        let t0 = Instant::now();
+        let me = PeerName::from_u64(0x0200_0000_0001);
+        let them = PeerName::from_u64(0x0200_0000_0002);
+        let mut p = VxlanPath::new(t0, 1464);
+        let ping = Heartbeat {
+            ack: false,
+            seq: 7,
+            sender: them,
+            size: 1464,
+        };
+        assert_eq!(
+            p.on_heartbeat(t0, me, ping, 1464),
+            Some(Heartbeat {
+                ack: true,
+                seq: 7,
+                sender: me,
+                size: 1464
+            })
+        );
+        assert_eq!(p.state(t0), VxlanState::Probing, "a ping is not an answer");
+        let ack = Heartbeat { ack: true, ..ping };
+        assert_eq!(p.on_heartbeat(t0, me, ack, 64), None);
+        assert_eq!(p.state(t0), VxlanState::Up { full_size: true });
     }
 }

@@ -553,19 +553,14 @@ impl Worker {
     }
 
     fn on_heartbeat(&mut self, peer: PeerName, hb: Heartbeat, len: usize, now: Instant) {
-        if hb.ack {
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.path.acked(now, usize::from(hb.size));
-            }
-            return;
+        let local = self.config.local;
+        let answer = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.path.on_heartbeat(now, local, hb, len));
+        if let Some(ack) = answer {
+            self.send_heartbeat(peer, &ack.frame(0));
         }
-        let ack = Heartbeat {
-            ack: true,
-            seq: hb.seq,
-            sender: self.config.local,
-            size: len as u16,
-        };
-        self.send_heartbeat(peer, &ack.frame(0));
     }
 
     fn send_heartbeat(&mut self, peer: PeerName, frame: &[u8]) {
@@ -666,12 +661,14 @@ impl Worker {
             return;
         };
         self.flows = flows.len();
-        let now_ms = monotonic_ms();
-        for flow in flows {
-            let idle = flow
-                .used_ms
-                .is_some_and(|used| now_ms.saturating_sub(used) > FLOW_IDLE.as_millis() as u64);
-            if idle && self.client.delete_flow(self.ports.dp, &flow.key).is_ok() {
+        let used: Vec<Option<u64>> = flows.iter().map(|f| f.used_ms).collect();
+        let idle = planner::idle_flows(&used, monotonic_ms(), FLOW_IDLE.as_millis() as u64);
+        for i in idle {
+            if self
+                .client
+                .delete_flow(self.ports.dp, &flows[i].key)
+                .is_ok()
+            {
                 self.flows -= 1;
             }
         }
