@@ -52,9 +52,14 @@ impl<C> Mailbox<C> {
         self.wake.as_raw_fd()
     }
 
-    /// The next queued command. Wake-ups are consumed first, so a command
-    /// sent after the last one taken wakes the poll loop again.
+    /// The next queued command. Only when the queue looks empty are the
+    /// wake-ups consumed (no system call per command), and the queue is
+    /// looked at once more after that: a command sent meanwhile is taken
+    /// now, and one sent later leaves its wake-up for the next poll.
     pub fn next(&self) -> Option<C> {
+        if let Ok(command) = self.commands.try_recv() {
+            return Some(command);
+        }
         let mut drain = [0u8; 64];
         while self.wake.recv(&mut drain).is_ok() {}
         self.commands.try_recv().ok()
