@@ -205,15 +205,12 @@ impl Router {
             ipam,
             host,
             hosts_seen: None,
-            paths: DataPaths::new(
-                paths::DataPathsConfig {
-                    udp_port: settings.port,
-                    fastdp_port: settings.fastdp_port,
-                    trusted_subnets: settings.trusted_subnets.clone(),
-                    fastdp: fastdp.is_some(),
-                },
-                fastdp.is_some(),
-            ),
+            paths: DataPaths::new(paths::DataPathsConfig {
+                udp_port: settings.port,
+                fastdp_port: settings.fastdp_port,
+                trusted_subnets: settings.trusted_subnets.clone(),
+                fastdp: fastdp.is_some(),
+            }),
             fastdp,
             fastdp_reports,
             sent_routes: mesh.data_routes(),

@@ -143,11 +143,11 @@ pub struct DataPaths {
 }
 
 impl DataPaths {
-    /// `local_datapath`: whether our datapath is up at the start.
-    pub fn new(config: DataPathsConfig, local_datapath: bool) -> DataPaths {
+    /// A fast datapath plane starts up (`config.fastdp`) or not at all.
+    pub fn new(config: DataPathsConfig) -> DataPaths {
         DataPaths {
+            local_datapath: config.fastdp,
             config,
-            local_datapath,
             negotiation: Negotiation::default(),
             peers: HashMap::new(),
             on_fastdp: BTreeSet::new(),

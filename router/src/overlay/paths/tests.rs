@@ -62,15 +62,12 @@ impl Sim {
     fn new(n: usize, datapath: impl Fn(usize) -> bool, password: bool, trusted: &[&str]) -> Sim {
         let nodes = (0..n)
             .map(|i| Node {
-                paths: DataPaths::new(
-                    DataPathsConfig {
-                        udp_port: 6783,
-                        fastdp_port: Some(6784),
-                        trusted_subnets: trusted.iter().map(|t| t.parse().unwrap()).collect(),
-                        fastdp: datapath(i),
-                    },
-                    datapath(i),
-                ),
+                paths: DataPaths::new(DataPathsConfig {
+                    udp_port: 6783,
+                    fastdp_port: Some(6784),
+                    trusted_subnets: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+                    fastdp: datapath(i),
+                }),
                 datapath: datapath(i),
                 userspace: BTreeMap::new(),
                 tunnels: BTreeSet::new(),
@@ -389,15 +386,12 @@ fn a_password_keeps_data_on_the_userspace_path_except_between_trusted_subnets() 
 
 #[test]
 fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
-    let mut paths = DataPaths::new(
-        DataPathsConfig {
-            udp_port: 7000,
-            fastdp_port: Some(7001),
-            trusted_subnets: Vec::new(),
-            fastdp: true,
-        },
-        true,
-    );
+    let mut paths = DataPaths::new(DataPathsConfig {
+        udp_port: 7000,
+        fastdp_port: Some(7001),
+        trusted_subnets: Vec::new(),
+        fastdp: true,
+    });
     let connected_as = |conn, current, session| {
         Event::Connected(Connected {
             conn,
