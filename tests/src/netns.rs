@@ -69,34 +69,52 @@ impl Netns {
     /// Applies an nftables script inside the namespace (`nft -f -`, one
     /// transaction).
     pub fn nft(&self, script: &str) -> Result<()> {
+        self.run_with_input(&["nft", "-f", "-"], script)
+    }
+
+    /// Runs `argv` inside the namespace with `input` on its stdin (a script
+    /// for `nft -f -` or `ip -batch -`); a non-zero exit is an error that
+    /// carries the input and stderr.
+    pub fn run_with_input(&self, argv: &[&str], input: &str) -> Result<()> {
+        let command = argv.join(" ");
         let mut child = self
-            .command(["nft", "-f", "-"])
+            .command(argv)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| Error::Spawn {
-                command: "nft".to_string(),
+                command: command.clone(),
                 source,
             })?;
         child
             .stdin
             .take()
             .expect("stdin is piped")
-            .write_all(script.as_bytes())
-            .map_err(Error::io("write nft script"))?;
+            .write_all(input.as_bytes())
+            .map_err(Error::io(format!("write the input of {command}")))?;
         let output = child
             .wait_with_output()
-            .map_err(Error::io("wait for nft"))?;
+            .map_err(Error::io(format!("wait for {command}")))?;
         if output.status.success() {
             Ok(())
         } else {
             Err(Error::Command {
-                command: format!("nft -f - <<EOF\n{script}EOF"),
+                command: format!("{command} <<EOF\n{input}EOF"),
                 status: output.status.to_string(),
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
             })
         }
+    }
+
+    /// The MAC address of interface `dev` in the namespace.
+    pub fn mac(&self, dev: &str) -> Result<String> {
+        let link = self.ip(["-o", "link", "show", dev])?;
+        link.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(String::from)
+            .ok_or_else(|| Error::Spec(format!("{}'s {dev} has no MAC: {link}", self.name)))
     }
 
     /// Runs `ip -n <ns> <args>`: iproute2 configuration of this namespace

@@ -185,13 +185,7 @@ impl Testbed {
         let spec = &self.state.spec;
         let mut macs = Vec::new();
         for host in 1..=spec.hosts {
-            let link = self.host(host).ip(["-o", "link", "show", "eth0"])?;
-            let mac = link
-                .split_whitespace()
-                .skip_while(|w| *w != "link/ether")
-                .nth(1)
-                .ok_or_else(|| Error::Spec(format!("h{host}'s eth0 has no MAC: {link}")))?
-                .to_string();
+            let mac = self.host(host).mac("eth0")?;
             macs.push((spec.host_addr(host), spec.bridge_of(host), mac));
         }
         for host in 1..=spec.hosts {
@@ -204,31 +198,8 @@ impl Testbed {
                     format!("neigh replace {addr} lladdr {mac} dev eth0 nud permanent\n")
                 })
                 .collect();
-            let ns = self.host(host);
-            let mut child = Command::new("ip")
-                .args(["-n", ns.name(), "-batch", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|source| Error::Spawn {
-                    command: "ip -batch".into(),
-                    source,
-                })?;
-            std::io::Write::write_all(
-                child.stdin.as_mut().expect("stdin is piped"),
-                batch.as_bytes(),
-            )
-            .map_err(Error::io("write ip batch"))?;
-            drop(child.stdin.take());
-            let out = child.wait_with_output().map_err(Error::io("wait for ip"))?;
-            if !out.status.success() {
-                return Err(Error::Command {
-                    command: format!("ip -n {} -batch -", ns.name()),
-                    status: out.status.to_string(),
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
-            }
+            self.host(host)
+                .run_with_input(&["ip", "-batch", "-"], &batch)?;
         }
         Ok(())
     }

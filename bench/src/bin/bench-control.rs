@@ -26,7 +26,7 @@ use std::{
 use bench::Row;
 use clap::Parser;
 use serde_json::Value;
-use testbed::{Block, Netns, Spec, Testbed, WeftHost, container_addr};
+use testbed::{Block, Spec, Testbed, WeftHost, container_addr};
 use weft_api::Client;
 
 #[derive(Parser)]
@@ -90,18 +90,6 @@ fn wait_for_overlay(
     }
 }
 
-/// The MAC of a container's weft interface.
-fn mac(container: &Netns) -> Result<String, String> {
-    let out = container
-        .ip(["-o", "link", "show", "weft0"])
-        .map_err(|e| e.to_string())?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .map(String::from)
-        .ok_or_else(|| format!("no MAC in {out}"))
-}
-
 /// Sends a datagram every 5 ms from container 2 to container 1 until one
 /// arrives; returns when it did. Static neighbour entries on both sides
 /// keep ARP's one-second retries out of the measurement, so what is timed
@@ -122,7 +110,7 @@ impl Probe {
                 "replace",
                 &addr,
                 "lladdr",
-                &mac(to)?,
+                &to.mac("weft0").map_err(|e| e.to_string())?,
                 "dev",
                 "weft0",
                 "nud",
