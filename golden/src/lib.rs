@@ -77,17 +77,25 @@ impl Golden {
         read(&self.dir.join(format!("{name}.hex")))
     }
 
-    /// The names of the files under `sub` (without `.hex`), sorted.
-    pub fn names(&self, sub: &str) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.dir.join(sub))
-            .unwrap_or_else(|e| panic!("tests/golden/{sub}: {e}"))
+    /// The last release's files (`previous/`): each kind (the file name
+    /// without `.hex`) with its bytes, sorted; there must be some.
+    pub fn previous(&self) -> Vec<(String, Vec<u8>)> {
+        let dir = self.dir.join("previous");
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                Some(format!("{sub}/{}", name.strip_suffix(".hex")?))
+                let kind = name.strip_suffix(".hex")?.to_string();
+                Some((kind, read(&dir.join(&name))))
             })
             .collect();
-        names.sort();
-        names
+        assert!(
+            !files.is_empty(),
+            "{} holds the last release's bytes",
+            dir.display()
+        );
+        files.sort();
+        files
     }
 }
 

@@ -223,38 +223,21 @@ fn formats_match_their_golden_bytes() {
 /// during a rolling upgrade.
 #[test]
 fn the_previous_release_still_decodes() {
-    let g = golden();
-    let names = g.names("previous");
-    assert!(
-        !names.is_empty(),
-        "tests/golden/previous holds the last release"
-    );
-    for name in names {
-        let bytes = g.bytes(&name);
-        let kind = name.trim_start_matches("previous/");
-        let decoded = match kind {
-            k if k.starts_with("control-") => ControlMessage::decode(&bytes).map(|_| ()),
-            "identity" => PeerIdentity::decode(&bytes).map(|_| ()),
-            "host-records" => hosts::decode(&bytes).map(|_| ()),
-            "encap-header" => Header::parse(&bytes).map(|_| ()).map_err(|e| e.to_string()),
+    let recognised = |o: Option<_>| o.map(drop).ok_or_else(|| "not recognised".to_string());
+    for (kind, bytes) in golden().previous() {
+        let decoded = match kind.as_str() {
+            k if k.starts_with("control-") => ControlMessage::decode(&bytes).map(drop),
+            "identity" => PeerIdentity::decode(&bytes).map(drop),
+            "host-records" => hosts::decode(&bytes).map(drop),
+            "encap-header" => Header::parse(&bytes).map(drop).map_err(|e| e.to_string()),
             "encap-routing" => Routing::parse(Kind::Forwarded, &bytes)
-                .map(|_| ())
+                .map(drop)
                 .map_err(|e| e.to_string()),
-            "udp-heartbeat" => encap::parse_heartbeat(&bytes).map(|_| ()).ok_or_default(),
-            "udp-ack" => encap::parse_ack(&bytes).map(|_| ()).ok_or_default(),
-            "vxlan-heartbeat" => Heartbeat::parse(&bytes).map(|_| ()).ok_or_default(),
+            "udp-heartbeat" => recognised(encap::parse_heartbeat(&bytes).map(drop)),
+            "udp-ack" => recognised(encap::parse_ack(&bytes).map(drop)),
+            "vxlan-heartbeat" => recognised(Heartbeat::parse(&bytes).map(drop)),
             other => panic!("{other}: no decoder is named for it; add one here"),
         };
-        decoded.unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
-    }
-}
-
-trait OkOrDefault {
-    fn ok_or_default(self) -> Result<(), String>;
-}
-
-impl OkOrDefault for Option<()> {
-    fn ok_or_default(self) -> Result<(), String> {
-        self.ok_or_else(|| "not recognised".to_string())
+        decoded.unwrap_or_else(|e| panic!("previous/{kind} no longer decodes: {e}"));
     }
 }
