@@ -58,27 +58,14 @@ pub fn fragment(frame: &[u8], max_frame: usize) -> Option<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::userspace::packet::checksum;
+    use crate::userspace::packet::{checksum, testing::ipv4_frame};
 
     fn udp_frame(payload: usize, df: bool) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let total = 20 + 8 + payload;
-        let mut ip = vec![0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        ip[6] = if df { 0x40 } else { 0 };
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&[10, 32, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 32, 0, 2]);
-        fix_ipv4_checksum(&mut ip);
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&[0x30, 0x39, 0x30, 0x39]);
-        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend((0..payload).map(|i| i as u8));
-        f
+        let mut udp = vec![0x30, 0x39, 0x30, 0x39];
+        udp.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend((0..payload).map(|i| i as u8));
+        ipv4_frame(17, 0x1234, df, &udp)
     }
 
     /// Puts pieces back together as a receiving kernel would.

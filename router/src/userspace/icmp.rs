@@ -55,22 +55,10 @@ pub fn frag_needed(frame: &[u8], mtu: u16) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::userspace::packet::checksum;
+    use crate::userspace::packet::{checksum, testing::ipv4_frame};
 
     fn tcp_frame(df: bool) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&1420u16.to_be_bytes());
-        ip[6] = if df { 0x40 } else { 0 };
-        ip[8] = 64;
-        ip[9] = 6;
-        ip[12..16].copy_from_slice(&[10, 32, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 32, 0, 2]);
-        fix_ipv4_checksum(&mut ip);
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&[0xab; 1400]);
-        f
+        ipv4_frame(6, 0, df, &[0xab; 1400])
     }
 
     #[test]

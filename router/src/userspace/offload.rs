@@ -344,24 +344,12 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::userspace::packet::{checksum, fold, sum};
+    use crate::userspace::packet::{checksum, fold, sum, testing::ipv4_frame};
 
     /// A TCP/IPv4 frame with `payload`, sequence `seq`, flags, and a
     /// timestamp option so headers are 32 bytes as Linux sends them.
     fn tcp_frame(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((20 + 32 + payload.len()) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&7u16.to_be_bytes());
-        ip[6] = 0x40;
-        ip[8] = 64;
-        ip[9] = 6;
-        ip[12..16].copy_from_slice(&[10, 32, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 32, 0, 2]);
-        fix_ipv4_checksum(&mut ip);
-        f.extend_from_slice(&ip);
-        let mut tcp = [0u8; 32];
+        let mut tcp = vec![0u8; 32];
         tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
         tcp[2..4].copy_from_slice(&5001u16.to_be_bytes());
         tcp[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -370,8 +358,8 @@ mod tests {
         tcp[13] = flags;
         tcp[14..16].copy_from_slice(&500u16.to_be_bytes());
         tcp[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        f.extend_from_slice(&tcp);
-        f.extend_from_slice(payload);
+        tcp.extend_from_slice(payload);
+        let mut f = ipv4_frame(6, 7, true, &tcp);
         let at = tcp_ipv4(&f).unwrap();
         set_tcp_checksum(&mut f, &at);
         f

@@ -114,6 +114,33 @@ pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u
     acc + u64::from(proto) + len as u64
 }
 
+/// Frames for the userspace path's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::fix_ipv4_checksum;
+
+    /// An Ethernet frame from 02:00:00:00:00:01 to 02:00:00:00:00:02 with
+    /// an IPv4 packet from 10.32.0.1 to 10.32.0.2: `protocol`, IP id `id`,
+    /// DF if `df`, TTL 64, `l4` after the header, the header's checksum
+    /// right.
+    pub(crate) fn ipv4_frame(protocol: u8, id: u16, df: bool, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[6] = if df { 0x40 } else { 0 };
+        ip[8] = 64;
+        ip[9] = protocol;
+        ip[12..16].copy_from_slice(&[10, 32, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 32, 0, 2]);
+        fix_ipv4_checksum(&mut ip);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(l4);
+        f
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
