@@ -109,21 +109,26 @@ pub struct PeerPath {
     /// What the userspace path last said.
     pub userspace: Option<PathReport>,
     inputs: Inputs,
-    choice: (Overlay, Option<Reason>),
 }
 
 impl PeerPath {
+    /// The overlay and why not the fast datapath: always made afresh from
+    /// the inputs, so it cannot lag behind them.
+    fn choice(&self) -> (Overlay, Option<Reason>) {
+        choose(self.inputs)
+    }
+
     pub fn overlay(&self) -> Overlay {
-        self.choice.0
+        self.choice().0
     }
 
     /// Why it is not on the fast datapath.
     pub fn reason(&self) -> Option<Reason> {
-        self.choice.1
+        self.choice().1
     }
 
     pub fn on_fastdp(&self) -> bool {
-        self.choice.0 == Overlay::Fastdp
+        self.overlay() == Overlay::Fastdp
     }
 
     /// Whether the connection carries data at all.
@@ -190,34 +195,22 @@ impl DataPaths {
                     self.announce_fastdp_set();
                 }
             }
-            Event::Vxlan { peer, state } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.inputs.vxlan = match state {
-                        VxlanState::Up { full_size } => Some(full_size),
-                        VxlanState::Probing | VxlanState::Down => None,
-                    };
-                    p.inputs.vxlan_tried |= state != VxlanState::Probing;
-                }
-                self.rechoose(peer);
-            }
+            Event::Vxlan { peer, state } => self.update(peer, |p| {
+                p.inputs.vxlan = match state {
+                    VxlanState::Up { full_size } => Some(full_size),
+                    VxlanState::Probing | VxlanState::Down => None,
+                };
+                p.inputs.vxlan_tried |= state != VxlanState::Probing;
+            }),
             Event::LocalDatapath { up } => {
                 self.local_datapath = up;
                 let mut peers: Vec<PeerName> = self.peers.keys().copied().collect();
                 peers.sort();
                 for peer in peers {
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.inputs.local_datapath = up;
-                    }
-                    self.rechoose(peer);
+                    self.update(peer, |p| p.inputs.local_datapath = up);
                 }
             }
-            Event::Userspace(report) => {
-                let peer = report.peer;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.userspace = Some(report);
-                }
-                self.rechoose(peer);
-            }
+            Event::Userspace(report) => self.update(report.peer, |p| p.userspace = Some(report)),
         }
     }
 
@@ -295,27 +288,29 @@ impl DataPaths {
                 sealed,
                 userspace: None,
                 inputs,
-                choice: choose(inputs),
             },
         );
         tracing::info!(%peer, sealed, "data path started");
-        self.rechoose(peer);
+        self.update(peer, |_| {});
     }
 
-    /// Re-chooses a peer's overlay and says what changed.
-    fn rechoose(&mut self, peer: PeerName) {
+    /// Applies `change` to a started path and says what it changed: the
+    /// overlay (logged), whether the connection carries data (to the mesh)
+    /// and the fast datapath's peers (to the planes).
+    fn update(&mut self, peer: PeerName, change: impl FnOnce(&mut PeerPath)) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let choice = choose(p.inputs);
-        if choice != p.choice {
+        let before = p.choice();
+        change(p);
+        let choice = p.choice();
+        if choice != before {
             tracing::info!(
                 %peer,
                 overlay = %choice.0,
                 reason = choice.1.map(Reason::as_str),
                 "connection overlay changed"
             );
-            p.choice = choice;
         }
         let usable = p.usable();
         self.actions.push_back(Action::Usable { peer, usable });
