@@ -116,10 +116,9 @@ pub fn render(m: &Metrics) -> String {
         &mut r,
         "weft_connection_overlays",
         "Connections by the data path they use, and for the userspace path the reason it is not the fast datapath",
-        m.overlays.iter().map(|(k, v)| {
-            let (overlay, reason) = k.split_once(':').unwrap_or((k, ""));
+        m.overlays.iter().map(|((overlay, reason), v)| {
             let mut labels = label("overlay", overlay);
-            labels.push(("reason".into(), reason.into()));
+            labels.push(("reason".into(), reason.to_string()));
             (labels, *v)
         }),
     );
@@ -154,6 +153,15 @@ mod tests {
         let out = render(&m);
         assert!(
             out.contains("weft_datapath_total{counter=\"held_released\"} 4\n"),
+            "{out}"
+        );
+        m.overlays.insert(("userspace", "vxlan-blocked"), 2);
+        m.overlays.insert(("fastdp", ""), 1);
+        let out = render(&m);
+        assert!(
+            out.contains(
+                "weft_connection_overlays{overlay=\"userspace\",reason=\"vxlan-blocked\"} 2\n"
+            ) && out.contains("weft_connection_overlays{overlay=\"fastdp\",reason=\"\"} 1\n"),
             "{out}"
         );
         assert!(out.ends_with("# EOF\n"), "{out}");

@@ -28,7 +28,7 @@ use crate::{
     hosts::HostsHandle,
     ipam::{IpamHandle, IpamRequest},
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source},
-    overlay::{DataPaths, Overlay, negotiation::PeerOffer, paths},
+    overlay::{DataPaths, negotiation::PeerOffer, paths},
     userspace::engine::{DataPlane, PathReport, PeerSpec, UserspaceCommand},
 };
 
@@ -89,8 +89,9 @@ pub struct Metrics {
     pub sent_by_kind: BTreeMap<String, u64>,
     /// The data path's counters by name.
     pub data: BTreeMap<&'static str, u64>,
-    /// Connections by overlay, and for the userspace path by why.
-    pub overlays: BTreeMap<String, usize>,
+    /// Connections by overlay and, on the userspace path, why not the
+    /// fast datapath ("" on the fast datapath).
+    pub overlays: BTreeMap<(&'static str, &'static str), usize>,
 }
 
 /// An incoming connection that failed before it was established.
@@ -629,12 +630,10 @@ impl Router {
                 }
                 m.data = self.data.counters.snapshot();
                 for o in self.paths.peers() {
-                    let label = match (o.overlay(), o.reason()) {
-                        (Overlay::Fastdp, _) => "fastdp".to_string(),
-                        (Overlay::Userspace, Some(r)) => format!("userspace:{}", r.as_str()),
-                        (Overlay::Userspace, None) => "userspace".to_string(),
-                    };
-                    *m.overlays.entry(label).or_default() += 1;
+                    let reason = o.reason().map_or("", |r| r.as_str());
+                    *m.overlays
+                        .entry((o.overlay().as_str(), reason))
+                        .or_default() += 1;
                 }
                 let _ = reply.send(m);
             }

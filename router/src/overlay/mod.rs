@@ -22,12 +22,18 @@ pub enum Overlay {
     Userspace,
 }
 
-impl fmt::Display for Overlay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Overlay {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Overlay::Fastdp => "fastdp",
             Overlay::Userspace => "userspace",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Overlay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
