@@ -8,22 +8,8 @@ impl Ipam {
     /// when none). Asking again for the same owner and subnet gives the
     /// same address. The result comes through [`Ipam::take_done`].
     pub fn allocate(&mut self, now: Instant, owner: &str, subnet: Option<Ipv4Net>) -> OpId {
-        let op = self.op();
-        match self.subnet(subnet) {
-            Err(e) => self.finish(op, Err(e)),
-            Ok(subnet) => {
-                self.pending.push(Pending {
-                    op,
-                    owner: owner.to_string(),
-                    subnet,
-                    want: Want::Any,
-                    deadline: now + self.config.request_timeout,
-                });
-                self.progress(now);
-            }
-        }
-        self.flush();
-        op
+        let subnet = self.subnet(subnet);
+        self.request(now, owner, subnet, Want::Any)
     }
 
     /// The given address for container `owner`.
@@ -34,7 +20,6 @@ impl Ipam {
         addr: Ipv4Addr,
         subnet: Option<Ipv4Net>,
     ) -> OpId {
-        let op = self.op();
         let checked = self.subnet(subnet).and_then(|s| {
             if s.contains(&addr) {
                 Ok(s)
@@ -42,14 +27,27 @@ impl Ipam {
                 Err(IpamError::AddressOutside { addr, range: s })
             }
         });
-        match checked {
+        self.request(now, owner, checked, Want::Addr(u32::from(addr)))
+    }
+
+    /// Queues a request in `subnet` (or fails it at once with the reason
+    /// the subnet was refused) and moves what can move.
+    fn request(
+        &mut self,
+        now: Instant,
+        owner: &str,
+        subnet: Result<Ipv4Net, IpamError>,
+        want: Want,
+    ) -> OpId {
+        let op = self.op();
+        match subnet {
             Err(e) => self.finish(op, Err(e)),
             Ok(subnet) => {
                 self.pending.push(Pending {
                     op,
                     owner: owner.to_string(),
                     subnet,
-                    want: Want::Addr(u32::from(addr)),
+                    want,
                     deadline: now + self.config.request_timeout,
                 });
                 self.progress(now);
