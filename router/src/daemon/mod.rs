@@ -42,6 +42,7 @@ use crate::{
     userspace::{
         self, encap,
         engine::{self, DataPlane},
+        forwarding::SharedMacs,
     },
 };
 
@@ -402,12 +403,14 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     );
 
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let macs = SharedMacs::default();
     let data = DataPlane::start(
         engine::UserspaceConfig {
             local: identity.name,
             tap: tap.try_clone_fd().context("cannot share the TAP device")?,
             udp,
             link_mtu: underlay.mtu,
+            macs: macs.clone(),
         },
         reports_tx,
     )
@@ -422,6 +425,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
                 overlay_mtu,
                 tap: netdev::TAP.into(),
                 engine: data.sender(),
+                macs,
                 netlink: netlink.clone(),
             };
             match Fastdp::start(config, fastdp_tx).await {

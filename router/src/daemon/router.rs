@@ -29,7 +29,10 @@ use crate::{
     ipam::{IpamHandle, IpamRequest},
     mesh::{ConnId, ControlMessage, Input, Mesh, Output, Routes, Source},
     overlay::{DataPaths, negotiation::PeerOffer, paths},
-    userspace::engine::{DataPlane, PathReport, PeerSpec, UserspaceCommand},
+    userspace::{
+        engine::DataPlane,
+        switch::{PathReport, PeerSpec, UserspaceCommand},
+    },
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last

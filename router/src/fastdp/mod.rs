@@ -39,7 +39,7 @@ use crate::{
     identity::PeerName,
     mesh::Routes,
     netdev::netlink::Netlink,
-    userspace::{engine, forwarding::MacTable, packet::macs},
+    userspace::{engine, forwarding::SharedMacs, packet::macs, switch::UserspaceCommand},
     worker::{self, Mailbox},
 };
 use heartbeat::{Heartbeat, VxlanPath, VxlanState};
@@ -104,6 +104,8 @@ pub struct FastdpConfig {
     pub tap: String,
     /// The userspace path, which takes frames the datapath hands it.
     pub engine: engine::Sender,
+    /// The router's MAC table, shared with the userspace path.
+    pub macs: SharedMacs,
     /// The router's netlink connection, for the datapath port's links.
     pub netlink: Netlink,
 }
@@ -270,7 +272,6 @@ struct Worker {
     by_ip: HashMap<Ipv4Addr, PeerName>,
     fastdp: BTreeSet<PeerName>,
     routes: Arc<Routes>,
-    macs: MacTable,
     /// Flows installed since the last flush (an upper bound).
     flows: usize,
     mailbox: Mailbox<FastdpCommand>,
@@ -306,7 +307,6 @@ impl Worker {
             peers: HashMap::new(),
             by_ip: HashMap::new(),
             fastdp: BTreeSet::new(),
-            macs: MacTable::default(),
             flows: 0,
             mailbox,
             reports,
@@ -373,7 +373,7 @@ impl Worker {
                 FastdpCommand::RemovePeer(name) => {
                     self.peers.remove(&name);
                     self.by_ip.retain(|_, n| *n != name);
-                    self.macs.forget_router(name);
+                    self.config.macs.lock().forget_router(name);
                     self.flush();
                 }
                 FastdpCommand::Routes(routes) => {
@@ -425,7 +425,7 @@ impl Worker {
             // A frame a flow handed to us for the userspace path, with its
             // origin router in the cookie.
             if let Some(origin) = upcall.userdata.as_deref().and_then(name_of) {
-                self.config.engine.send(engine::UserspaceCommand::Relay {
+                self.config.engine.send(UserspaceCommand::Relay {
                     origin,
                     frame: upcall.packet,
                 });
@@ -465,7 +465,7 @@ impl Worker {
             routes: &self.routes,
             fastdp: &self.fastdp,
         };
-        let hops = planner::plan(&view, &mut self.macs, ingress, src, dst, now);
+        let hops = planner::plan(&view, &mut self.config.macs.lock(), ingress, src, dst, now);
         let actions = self.actions(&hops);
         let mut key = vec![
             KeyAttr::InPort(in_port),

@@ -11,10 +11,6 @@ use crate::{
     userspace::forwarding::{Mac, MacTable, is_group},
 };
 
-/// The owner the MAC table gives MACs that reached the datapath from the
-/// userspace path: behind the TAP, at a router only that path knows.
-pub const VIA_USERSPACE: PeerName = PeerName::from_u64(0);
-
 /// Where a frame came into the datapath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ingress {
@@ -47,7 +43,8 @@ pub struct View<'a> {
 }
 
 /// The outputs for a frame from `src` to `dst` that came in at `ingress`,
-/// learning where `src` lives on the way.
+/// learning where `src` lives on the way. `macs` is the router's one
+/// table, which the userspace path learns into as well.
 pub fn plan(
     view: &View,
     macs: &mut MacTable,
@@ -61,8 +58,8 @@ pub fn plan(
         Ingress::Vxlan { peer } => peer,
         Ingress::Tap => {
             // The userspace path delivers only frames for us and forwards
-            // the rest itself; replies to `src` go back through it.
-            macs.learn(src, VIA_USERSPACE, now);
+            // the rest itself. It learnt `src`'s router before handing the
+            // frame over, with the frame's origin, which only it knows.
             return vec![Hop::Bridge];
         }
     };
@@ -106,7 +103,7 @@ pub fn plan(
 /// How to send a unicast frame to router `owner`: by tunnel when it is a
 /// fast datapath neighbor, else through the userspace path.
 fn toward(view: &View, owner: PeerName) -> Hop {
-    if owner != VIA_USERSPACE && view.fastdp.contains(&owner) {
+    if view.fastdp.contains(&owner) {
         Hop::Tunnel(owner)
     } else {
         Hop::Tap
@@ -215,7 +212,14 @@ mod tests {
         assert_eq!(
             plan(&view, &mut macs, Ingress::Bridge, A, B, now),
             vec![Hop::Tap],
-            "B is behind the TAP now"
+            "a frame from the TAP teaches nothing: B is still at 4"
+        );
+        // The userspace path relayed a frame of B from peer 3 and learnt
+        // it there; 3 is a fastdp neighbor, so the answer takes the tunnel.
+        macs.learn(B, n(3), now);
+        assert_eq!(
+            plan(&view, &mut macs, Ingress::Bridge, A, B, now),
+            vec![Hop::Tunnel(n(3))]
         );
         macs.learn(B, n(1), now);
         assert!(

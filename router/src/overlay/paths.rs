@@ -26,7 +26,7 @@ use crate::{
     fastdp::{PeerTunnel, heartbeat::VxlanState},
     identity::PeerName,
     mesh::{ConnId, ControlMessage},
-    userspace::engine::PathReport,
+    userspace::switch::PathReport,
 };
 
 /// What the machine needs to know of its router.

@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -72,6 +73,21 @@ impl MacTable {
     }
 }
 
+/// The router's one MAC table, shared by the userspace path and the fast
+/// datapath: both learn the same MACs (ours from the bridge, the others'
+/// from the routers their frames came from), so a frame either path
+/// learnt is known to the other.
+#[derive(Clone, Default)]
+pub struct SharedMacs(Arc<Mutex<MacTable>>);
+
+impl SharedMacs {
+    pub fn lock(&self) -> MutexGuard<'_, MacTable> {
+        // The table stays consistent between calls: a panic elsewhere
+        // while holding it leaves nothing half-done.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// What to do with a frame from our own bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outbound {
@@ -102,11 +118,6 @@ pub fn from_bridge(
     }
 }
 
-/// Learns from a frame that came from router `origin`.
-pub fn from_router(table: &mut MacTable, origin: PeerName, src: Mac, now: Instant) {
-    table.learn(src, origin, now);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +136,7 @@ mod tests {
             Outbound::Flood,
             "unknown: flood"
         );
-        from_router(&mut t, n(2), b, now);
+        t.learn(b, n(2), now);
         assert_eq!(
             from_bridge(&mut t, n(1), a, b, now),
             Outbound::Unicast(n(2))

@@ -10,4 +10,5 @@ pub mod icmp;
 pub mod offload;
 pub mod packet;
 pub mod socket;
+pub mod switch;
 pub mod udp_path;
