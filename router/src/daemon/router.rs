@@ -43,6 +43,8 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(300);
 /// How often a flood of failing or turned-away connections is summed up in
 /// the log.
 const FLOOD_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long a stopping router waits for IPAM's last commit.
+const IPAM_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Sends the request `make` builds to the router task and waits for the
 /// answer; `None` once the router has stopped.
@@ -183,6 +185,9 @@ pub struct Router {
     fastdp: Option<Fastdp>,
     fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
     ipam: IpamHandle,
+    /// Notified when IPAM's state reached the disk: answers and messages
+    /// held for it may go.
+    ipam_stored: Arc<tokio::sync::Notify>,
     host: HostSide,
     /// The hosts channel's generation whose direct hosts the firewall has.
     hosts_seen: Option<u64>,
@@ -205,7 +210,9 @@ impl Router {
             fastdp,
             fastdp_reports,
         } = planes;
+        let ipam_stored = ipam.lock().stored_signal();
         Router {
+            ipam_stored,
             ipam,
             host,
             hosts_seen: None,
@@ -264,6 +271,11 @@ impl Router {
                     Some(request) => self.on_request(request).await,
                 },
                 _ = tokio::time::sleep_until(deadline) => self.mesh.handle(Instant::now(), Input::Tick),
+                _ = self.ipam_stored.notified() => {
+                    self.ipam.lock().on_stored();
+                    // The mesh polls IPAM for the messages that may go now.
+                    self.mesh.handle(Instant::now(), Input::Tick);
+                }
                 _ = &mut shutdown => break,
             }
             self.drain();
@@ -287,6 +299,9 @@ impl Router {
                 self.sent_routes = routes;
             }
         }
+        // What IPAM did is on disk before the process ends (nothing that
+        // depends on it left; this only saves a restart from redoing it).
+        self.ipam.lock().flush(IPAM_FLUSH_LIMIT);
         for (_, commands) in std::mem::take(&mut self.conns) {
             let _ = commands.try_send(ConnCommand::Close {
                 reason: "the router is stopping".into(),

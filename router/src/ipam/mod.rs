@@ -5,17 +5,23 @@
 //! to disk before any message it queued leaves and before any caller
 //! hears of an address. A crash can lose a request, never an answer.
 
+mod store;
+mod writer;
+
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, VecDeque},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use redb::TableDefinition;
+use anyhow::Context;
+
 use tokio::sync::oneshot;
 use weft_ipam::{Allocation, Ipam, IpamError, OpId, Outgoing as IpamOutgoing, Peer, Status};
+
+pub use store::{Store, StoreError};
+use writer::{Progress, Writer};
 
 use crate::{
     api::report::table,
@@ -25,147 +31,6 @@ use crate::{
 
 /// The mesh channel IPAM gossips on.
 pub const CHANNEL: &str = "ipam";
-
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam");
-const KEY: &str = "state";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "the IPAM state in {path} is unreadable ({detail}). weft will not start over silently: that could hand out addresses containers still use. Move the file aside and relaunch with --recover-ipam, which rebuilds this router's holdings from the containers attached here before anything is handed out"
-    )]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("cannot write the IPAM state to {path}: {detail}")]
-    Write { path: PathBuf, detail: String },
-    #[error(
-        "the IPAM state in {path} is missing or empty, but containers on this host use {} address(es) of the range ({}). weft will not start over: it would hand them out again. If the file was lost, relaunch with --recover-ipam to rebuild this router's holdings from them before anything is handed out",
-        in_use.len(),
-        in_use.iter().map(|(owner, a)| format!("{a} by {owner}")).collect::<Vec<_>>().join(", ")
-    )]
-    Lost {
-        path: PathBuf,
-        in_use: Vec<(String, Ipv4Addr)>,
-    },
-    #[error(
-        "--recover-ipam: the IPAM state in {0} is there and readable; there is nothing to recover (launch without the flag)"
-    )]
-    NothingToRecover(PathBuf),
-}
-
-/// Runs `f`, turning a panic into an error: redb asserts on some damaged
-/// files instead of returning an error, and a damaged file must be a
-/// clear refusal, not a backtrace. The panic message is not printed.
-fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    // One hook for the whole process, installed once, that stays quiet on
-    // the thread inside here: swapping hooks would race with other
-    // threads' panics (and lose their messages).
-    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-    thread_local! {
-        static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(|q| q.get()) {
-                previous(info);
-            }
-        }));
-    });
-    QUIET.with(|q| q.set(true));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(false));
-    outcome.map_err(|panic| {
-        panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the file is damaged".into())
-    })
-}
-
-/// The agent's snapshot in a redb file: one key, replaced in a
-/// transaction, so a crash leaves the old state or the new, never half.
-pub struct Store {
-    /// `None` between a failed write and a successful reopening.
-    db: Option<redb::Database>,
-    path: PathBuf,
-}
-
-impl Store {
-    /// Opens the file (making it if missing) and reads the snapshot in it.
-    pub fn open(path: &Path) -> Result<(Store, Option<Vec<u8>>), StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail,
-        };
-        let opened = without_panics(|| {
-            let db = redb::Database::create(path).map_err(|e| e.to_string())?;
-            let store = Store {
-                db: Some(db),
-                path: path.to_path_buf(),
-            };
-            let snapshot = store.load().map_err(|e| e.to_string())?;
-            Ok::<_, String>((store, snapshot))
-        });
-        opened.map_err(corrupt)?.map_err(corrupt)
-    }
-
-    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        };
-        let db = self
-            .db
-            .as_ref()
-            .ok_or_else(|| corrupt(&"the file is not open"))?;
-        let txn = db.begin_read().map_err(|e| corrupt(&e))?;
-        let table = match txn.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(corrupt(&e)),
-        };
-        let value = table.get(KEY).map_err(|e| corrupt(&e))?;
-        Ok(value.map(|v| v.value().to_vec()))
-    }
-
-    /// Replaces the snapshot in one transaction. After an I/O error redb
-    /// refuses every later write until the file is opened again (a full
-    /// disk would stop IPAM for good), so a failed write reopens the file
-    /// and tries once more.
-    pub fn save(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let first = match self.write(bytes) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        // Closed first: redb locks the file while it is open.
-        self.db = None;
-        self.db = without_panics(|| redb::Database::create(&self.path))
-            .ok()
-            .and_then(Result::ok);
-        match self.db {
-            Some(_) => self.write(bytes),
-            None => Err(first),
-        }
-    }
-
-    fn write(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        let failed = |e: &dyn std::fmt::Display| StoreError::Write {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        };
-        let db = self
-            .db
-            .as_ref()
-            .ok_or_else(|| failed(&"the file could not be opened again"))?;
-        let txn = db.begin_write().map_err(|e| failed(&e))?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(|e| failed(&e))?;
-            table.insert(KEY, bytes).map_err(|e| failed(&e))?;
-        }
-        txn.commit().map_err(|e| failed(&e))
-    }
-}
 
 /// Requests for IPAM; answered once the agent's state is on disk.
 #[derive(Debug)]
@@ -198,40 +63,48 @@ pub enum IpamRequest {
 
 pub type Reply = oneshot::Sender<Result<Allocation, IpamError>>;
 
-/// The agent, its store and the callers waiting for it.
+/// An answer held until the state it tells of is on disk; given why
+/// storing failed instead, if it did.
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Messages held back while the state they depend on is not on disk yet,
+/// at most: beyond this the oldest go (IPAM repeats what matters: gossip
+/// by anti-entropy, requests by retrying).
+const MAX_HELD_MESSAGES: usize = 4096;
+
+/// The agent, the commits of its state and the callers waiting for it.
 pub struct Shared {
     pub ipam: Ipam,
-    store: Store,
+    writer: Writer,
+    /// The number of the newest snapshot handed to the writer.
+    submitted: u64,
+    /// What the writer said last.
+    progress: Progress,
     waiting: HashMap<OpId, Reply>,
-    /// Why the last store failed, while it fails.
-    failing: Option<String>,
+    /// Answers and messages, each with the snapshot it must wait for.
+    answers: Vec<(u64, Answer)>,
+    outbox: VecDeque<(u64, Outgoing)>,
 }
 
 impl Shared {
-    /// Stores the agent's state if it changed; false if that failed (then
-    /// nothing may be sent or answered).
-    fn persist(&mut self) -> bool {
-        if !self.ipam.dirty() {
-            return true;
+    /// Hands the agent's state to the writer if it changed; the number of
+    /// the snapshot that holds everything the agent did so far.
+    fn persist(&mut self) -> u64 {
+        self.persist_or_retry(false)
+    }
+
+    /// [`Shared::persist`]; with `retry`, also when the newest snapshot
+    /// failed to reach the disk: a request that changed nothing (asking
+    /// again for an address already held) still must not be answered
+    /// from a state that is not on disk.
+    fn persist_or_retry(&mut self, retry: bool) -> u64 {
+        let failed = || self.writer.progress().failure_of(self.submitted).is_some();
+        if self.ipam.dirty() || (retry && failed()) {
+            self.submitted += 1;
+            self.writer.submit(self.submitted, self.ipam.snapshot());
+            self.ipam.saved();
         }
-        match self.store.save(&self.ipam.snapshot()) {
-            Ok(()) => {
-                self.ipam.saved();
-                if self.failing.take().is_some() {
-                    tracing::info!("IPAM state stored again");
-                }
-                true
-            }
-            Err(e) => {
-                // Said once per distinct cause: this is tried at every turn.
-                let text = e.to_string();
-                if self.failing.as_deref() != Some(&text) {
-                    tracing::error!(error = %text, "IPAM state not stored: holding back messages, refusing answers");
-                }
-                self.failing = Some(text);
-                false
-            }
-        }
+        self.submitted
     }
 
     /// Waits for `op`'s result.
@@ -239,20 +112,100 @@ impl Shared {
         self.waiting.insert(op, reply);
     }
 
-    /// Stores, then answers finished requests; if the state cannot be
-    /// stored, they are answered with that error instead: an address not
-    /// on disk must not be used (the holding stays in memory, and is
-    /// stored, or settled at the next start, later).
+    /// Answers `answer` once what the agent did so far is on disk.
+    fn answer_when_stored(&mut self, answer: Answer) {
+        let number = self.persist_or_retry(true);
+        self.answers.push((number, answer));
+        self.on_stored();
+    }
+
+    /// Queues the state for the disk and the answers of finished requests
+    /// behind it. If the state cannot be stored they are answered with
+    /// that error instead: an address not on disk must not be used (the
+    /// holding stays in memory, and is stored, or settled at the next
+    /// start, later).
     pub fn finish(&mut self) {
-        let stored = self.persist();
         for done in self.ipam.take_done() {
             if let Some(reply) = self.waiting.remove(&done.op) {
-                let result = match (&self.failing, stored) {
-                    (Some(why), false) => Err(IpamError::NotStored(why.clone())),
-                    _ => done.result,
-                };
-                let _ = reply.send(result);
+                self.answer_when_stored(Box::new(move |failing| {
+                    let result = match failing {
+                        Some(why) => Err(IpamError::NotStored(why.to_owned())),
+                        None => done.result,
+                    };
+                    let _ = reply.send(result);
+                }));
             }
+        }
+        self.persist();
+        self.on_stored();
+    }
+
+    /// Takes in what the writer did: answers what is on disk now (or what
+    /// failed to get there); messages go when the mesh polls again.
+    pub fn on_stored(&mut self) {
+        let progress = self.writer.progress();
+        if progress.failing != self.progress.failing {
+            match &progress.failing {
+                Some(why) => {
+                    tracing::error!(error = %why, "IPAM state not stored: holding back messages, refusing answers")
+                }
+                None => tracing::info!("IPAM state stored again"),
+            }
+        }
+        self.progress = progress;
+        let mut i = 0;
+        while i < self.answers.len() {
+            let number = self.answers[i].0;
+            if number <= self.progress.stored {
+                let (_, answer) = self.answers.remove(i);
+                answer(None);
+            } else if let Some(why) = self.progress.failure_of(number) {
+                let why = why.to_owned();
+                let (_, answer) = self.answers.remove(i);
+                answer(Some(&why));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Notified when the writer finished a commit: call
+    /// [`Shared::on_stored`], then let the mesh poll again.
+    pub fn stored_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.writer.done()
+    }
+
+    /// Waits (at most `limit`) until everything the agent did is on disk:
+    /// at shutdown.
+    pub fn flush(&mut self, limit: Duration) {
+        let number = self.persist();
+        self.writer.wait_for(number, limit);
+        self.on_stored();
+    }
+
+    /// The next message whose state is on disk.
+    fn next_message(&mut self) -> Option<Outgoing> {
+        let number = self.persist();
+        while let Some(out) = self.ipam.poll_outgoing() {
+            if self.outbox.len() == MAX_HELD_MESSAGES {
+                self.outbox.pop_front();
+            }
+            self.outbox.push_back((number, out.into()));
+        }
+        self.on_stored();
+        match self.outbox.front() {
+            Some((n, _)) if *n <= self.progress.stored => self.outbox.pop_front().map(|(_, o)| o),
+            _ => None,
+        }
+    }
+}
+
+impl From<IpamOutgoing> for Outgoing {
+    fn from(out: IpamOutgoing) -> Outgoing {
+        match out {
+            IpamOutgoing::Gossip(b) => Outgoing::Gossip(b),
+            IpamOutgoing::Broadcast(b) => Outgoing::Broadcast(b),
+            IpamOutgoing::Unicast(p, b) => Outgoing::Unicast(name(p), b),
         }
     }
 }
@@ -330,8 +283,11 @@ impl Shared {
             }
             IpamRequest::Release { id, address, reply } => {
                 let released = self.ipam.release(now, &id, address);
-                self.finish();
-                let _ = reply.send(released);
+                // A release not stored comes back at a restart, and is
+                // settled then: it is answered either way.
+                self.answer_when_stored(Box::new(move |_| {
+                    let _ = reply.send(released);
+                }));
             }
             IpamRequest::Status(reply) => {
                 let _ = reply.send(self.ipam.status(now));
@@ -358,8 +314,7 @@ impl Shared {
                         })
                         .map_err(|e| e.to_string()),
                 };
-                self.finish();
-                let _ = reply.send(result);
+                self.answer_when_stored(stored_or_not(result, reply));
             }
             IpamRequest::Reset {
                 forget_unattached,
@@ -380,36 +335,53 @@ impl Shared {
                     self.ipam.reset(now);
                     Ok("IPAM reset: this router will join the IPAM cluster of the mesh it connects to\n".to_string())
                 };
-                self.finish();
-                let _ = reply.send(result);
+                self.answer_when_stored(stored_or_not(result, reply));
             }
         }
     }
+}
 
-    /// Applies [`settlement`]; returns the adoptions refused because
-    /// another owner holds the address.
-    fn settle(&mut self, now: Instant, in_use: &[(String, Ipv4Addr)]) -> Vec<Conflict> {
-        let plan = settlement(self.ipam.handles(), in_use);
-        for (owner, addr) in &plan.release {
-            tracing::warn!(%owner, %addr, "released an address held for an interface that is gone (an attach or detach did not finish)");
-            self.ipam.release(now, owner, Some(*addr));
-        }
-        let mut conflicts = Vec::new();
-        for (owner, addr) in plan.adopt {
-            match self.ipam.adopt(&owner, addr) {
-                Ok(()) => {}
-                Err(IpamError::AddressInUse { holder, .. }) => conflicts.push(Conflict {
-                    owner,
-                    addr,
-                    holder,
-                }),
-                Err(e) => {
-                    tracing::warn!(%owner, %addr, error = %e, "cannot adopt an address in use here")
-                }
+/// Applies [`settlement`]; returns the adoptions refused because another
+/// owner holds the address.
+fn settle(ipam: &mut Ipam, now: Instant, in_use: &[(String, Ipv4Addr)]) -> Vec<Conflict> {
+    let plan = settlement(ipam.handles(), in_use);
+    for (owner, addr) in &plan.release {
+        tracing::warn!(%owner, %addr, "released an address held for an interface that is gone (an attach or detach did not finish)");
+        ipam.release(now, owner, Some(*addr));
+    }
+    let mut conflicts = Vec::new();
+    for (owner, addr) in plan.adopt {
+        match ipam.adopt(&owner, addr) {
+            Ok(()) => {}
+            Err(IpamError::AddressInUse { holder, .. }) => conflicts.push(Conflict {
+                owner,
+                addr,
+                holder,
+            }),
+            Err(e) => {
+                tracing::warn!(%owner, %addr, error = %e, "cannot adopt an address in use here")
             }
         }
-        conflicts
     }
+    conflicts
+}
+
+/// An answer of done-or-refused that says so if the state it changed
+/// could not be stored.
+fn stored_or_not(
+    result: Result<String, String>,
+    reply: oneshot::Sender<Result<String, String>>,
+) -> Answer {
+    Box::new(move |failing| {
+        let result = match failing {
+            Some(why) => Err(format!(
+                "{}; the change is kept in memory but not on disk",
+                IpamError::NotStored(why.to_owned())
+            )),
+            None => result,
+        };
+        let _ = reply.send(result);
+    })
 }
 
 /// The agent as the router shares it: between the mesh (as a channel)
@@ -426,7 +398,7 @@ impl IpamHandle {
     /// address turned out to be someone else's: they must go.
     pub fn open(
         config: weft_ipam::Config,
-        (store, snapshot): (Store, Option<Vec<u8>>),
+        (mut store, snapshot): (Store, Option<Vec<u8>>),
         now: Instant,
         in_use: &[(String, Ipv4Addr)],
         recover: bool,
@@ -437,31 +409,37 @@ impl IpamHandle {
             .cloned()
             .collect();
         let ipam = match (snapshot, recover) {
-            (Some(_), true) => return Err(StoreError::NothingToRecover(store.path.clone()).into()),
+            (Some(_), true) => {
+                return Err(StoreError::NothingToRecover(store.path().to_owned()).into());
+            }
             (Some(bytes), false) => Ipam::restore(config, now, &bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", store.path.display()))?,
+                .map_err(|e| anyhow::anyhow!("{}: {e}", store.path().display()))?,
             (None, false) if !in_range.is_empty() => {
                 return Err(StoreError::Lost {
-                    path: store.path.clone(),
+                    path: store.path().to_owned(),
                     in_use: in_range,
                 }
                 .into());
             }
             (None, _) => Ipam::new(config, now)?,
         };
-        let mut shared = Shared {
-            ipam,
-            store,
-            waiting: HashMap::new(),
-            failing: None,
-        };
-        let conflicts = shared.settle(now, &in_range);
-        if !shared.persist() {
-            anyhow::bail!(
-                "cannot store the IPAM state in {}",
-                shared.store.path.display()
-            );
+        let mut ipam = ipam;
+        let conflicts = settle(&mut ipam, now, &in_range);
+        // Stored here, before anything runs: a start that cannot store
+        // is refused now rather than failing every request later.
+        if ipam.dirty() {
+            store.save(&ipam.snapshot())?;
+            ipam.saved();
         }
+        let shared = Shared {
+            ipam,
+            writer: Writer::spawn(store, 0).context("cannot start the IPAM store's thread")?,
+            submitted: 0,
+            progress: Progress::default(),
+            waiting: HashMap::new(),
+            answers: Vec::new(),
+            outbox: VecDeque::new(),
+        };
         Ok((IpamHandle(Arc::new(Mutex::new(shared))), conflicts))
     }
 
@@ -584,15 +562,7 @@ impl Channel for IpamChannel {
     }
 
     fn poll_outgoing(&mut self) -> Option<Outgoing> {
-        let mut shared = self.0.lock();
-        if !shared.persist() {
-            return None;
-        }
-        Some(match shared.ipam.poll_outgoing()? {
-            IpamOutgoing::Gossip(b) => Outgoing::Gossip(b),
-            IpamOutgoing::Broadcast(b) => Outgoing::Broadcast(b),
-            IpamOutgoing::Unicast(p, b) => Outgoing::Unicast(name(p), b),
-        })
+        self.0.lock().next_message()
     }
 
     fn next_timeout(&self) -> Option<Instant> {
@@ -628,6 +598,96 @@ impl Channel for IpamChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An agent that owns the whole range, with a peer to tell of its
+    /// changes, whose disk answers only when the test lets it.
+    fn gated_agent() -> (Shared, std::sync::mpsc::Sender<bool>) {
+        let now = Instant::now();
+        let mut config = weft_ipam::Config::new(Peer(1), "10.32.0.0/12".parse().unwrap());
+        config.init = weft_ipam::Init::Seed(vec![Peer(1)]);
+        let mut ipam = Ipam::new(config, now).unwrap();
+        ipam.on_peers_changed(now, &BTreeSet::from([Peer(2)]));
+        let (writer, go, _) = writer::testing::gated();
+        let shared = Shared {
+            ipam,
+            writer,
+            submitted: 0,
+            progress: Progress::default(),
+            waiting: HashMap::new(),
+            answers: Vec::new(),
+            outbox: VecDeque::new(),
+        };
+        (shared, go)
+    }
+
+    fn allocate(shared: &mut Shared, id: &str) -> oneshot::Receiver<Result<Allocation, IpamError>> {
+        let (reply, answer) = oneshot::channel();
+        let request = IpamRequest::Allocate {
+            id: id.into(),
+            subnet: None,
+            address: None,
+            reply,
+        };
+        shared.answer(Instant::now(), request);
+        answer
+    }
+
+    /// Runs the agent until the writer settled the newest snapshot.
+    fn settle_disk(shared: &mut Shared) {
+        let number = shared.submitted;
+        shared.writer.wait_for(number, Duration::from_secs(30));
+        shared.on_stored();
+    }
+
+    #[test]
+    fn answers_and_messages_wait_for_the_disk() {
+        let (mut shared, go) = gated_agent();
+        let mut answer = allocate(&mut shared, "attach:a");
+        assert!(answer.try_recv().is_err(), "answered before it was stored");
+        assert_eq!(
+            shared.next_message().map(|_| ()),
+            None,
+            "sent before it was stored"
+        );
+        go.send(true).unwrap();
+        settle_disk(&mut shared);
+        let allocation = answer.try_recv().expect("answered once stored");
+        assert!(allocation.is_ok(), "{allocation:?}");
+        let mut sent = 0;
+        while shared.next_message().is_some() {
+            sent += 1;
+        }
+        assert!(sent > 0, "the messages of the change go once it is stored");
+    }
+
+    #[test]
+    fn an_address_that_could_not_be_stored_is_refused() {
+        let (mut shared, go) = gated_agent();
+        let mut answer = allocate(&mut shared, "attach:a");
+        go.send(false).unwrap();
+        settle_disk(&mut shared);
+        match answer.try_recv() {
+            Ok(Err(IpamError::NotStored(why))) => assert!(why.contains("disk full"), "{why}"),
+            other => panic!("expected NotStored, got {other:?}"),
+        }
+        assert_eq!(
+            shared.next_message().map(|_| ()),
+            None,
+            "held while failing"
+        );
+        // The disk has room again: asking again (for the address already
+        // held in memory) is not refused for the old failure, and once it
+        // is stored, messages flow.
+        let mut next = allocate(&mut shared, "attach:a");
+        assert!(
+            next.try_recv().is_err(),
+            "refused for a failure not its own"
+        );
+        go.send(true).unwrap();
+        settle_disk(&mut shared);
+        assert!(matches!(next.try_recv(), Ok(Ok(_))));
+        assert!(shared.next_message().is_some());
+    }
 
     #[test]
     fn the_status_table_marks_this_router_and_advises_on_unreachable_owners() {
