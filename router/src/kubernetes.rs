@@ -3,22 +3,30 @@
 //! has left the cluster.
 //!
 //! It owns reading the node list (`GET /api/v1/nodes`, as the pod's
-//! service account) and the decisions drawn from it. The decisions
-//! ([`parse_nodes`], [`peer_addresses`], [`departed`], [`plan`]) are pure,
-//! so the tests run them on recorded API server answers; [`InCluster`] is
-//! the only part that does I/O. Acting on a [`Plan`] (connecting, removing
-//! peers from IPAM) is the router's business, not this module's.
+//! service account, through kube-rs) and the decisions drawn from it. The
+//! decisions ([`parse_nodes`], [`peer_addresses`], [`departed`], [`plan`])
+//! are pure, so the tests run them on recorded API server answers;
+//! [`InCluster`] is the only part that does I/O. Acting on a [`Plan`]
+//! (connecting, removing peers from IPAM) is the router's business, not
+//! this module's.
 
 use std::{
+    error::Error as StdError,
     fmt,
-    io::Read,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
-use rustls::pki_types::{CertificateDer, pem::PemObject};
+use http_body_util::{LengthLimitError, Limited};
+use k8s_openapi::api::core::v1 as k8s;
+use kube::{
+    Api, Config,
+    api::ListParams,
+    client::{ClientBuilder, ConfigExt, DynBody},
+    config::AuthInfo,
+};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use serde::Deserialize;
 
 use crate::identity::MAX_NICKNAME;
@@ -27,16 +35,17 @@ use crate::identity::MAX_NICKNAME;
 /// cluster's CA certificate.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Bounds one request, so that a hung API server delays discovery by one
-/// interval instead of stopping it for good.
+/// Bounds connecting and each page's request and answer, so that a hung
+/// API server delays discovery by one interval instead of stopping it for
+/// good.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Nodes per page: a 5000-node cluster's list in one answer is tens of
 /// megabytes (every node lists its images), which the API server and we
 /// would both have to hold at once.
-const PAGE_SIZE: &str = "500";
+const PAGE_SIZE: u32 = 500;
 /// Far above any real page of PAGE_SIZE nodes; a body larger than this is
 /// not a node list, and reading it to the end would only cost memory.
-const MAX_PAGE_BYTES: u64 = 64 << 20;
+const MAX_PAGE_BYTES: usize = 64 << 20;
 /// 5000 nodes (Kubernetes' supported maximum) is 10 pages; a server that
 /// keeps handing out continue tokens past this is looping.
 const MAX_PAGES: usize = 1000;
@@ -65,6 +74,10 @@ pub enum KubeError {
         path.display()
     )]
     EmptyToken { path: PathBuf },
+    #[error(
+        "the service account token cannot be sent in an HTTP header (it holds a line break or another control character); delete the weft pod so that the kubelet mounts a fresh token"
+    )]
+    BadToken,
     #[error(
         "the API server's CA certificate (ca.crt of the service account) is unusable: {0}; the kubelet copies it from the kube-root-ca.crt ConfigMap: check that ConfigMap"
     )]
@@ -134,7 +147,7 @@ pub struct Plan {
 /// The nodes in a `/api/v1/nodes` answer, or the API server's reason for
 /// refusing (a `Status` object) as an error.
 pub fn parse_nodes(body: &[u8]) -> Result<Vec<Node>, KubeError> {
-    interpret(200, body).map(|page| page.nodes)
+    interpret(200, body)
 }
 
 /// The addresses of every node but `me` (this router's own node, from
@@ -216,19 +229,78 @@ fn same_host(nickname: &str, node: &str) -> bool {
 /// service account.
 pub struct InCluster {
     base: String,
-    token: String,
+    token: Token,
     ca_pem: Vec<u8>,
-    /// Re-read before every list: the kubelet rotates projected service
-    /// account tokens, and an old one is eventually refused.
-    token_file: Option<PathBuf>,
+    /// The service account's ca.crt, which kube-rs reads again to follow a
+    /// rotated CA; `None` for [`InCluster::new`].
+    ca_file: Option<PathBuf>,
+    /// [`MAX_PAGE_BYTES`], smaller in tests.
+    max_page_bytes: usize,
+}
+
+/// Where the bearer token comes from.
+enum Token {
+    /// Given once ([`InCluster::new`]).
+    Fixed(String),
+    /// The service account's token file. The kubelet rotates projected
+    /// tokens, and an old one is eventually refused: every list builds its
+    /// client anew, which reads the file then (and a client kept longer,
+    /// such as a watcher's, re-reads it every minute).
+    File(PathBuf),
+}
+
+impl Token {
+    /// Who we are to the API server, for kube-rs. A token file is read
+    /// here too, so that an unusable token is said with what to do about it
+    /// before any request.
+    fn auth_info(&self) -> Result<AuthInfo, KubeError> {
+        let mut auth = AuthInfo::default();
+        match self {
+            Token::Fixed(token) => auth.token = Some(sendable(token.trim())?.into()),
+            Token::File(path) => {
+                let read =
+                    std::fs::read_to_string(path).map_err(|source| KubeError::ServiceAccount {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let token = read.trim();
+                if token.is_empty() {
+                    return Err(KubeError::EmptyToken { path: path.clone() });
+                }
+                let token = sendable(token)?;
+                if token.len() == read.len() {
+                    // kube-rs reads the file itself: when a list's client
+                    // is made, and every minute for a client kept longer.
+                    auth.token_file = Some(path.to_string_lossy().into_owned());
+                } else {
+                    // kube-rs would send the white space around the token
+                    // as part of it (the kubelet writes none).
+                    auth.token = Some(token.into());
+                }
+            }
+        }
+        Ok(auth)
+    }
+}
+
+/// `token`, if an HTTP header can carry it: kube-rs panics on a given
+/// token that it cannot.
+fn sendable(token: &str) -> Result<String, KubeError> {
+    hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map(|_| token.to_owned())
+        .map_err(|_| KubeError::BadToken)
 }
 
 impl fmt::Debug for InCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The token is a credential: never in a log line.
+        let token_file = match &self.token {
+            Token::File(path) => Some(path),
+            Token::Fixed(_) => None,
+        };
         f.debug_struct("InCluster")
             .field("base", &self.base)
-            .field("token_file", &self.token_file)
+            .field("token_file", &token_file)
             .finish_non_exhaustive()
     }
 }
@@ -239,9 +311,10 @@ impl InCluster {
     pub fn new(base: impl Into<String>, token: impl Into<String>, ca_pem: Vec<u8>) -> InCluster {
         InCluster {
             base: base.into().trim_end_matches('/').to_owned(),
-            token: token.into(),
+            token: Token::Fixed(token.into()),
             ca_pem,
-            token_file: None,
+            ca_file: None,
+            max_page_bytes: MAX_PAGE_BYTES,
         }
     }
 
@@ -274,77 +347,42 @@ impl InCluster {
         } else {
             format!("https://{host}:{port}")
         };
-        let token_file = account_dir.join("token");
-        let token = read_token(&token_file)?;
+        let token = Token::File(account_dir.join("token"));
+        token.auth_info()?;
         let ca_path = account_dir.join("ca.crt");
         let ca_pem = std::fs::read(&ca_path).map_err(|source| KubeError::ServiceAccount {
-            path: ca_path,
+            path: ca_path.clone(),
             source,
         })?;
-        // A bad CA is found now, at start, not at the first list.
-        tls_config(&ca_pem)?;
-        Ok(InCluster {
+        let cluster = InCluster {
             base,
             token,
             ca_pem,
-            token_file: Some(token_file),
-        })
+            ca_file: Some(ca_path),
+            max_page_bytes: MAX_PAGE_BYTES,
+        };
+        // A bad CA is found now, at start, not at the first list: the TLS
+        // setup that every list's client makes, made once here.
+        cluster
+            .config()?
+            .rustls_client_config()
+            .map_err(|e| cluster.error(e))?;
+        Ok(cluster)
     }
 
-    /// Every node of the cluster (all pages). Blocking: run it off the
-    /// async runtime (`spawn_blocking`).
-    pub fn list_nodes(&self) -> Result<Vec<Node>, KubeError> {
-        let token = match &self.token_file {
-            Some(path) => read_token(path)?,
-            None => self.token.clone(),
-        };
-        // No redirects: the token must go to the API server and nowhere else.
-        let mut agent = ureq::AgentBuilder::new().timeout(TIMEOUT).redirects(0);
-        if self.base.starts_with("https:") {
-            // Always set for https, so that ureq's built-in public roots
-            // are never the ones trusted for a cluster's API server.
-            agent = agent.tls_config(Arc::new(tls_config(&self.ca_pem)?));
-        }
-        let agent = agent.build();
-        let url = format!("{}/api/v1/nodes", self.base);
-        let auth = format!("Bearer {token}");
-        let unreachable = |detail: String| KubeError::Unreachable {
-            base: self.base.clone(),
-            detail,
-        };
+    /// Every node of the cluster (all pages).
+    pub async fn list_nodes(&self) -> Result<Vec<Node>, KubeError> {
+        let api: Api<k8s::Node> = Api::all(self.client()?);
+        let mut params = ListParams::default().limit(PAGE_SIZE);
         let mut nodes = Vec::new();
-        let mut next: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let mut request = agent
-                .get(&url)
-                .set("Authorization", &auth)
-                .set("Accept", "application/json")
-                .query("limit", PAGE_SIZE);
-            if let Some(token) = &next {
-                request = request.query("continue", token);
-            }
-            let response = match request.call() {
-                Ok(r) => r,
-                // A refusal carries a Status body that says why.
-                Err(ureq::Error::Status(_, r)) => r,
-                Err(ureq::Error::Transport(t)) => return Err(unreachable(t.to_string())),
-            };
-            let code = response.status();
-            let mut body = Vec::new();
-            response
-                .into_reader()
-                .take(MAX_PAGE_BYTES + 1)
-                .read_to_end(&mut body)
-                .map_err(|e| unreachable(format!("reading the answer: {e}")))?;
-            if body.len() as u64 > MAX_PAGE_BYTES {
-                return Err(KubeError::NotNodeList(format!(
-                    "a page of more than {MAX_PAGE_BYTES} bytes"
-                )));
-            }
-            let page = interpret(code, &body)?;
-            nodes.extend(page.nodes);
-            match page.next {
-                Some(token) => next = Some(token),
+            let page = tokio::time::timeout(TIMEOUT, api.list(&params))
+                .await
+                .map_err(|_| self.unreachable(format!("no answer within {TIMEOUT:?}")))?
+                .map_err(|e| self.error(e))?;
+            nodes.extend(page.items.iter().map(Node::from));
+            match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
                 None => return Ok(nodes),
             }
         }
@@ -352,6 +390,131 @@ impl InCluster {
             "still more after {MAX_PAGES} pages"
         )))
     }
+
+    /// kube-rs' configuration for this API server, made by hand rather than
+    /// inferred: no kubeconfig and no debugging overrides from the
+    /// environment may send the token elsewhere.
+    fn config(&self) -> Result<Config, KubeError> {
+        let url = self
+            .base
+            .parse()
+            .map_err(|e| self.unreachable(format!("not a URL: {e}")))?;
+        let mut config = Config::new(url);
+        // Always set, for http too: with no roots given, kube-rs trusts the
+        // platform's store, which must never vouch for a cluster's API
+        // server. The CA file, when there is one, replaces these roots in
+        // verification and is read again to follow a rotated CA.
+        config.root_cert = Some(if self.base.starts_with("https:") {
+            ca_certificates(&self.ca_pem)?
+        } else {
+            Vec::new()
+        });
+        config.root_cert_file = self.ca_file.clone();
+        config.connect_timeout = Some(TIMEOUT);
+        config.write_timeout = Some(TIMEOUT);
+        // Each page's whole request is bounded in list_nodes instead: a read
+        // timeout here would also cut the long-lived answers of watches.
+        config.read_timeout = None;
+        // A refused or failed list is tried again at the next interval, and
+        // its error says why; retrying here would hide that behind a timeout.
+        config.default_retry = false;
+        config.auth_info = self.token.auth_info()?;
+        Ok(config)
+    }
+
+    /// A client for one list. Every answer's body is cut at
+    /// `max_page_bytes`: kube-rs itself reads a body whole, whatever its size.
+    /// No redirects: kube-rs follows none, so the token goes to the API
+    /// server and nowhere else.
+    fn client(&self) -> Result<kube::Client, KubeError> {
+        let limit = self.max_page_bytes;
+        let cut =
+            tower::util::MapResponseLayer::new(move |answer: hyper::Response<Box<DynBody>>| {
+                answer.map(|body| Box::new(Limited::new(body, limit)) as Box<DynBody>)
+            });
+        let builder = ClientBuilder::try_from(self.config()?).map_err(|e| self.error(e))?;
+        Ok(builder.with_layer(&cut).build())
+    }
+
+    fn unreachable(&self, detail: String) -> KubeError {
+        KubeError::Unreachable {
+            base: self.base.clone(),
+            detail,
+        }
+    }
+
+    /// kube-rs' error as ours, which says what to do.
+    fn error(&self, e: kube::Error) -> KubeError {
+        if caused_by::<LengthLimitError>(&e) {
+            return KubeError::NotNodeList(format!(
+                "a page of more than {} bytes",
+                self.max_page_bytes
+            ));
+        }
+        match e {
+            kube::Error::Api(status) => {
+                let status = *status;
+                // kube-rs makes a Status of a body that is not one (a
+                // proxy's error page), with this reason and the whole body
+                // as its message; the HTTP status says more than the body.
+                if status.reason == NOT_A_STATUS {
+                    KubeError::Api {
+                        code: status.code,
+                        reason: String::new(),
+                        message: status.message.trim().chars().take(200).collect(),
+                    }
+                } else {
+                    status_error(status.code, status)
+                }
+            }
+            kube::Error::SerdeError(e) => {
+                KubeError::NotNodeList(format!("a malformed NodeList: {e}"))
+            }
+            kube::Error::FromUtf8(e) => KubeError::NotNodeList(format!("not UTF-8: {e}")),
+            kube::Error::RustlsTls(e) => KubeError::Ca(chain(&e)),
+            kube::Error::Auth(e) => match &self.token {
+                Token::File(path) => KubeError::ServiceAccount {
+                    path: path.clone(),
+                    source: std::io::Error::other(chain(&e)),
+                },
+                Token::Fixed(_) => self.unreachable(chain(&e)),
+            },
+            // Connecting, TLS (an untrusted server certificate), HTTP.
+            e => self.unreachable(chain(&e)),
+        }
+    }
+}
+
+/// kube-rs' `Status::reason` for an error answer whose body is not a
+/// Status (kube-client's `handle_api_errors`).
+const NOT_A_STATUS: &str = "Failed to parse error data";
+
+/// An error and all its causes, `a: b: c`; a cause already spelled out in
+/// the text before it is not repeated.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// Whether `T` is `e` or among its causes.
+fn caused_by<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if cause.is::<T>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// An environment variable's value, empty counting as unset.
@@ -359,50 +522,22 @@ fn set(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-fn read_token(path: &Path) -> Result<String, KubeError> {
-    let token = std::fs::read_to_string(path).map_err(|source| KubeError::ServiceAccount {
-        path: path.to_owned(),
-        source,
-    })?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(KubeError::EmptyToken {
-            path: path.to_owned(),
-        });
-    }
-    Ok(token.to_owned())
-}
-
-/// TLS that trusts the cluster's CA and nothing else.
-fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, KubeError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| KubeError::Ca(format!("not PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| KubeError::Ca(format!("not a CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
+/// The certificates of the cluster's CA, in DER, as kube-rs takes them.
+fn ca_certificates(ca_pem: &[u8]) -> Result<Vec<Vec<u8>>, KubeError> {
+    let certificates = CertificateDer::pem_slice_iter(ca_pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KubeError::Ca(format!("not PEM: {e}")))?;
+    if certificates.is_empty() {
         return Err(KubeError::Ca("it holds no certificate".into()));
     }
-    // The provider is named, not taken from the process default, which
-    // is unset unless someone installs one.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KubeError::Ca(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(certificates)
 }
 
-/// One page of a node list and the token for the next, if any.
-struct Page {
-    nodes: Vec<Node>,
-    next: Option<String>,
-}
-
-/// An answer of the API server, with its HTTP status `code`.
-fn interpret(code: u16, body: &[u8]) -> Result<Page, KubeError> {
+/// One recorded page of the API server's answer, with its HTTP status
+/// `code`, read as [`InCluster::list_nodes`] reads a live one through
+/// kube-rs (the same [`Node`] conversion, the same errors).
+fn interpret(code: u16, body: &[u8]) -> Result<Vec<Node>, KubeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(refused_or(
             code,
@@ -422,22 +557,14 @@ fn interpret(code: u16, body: &[u8]) -> Result<Page, KubeError> {
     };
     match kind.as_deref() {
         Some("Status") => {
-            let status: StatusObject = serde_json::from_slice(body)
+            let status: kube::core::Status = serde_json::from_slice(body)
                 .map_err(|e| KubeError::NotNodeList(format!("a malformed Status: {e}")))?;
             Err(status_error(code, status))
         }
         Some("NodeList") if (200..300).contains(&code) => {
-            let list: NodeList = serde_json::from_slice(body)
+            let list: k8s_openapi::List<k8s::Node> = serde_json::from_slice(body)
                 .map_err(|e| KubeError::NotNodeList(format!("a malformed NodeList: {e}")))?;
-            Ok(Page {
-                nodes: list
-                    .items
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(node)
-                    .collect(),
-                next: list.metadata.continue_token.filter(|t| !t.is_empty()),
-            })
+            Ok(list.items.iter().map(Node::from).collect())
         }
         other => Err(refused_or(
             code,
@@ -464,97 +591,50 @@ fn refused_or(code: u16, body: &[u8], otherwise: KubeError) -> KubeError {
     }
 }
 
-fn status_error(http_code: u16, s: StatusObject) -> KubeError {
-    let code = s.code.unwrap_or(http_code);
-    let message = s.message.unwrap_or_default();
+/// A Status answer as an error; its own code if it has one, else the HTTP
+/// status `http_code`.
+fn status_error(http_code: u16, s: kube::core::Status) -> KubeError {
+    let code = if s.code == 0 { http_code } else { s.code };
+    let message = s.message;
     match code {
         401 => KubeError::Unauthorized { message },
         403 => KubeError::Forbidden { message },
         _ => KubeError::Api {
             code,
-            reason: s.reason.unwrap_or_default(),
+            reason: s.reason,
             message,
         },
     }
 }
 
-fn node(o: NodeObject) -> Node {
-    let status = o.status.unwrap_or_default();
-    let ipv4 = |kind: &str| {
-        status
-            .addresses
-            .iter()
-            .filter(|a| a.kind == kind)
-            .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
-    };
-    Node {
-        internal_ip: ipv4("InternalIP").or_else(|| ipv4("ExternalIP")),
-        ready: status
-            .conditions
-            .iter()
-            .any(|c| c.kind == "Ready" && c.status == "True"),
-        name: o.metadata.name,
+impl From<&k8s::Node> for Node {
+    fn from(o: &k8s::Node) -> Node {
+        let status = o.status.as_ref();
+        let addresses = status
+            .and_then(|s| s.addresses.as_deref())
+            .unwrap_or_default();
+        let ipv4 = |kind: &str| {
+            addresses
+                .iter()
+                .filter(|a| a.type_ == kind)
+                .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+        };
+        Node {
+            name: o.metadata.name.clone().unwrap_or_default(),
+            internal_ip: ipv4("InternalIP").or_else(|| ipv4("ExternalIP")),
+            ready: status
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+        }
     }
 }
 
-// The Kubernetes API's shapes, only the fields read; serde skips the rest.
-
+/// Only an answer's kind; serde skips the rest.
 #[derive(Deserialize)]
 struct Kind {
     kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StatusObject {
-    message: Option<String>,
-    reason: Option<String>,
-    code: Option<u16>,
-}
-
-#[derive(Deserialize)]
-struct NodeList {
-    #[serde(default)]
-    metadata: ListMeta,
-    items: Option<Vec<NodeObject>>,
-}
-
-#[derive(Default, Deserialize)]
-struct ListMeta {
-    #[serde(rename = "continue")]
-    continue_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct NodeObject {
-    metadata: ObjectMeta,
-    status: Option<NodeStatus>,
-}
-
-#[derive(Deserialize)]
-struct ObjectMeta {
-    name: String,
-}
-
-#[derive(Default, Deserialize)]
-struct NodeStatus {
-    #[serde(default)]
-    addresses: Vec<NodeAddress>,
-    #[serde(default)]
-    conditions: Vec<NodeCondition>,
-}
-
-#[derive(Deserialize)]
-struct NodeAddress {
-    #[serde(rename = "type")]
-    kind: String,
-    address: String,
-}
-
-#[derive(Deserialize)]
-struct NodeCondition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
 }
 
 #[cfg(test)]
@@ -562,6 +642,7 @@ mod tests {
     use std::{
         io::{Read, Write},
         net::TcpListener,
+        sync::Arc,
         thread,
     };
 
@@ -733,13 +814,14 @@ tJpVojCqWOoRPZPsy34=\n\
     }
 
     #[test]
-    fn a_page_carries_the_continue_token() {
-        let page = interpret(200, NODES_PAGE_1).ok().unwrap();
-        assert_eq!(page.nodes.len(), 2);
-        assert!(page.next.unwrap().starts_with("eyJ2Ijoi"));
-        let last = interpret(200, NODES_PAGE_2).ok().unwrap();
-        assert_eq!(last.nodes, vec![node("k8s-worker-2", [10, 0, 1, 12], true)]);
-        assert_eq!(last.next, None);
+    fn each_page_is_a_node_list() {
+        // Following the continue token is list_nodes' (see
+        // lists_every_page_over_tls_with_the_current_token).
+        assert_eq!(parse_nodes(NODES_PAGE_1).unwrap().len(), 2);
+        assert_eq!(
+            parse_nodes(NODES_PAGE_2).unwrap(),
+            vec![node("k8s-worker-2", [10, 0, 1, 12], true)]
+        );
     }
 
     #[test]
@@ -910,7 +992,10 @@ tJpVojCqWOoRPZPsy34=\n\
         let good = AccountDir::new("ipv6", "tok\n", CA_PEM);
         let k = InCluster::from_parts(Some("fd00:10:96::1"), Some("443"), &good.0).unwrap();
         assert_eq!(k.base, "https://[fd00:10:96::1]:443");
-        assert_eq!(k.token, "tok");
+        assert!(
+            matches!(&k.token, Token::File(path) if *path == good.0.join("token")),
+            "{k:?}"
+        );
         assert!(
             !format!("{k:?}").contains("tok\""),
             "the token leaks: {k:?}"
@@ -980,8 +1065,30 @@ tJpVojCqWOoRPZPsy34=\n\
     trait ReadWrite: Read + Write {}
     impl<T: Read + Write> ReadWrite for T {}
 
-    #[test]
-    fn lists_every_page_over_tls_with_the_current_token() {
+    /// The value of header `name` in a request head, whatever the case of
+    /// its name (hyper sends names in lower case).
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (n, value) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    /// A request head's first line without its empty query parameters:
+    /// kube-rs asks for `/api/v1/nodes?&limit=500`, which the API server
+    /// reads as `?limit=500`.
+    fn request_line(head: &str) -> String {
+        let line = head.split("\r\n").next().unwrap_or_default();
+        let Some((path, rest)) = line.split_once('?') else {
+            return line.to_owned();
+        };
+        let (query, version) = rest.split_once(' ').unwrap_or((rest, ""));
+        let query: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        format!("{path}?{} {version}", query.join("&"))
+    }
+
+    #[tokio::test]
+    async fn lists_every_page_over_tls_with_the_current_token() {
         let (port, server) = serve(
             true,
             vec![(200, NODES_PAGE_1), (200, NODES_PAGE_2), (200, NODES_EMPTY)],
@@ -989,68 +1096,114 @@ tJpVojCqWOoRPZPsy34=\n\
         let account = AccountDir::new("pages", "first-token", CA_PEM);
         let port = port.to_string();
         let k = InCluster::from_parts(Some("127.0.0.1"), Some(&port), &account.0).unwrap();
-        let nodes = k.list_nodes().unwrap();
+        let nodes = k.list_nodes().await.unwrap();
         assert_eq!(
             nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
             ["k8s-cp-1", "k8s-worker-1", "k8s-worker-2"]
         );
-        // The kubelet rotated the token: the next list sends the new one.
-        std::fs::write(account.0.join("token"), "second-token").unwrap();
-        assert_eq!(k.list_nodes().unwrap(), vec![]);
+        // The kubelet rotated the token: the next list sends the new one
+        // (and not the white space after it).
+        std::fs::write(account.0.join("token"), "second-token\n").unwrap();
+        assert_eq!(k.list_nodes().await.unwrap(), vec![]);
         let heads = server.join().unwrap();
         assert_eq!(heads.len(), 3);
-        assert!(
-            heads[0].starts_with("GET /api/v1/nodes?limit=500 HTTP/1.1\r\n"),
+        assert_eq!(
+            request_line(&heads[0]),
+            "GET /api/v1/nodes?limit=500 HTTP/1.1"
+        );
+        assert_eq!(
+            header(&heads[0], "authorization"),
+            Some("Bearer first-token"),
             "{}",
             heads[0]
         );
-        assert!(
-            heads[0].contains("\r\nAuthorization: Bearer first-token\r\n"),
-            "{}",
-            heads[0]
+        assert_eq!(
+            request_line(&heads[1]),
+            "GET /api/v1/nodes?limit=500&continue=eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDgyMzMsInN0YXJ0IjoiazhzLXdvcmtlci0xXHUwMDAwIn0 HTTP/1.1"
         );
-        assert!(
-            heads[1].starts_with(
-                "GET /api/v1/nodes?limit=500&continue=eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDgyMzMsInN0YXJ0IjoiazhzLXdvcmtlci0xXHUwMDAwIn0 HTTP/1.1\r\n"
-            ),
-            "{}",
-            heads[1]
+        // The next list starts again from the first page.
+        assert_eq!(
+            request_line(&heads[2]),
+            "GET /api/v1/nodes?limit=500 HTTP/1.1"
         );
-        assert!(
-            heads[2].contains("\r\nAuthorization: Bearer second-token\r\n"),
+        assert_eq!(
+            header(&heads[2], "authorization"),
+            Some("Bearer second-token"),
             "{}",
             heads[2]
         );
     }
 
-    #[test]
-    fn a_refusal_over_tls_is_the_status_error() {
+    #[tokio::test]
+    async fn a_refusal_over_tls_is_the_status_error() {
         let (port, server) = serve(true, vec![(403, FORBIDDEN)]);
         let k = InCluster::new(format!("https://127.0.0.1:{port}/"), "t", CA_PEM.into());
-        let err = k.list_nodes().unwrap_err();
+        let err = k.list_nodes().await.unwrap_err();
         assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(r#"cannot list resource "nodes""#),
+            "{err}"
+        );
         server.join().unwrap();
     }
 
-    #[test]
-    fn a_server_the_ca_did_not_sign_is_not_trusted() {
+    #[tokio::test]
+    async fn a_server_the_ca_did_not_sign_is_not_trusted() {
         let (port, _server) = serve(true, vec![(200, NODES_3)]);
         let k = InCluster::new(
             format!("https://127.0.0.1:{port}"),
             "t",
             OTHER_CA_PEM.into(),
         );
-        let err = k.list_nodes().unwrap_err();
+        let err = k.list_nodes().await.unwrap_err();
         assert!(matches!(err, KubeError::Unreachable { .. }), "{err:?}");
         assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     }
 
-    #[test]
-    fn plain_http_for_kubectl_proxy() {
+    #[tokio::test]
+    async fn plain_http_for_kubectl_proxy() {
         let (port, server) = serve(false, vec![(502, b"<html>Bad Gateway</html>")]);
         let k = InCluster::new(format!("http://127.0.0.1:{port}"), "t", Vec::new());
-        let err = k.list_nodes().unwrap_err();
-        assert!(matches!(err, KubeError::Api { code: 502, .. }), "{err:?}");
+        let err = k.list_nodes().await.unwrap_err();
+        let KubeError::Api {
+            code: 502,
+            reason,
+            message,
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            (reason.as_str(), message.as_str()),
+            ("", "<html>Bad Gateway</html>")
+        );
         server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_page_past_the_bound_is_not_read_to_the_end() {
+        let (port, server) = serve(false, vec![(200, NODES_3)]);
+        let mut k = InCluster::new(format!("http://127.0.0.1:{port}"), "t", Vec::new());
+        k.max_page_bytes = 1000;
+        let err = k.list_nodes().await.unwrap_err();
+        assert!(matches!(err, KubeError::NotNodeList(_)), "{err:?}");
+        assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_emptied_token_file_is_said_before_asking() {
+        let account = AccountDir::new("emptied", "tok", CA_PEM);
+        let k = InCluster::from_parts(Some("127.0.0.1"), Some("1"), &account.0).unwrap();
+        std::fs::write(account.0.join("token"), "").unwrap();
+        let err = k.list_nodes().await.unwrap_err();
+        assert!(matches!(err, KubeError::EmptyToken { .. }), "{err:?}");
+        // A token that no header can carry is refused here, not sent.
+        std::fs::write(account.0.join("token"), "tok\nen").unwrap();
+        let err = k.list_nodes().await.unwrap_err();
+        assert!(matches!(err, KubeError::BadToken), "{err:?}");
+        let k = InCluster::new("http://127.0.0.1:1", "t\u{7}", Vec::new());
+        let err = k.list_nodes().await.unwrap_err();
+        assert!(matches!(err, KubeError::BadToken), "{err:?}");
     }
 }

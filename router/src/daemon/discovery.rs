@@ -2,14 +2,14 @@
 //! minute after, and the IPAM space of nodes deleted from the cluster
 //! taken back (see [`crate::kubernetes`] for the decisions).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use super::router::{Request, ask};
 use crate::ipam::IpamRequest;
-use crate::kubernetes::{InCluster, KnownPeer, Node, plan};
+use crate::kubernetes::{InCluster, KnownPeer, plan};
 
 /// How often the node list is read again.
 const INTERVAL: Duration = Duration::from_secs(60);
@@ -19,16 +19,12 @@ fn me() -> Option<String> {
     std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())
 }
 
-async fn list(cluster: &Arc<InCluster>) -> Result<Vec<Node>> {
-    let cluster = cluster.clone();
-    Ok(tokio::task::spawn_blocking(move || cluster.list_nodes()).await??)
-}
-
 /// The peers to start with: every other node. Read before IPAM starts, so
 /// that its first division waits for all of them (consensus = nodes).
-pub async fn initial() -> Result<(Arc<InCluster>, Vec<String>)> {
-    let cluster = Arc::new(InCluster::from_env()?);
-    let nodes = list(&cluster)
+pub async fn initial() -> Result<(InCluster, Vec<String>)> {
+    let cluster = InCluster::from_env()?;
+    let nodes = cluster
+        .list_nodes()
         .await
         .context("cannot read the node list to find peers")?;
     let peers = crate::kubernetes::peer_addresses(&nodes, me().as_deref());
@@ -38,11 +34,11 @@ pub async fn initial() -> Result<(Arc<InCluster>, Vec<String>)> {
 
 /// Every [`INTERVAL`]: connect to nodes that joined, reclaim the space of
 /// nodes that left. Failures are logged and tried again next time.
-pub async fn run(cluster: Arc<InCluster>, requests: mpsc::Sender<Request>) {
+pub async fn run(cluster: InCluster, requests: mpsc::Sender<Request>) {
     let me = me();
     loop {
         tokio::time::sleep(INTERVAL).await;
-        let nodes = match list(&cluster).await {
+        let nodes = match cluster.list_nodes().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the Kubernetes node list");
