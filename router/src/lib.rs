@@ -23,6 +23,7 @@ pub mod ipam;
 pub mod kubernetes;
 pub mod liveness;
 pub mod mesh;
+pub mod names;
 pub mod netdev;
 pub mod overlay;
 pub mod state_file;

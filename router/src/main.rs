@@ -38,8 +38,35 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         } => cli::peers(&dirs, "/connect", &peers, replace),
         Command::Forget { peers, dirs } => cli::peers(&dirs, "/forget", &peers, false),
         Command::Version(dirs) => cli::version(&dirs),
-        Command::Attach { args, dirs } => cli::attach(&dirs, "/attach", &args),
-        Command::Detach { args, dirs } => cli::attach(&dirs, "/detach", &args),
+        Command::Attach { args, names, dirs } => cli::attach(&dirs, "/attach", &args, &names),
+        Command::Detach { args, dirs } => cli::attach(&dirs, "/detach", &args, &[]),
+        Command::DnsAdd {
+            address,
+            names,
+            dirs,
+        } => {
+            let body = serde_json::json!({ "address": address, "names": names });
+            print!("{}", cli::post(&dirs, "/dns/add", &body)?);
+            Ok(())
+        }
+        Command::DnsRemove {
+            address,
+            names,
+            dirs,
+        } => {
+            let body = serde_json::json!({ "address": address, "names": names });
+            print!("{}", cli::post(&dirs, "/dns/remove", &body)?);
+            Ok(())
+        }
+        Command::DnsLookup { name, dirs } => {
+            let body = serde_json::json!({ "name": name });
+            print!("{}", cli::post(&dirs, "/dns/lookup", &body)?);
+            Ok(())
+        }
+        Command::DnsArgs(dirs) => {
+            print!("{}", cli::get(&dirs, "/dns/args")?);
+            Ok(())
+        }
         Command::Ps(dirs) => cli::ps(&dirs),
         Command::Expose { addresses, dirs } => cli::gateway(&dirs, "/expose", &addresses),
         Command::Hide { addresses, dirs } => cli::gateway(&dirs, "/hide", &addresses),
@@ -62,8 +89,15 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
 }
 
 /// Commands that take something away: a typo is never pointed at them.
-const DESTRUCTIVE: [&str; 7] = [
-    "reset", "rmpeer", "stop", "forget", "hide", "detach", "release",
+const DESTRUCTIVE: [&str; 8] = [
+    "reset",
+    "rmpeer",
+    "stop",
+    "forget",
+    "hide",
+    "detach",
+    "release",
+    "dns-remove",
 ];
 
 /// clap's error, without a "did you mean" that names a destructive

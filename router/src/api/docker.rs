@@ -414,6 +414,7 @@ mod tests {
             router: tx,
             network: None,
             token: "t".into(),
+            names: None,
         }
     }
 

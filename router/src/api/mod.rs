@@ -11,7 +11,7 @@
 //! | `POST /connect`        | `{"peers": ["host:port"], "replace": false}` |
 //! | `POST /forget`         | `{"peers": ["host:port"]}`                 |
 //! | `GET /metrics`         | Prometheus text format                     |
-//! | `POST /attach`         | `{"target": "ns", "addresses": ["10.32.0.5/12"]}`; with `"id"`, `"interface"`, `"subnet"` for CNI |
+//! | `POST /attach`         | `{"target": "ns", "addresses": ["10.32.0.5/12"], "names": ["db:5432"]}`; with `"id"`, `"interface"`, `"subnet"` for CNI |
 //! | `POST /detach`         | `{"target": "ns", "addresses": []}` (none: all) |
 //! | `POST /attach/check`   | `{"id": "..."}`: is the attachment whole?  |
 //! | `GET /ps`              | attached containers, JSON                  |
@@ -23,12 +23,18 @@
 //! | `POST /ipam/reset`     | `{"force": false}`                         |
 //! | `POST /expose`         | `{"addresses": []}` (none: one from IPAM); the host's gateway |
 //! | `POST /hide`           | `{"addresses": []}` (none: all)            |
+//! | `POST /dns/add`        | `{"address": "10.32.0.5", "names": ["db"]}` |
+//! | `POST /dns/remove`     | `{"address": "10.32.0.5", "names": []}` (none: all of it) |
+//! | `POST /dns/lookup`     | `{"name": "db"}`: the addresses, text       |
+//! | `GET /dns/args`        | `--dns ADDR --dns-search DOMAIN`, text      |
+//! | `GET /status/dns`      | the names and the DNS server, text          |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod access;
 pub mod docker;
 pub mod gateway;
 pub mod metrics;
+mod names;
 pub mod report;
 
 use std::{convert::Infallible, net::SocketAddr, path::Path};
@@ -70,6 +76,7 @@ pub struct Api {
     network: Option<std::sync::Arc<HostNetwork>>,
     /// What a change over TCP must carry ([`access`]).
     token: std::sync::Arc<str>,
+    names: Option<std::sync::Arc<crate::names::NameService>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +93,9 @@ struct AttachBody {
     /// The container's interface (`weft0` by default).
     #[serde(default)]
     interface: Option<String>,
+    /// Names the container answers to (`NAME` or `NAME:PORT`).
+    #[serde(default)]
+    names: Vec<String>,
     /// Where in the range to allocate, when no address is given.
     #[serde(default)]
     subnet: Option<ipnet::Ipv4Net>,
@@ -227,11 +237,13 @@ impl Api {
         router: mpsc::Sender<Request>,
         network: std::sync::Arc<HostNetwork>,
         token: String,
+        names: std::sync::Arc<crate::names::NameService>,
     ) -> Api {
         Api {
             router,
             network: Some(network),
             token: token.into(),
+            names: Some(names),
         }
     }
 
@@ -252,6 +264,13 @@ impl Api {
             ))
         })?;
         let (key, owner) = body.ids().map_err(bad)?;
+        // Names are checked before anything is done: a bad one changes
+        // nothing.
+        let names = match &self.names {
+            Some(service) => service.specs(&body.names).map_err(|e| bad(e.to_string()))?,
+            None if body.names.is_empty() => Vec::new(),
+            None => return Err(bad("this router keeps no names".into())),
+        };
         let mut addresses = Vec::new();
         for a in &body.addresses {
             let net: ipnet::IpNet = a.parse().map_err(|_| {
@@ -348,7 +367,17 @@ impl Api {
                     )
                     .await;
                 match attached {
-                    Ok(a) => Ok(json_of(&a)),
+                    Ok(a) => {
+                        if !names.is_empty() {
+                            for addr in a.addresses.iter().filter_map(|n| match n {
+                                ipnet::IpNet::V4(v4) => Some(v4.addr()),
+                                ipnet::IpNet::V6(_) => None,
+                            }) {
+                                self.add_names(names.clone(), addr, owner.clone()).await?;
+                            }
+                        }
+                        Ok(json_of(&a))
+                    }
                     Err(e) => {
                         // The interface is gone (attach undoes itself):
                         // only now may the addresses go back.
@@ -371,6 +400,17 @@ impl Api {
                     Err(AttachError::NotAttached(_)) if body.missing_ok => None,
                     Err(e) => return Err(failed(e)),
                 };
+                if self.names.is_some() {
+                    if addresses.is_empty() {
+                        self.remove_names(Some(owner.clone()), None, None).await?;
+                    }
+                    for net in &addresses {
+                        if let std::net::IpAddr::V4(v4) = net.addr() {
+                            self.remove_names(Some(owner.clone()), Some(v4), None)
+                                .await?;
+                        }
+                    }
+                }
                 let mut released = Vec::new();
                 if addresses.is_empty() {
                     released = self.release(owner, None).await?;
@@ -648,6 +688,11 @@ impl Api {
                 return self.attach(path, &body).await;
             }
             (Method::GET, "/ps") => return self.ps().await,
+            (Method::POST, "/dns/add" | "/dns/remove" | "/dns/lookup") => {
+                return self.dns(path, &body).await;
+            }
+            (Method::GET, "/dns/args") => return self.dns_args().await,
+            (Method::GET, "/status/dns") => return self.dns_status().await,
             (Method::POST, "/ipam/allocate" | "/ipam/release" | "/ipam/rmpeer" | "/ipam/reset") => {
                 return self.ipam(path, &body).await;
             }
@@ -887,6 +932,7 @@ mod tests {
                 router: tx,
                 network: None,
                 token: "t".into(),
+                names: None,
             },
             router,
         )

@@ -80,6 +80,11 @@ pub enum Command {
         /// Addresses with prefix length (10.32.0.5/12), then the target.
         #[arg(required = true, num_args = 1..)]
         args: Vec<String>,
+        /// A name the container answers to on every host (repeat for
+        /// aliases); NAME:PORT makes lookups wait until something listens
+        /// on PORT in the container.
+        #[arg(long = "name", value_name = "NAME[:PORT]")]
+        names: Vec<String>,
         #[command(flatten)]
         dirs: DirArgs,
     },
@@ -90,6 +95,32 @@ pub enum Command {
         #[command(flatten)]
         dirs: DirArgs,
     },
+    /// Give an address names on every host of the mesh: ADDR NAME...
+    /// (NAME:PORT waits for a listener on PORT, as with attach --name).
+    DnsAdd {
+        address: std::net::Ipv4Addr,
+        #[arg(required = true, value_name = "NAME[:PORT]")]
+        names: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Take names away: ADDR [NAME...] (those of ADDR registered on this
+    /// host; only the NAMEs given, if any).
+    DnsRemove {
+        address: std::net::Ipv4Addr,
+        names: Vec<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// The addresses a name answers with, as every container sees them.
+    DnsLookup {
+        name: String,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// What a container needs to resolve the mesh's names: the options for
+    /// `docker run` / `podman run` (--dns, --dns-search).
+    DnsArgs(DirArgs),
     /// List containers on the weft network (attached, CNI and Docker) with
     /// their MAC and addresses; the host's gateway first, as weft:expose.
     Ps(DirArgs),
@@ -189,6 +220,9 @@ pub enum StatusWhat {
     /// Address allocation: ranges per peer, free counts, unreachable
     /// owners.
     Ipam,
+    /// Names: the domain, where DNS is served, every name and its
+    /// instances, and the query counters.
+    Dns,
 }
 
 impl StatusWhat {
@@ -198,6 +232,7 @@ impl StatusWhat {
             StatusWhat::Connections => "/status/connections",
             StatusWhat::Targets => "/status/targets",
             StatusWhat::Ipam => "/status/ipam",
+            StatusWhat::Dns => "/status/dns",
         }
     }
 }
@@ -320,6 +355,24 @@ pub struct RouterArgs {
     /// addresses are held again before anything is handed out.
     #[arg(long)]
     pub recover_ipam: bool,
+    /// Do not answer DNS: containers get no names from weft.
+    #[arg(long, env = "WEFT_NO_DNS")]
+    pub no_dns: bool,
+    /// The domain the mesh's names live in.
+    #[arg(long, env = "WEFT_DNS_DOMAIN", default_value = crate::names::name::DEFAULT_DOMAIN, value_parser = parse_domain)]
+    pub dns_domain: crate::names::name::Fqdn,
+    /// How long a query waits for a name whose instances declared a port
+    /// (`--name db:5432`) until one listens on it, then fails (30s, 2m).
+    #[arg(long, env = "WEFT_DNS_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub dns_wait: std::time::Duration,
+    /// Seconds a DNS answer may be cached: short, so that clients spread
+    /// over a name's instances and forget departed ones quickly.
+    #[arg(long, env = "WEFT_DNS_TTL", default_value_t = 1)]
+    pub dns_ttl: u32,
+    /// Where the host's own resolvers are listed: names outside the
+    /// domain are forwarded to them.
+    #[arg(long, env = "WEFT_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -371,6 +424,11 @@ fn parse_init(s: &str) -> Result<weft_ipam::Init, String> {
 }
 
 /// `90`, `90s`, `30m`, `2h`.
+/// A DNS domain, with what is wrong named.
+fn parse_domain(s: &str) -> Result<crate::names::name::Fqdn, String> {
+    crate::names::name::Fqdn::parse(s).map_err(|e| format!("--dns-domain: {e}"))
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit())

@@ -259,9 +259,9 @@ pub fn version(dirs: &DirArgs) -> Result<()> {
 }
 
 /// `weft attach ADDR/CIDR... TARGET` and `weft detach [ADDR/CIDR...] TARGET`.
-pub fn attach(dirs: &DirArgs, path: &str, args: &[String]) -> Result<()> {
+pub fn attach(dirs: &DirArgs, path: &str, args: &[String], names: &[String]) -> Result<()> {
     let (target, addresses) = args.split_last().context("no target given")?;
-    let body = serde_json::json!({ "target": target, "addresses": addresses });
+    let body = serde_json::json!({ "target": target, "addresses": addresses, "names": names });
     let answer = client(dirs).post(path, &body.to_string())?;
     // Attach prints the container's addresses, detach those it gave back.
     let key = if path == "/attach" {

@@ -7,6 +7,7 @@ pub mod handshakes;
 pub mod logfile;
 pub mod paths;
 pub mod peers;
+pub mod readiness;
 pub mod router;
 pub mod throttle;
 
@@ -97,6 +98,20 @@ async fn bind_tcp(addr: std::net::SocketAddr, what: &str, flag: &str) -> Result<
         };
         anyhow::anyhow!("cannot listen for {what} on {addr}: {e}; {hint}")
     })
+}
+
+/// The mesh's names, with ours taken back from the last run.
+fn open_names(
+    paths: &paths::Paths,
+    me: crate::identity::PeerName,
+    clock_ms: u64,
+    now: std::time::Instant,
+) -> Result<crate::names::records::NamesHandle> {
+    let mut names = crate::names::records::Names::new(me, clock_ms);
+    if let Some(stored) = crate::names::Stored::load(&paths.names_file())? {
+        names.restore(now, stored.clock, stored.entries);
+    }
+    Ok(crate::names::records::NamesHandle::new(names))
 }
 
 /// IPAM as configured, restored from the data directory.
@@ -352,8 +367,37 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     mesh.add_channel(crate::ipam::CHANNEL, ipam.channel());
     let hosts = HostsHandle::new(Hosts::new(identity.name, clock_ms));
     mesh.add_channel(crate::hosts::CHANNEL, hosts.channel());
+    let name_records = open_names(&paths, identity.name, clock_ms, now)?;
+    mesh.add_channel(crate::names::records::CHANNEL, name_records.channel());
+    let (dns_addresses, dns_follows) = tokio::sync::watch::channel(Vec::new());
+    let name_service = Arc::new(crate::names::NameService {
+        names: name_records.clone(),
+        config: crate::names::server::DnsConfig {
+            zone: crate::names::responder::Zone {
+                domain: args.dns_domain.clone(),
+                ttl: args.dns_ttl,
+            },
+            wait: args.dns_wait,
+            upstreams: crate::names::server::upstreams_from(
+                &std::fs::read_to_string(&args.resolv_conf).unwrap_or_default(),
+                &gateway
+                    .addresses()
+                    .iter()
+                    .map(|g| g.addr())
+                    .collect::<Vec<_>>(),
+            ),
+        },
+        counters: Default::default(),
+        enabled: !args.no_dns,
+        listening: Default::default(),
+    });
+    let names_stored = name_records.lock().generation();
     let host = HostSide {
         hosts,
+        names: name_records.clone(),
+        names_file: paths.names_file(),
+        names_stored,
+        dns_addresses,
         firewall: Firewall::start(Ruleset {
             range: args.ipalloc_range,
             masquerade: !args.no_masquerade,
@@ -498,7 +542,19 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         tokio::spawn(discovery::run(cluster, requests_tx.clone()));
     }
     let token = write_token(&paths)?;
-    let api = tokio::spawn(Api::new(requests_tx, network, token).serve(http, unix, docker));
+    if !args.no_dns {
+        tokio::spawn(crate::names::server::follow(
+            name_service.clone(),
+            dns_follows,
+        ));
+    }
+    tokio::spawn(readiness::run(
+        name_records,
+        network.clone(),
+        requests_tx.clone(),
+    ));
+    let api =
+        tokio::spawn(Api::new(requests_tx, network, token, name_service).serve(http, unix, docker));
     if let Some(log) = std::env::var_os(logfile::ENV) {
         tokio::spawn(logfile::keep(log.into()));
     }

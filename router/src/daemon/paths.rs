@@ -68,6 +68,11 @@ impl Paths {
     pub fn ipam_file(&self) -> PathBuf {
         self.data_dir.join("ipam.redb")
     }
+
+    /// The names registered on this host.
+    pub fn names_file(&self) -> PathBuf {
+        self.data_dir.join("names.json")
+    }
 }
 
 /// Reads a pid file; `None` if missing or unreadable.

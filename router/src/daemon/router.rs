@@ -73,6 +73,7 @@ pub enum Request {
     },
     Metrics(oneshot::Sender<Metrics>),
     Ipam(IpamRequest),
+    Names(crate::names::NamesRequest),
     /// The host's gateway addresses changed (`weft expose`, `weft hide`).
     Gateway {
         addresses: Vec<ipnet::Ipv4Net>,
@@ -129,6 +130,12 @@ pub struct Settings {
 /// tells the mesh about the host, and weft's firewall table.
 pub struct HostSide {
     pub hosts: HostsHandle,
+    /// The mesh's names, ours stored in `names_file` whenever they change.
+    pub names: crate::names::records::NamesHandle,
+    pub names_file: std::path::PathBuf,
+    pub names_stored: u64,
+    /// Tells the DNS server where to listen: the gateway's addresses.
+    pub dns_addresses: tokio::sync::watch::Sender<Vec<std::net::Ipv4Addr>>,
     pub firewall: Firewall,
     /// The host's addresses on the bridge.
     pub gateway: Vec<ipnet::Ipv4Net>,
@@ -148,6 +155,30 @@ impl HostSide {
             self.direct.clone()
         };
         self.hosts.lock().set_local(direct, self.gateway.clone());
+        let addresses = self.gateway.iter().map(|g| g.addr()).collect();
+        self.dns_addresses.send_if_modified(|current| {
+            let changed = *current != addresses;
+            *current = addresses;
+            changed
+        });
+    }
+
+    /// Stores our names if they changed since last stored.
+    fn store_names(&mut self) {
+        let names = self.names.lock();
+        if names.generation() == self.names_stored {
+            return;
+        }
+        let stored = crate::names::Stored::of(&names);
+        let generation = names.generation();
+        drop(names);
+        match stored.save(&self.names_file) {
+            Ok(()) => self.names_stored = generation,
+            // Tried again at the next change; the names keep working.
+            Err(e) => {
+                tracing::warn!(error = %e, file = %self.names_file.display(), "cannot store the names")
+            }
+        }
     }
 }
 
@@ -282,6 +313,7 @@ impl Router {
             self.ipam.lock().finish();
             self.sync_mesh_hosts();
             self.settings.peers.save_if_changed();
+            self.host.store_names();
             let admission = self.mesh.admission();
             if *self.ctx.admission.read().unwrap_or_else(|p| p.into_inner()) != admission {
                 *self
@@ -656,6 +688,11 @@ impl Router {
                 let _ = reply.send(m);
             }
             Request::Ipam(request) => self.on_ipam(now, request),
+            Request::Names(request) => {
+                request.apply(&mut self.host.names.lock(), now);
+                // Let the mesh gossip the change now.
+                self.mesh.handle(now, Input::Tick);
+            }
             Request::Gateway { addresses, done } => {
                 self.host.gateway = addresses;
                 self.host.publish();
