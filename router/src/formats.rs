@@ -1,5 +1,5 @@
 //! Golden bytes of every format the router writes: control messages,
-//! the identity in its hello, host records, the userspace path's header,
+//! the identity in its hello, host records, name entries and names.json, the userspace path's header,
 //! routing fields and heartbeats, and the vxlan heartbeat frame. Each
 //! value is encoded and compared with `tests/golden/`, then decoded from
 //! the committed bytes; the last release's bytes (`previous/`) must still
@@ -16,6 +16,11 @@ use crate::{
     mesh::{
         ControlMessage,
         topology::{ConnInfo, PeerInfo},
+    },
+    names::{
+        Stored,
+        name::Fqdn,
+        records::{self, Key, Value},
     },
     userspace::encap::{self, Header, Kind, Routing},
 };
@@ -128,6 +133,33 @@ fn host_records() -> hosts::Records {
     )]
 }
 
+fn name_entry() -> (Key, Value) {
+    let key = Key {
+        name: Fqdn::parse("db.weft.local").unwrap(),
+        addr: Ipv4Addr::new(10, 32, 0, 5),
+        owner: "attach:c1".into(),
+    };
+    let value = Value {
+        clock: 1_700_000_000_002,
+        port: Some(5432),
+        ready: true,
+        deleted: false,
+    };
+    (key, value)
+}
+
+fn name_entries() -> records::Entries {
+    let (key, value) = name_entry();
+    vec![(a(), key, value)]
+}
+
+fn stored_names() -> Stored {
+    Stored {
+        clock: 1_700_000_000_003,
+        entries: vec![name_entry()],
+    }
+}
+
 fn encap_header() -> Header {
     Header {
         kind: Kind::Forwarded,
@@ -172,6 +204,19 @@ fn formats_match_their_golden_bytes() {
         &hosts::encode(&host_records()),
     );
     assert_eq!(hosts::decode(&g.bytes("host-records")), Ok(host_records()));
+    g.check(
+        "name-entries",
+        "names channel: entries by origin (postcard)",
+        &records::encode(&name_entries()),
+    );
+    assert_eq!(
+        records::decode(&g.bytes("name-entries")),
+        Ok(name_entries())
+    );
+    let json = serde_json::to_vec_pretty(&stored_names()).unwrap();
+    g.check("names-json", "names.json, our names on disk (JSON)", &json);
+    let read: Stored = serde_json::from_slice(&g.bytes("names-json")).unwrap();
+    assert_eq!(read, stored_names());
 
     g.check(
         "encap-header",
@@ -229,6 +274,10 @@ fn the_previous_release_still_decodes() {
             k if k.starts_with("control-") => ControlMessage::decode(&bytes).map(drop),
             "identity" => PeerIdentity::decode(&bytes).map(drop),
             "host-records" => hosts::decode(&bytes).map(drop),
+            "name-entries" => records::decode(&bytes).map(drop),
+            "names-json" => serde_json::from_slice::<Stored>(&bytes)
+                .map(drop)
+                .map_err(|e| e.to_string()),
             "encap-header" => Header::parse(&bytes).map(drop).map_err(|e| e.to_string()),
             "encap-routing" => Routing::parse(Kind::Forwarded, &bytes)
                 .map(drop)

@@ -6,6 +6,10 @@
 use std::{
     net::{Ipv4Addr, TcpListener},
     path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -261,5 +265,85 @@ fn a_client_started_before_its_server_connects_when_it_listens() {
         "{status}"
     );
     drop(routers);
+    tb.destroy().unwrap();
+}
+
+#[test]
+fn instances_of_one_name_share_fresh_clients() {
+    let tb = Testbed::create_owned("nameshare", Spec::hosts(2).containers(2)).unwrap();
+    let (routers, gateways, _) = tb.exposed_mesh(2, &NO_UPSTREAM, "userspace").unwrap();
+    let client = tb.container(1, 1);
+    let _resolv = ResolvConf::new(&client, gateways[0]);
+    // Two instances of web, one on each host, each counting connections
+    // until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    for (h, router) in routers.iter().enumerate() {
+        let instance = tb.container(h + 1, 2);
+        let addr = addr_of(
+            &router
+                .run(&["attach", "--name", "web", instance.name()])
+                .unwrap(),
+        );
+        let stop = stop.clone();
+        servers.push(
+            instance
+                .spawn_thread(move || {
+                    let listener = TcpListener::bind((addr, 8080)).unwrap();
+                    listener.set_nonblocking(true).unwrap();
+                    let mut accepted = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok(_) => accepted += 1,
+                            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                        }
+                    }
+                    accepted
+                })
+                .unwrap(),
+        );
+    }
+    eventually(
+        "both instances known on host 1",
+        Duration::from_secs(30),
+        || {
+            let lines = routers[0]
+                .run(&["dns-lookup", "web"])
+                .map_err(|e| e.to_string())?;
+            (lines.lines().count() == 2).then_some(()).ok_or(lines)
+        },
+    );
+    // 100 fresh clients: each resolves anew (glibc keeps no cache) and
+    // connects once.
+    client
+        .run([
+            "sh",
+            "-c",
+            "for i in $(seq 100); do nc -z -w 3 web 8080 || exit 1; done",
+        ])
+        .unwrap();
+    let metrics = routers[0].metrics().unwrap();
+    assert!(metrics.contains("weft_names 1"), "{metrics}");
+    assert!(
+        metrics.contains("weft_dns_total{counter=\"answered\"}"),
+        "{metrics}"
+    );
+    let status = routers[0].run(&["status"]).unwrap();
+    assert!(
+        status.contains("DNS: 1 names in weft.local., served on"),
+        "{status}"
+    );
+    drop(routers);
+    stop.store(true, Ordering::Relaxed);
+    let counts: Vec<usize> = servers
+        .into_iter()
+        .map(|s| s.join().unwrap().unwrap())
+        .collect();
+    eprintln!("names: 100 fresh clients went {counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 100, "{counts:?}");
+    assert!(
+        counts.iter().all(|c| *c >= 20),
+        "both take a share: {counts:?}"
+    );
     tb.destroy().unwrap();
 }

@@ -128,6 +128,18 @@ pub fn render(m: &Metrics) -> String {
         "The userspace data path's counters: frames from and to the bridge, datagrams and bytes, drops by reason, frames relayed for others",
         m.data.iter().map(|(k, v)| (label("counter", k), *v)),
     );
+    counters(
+        &mut r,
+        "weft_dns",
+        "The DNS server's counters: queries; answered, nxdomain, forwarded and failed forwards, malformed; queries held for a ready instance (waits) and how they ended",
+        m.dns.iter().map(|(k, v)| (label("counter", k), *v)),
+    );
+    gauge(
+        &mut r,
+        "weft_names",
+        "Names with instances that answer, on every host of the mesh",
+        m.names,
+    );
     let mut out = String::new();
     encode(&mut out, &r).expect("encoding into a String cannot fail");
     out
@@ -150,7 +162,12 @@ mod tests {
             "{out}"
         );
         m.data.insert("held_released", 4);
+        m.dns = vec![("waits_answered", 2)];
         let out = render(&m);
+        assert!(
+            out.contains("weft_dns_total{counter=\"waits_answered\"} 2\n"),
+            "{out}"
+        );
         assert!(
             out.contains("weft_datapath_total{counter=\"held_released\"} 4\n"),
             "{out}"

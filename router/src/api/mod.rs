@@ -588,6 +588,15 @@ impl Api {
             .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "the router is stopping\n"))
     }
 
+    /// The router's report, with what the API holds of the name service.
+    async fn report(&self) -> Result<report::Report, Response<Full<Bytes>>> {
+        let mut report = self.ask(Request::Report).await?;
+        if let Some(service) = &self.names {
+            report.dns = service.report();
+        }
+        Ok(report)
+    }
+
     async fn ipam_status(&self) -> Result<weft_ipam::Status, Response<Full<Bytes>>> {
         self.ask(|reply| Request::Ipam(IpamRequest::Status(reply)))
             .await
@@ -630,9 +639,7 @@ impl Api {
                 .expect("valid response"));
         }
         Ok(match (method, path) {
-            (Method::GET, "/status" | "") => {
-                text(StatusCode::OK, self.ask(Request::Report).await?.summary())
-            }
+            (Method::GET, "/status" | "") => text(StatusCode::OK, self.report().await?.summary()),
             (Method::GET, "/status/peers") => text(
                 StatusCode::OK,
                 self.ask(Request::Report).await?.peers_table(),
@@ -646,11 +653,16 @@ impl Api {
                 self.ask(Request::Report).await?.targets_table(),
             ),
             (Method::GET, "/report") => {
-                let report = self.ask(Request::Report).await?;
+                let report = self.report().await?;
                 json(serde_json::to_string_pretty(&report).expect("reports serialize") + "\n")
             }
             (Method::GET, "/metrics") => {
-                let body = metrics::render(&self.ask(Request::Metrics).await?);
+                let mut m = self.ask(Request::Metrics).await?;
+                if let Some(service) = &self.names {
+                    m.dns = service.counters.snapshot();
+                    m.names = service.names.lock().name_count();
+                }
+                let body = metrics::render(&m);
                 Response::builder()
                     .status(StatusCode::OK)
                     .header("content-type", metrics::CONTENT_TYPE)
@@ -903,6 +915,7 @@ mod tests {
             }],
             targets: vec![],
             host: HostReport::default(),
+            dns: Default::default(),
         }
     }
 

@@ -41,6 +41,33 @@ pub struct Report {
     /// The host's side: its gateway and weft's firewall table.
     #[serde(default)]
     pub host: HostReport,
+    /// The name service.
+    #[serde(default)]
+    pub dns: DnsReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DnsReport {
+    pub enabled: bool,
+    pub domain: String,
+    /// Where DNS is served (address:53).
+    pub serving: Vec<String>,
+    /// Names with instances that answer, on every host.
+    pub names: usize,
+}
+
+impl DnsReport {
+    fn line(&self) -> String {
+        if !self.enabled {
+            return "off (--no-dns)".into();
+        }
+        let at = if self.serving.is_empty() {
+            "not served yet: no gateway (weft expose)".to_string()
+        } else {
+            format!("served on {}", self.serving.join(", "))
+        };
+        format!("{} names in {}, {at}", self.names, self.domain)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -192,6 +219,9 @@ impl Report {
         ];
         rows.push(("Gateway", self.host.gateway_line()));
         rows.push(("Firewall", self.host.firewall_line()));
+        if !self.dns.domain.is_empty() {
+            rows.push(("DNS", self.dns.line()));
+        }
         if failing > 0 {
             rows.push((
                 "Attention",
@@ -562,6 +592,8 @@ pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
             gateway: v.host.gateway.iter().map(|g| g.to_string()).collect(),
             firewall: v.host.firewall.status(),
         },
+        // Filled by the API, which holds the name service.
+        dns: DnsReport::default(),
     }
 }
 

@@ -95,6 +95,9 @@ pub struct Metrics {
     pub sent_by_kind: BTreeMap<String, u64>,
     /// The data path's counters by name.
     pub data: BTreeMap<&'static str, u64>,
+    /// The DNS server's counters by name, and the names that answer.
+    pub dns: Vec<(&'static str, u64)>,
+    pub names: usize,
     /// Connections by overlay and, on the userspace path, why not the
     /// fast datapath ("" on the fast datapath).
     pub overlays: BTreeMap<(&'static str, &'static str), usize>,

@@ -134,6 +134,23 @@ impl NameService {
         &self.config.zone.domain
     }
 
+    /// What the report says of the name service.
+    pub fn report(&self) -> crate::api::report::DnsReport {
+        let serving = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        crate::api::report::DnsReport {
+            enabled: self.enabled,
+            domain: self.domain().to_string(),
+            serving,
+            names: self.names.lock().name_count(),
+        }
+    }
+
     /// Checks `names` as given by a user, all or none.
     pub fn specs(&self, names: &[String]) -> Result<Vec<NameSpec>, name::NameError> {
         names
@@ -192,8 +209,11 @@ impl NameService {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let _ = writeln!(out, "Queries: {}", counters.join(", "));
-        let all = self.names.lock().all();
-        let _ = writeln!(out, "Names: {}\n", all.len());
+        let (all, count) = {
+            let names = self.names.lock();
+            (names.all(), names.name_count())
+        };
+        let _ = writeln!(out, "Names: {count} ({} instances)\n", all.len());
         let mut rows = Vec::new();
         for (name, i) in all {
             rows.push(vec![

@@ -290,6 +290,17 @@ impl Names {
         names.into_iter().collect()
     }
 
+    /// How many names have an instance that counts.
+    pub fn name_count(&self) -> usize {
+        let names: BTreeSet<&Fqdn> = self
+            .entries
+            .iter()
+            .filter(|((origin, _), held)| !held.value.deleted && self.counts(*origin))
+            .map(|((_, key), _)| &key.name)
+            .collect();
+        names.len()
+    }
+
     /// Every live entry that counts, by name: for `weft status dns`.
     pub fn all(&self) -> Vec<(Fqdn, Instance)> {
         self.entries

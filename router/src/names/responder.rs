@@ -3,8 +3,10 @@
 //! is ready"). The wire format is hickory-proto's; the decisions are
 //! ours.
 //!
-//! - A names of the mesh's domain: every ready instance, shuffled so that
-//!   clients spread over them, with a short TTL.
+//! - A names of the mesh's domain: one ready instance per answer, chosen
+//!   at random, with a short TTL, so that clients spread over them (a
+//!   shuffled list would not spread glibc's clients, which all take the
+//!   address nearest by prefix).
 //! - AAAA (and any other type) of a known name: no error, no answer (RFC
 //!   4074); of an unknown name: NXDOMAIN.
 //! - PTR of a container's address: its names. Anything else is forwarded
@@ -26,7 +28,7 @@ use hickory_proto::{
         rdata::{A, PTR},
     },
 };
-use rand::{Rng, seq::SliceRandom};
+use rand::Rng;
 
 use super::{name::Fqdn, records::Instance};
 
@@ -146,13 +148,18 @@ pub fn respond(
                 Outcome::Wait(qname)
             };
         }
-        ready.shuffle(rng);
-        let owner = question.name().clone();
-        let answers = ready
-            .into_iter()
-            .map(|a| Record::from_rdata(owner.clone(), zone.ttl, RData::A(A(a))))
-            .collect();
-        return reply(&message, ResponseCode::NoError, true, answers, transport);
+        // One instance per answer, chosen at random: glibc sorts a list of
+        // addresses by RFC 6724's longest matching prefix, so every client
+        // of a shuffled list would pick the same (nearest) instance.
+        let chosen = ready[rng.random_range(0..ready.len())];
+        let answer = Record::from_rdata(question.name().clone(), zone.ttl, RData::A(A(chosen)));
+        return reply(
+            &message,
+            ResponseCode::NoError,
+            true,
+            vec![answer],
+            transport,
+        );
     }
     if question.query_type() == RecordType::PTR
         && let Some(addr) = reverse_address(&qname)

@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use hickory_proto::{
     op::{Edns, Query},
@@ -89,16 +89,16 @@ fn addresses(m: &Message) -> Vec<Ipv4Addr> {
 }
 
 #[test]
-fn a_name_answers_every_ready_instance_shuffled_with_a_short_ttl() {
+fn a_name_answers_one_ready_instance_at_a_time_each_in_turn_of_chance() {
     let table = Table::default()
         .with("db.weft.local", [10, 32, 0, 1], true)
         .with("db.weft.local", [10, 32, 0, 2], true)
         .with("db.weft.local", [10, 32, 0, 3], true);
     let q = query("DB.weft.local.", RecordType::A);
     let bytes = q.to_vec().unwrap();
-    let mut firsts = BTreeSet::new();
+    let mut seen: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     let mut rng = SmallRng::seed_from_u64(1);
-    for _ in 0..50 {
+    for _ in 0..300 {
         let m = answer(respond(
             &zone(),
             &table,
@@ -110,16 +110,16 @@ fn a_name_answers_every_ready_instance_shuffled_with_a_short_ttl() {
         assert_eq!(m.id(), 0x1234);
         assert!(m.authoritative() && m.recursion_available());
         assert_eq!(m.response_code(), ResponseCode::NoError);
-        let mut got = addresses(&m);
-        firsts.insert(got[0]);
-        got.sort();
-        assert_eq!(
-            got,
-            [[10, 32, 0, 1], [10, 32, 0, 2], [10, 32, 0, 3]].map(Ipv4Addr::from)
-        );
+        let got = addresses(&m);
+        assert_eq!(got.len(), 1, "{got:?}");
+        *seen.entry(got[0]).or_default() += 1;
         assert!(m.answers().iter().all(|r| r.ttl() == 1));
     }
-    assert_eq!(firsts.len(), 3, "each instance comes first sometimes");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.values().all(|n| *n >= 60),
+        "each gets a share: {seen:?}"
+    );
 }
 
 #[test]
@@ -213,12 +213,14 @@ fn reverse_lookups_name_containers_and_forward_the_rest() {
 
 #[test]
 fn answers_never_outgrow_what_the_client_takes() {
+    // One address with 200 names: its PTR answer is large.
     let mut table = Table::default();
-    for i in 0..200u8 {
-        table = table.with("big.weft.local", [10, 32, 1, i], true);
+    for i in 0..200 {
+        table = table.with(&format!("name-{i:03}.weft.local"), [10, 32, 1, 1], true);
     }
-    let q = query("big.weft.local.", RecordType::A);
+    let q = query("1.1.32.10.in-addr.arpa.", RecordType::PTR);
     let query_len = q.to_vec().unwrap().len();
+    let ptrs = |m: &Message| m.answers().len();
     let Outcome::Reply(small) = ask(&table, &q, Transport::Udp, false) else {
         panic!()
     };
@@ -240,7 +242,7 @@ fn answers_never_outgrow_what_the_client_takes() {
     );
 
     let m = answer(ask(&table, &q, Transport::Tcp, false));
-    assert_eq!(addresses(&m).len(), 200, "TCP takes them all");
+    assert_eq!(ptrs(&m), 200, "TCP takes them all");
     assert!(!m.truncated());
 }
 
