@@ -202,14 +202,6 @@ impl Channel for Hosts {
         Ok((!news.is_empty()).then(|| encode(&news)))
     }
 
-    fn on_broadcast(&mut self, _: Instant, _: PeerName, _: &[u8]) -> Result<(), String> {
-        Err("the hosts channel takes gossip only".into())
-    }
-
-    fn on_unicast(&mut self, _: Instant, _: PeerName, _: &[u8]) -> Result<(), String> {
-        Err("the hosts channel takes gossip only".into())
-    }
-
     fn full_state(&self) -> Option<Vec<u8>> {
         // Ours and the reachable routers' first, should there be too many.
         let (live, rest): (Records, Records) = self

@@ -38,14 +38,25 @@ pub trait Channel {
         payload: &[u8],
     ) -> Result<Option<Vec<u8>>, String>;
 
+    /// A broadcast from `source`; a channel that gossips only refuses it.
     fn on_broadcast(
         &mut self,
-        now: Instant,
-        source: PeerName,
-        payload: &[u8],
-    ) -> Result<(), String>;
+        _now: Instant,
+        _source: PeerName,
+        _payload: &[u8],
+    ) -> Result<(), String> {
+        Err("this channel takes gossip only".into())
+    }
 
-    fn on_unicast(&mut self, now: Instant, source: PeerName, payload: &[u8]) -> Result<(), String>;
+    /// A unicast from `source`; a channel that gossips only refuses it.
+    fn on_unicast(
+        &mut self,
+        _now: Instant,
+        _source: PeerName,
+        _payload: &[u8],
+    ) -> Result<(), String> {
+        Err("this channel takes gossip only".into())
+    }
 
     /// Everything we know, for periodic anti-entropy and for new neighbors.
     fn full_state(&self) -> Option<Vec<u8>>;
