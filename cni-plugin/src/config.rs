@@ -57,6 +57,18 @@ pub struct Env {
     pub container_id: Option<String>,
     pub netns: Option<PathBuf>,
     pub ifname: Option<String>,
+    /// The container's name, as the runtime tells it in `CNI_ARGS`
+    /// (`K8S_POD_NAME`: Kubernetes' pod name, podman's container name).
+    pub pod_name: Option<String>,
+}
+
+/// The value of `key` in `CNI_ARGS` (`K1=V1;K2=V2`), if set and not empty.
+pub fn cni_arg(args: &str, key: &str) -> Option<String> {
+    args.split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl Env {
@@ -87,6 +99,7 @@ impl Env {
             container_id: nonempty("CNI_CONTAINERID"),
             netns: nonempty("CNI_NETNS").map(PathBuf::from),
             ifname,
+            pod_name: nonempty("CNI_ARGS").and_then(|args| cni_arg(&args, "K8S_POD_NAME")),
         })
     }
 

@@ -115,6 +115,9 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
                 // A pod needs its host (services, DNS): the router exposes
                 // itself if it has no gateway yet.
                 "expose": true,
+                // Registered where it is a valid name; a runtime's naming
+                // rules are not DNS's, and a name must not fail the ADD.
+                "runtime_names": env.pod_name.iter().collect::<Vec<_>>(),
             });
             let answer = router.post("/attach", &body).map_err(|e| e.cni(doing))?;
             let a = attached(&json_of(answer, doing)?)?;
@@ -257,6 +260,7 @@ fn attached(a: &Value) -> Result<Attached, CniError> {
         mac: field("mac"),
         addresses,
         gateway: a["gateway"].as_str().and_then(|g| g.parse().ok()),
+        dns: a.get("dns").filter(|d| d.is_object()).cloned(),
     };
     if out.host_interface.is_empty() || out.container_interface.is_empty() {
         return Err(CniError::new(

@@ -17,6 +17,9 @@ pub struct Attached {
     pub addresses: Vec<IpNet>,
     /// The host's gateway, the container's default route.
     pub gateway: Option<std::net::Ipv4Addr>,
+    /// The router's DNS for the container (`nameservers`, `search`), when
+    /// it serves names.
+    pub dns: Option<Value>,
 }
 
 /// The result for `conf`, with weft's interfaces after any the chain
@@ -63,7 +66,9 @@ pub fn build(conf: &NetConf, netns: &Path, a: &Attached) -> Value {
         }
         routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
     }
-    if let Some(dns) = &conf.dns {
+    // The configuration's own DNS first, then the router's, so that the
+    // runtime points the container's resolver at the mesh's names.
+    if let Some(dns) = conf.dns.as_ref().or(a.dns.as_ref()) {
         result["dns"] = dns.clone();
     } else if result.get("dns").is_none() {
         result["dns"] = json!({});

@@ -56,6 +56,7 @@ fn env(command: Command) -> Env {
         container_id: Some("c0ffee".into()),
         netns: Some("/run/netns/cni-1234".into()),
         ifname: Some("eth0".into()),
+        pod_name: Some("web-1".into()),
     }
 }
 
@@ -107,6 +108,33 @@ fn add_attaches_through_the_router_and_reports_the_container_interface() {
         out["ips"],
         json!([{ "address": "10.32.0.7/12", "interface": 1 }])
     );
+}
+
+#[test]
+fn add_registers_the_containers_name_and_reports_the_routers_dns() {
+    let mut attached = attachment();
+    attached["dns"] = json!({ "nameservers": ["10.32.0.1"], "search": ["weft.local"] });
+    let fake = Fake::default().answer("/attach", attached);
+    let out = ok(&fake, Command::Add, &conf("1.0.0", json!({}))).unwrap();
+    assert_eq!(fake.calls.borrow()[0].1["runtime_names"], json!(["web-1"]));
+    assert_eq!(
+        out["dns"],
+        json!({ "nameservers": ["10.32.0.1"], "search": ["weft.local"] })
+    );
+    // The configuration's own DNS wins.
+    let mine = json!({ "nameservers": ["192.0.2.53"] });
+    let fake = Fake::default().answer("/attach", attachment());
+    let out = ok(&fake, Command::Add, &conf("1.0.0", json!({ "dns": mine }))).unwrap();
+    assert_eq!(out["dns"], mine);
+}
+
+#[test]
+fn cni_args_give_the_pod_name() {
+    use weft_cni::config::cni_arg;
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=abc";
+    assert_eq!(cni_arg(args, "K8S_POD_NAME").as_deref(), Some("web-1"));
+    assert_eq!(cni_arg(args, "NOPE"), None);
+    assert_eq!(cni_arg("K8S_POD_NAME=", "K8S_POD_NAME"), None);
 }
 
 #[test]

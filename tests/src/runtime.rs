@@ -32,7 +32,9 @@ pub fn busybox_tar(dir: &Path) -> Result<PathBuf> {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).map_err(io("create rootfs"))?;
     std::fs::copy(busybox, root.join("bin/busybox")).map_err(io("copy busybox"))?;
-    for applet in ["sh", "ping", "ip", "sleep", "cat", "nc", "hostname"] {
+    for applet in [
+        "sh", "ping", "ip", "sleep", "cat", "nc", "hostname", "nslookup",
+    ] {
         let link = root.join("bin").join(applet);
         if !link.exists() {
             std::os::unix::fs::symlink("busybox", &link).map_err(io("link applet"))?;

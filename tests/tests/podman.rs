@@ -21,7 +21,9 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
     let h2 = tb.weft(2);
     h1.launch(&[]).unwrap();
     h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
-    let far = h2.run(&["attach", tb.container(2, 1).name()]).unwrap();
+    let far = h2
+        .run(&["attach", "--name", "far", tb.container(2, 1).name()])
+        .unwrap();
     let far: Ipv4Addr = far.trim().split('/').next().unwrap().parse().unwrap();
 
     // The plugin and its configuration, installed as a user would, with
@@ -53,9 +55,12 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         .unwrap();
     let world = tb.spec().outside_addr();
     let (own, other) = (tb.host_addr(1), tb.host_addr(2));
+    // The container resolves the mesh's names with no flags: podman wrote
+    // the router's DNS from the CNI result into its resolv.conf.
     let script = format!(
         "ip -4 -o addr show eth0; ping -c 3 -W 2 {far}; \
-         for to in {own} {other} {world}; do ping -c 2 -W 2 $to >/dev/null && echo reached $to; done"
+         for to in {own} {other} {world}; do ping -c 2 -W 2 $to >/dev/null && echo reached $to; done; \
+         cat /etc/resolv.conf; nslookup far.weft.local"
     );
     let out = podman
         .run(&[
@@ -82,6 +87,11 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         "{addr} is from weft's range 10.32.0.0/12"
     );
     assert!(out.contains("3 packets received"), "{out}");
+    assert!(out.contains("search weft.local"), "{out}");
+    assert!(
+        out.contains(&format!("Address: {far}")),
+        "far.weft.local: {out}"
+    );
     for (what, to) in [
         ("its host", own),
         ("the other host", other),
@@ -107,6 +117,8 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         .run(&[
             "run",
             "-d",
+            "--name",
+            "weftpod",
             "--network",
             &net,
             "weft-test-busybox",
@@ -134,9 +146,24 @@ fn podman_containers_get_weft_addresses_and_reach_other_hosts() {
         !reported.trim().is_empty() && listed.contains(&format!("{}/", reported.trim())),
         "podman reports {reported:?}, weft ps: {listed}"
     );
+    // Its name answers on the other host.
+    eventually("weftpod known on host 2", Duration::from_secs(30), || {
+        let found = h2
+            .run(&["dns-lookup", "weftpod"])
+            .map_err(|e| e.to_string())?;
+        (found.trim() == reported.trim()).then_some(()).ok_or(found)
+    });
     podman
         .run(&["rm", "--force", "--time", "0", id.trim()])
         .unwrap();
+    eventually(
+        "weftpod's name gone with it",
+        Duration::from_secs(30),
+        || match h2.command(&["dns-lookup", "weftpod"]) {
+            Ok(out) if !out.status.success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
     assert!(
         h1.ipam_holdings()
             .unwrap()

@@ -96,6 +96,10 @@ struct AttachBody {
     /// Names the container answers to (`NAME` or `NAME:PORT`).
     #[serde(default)]
     names: Vec<String>,
+    /// Names a runtime gives (a pod's or container's name): registered
+    /// where they are valid DNS names, skipped where not, never a failure.
+    #[serde(default)]
+    runtime_names: Vec<String>,
     /// Where in the range to allocate, when no address is given.
     #[serde(default)]
     subnet: Option<ipnet::Ipv4Net>,
@@ -266,11 +270,21 @@ impl Api {
         let (key, owner) = body.ids().map_err(bad)?;
         // Names are checked before anything is done: a bad one changes
         // nothing.
-        let names = match &self.names {
+        let mut names = match &self.names {
             Some(service) => service.specs(&body.names).map_err(|e| bad(e.to_string()))?,
             None if body.names.is_empty() => Vec::new(),
             None => return Err(bad("this router keeps no names".into())),
         };
+        if let Some(service) = &self.names {
+            for given in &body.runtime_names {
+                match service.specs(std::slice::from_ref(given)) {
+                    Ok(specs) => names.extend(specs.into_iter().filter(|s| s.port.is_none())),
+                    Err(e) => {
+                        tracing::info!(name = %given, reason = %e, "a runtime's name is not a DNS name; not registered")
+                    }
+                }
+            }
+        }
         let mut addresses = Vec::new();
         for a in &body.addresses {
             let net: ipnet::IpNet = a.parse().map_err(|_| {
@@ -376,7 +390,20 @@ impl Api {
                                 self.add_names(names.clone(), addr, owner.clone()).await?;
                             }
                         }
-                        Ok(json_of(&a))
+                        let mut answer = serde_json::to_value(&a).expect("attachments serialize");
+                        // Where the container resolves the mesh's names:
+                        // its gateway, when this router serves DNS there
+                        // (a runtime writes it into the resolv.conf).
+                        if let (Some(service), Some(gateway)) = (&self.names, a.gateway)
+                            && service.enabled
+                        {
+                            let domain = service.domain().as_str().trim_end_matches('.');
+                            answer["dns"] = serde_json::json!({
+                                "nameservers": [gateway.to_string()],
+                                "search": [domain],
+                            });
+                        }
+                        Ok(json_of(&answer))
                     }
                     Err(e) => {
                         // The interface is gone (attach undoes itself):
