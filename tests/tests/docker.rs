@@ -11,8 +11,19 @@ use std::{net::Ipv4Addr, path::Path};
 
 use testbed::{Dockerd, Spec, Testbed, WeftHost, busybox_tar, runtime::output};
 
-fn launch_h1(h1: &WeftHost) {
-    h1.launch(&["--docker-plugin", "on"]).unwrap();
+/// Host 1's router, serving the Docker plugin to the dockerd whose
+/// directory is `dir` (and asking it for containers' names).
+fn launch_h1(h1: &WeftHost, dir: &Path) {
+    let host = format!("unix://{}", dir.join("docker.sock").display());
+    h1.launch(&["--docker-plugin", "on", "--docker-host", &host])
+        .unwrap();
+}
+
+/// What `weft dns-lookup NAME` says on `on`: the addresses, or nothing.
+fn looked_up(on: &WeftHost, name: &str) -> Vec<String> {
+    on.run(&["dns-lookup", name])
+        .map(|out| out.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// The IPv4 address of `eth0` in container `name`.
@@ -36,12 +47,12 @@ fn pings(d: &Dockerd, name: &str, to: Ipv4Addr) -> bool {
 fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
     let tb = Testbed::create_owned("docker", Spec::hosts(2).containers(1).with_outside()).unwrap();
     let (h1, h2) = (tb.weft(1), tb.weft(2));
-    launch_h1(&h1);
+    let dir = tb.state_dir().join("docker");
+    launch_h1(&h1, &dir);
     h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
     let far = h2.run(&["attach", tb.container(2, 1).name()]).unwrap();
     let far: Ipv4Addr = far.trim().split('/').next().unwrap().parse().unwrap();
 
-    let dir = tb.state_dir().join("docker");
     let mut d = Dockerd::start(&tb.host(1), &dir).unwrap();
     let tar = busybox_tar(&dir).unwrap();
     d.docker(&["import", tar.to_str().unwrap(), "weft-test-busybox"])
@@ -90,6 +101,35 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
         .unwrap()
         .to_string();
     assert!(route.contains(&format!("default via {gateway}")), "{route}");
+    // Its name and network alias answer on the other host.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "dweb",
+        "--network",
+        "wnet",
+        "--network-alias",
+        "webalias",
+        "weft-test-busybox",
+        "sleep",
+        "600",
+    ])
+    .unwrap();
+    let dweb = address(&d, "dweb").to_string();
+    for name in ["dweb", "webalias"] {
+        testbed::eventually(name, std::time::Duration::from_secs(30), || {
+            let found = looked_up(&h2, name);
+            (found == [dweb.clone()])
+                .then_some(())
+                .ok_or(format!("{found:?}"))
+        });
+    }
+    d.docker(&["rm", "-f", "dweb"]).unwrap();
+    testbed::eventually("dweb gone", std::time::Duration::from_secs(30), || {
+        let found = looked_up(&h2, "dweb");
+        found.is_empty().then_some(()).ok_or(format!("{found:?}"))
+    });
     // weft ps lists the Docker container by its endpoint, with its address.
     let ps = h1.run(&["ps"]).unwrap();
     assert!(
@@ -100,7 +140,7 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
 
     // The router restarts: the container keeps its address and its path.
     h1.run(&["stop"]).unwrap();
-    launch_h1(&h1);
+    launch_h1(&h1, &dir);
     testbed::eventually(
         "c1 to reach host 2 again",
         std::time::Duration::from_secs(30),

@@ -77,6 +77,9 @@ struct AddressRequest {
 struct EndpointRequest {
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
+    /// The network (Join), to find the container's name in.
+    #[serde(default, rename = "NetworkID")]
+    network_id: String,
     /// The container's network namespace (Join).
     #[serde(default)]
     sandbox_key: String,
@@ -126,6 +129,63 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DockerError> {
 
 /// The container side of an endpoint's veth until Docker moves it into
 /// the container and renames it.
+/// How long after Join a container's name is looked for.
+const DOCKER_NAMES_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The name and aliases of the container on `network` whose endpoint is
+/// `endpoint`, from dockerd (`docker network inspect`); `None` until
+/// dockerd lists it.
+async fn docker_names(host: &str, network: &str, endpoint: &str) -> Option<Vec<String>> {
+    let out = tokio::process::Command::new("docker")
+        .args([
+            "-H",
+            host,
+            "network",
+            "inspect",
+            network,
+            "--format",
+            "{{json .Containers}}",
+        ])
+        .output()
+        .await
+        .ok()?;
+    let containers: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let (id, container) = containers
+        .as_object()?
+        .iter()
+        .find(|(_, c)| c["EndpointID"].as_str() == Some(endpoint))?;
+    let mut names = vec![container["Name"].as_str()?.to_string()];
+    // Aliases given with --network-alias, from the container's side.
+    let out = tokio::process::Command::new("docker")
+        .args([
+            "-H",
+            host,
+            "inspect",
+            id,
+            "--format",
+            "{{json .NetworkSettings.Networks}}",
+        ])
+        .output()
+        .await
+        .ok()?;
+    if let Ok(Value::Object(networks)) = serde_json::from_slice::<Value>(&out.stdout) {
+        for n in networks
+            .values()
+            .filter(|n| n["NetworkID"].as_str() == Some(network))
+        {
+            for alias in n["Aliases"].as_array().into_iter().flatten() {
+                if let Some(alias) = alias.as_str()
+                    && !id.starts_with(alias)
+                    && !names.iter().any(|known| known == alias)
+                {
+                    names.push(alias.to_string());
+                }
+            }
+        }
+    }
+    Some(names)
+}
+
 fn container_side(endpoint: &str) -> String {
     host_interface(&format!("docker:{endpoint}")).replacen("vweft", "vwefc", 1)
 }
@@ -334,6 +394,17 @@ impl Api {
         self.leave(body).await?;
         let req: EndpointRequest = parse(body)?;
         let network = self.host_network()?;
+        let owner = network
+            .registry
+            .lock()
+            .await
+            .get(&endpoint_key(&req.endpoint_id))
+            .map(|a| a.ipam_owner());
+        if let (Some(owner), true) = (owner, self.names.is_some()) {
+            self.remove_names(Some(owner), None, None)
+                .await
+                .map_err(stopping)?;
+        }
         network
             .registry
             .lock()
@@ -378,6 +449,16 @@ impl Api {
         if let Some(mut a) = registry.get(&key).cloned() {
             a.target = req.sandbox_key.clone();
             a.gateway = gateway.map(|g| g.addr());
+            if let (Some(ipnet::IpNet::V4(addr)), true) = (address, self.names.is_some()) {
+                // Docker says the container's name only once it has
+                // started; learnt in the background.
+                tokio::spawn(self.clone().learn_docker_names(
+                    req.network_id.clone(),
+                    req.endpoint_id.clone(),
+                    addr.addr(),
+                    a.ipam_owner(),
+                ));
+            }
             registry.record(a)?;
         }
         let mut answer = json!({
@@ -392,6 +473,35 @@ impl Api {
             answer["Gateway"] = json!(g.addr().to_string());
         }
         Ok(answer)
+    }
+
+    /// Registers the container behind `endpoint` under its name and its
+    /// aliases on `network`, as dockerd tells them, once it does (within
+    /// [`DOCKER_NAMES_WITHIN`]).
+    async fn learn_docker_names(
+        self,
+        network: String,
+        endpoint: String,
+        addr: Ipv4Addr,
+        owner: String,
+    ) {
+        let deadline = tokio::time::Instant::now() + DOCKER_NAMES_WITHIN;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(names) = docker_names(&self.docker_host, &network, &endpoint).await {
+                let specs = match &self.names {
+                    Some(service) => names
+                        .iter()
+                        .filter_map(|n| service.specs(std::slice::from_ref(n)).ok())
+                        .flatten()
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let _ = self.add_names(specs, addr, owner).await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        tracing::info!(%endpoint, "dockerd did not name the container of this endpoint; it has no name in weft's DNS");
     }
 
     async fn leave(&self, body: &Bytes) -> Answer {
@@ -415,6 +525,7 @@ mod tests {
             network: None,
             token: "t".into(),
             names: None,
+            docker_host: "unix:///nonexistent".into(),
         }
     }
 

@@ -77,6 +77,8 @@ pub struct Api {
     /// What a change over TCP must carry ([`access`]).
     token: std::sync::Arc<str>,
     names: Option<std::sync::Arc<crate::names::NameService>>,
+    /// dockerd's API, for Docker containers' names.
+    docker_host: std::sync::Arc<str>,
 }
 
 #[derive(Deserialize)]
@@ -242,12 +244,14 @@ impl Api {
         network: std::sync::Arc<HostNetwork>,
         token: String,
         names: std::sync::Arc<crate::names::NameService>,
+        docker_host: String,
     ) -> Api {
         Api {
             router,
             network: Some(network),
             token: token.into(),
             names: Some(names),
+            docker_host: docker_host.into(),
         }
     }
 
@@ -973,6 +977,7 @@ mod tests {
                 network: None,
                 token: "t".into(),
                 names: None,
+                docker_host: "unix:///nonexistent".into(),
             },
             router,
         )

@@ -332,6 +332,10 @@ pub struct RouterArgs {
     /// `auto` does when a Docker daemon socket is at /run/docker.sock.
     #[arg(long, env = "WEFT_DOCKER_PLUGIN", value_enum, default_value = "auto")]
     pub docker_plugin: DockerPlugin,
+    /// Where dockerd's API is, to learn the names of Docker containers on
+    /// weft networks (their container name and network aliases).
+    #[arg(long, env = "DOCKER_HOST", default_value = "unix:///run/docker.sock")]
+    pub docker_host: String,
     /// On Kubernetes (inside the DaemonSet): peers come from the node list,
     /// read at start and every minute, and the IPAM space of nodes deleted
     /// from the cluster is taken back.

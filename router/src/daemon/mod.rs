@@ -553,8 +553,16 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         network.clone(),
         requests_tx.clone(),
     ));
-    let api =
-        tokio::spawn(Api::new(requests_tx, network, token, name_service).serve(http, unix, docker));
+    let api = tokio::spawn(
+        Api::new(
+            requests_tx,
+            network,
+            token,
+            name_service,
+            args.docker_host.clone(),
+        )
+        .serve(http, unix, docker),
+    );
     if let Some(log) = std::env::var_os(logfile::ENV) {
         tokio::spawn(logfile::keep(log.into()));
     }
