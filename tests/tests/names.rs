@@ -184,6 +184,24 @@ fn names_answer_on_every_host_and_leave_with_their_container() {
         },
     );
 
+    // A container that is gone without a detach (its interface deleted
+    // from inside): its names leave too.
+    let cache = tb.container(2, 2);
+    routers[1]
+        .run(&["attach", "--name", "cache", cache.name()])
+        .unwrap();
+    eventually("cache answers on host 1", Duration::from_secs(30), || {
+        let (answers, _) = dig(&h1c1, gateways[0], &["cache.weft.local"]);
+        (answers.len() == 1)
+            .then_some(())
+            .ok_or(format!("{answers:?}"))
+    });
+    cache.run(["ip", "link", "del", "weft0"]).unwrap();
+    eventually("cache gone on host 1", Duration::from_secs(30), || {
+        let (_, status) = dig(&h1c1, gateways[0], &["cache.weft.local"]);
+        (status == "NXDOMAIN").then_some(()).ok_or(status)
+    });
+
     // Detached: gone on every host within seconds.
     routers[2]
         .run(&["detach", tb.container(3, 2).name()])

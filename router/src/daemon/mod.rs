@@ -549,6 +549,11 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         ));
     }
     tokio::spawn(readiness::run(
+        name_records.clone(),
+        network.clone(),
+        requests_tx.clone(),
+    ));
+    tokio::spawn(readiness::forget_departed(
         name_records,
         network.clone(),
         requests_tx.clone(),

@@ -1,7 +1,10 @@
-//! Watching our instances that declared a port (`--name db:5432`): every
-//! [`EVERY`], whether something listens on it inside the container's
-//! namespace; a change goes to the router task, which gossips it, so that
-//! queries held on every host are answered as soon as the server listens.
+//! Keeping our names true to our containers. Every [`EVERY`], whether
+//! something listens on the port an instance declared (`--name
+//! db:5432`) inside its container's namespace; a change goes to the router
+//! task, which gossips it, so that queries held on every host are answered
+//! as soon as the server listens. Every [`PRUNE_EVERY`], the names of
+//! containers that are gone without a detach (their namespace or veth
+//! deleted) leave too.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -9,9 +12,58 @@ use tokio::sync::mpsc;
 
 use super::router::Request;
 use crate::{
-    names::{NamesRequest, ready::ports_listening_in, records::NamesHandle},
+    names::{EXTERN_OWNER, NamesRequest, ready::ports_listening_in, records::NamesHandle},
     netdev::{HostNetwork, target::Target},
 };
+
+/// How often attachments whose interface is gone are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(2);
+
+/// Every [`PRUNE_EVERY`]: forgets attachments whose veth is gone, and
+/// removes our names whose owner is no longer attached here.
+pub async fn forget_departed(
+    names: NamesHandle,
+    network: Arc<HostNetwork>,
+    requests: mpsc::Sender<Request>,
+) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let owners = names.lock().own_owners();
+        if owners.iter().all(|o| o == EXTERN_OWNER) {
+            continue;
+        }
+        let attached: std::collections::BTreeSet<String> = {
+            let mut registry = network.registry.lock().await;
+            if let Err(e) = registry.prune(&network.netlink).await {
+                tracing::debug!(error = %e, "cannot look for departed containers");
+                continue;
+            }
+            registry
+                .list()
+                .into_iter()
+                .map(|a| a.ipam_owner())
+                .collect()
+        };
+        for owner in owners {
+            if owner == EXTERN_OWNER || attached.contains(&owner) {
+                continue;
+            }
+            tracing::info!(%owner, "its container is gone: its names leave");
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let request = Request::Names(NamesRequest::Remove {
+                owner: Some(owner),
+                addr: None,
+                name: None,
+                reply,
+            });
+            if requests.send(request).await.is_err() {
+                return;
+            }
+        }
+    }
+}
 
 /// How often listeners are looked at: a server that starts listening is
 /// seen within this, and its waiting clients hear of it right after.

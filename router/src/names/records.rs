@@ -188,6 +188,14 @@ impl Names {
         true
     }
 
+    /// The owners of our live entries.
+    pub fn own_owners(&self) -> BTreeSet<String> {
+        self.own()
+            .filter(|(_, v)| !v.deleted)
+            .map(|(k, _)| k.owner.clone())
+            .collect()
+    }
+
     /// Our instances that declared a port, with whether they are ready:
     /// what the router watches.
     pub fn watched(&self) -> Vec<(Key, u16, bool)> {
