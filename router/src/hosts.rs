@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     identity::PeerName,
-    mesh::{Channel, Outgoing, channel::Shared},
+    mesh::{Channel, Outgoing, channel::Shared, departures::Departures},
 };
 
 /// The mesh channel host records travel on.
@@ -77,11 +77,9 @@ pub struct Hosts {
     me: PeerName,
     records: BTreeMap<PeerName, HostRecord>,
     reachable: BTreeSet<PeerName>,
-    /// Since when each known but unreachable router has been so.
-    unreachable_since: BTreeMap<PeerName, Instant>,
-    /// Records forgotten, by the version forgotten and when: a neighbour
-    /// that has not forgotten yet must not bring them back.
-    forgotten: BTreeMap<PeerName, (u64, Instant)>,
+    /// Routers unreachable, and those forgotten: a neighbour that has not
+    /// forgotten yet must not bring them back.
+    departures: Departures,
     outgoing: VecDeque<Outgoing>,
     /// Grows whenever [`Hosts::direct_hosts`] may have changed, so the
     /// router recomputes it only then.
@@ -103,8 +101,7 @@ impl Hosts {
             me,
             records,
             reachable: BTreeSet::new(),
-            unreachable_since: BTreeMap::new(),
-            forgotten: BTreeMap::new(),
+            departures: Departures::new(FORGET_AFTER, FORGET_AFTER),
             outgoing: VecDeque::new(),
             generation: 0,
         }
@@ -173,15 +170,9 @@ impl Hosts {
                 .records
                 .get(&name)
                 .is_none_or(|ours| theirs.version > ours.version);
-            let forgotten = self
-                .forgotten
-                .get(&name)
-                .is_some_and(|(version, _)| theirs.version <= *version);
-            if newer && !forgotten {
-                self.forgotten.remove(&name);
-                if !self.reachable.contains(&name) {
-                    self.unreachable_since.entry(name).or_insert(now);
-                }
+            if newer && self.departures.admits(name, theirs.version) {
+                self.departures
+                    .holding(name, self.reachable.contains(&name), now);
                 self.generation += 1;
                 self.records.insert(name, theirs.clone());
                 news.push((name, theirs));
@@ -218,37 +209,18 @@ impl Channel for Hosts {
             self.generation += 1;
             self.reachable = reachable.clone();
         }
-        self.unreachable_since.retain(|n, _| !reachable.contains(n));
-        self.forgotten.retain(|n, _| !reachable.contains(n));
-        for name in self.records.keys() {
-            if *name != self.me && !reachable.contains(name) {
-                self.unreachable_since.entry(*name).or_insert(now);
-            }
-        }
+        self.departures
+            .on_peers_changed(now, reachable, self.me, self.records.keys().copied());
     }
 
     fn next_timeout(&self) -> Option<Instant> {
-        let unreachable = self.unreachable_since.values();
-        let forgotten = self.forgotten.values().map(|(_, at)| at);
-        unreachable
-            .chain(forgotten)
-            .min()
-            .map(|t| *t + FORGET_AFTER)
+        self.departures.next_timeout()
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        let due = |since: &Instant| now.saturating_duration_since(*since) >= FORGET_AFTER;
-        self.forgotten.retain(|_, (_, at)| !due(at));
-        let gone: Vec<PeerName> = self
-            .unreachable_since
-            .iter()
-            .filter(|(_, since)| due(since))
-            .map(|(n, _)| *n)
-            .collect();
-        for name in gone {
-            self.unreachable_since.remove(&name);
+        for name in self.departures.due(now) {
             if let Some(record) = self.records.remove(&name) {
-                self.forgotten.insert(name, (record.version, now));
+                self.departures.forgot(name, record.version, now);
                 self.generation += 1;
             }
         }

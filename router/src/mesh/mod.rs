@@ -7,6 +7,7 @@
 //! the same in a simulated network of hundreds of routers (see [`sim`]).
 
 pub mod channel;
+pub mod departures;
 pub mod maker;
 pub mod message;
 pub mod routes;

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::name::Fqdn;
 use crate::{
     identity::PeerName,
-    mesh::{Channel, Outgoing, channel::Shared},
+    mesh::{Channel, Outgoing, channel::Shared, departures::Departures},
 };
 
 /// The mesh channel names travel on.
@@ -126,9 +126,7 @@ pub struct Names {
     clock: u64,
     entries: BTreeMap<(PeerName, Key), Held>,
     reachable: BTreeSet<PeerName>,
-    unreachable_since: BTreeMap<PeerName, Instant>,
-    /// Per router forgotten, the highest clock forgotten and when.
-    forgotten: BTreeMap<PeerName, (u64, Instant)>,
+    departures: Departures,
     outgoing: VecDeque<Outgoing>,
     /// Grows with every change of our own entries, so the router stores
     /// them only then.
@@ -144,8 +142,7 @@ impl Names {
             clock,
             entries: BTreeMap::new(),
             reachable: BTreeSet::new(),
-            unreachable_since: BTreeMap::new(),
-            forgotten: BTreeMap::new(),
+            departures: Departures::new(FORGET_AFTER, TOMBSTONE_TTL),
             outgoing: VecDeque::new(),
             generation: 0,
         }
@@ -330,10 +327,7 @@ impl Names {
                 self.stale_news_of_ours(now, key, theirs);
                 continue;
             }
-            let forgotten = self
-                .forgotten
-                .get(&origin)
-                .is_some_and(|(clock, _)| theirs.clock <= *clock);
+            let forgotten = !self.departures.admits(origin, theirs.clock);
             let slot = (origin, key);
             let newer = self
                 .entries
@@ -351,9 +345,7 @@ impl Names {
                 }
                 *count += 1;
             }
-            if !self.counts(origin) {
-                self.unreachable_since.entry(origin).or_insert(now);
-            }
+            self.departures.holding(origin, self.counts(origin), now);
             self.entries.insert(
                 slot.clone(),
                 Held {
@@ -424,41 +416,29 @@ impl Channel for Names {
 
     fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
         self.reachable = reachable.clone();
-        self.unreachable_since.retain(|n, _| !reachable.contains(n));
-        self.forgotten.retain(|n, _| !reachable.contains(n));
         let origins: BTreeSet<PeerName> = self.entries.keys().map(|(o, _)| *o).collect();
-        for origin in origins {
-            if origin != self.me && !reachable.contains(&origin) {
-                self.unreachable_since.entry(origin).or_insert(now);
-            }
-        }
+        self.departures
+            .on_peers_changed(now, reachable, self.me, origins);
     }
 
     fn next_timeout(&self) -> Option<Instant> {
-        let unreachable = self.unreachable_since.values().map(|t| *t + FORGET_AFTER);
-        let forgotten = self.forgotten.values().map(|(_, t)| *t + TOMBSTONE_TTL);
         let tombstones = self
             .entries
             .values()
             .filter(|h| h.value.deleted)
             .map(|h| h.since + TOMBSTONE_TTL);
-        unreachable.chain(forgotten).chain(tombstones).min()
+        self.departures
+            .next_timeout()
+            .into_iter()
+            .chain(tombstones)
+            .min()
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        let past = |since: Instant, ttl: Duration| now.saturating_duration_since(since) >= ttl;
-        self.forgotten
-            .retain(|_, (_, at)| !past(*at, TOMBSTONE_TTL));
-        self.entries
-            .retain(|_, h| !(h.value.deleted && past(h.since, TOMBSTONE_TTL)));
-        let gone: Vec<PeerName> = self
-            .unreachable_since
-            .iter()
-            .filter(|(_, since)| past(**since, FORGET_AFTER))
-            .map(|(n, _)| *n)
-            .collect();
-        for origin in gone {
-            self.unreachable_since.remove(&origin);
+        self.entries.retain(|_, h| {
+            !(h.value.deleted && now.saturating_duration_since(h.since) >= TOMBSTONE_TTL)
+        });
+        for origin in self.departures.due(now) {
             let mut highest = 0;
             self.entries.retain(|(o, _), h| {
                 if *o == origin {
@@ -466,7 +446,7 @@ impl Channel for Names {
                 }
                 *o != origin
             });
-            self.forgotten.insert(origin, (highest, now));
+            self.departures.forgot(origin, highest, now);
         }
     }
 
