@@ -11,7 +11,7 @@ mod writer;
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
     net::Ipv4Addr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -386,8 +386,7 @@ fn stored_or_not(
 
 /// The agent as the router shares it: between the mesh (as a channel)
 /// and the router task (for the API).
-#[derive(Clone)]
-pub struct IpamHandle(Arc<Mutex<Shared>>);
+pub type IpamHandle = crate::mesh::channel::Shared<Shared>;
 
 impl IpamHandle {
     /// Restores the agent from `store`, or starts it afresh when nothing
@@ -440,17 +439,7 @@ impl IpamHandle {
             answers: Vec::new(),
             outbox: VecDeque::new(),
         };
-        Ok((IpamHandle(Arc::new(Mutex::new(shared))), conflicts))
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn channel(&self) -> Box<dyn Channel + Send> {
-        Box::new(IpamChannel(self.clone()))
+        Ok((IpamHandle::new(shared), conflicts))
     }
 }
 
@@ -515,18 +504,16 @@ pub fn name(peer: Peer) -> PeerName {
     PeerName::from_u64(peer.0)
 }
 
-struct IpamChannel(IpamHandle);
-
-impl Channel for IpamChannel {
+/// The agent as the mesh's `ipam` channel; it is shared as an
+/// [`IpamHandle`].
+impl Channel for Shared {
     fn on_gossip(
         &mut self,
         now: Instant,
         from: PeerName,
         payload: &[u8],
     ) -> Result<Option<Vec<u8>>, String> {
-        self.0
-            .lock()
-            .ipam
+        self.ipam
             .on_gossip(now, peer(from), payload)
             .map_err(|e| e.to_string())
     }
@@ -537,44 +524,40 @@ impl Channel for IpamChannel {
         source: PeerName,
         payload: &[u8],
     ) -> Result<(), String> {
-        self.0
-            .lock()
-            .ipam
+        self.ipam
             .on_broadcast(now, peer(source), payload)
             .map_err(|e| e.to_string())
     }
 
     fn on_unicast(&mut self, now: Instant, source: PeerName, payload: &[u8]) -> Result<(), String> {
-        self.0
-            .lock()
-            .ipam
+        self.ipam
             .on_unicast(now, peer(source), payload)
             .map_err(|e| e.to_string())
     }
 
     fn full_state(&self) -> Option<Vec<u8>> {
-        self.0.lock().ipam.full_state()
+        self.ipam.full_state()
     }
 
     fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
         let peers = reachable.iter().map(|n| peer(*n)).collect();
-        self.0.lock().ipam.on_peers_changed(now, &peers);
+        self.ipam.on_peers_changed(now, &peers);
     }
 
     fn poll_outgoing(&mut self) -> Option<Outgoing> {
-        self.0.lock().next_message()
+        self.next_message()
     }
 
     fn next_timeout(&self) -> Option<Instant> {
-        self.0.lock().ipam.next_timeout()
+        self.ipam.next_timeout()
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        self.0.lock().ipam.tick(now);
+        self.ipam.tick(now);
     }
 
     fn admission(&self) -> Option<Vec<u8>> {
-        let (cluster, in_use) = self.0.lock().ipam.summary()?;
+        let (cluster, in_use) = self.ipam.summary()?;
         let mut token = cluster.to_be_bytes().to_vec();
         token.push(u8::from(in_use));
         Some(token)
@@ -587,9 +570,7 @@ impl Channel for IpamChannel {
                 t[8] != 0,
             )
         });
-        self.0
-            .lock()
-            .ipam
+        self.ipam
             .compatible(&peer_name.to_string(), theirs)
             .map_err(|e| e.to_string())
     }
