@@ -139,6 +139,16 @@ impl Server {
         }
     }
 
+    /// A held query was answered: because an instance became ready, or
+    /// because its wait was `over`.
+    fn wait_ended(&self, over: bool) {
+        bump(if over {
+            &self.counters.waits_expired
+        } else {
+            &self.counters.waits_answered
+        });
+    }
+
     /// Asks the host's resolvers, one after the other.
     async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let _permit = self.forwards.try_acquire().ok()?;
@@ -346,7 +356,7 @@ async fn serve_udp(server: Arc<Server>, udp: Arc<UdpSocket>) -> std::io::Result<
                     let over = now >= h.until;
                     match server.respond(&h.query, Transport::Udp, over, &mut rng) {
                         Outcome::Reply(answer) => {
-                            bump(if over { &server.counters.waits_expired } else { &server.counters.waits_answered });
+                            server.wait_ended(over);
                             let _ = udp.send_to(&answer, h.from).await;
                         }
                         Outcome::Wait(_) => still.push_back(h),
@@ -369,10 +379,15 @@ async fn serve_tcp(server: &Server, mut stream: TcpStream) {
         let until = Instant::now() + server.config.wait;
         let mut outcome = server.respond(&query, Transport::Tcp, false, &mut rng);
         server.count(&outcome);
+        let mut held = None;
         while let Outcome::Wait(_) = outcome {
             tokio::time::sleep(RECHECK).await;
             let over = Instant::now() >= until;
+            held = Some(over);
             outcome = server.respond(&query, Transport::Tcp, over, &mut rng);
+        }
+        if let Some(over) = held {
+            server.wait_ended(over);
         }
         let answer = match outcome {
             Outcome::Reply(answer) => Some(answer),
