@@ -50,7 +50,9 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
     let dir = tb.state_dir().join("docker");
     launch_h1(&h1, &dir);
     h2.launch(&[&tb.host_addr(1).to_string()]).unwrap();
-    let far = h2.run(&["attach", tb.container(2, 1).name()]).unwrap();
+    let far = h2
+        .run(&["attach", "--name", "far", tb.container(2, 1).name()])
+        .unwrap();
     let far: Ipv4Addr = far.trim().split('/').next().unwrap().parse().unwrap();
 
     let mut d = Dockerd::start(&tb.host(1), &dir).unwrap();
@@ -86,6 +88,17 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
     let [x, y, ..] = a1.octets();
     assert!(x == 10 && y & 0xf0 == 32, "{a1} is in weft's range");
     assert!(pings(&d, "c1", far), "c1 reaches {far} on host 2");
+    // By name, with no flags: dockerd's resolver passes what it does not
+    // know to the host's resolvers, and host 1's router answers instead.
+    for name in ["far", "far.weft.local"] {
+        let out = d.docker(&["exec", "c1", "nslookup", name]).unwrap();
+        assert!(out.contains(&far.to_string()), "{name}: {out}");
+        assert!(
+            d.docker(&["exec", "c1", "ping", "-c", "1", "-W", "2", name])
+                .is_ok(),
+            "c1 reaches {name}"
+        );
+    }
     // Off the overlay, through host 1's gateway: its own host, the other
     // host and the world.
     let world = tb.spec().outside_addr();

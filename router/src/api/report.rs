@@ -382,7 +382,11 @@ impl HostReport {
                     0 => String::new(),
                     n => format!("; restored {n} time(s) after others changed it"),
                 };
-                format!("nftables tables {}, {what}{restored}", f.table)
+                let dns = match &f.dns_capture {
+                    Some(c) => format!("; containers' DNS to {c}"),
+                    None => String::new(),
+                };
+                format!("nftables tables {}, {what}{dns}{restored}", f.table)
             }
         }
     }

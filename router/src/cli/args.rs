@@ -373,6 +373,12 @@ pub struct RouterArgs {
     /// over a name's instances and forget departed ones quickly.
     #[arg(long, env = "WEFT_DNS_TTL", default_value_t = 1)]
     pub dns_ttl: u32,
+    /// Leave containers' queries to the host's resolvers alone. By default
+    /// the router answers them (the mesh's names; anything else it asks
+    /// those same resolvers), which is how Docker containers resolve the
+    /// mesh's names with no flags.
+    #[arg(long, env = "WEFT_NO_DNS_CAPTURE")]
+    pub no_dns_capture: bool,
     /// Where the host's own resolvers are listed: names outside the
     /// domain are forwarded to them.
     #[arg(long, env = "WEFT_RESOLV_CONF", default_value = "/etc/resolv.conf")]

@@ -47,6 +47,10 @@ use crate::{
     },
 };
 
+/// Where systemd-resolved lists the servers behind its stub, which is what
+/// container runtimes give containers when resolv.conf names only the stub.
+const SYSTEMD_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
 /// The peer name: given, or persisted from an earlier start, or derived
 /// from the machine id and the data directory (so simulated hosts on one
 /// machine differ) and then persisted.
@@ -370,6 +374,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     let name_records = open_names(&paths, identity.name, clock_ms, now)?;
     mesh.add_channel(crate::names::records::CHANNEL, name_records.channel());
     let (dns_addresses, dns_follows) = tokio::sync::watch::channel(Vec::new());
+    let resolv_conf = std::fs::read_to_string(&args.resolv_conf).unwrap_or_default();
+    let ours: Vec<_> = gateway.addresses().iter().map(|g| g.addr()).collect();
     let name_service = Arc::new(crate::names::NameService {
         names: name_records.clone(),
         config: crate::names::server::DnsConfig {
@@ -378,14 +384,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
                 ttl: args.dns_ttl,
             },
             wait: args.dns_wait,
-            upstreams: crate::names::server::upstreams_from(
-                &std::fs::read_to_string(&args.resolv_conf).unwrap_or_default(),
-                &gateway
-                    .addresses()
-                    .iter()
-                    .map(|g| g.addr())
-                    .collect::<Vec<_>>(),
-            ),
+            upstreams: crate::names::server::upstreams_from(&resolv_conf, &ours),
         },
         counters: Default::default(),
         enabled: !args.no_dns,
@@ -405,10 +404,12 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             mesh_hosts: Default::default(),
             bridge_mac: netdev::bridge_mac(identity.name),
             overlay_ports: vec![netdev::TAP.into(), fastdp::DATAPATH.into()],
+            dns: None,
         }),
         gateway: gateway.addresses().to_vec(),
         direct: netdev::direct_addresses(&netlink).await?,
     };
+    let dns_firewall = host.firewall.clone();
     for address in &targets {
         mesh.handle(
             now,
@@ -543,9 +544,26 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     }
     let token = write_token(&paths)?;
     if !args.no_dns {
+        let resolvers = if args.no_dns_capture {
+            Default::default()
+        } else {
+            let systemd = std::fs::read_to_string(SYSTEMD_RESOLV_CONF).unwrap_or_default();
+            crate::names::server::container_resolvers(&[&resolv_conf, &systemd], &ours)
+        };
         tokio::spawn(crate::names::server::follow(
             name_service.clone(),
             dns_follows,
+            move |listening| {
+                let server = listening.iter().find_map(|a| match a.ip() {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                });
+                let dns = server.map(|server| crate::firewall::DnsCapture {
+                    server,
+                    resolvers: resolvers.clone(),
+                });
+                dns_firewall.update(|r| r.dns = dns);
+            },
         ));
     }
     tokio::spawn(readiness::run(

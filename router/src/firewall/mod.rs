@@ -17,7 +17,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{io::AsyncWriteExt as _, sync::watch};
 
-pub use rules::{BRIDGE_FAMILY, FAMILY, Ruleset, TABLE};
+pub use rules::{BRIDGE_FAMILY, DnsCapture, FAMILY, Ruleset, TABLE};
 
 /// How often the keeper looks at the bridge table, whose loss or change
 /// would loop the overlay's broadcasts at once: it is back within this
@@ -40,6 +40,10 @@ pub struct FirewallStatus {
     pub exempt: Vec<String>,
     /// Other mesh hosts containers reach untranslated.
     pub mesh_hosts: Vec<String>,
+    /// The host's resolvers whose queries from containers the router's DNS
+    /// server answers, and that server: `192.0.2.53 -> 10.32.0.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_capture: Option<String>,
     /// How often the table had to be put back after someone changed it.
     pub restored: u64,
     /// Why the table could not be written, while it cannot.
@@ -248,6 +252,7 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
             s.masquerade = wanted.masquerade;
             s.exempt = wanted.exempt().iter().map(|n| n.to_string()).collect();
             s.mesh_hosts = wanted.mesh_hosts.iter().map(|a| a.to_string()).collect();
+            s.dns_capture = wanted.dns_capture_line();
             match outcome {
                 Ok(tampered) => {
                     if tampered {

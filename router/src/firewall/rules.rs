@@ -3,7 +3,9 @@
 //! transaction.
 //!
 //! Two tables, both named `weft`:
-//! - `inet weft` masquerades containers' traffic leaving the range;
+//! - `inet weft` masquerades containers' traffic leaving the range, and
+//!   turns the DNS queries its containers send to the host's resolvers to
+//!   the router's own server (see [`DnsCapture`]);
 //! - `bridge weft` guards the overlay port's hairpin (which the keeper turns
 //!   on only while this table is in place). A reply of a NATed
 //!   connection (a node port, say) arrives from the overlay for the host,
@@ -48,6 +50,24 @@ pub struct Ruleset {
     /// The bridge ports that lead to the overlay (the TAP, the datapath's
     /// internal port).
     pub overlay_ports: Vec<String>,
+    /// Where containers' DNS queries to the host's resolvers go, while the
+    /// router serves DNS.
+    pub dns: Option<DnsCapture>,
+}
+
+/// Containers' queries to the host's resolvers, answered by the router's
+/// DNS server instead, which answers the mesh's names and passes every
+/// other query on to those same resolvers. This is how a Docker container
+/// resolves the mesh's names with no flags: dockerd gives it an embedded
+/// resolver that knows only its own host's containers and forwards the
+/// rest, from the container, to the host's resolvers. A container told to
+/// use another server keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsCapture {
+    /// The router's DNS server (the gateway's address, port 53).
+    pub server: Ipv4Addr,
+    /// The host's resolvers, as containers are given them.
+    pub resolvers: BTreeSet<Ipv4Addr>,
 }
 
 impl Ruleset {
@@ -58,6 +78,13 @@ impl Ruleset {
         let mut all = vec![self.range, MULTICAST];
         all.extend(self.exclude.iter().copied());
         Ipv4Net::aggregate(&all)
+    }
+
+    /// The capture as `weft status` says it, when there is one.
+    pub fn dns_capture_line(&self) -> Option<String> {
+        let dns = self.dns.as_ref().filter(|d| !d.resolvers.is_empty())?;
+        let from: Vec<String> = dns.resolvers.iter().map(|a| a.to_string()).collect();
+        Some(format!("{} -> {}", from.join(", "), dns.server))
     }
 
     /// The script that replaces weft's tables whole: creating each first
@@ -78,6 +105,23 @@ impl Ruleset {
             false,
             self.mesh_hosts.iter(),
         );
+        if let Some(dns) = self.dns.as_ref().filter(|d| !d.resolvers.is_empty()) {
+            set(
+                &mut out,
+                "host_resolvers",
+                "ipv4_addr",
+                false,
+                dns.resolvers.iter(),
+            );
+            out.push_str("\tchain prerouting {\n");
+            out.push_str("\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
+            let _ = writeln!(
+                out,
+                "\t\tip saddr {} ip daddr @host_resolvers meta l4proto {{ tcp, udp }} th dport 53 dnat ip to {}",
+                self.range, dns.server
+            );
+            out.push_str("\t}\n");
+        }
         out.push_str("\tchain postrouting {\n");
         out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
         if self.masquerade {
@@ -172,6 +216,10 @@ mod tests {
             mesh_hosts: ["192.0.2.2".parse().unwrap(), "192.0.2.1".parse().unwrap()].into(),
             bridge_mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
             overlay_ports: vec!["weft-tap".into(), "weft-dp".into()],
+            dns: Some(DnsCapture {
+                server: "10.32.0.1".parse().unwrap(),
+                resolvers: ["192.0.2.53".parse().unwrap()].into(),
+            }),
         }
     }
 
@@ -192,10 +240,15 @@ mod tests {
             masquerade: false,
             exclude: vec![],
             mesh_hosts: BTreeSet::new(),
+            dns: None,
             ..ruleset()
         };
         let script = r.script();
         assert!(!script.contains(" masquerade"), "{script}");
+        assert!(
+            !script.contains("dnat"),
+            "no DNS served, none captured: {script}"
+        );
         assert!(!script.contains("elements = {  }"), "{script}");
         let mesh = script.split("set mesh_hosts").nth(1).unwrap();
         let mesh = mesh.split("\t}").next().unwrap();

@@ -9,6 +9,8 @@
 //!   address nearest by prefix).
 //! - AAAA (and any other type) of a known name: no error, no answer (RFC
 //!   4074); of an unknown name: NXDOMAIN.
+//! - A single label that is a name of the mesh answers as that name (what
+//!   Docker's embedded resolver passes on).
 //! - PTR of a container's address: its names. Anything else is forwarded
 //!   to the host's resolvers.
 //! - A known name whose instances declared a port none listens on yet is
@@ -114,8 +116,7 @@ pub fn respond(
     let Ok(qname) = Fqdn::parse(&question.name().to_ascii()) else {
         return Outcome::Forward;
     };
-    if qname.is_within(&zone.domain) {
-        let instances = names.instances(&qname);
+    if let Some((name, instances)) = in_zone(zone, names, &qname) {
         if instances.is_empty() {
             return reply(
                 &message,
@@ -145,7 +146,7 @@ pub fn respond(
                     transport,
                 )
             } else {
-                Outcome::Wait(qname)
+                Outcome::Wait(name)
             };
         }
         // One instance per answer, chosen at random: glibc sorts a list of
@@ -176,6 +177,26 @@ pub fn respond(
         }
     }
     Outcome::Forward
+}
+
+/// The zone's name a query asks for, with its instances: a name in the
+/// domain, or a single label that is a name of the mesh (`db.` for
+/// `db.weft.local.`). The second is what a container whose resolver
+/// searches no weft domain asks, Docker's above all: its embedded resolver
+/// answers the containers of its own host and passes the rest on as they
+/// were typed. A single label the mesh does not know is the host's
+/// resolvers' to answer.
+fn in_zone(zone: &Zone, names: &impl Lookup, qname: &Fqdn) -> Option<(Fqdn, Vec<Instance>)> {
+    if qname.is_within(&zone.domain) {
+        return Some((qname.clone(), names.instances(qname)));
+    }
+    let label = qname.as_str().strip_suffix('.')?;
+    if label.contains('.') {
+        return None;
+    }
+    let name = Fqdn::in_domain(label, &zone.domain).ok()?;
+    let instances = names.instances(&name);
+    (!instances.is_empty()).then_some((name, instances))
 }
 
 /// The address a `d.c.b.a.in-addr.arpa.` name asks about.

@@ -103,6 +103,25 @@ pub fn upstreams_from(resolv_conf: &str, ours: &[Ipv4Addr]) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The resolvers containers are given by their runtimes, from the texts
+/// of the host's resolv.conf files: the IPv4 nameservers that are not
+/// loopback (a runtime replaces a loopback resolver, systemd-resolved's
+/// stub, by the servers behind it, which is why systemd's own file is
+/// read too) and not `ours`.
+pub fn container_resolvers(
+    texts: &[&str],
+    ours: &[Ipv4Addr],
+) -> std::collections::BTreeSet<Ipv4Addr> {
+    texts
+        .iter()
+        .flat_map(|text| upstreams_from(text, ours))
+        .filter_map(|a| match a.ip() {
+            IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Shared by the server's tasks.
 struct Server {
     config: DnsConfig,
@@ -215,6 +234,7 @@ async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()
 pub async fn follow(
     service: Arc<super::NameService>,
     mut addresses: tokio::sync::watch::Receiver<Vec<Ipv4Addr>>,
+    on_listening: impl Fn(&[SocketAddr]) + Send + 'static,
 ) {
     loop {
         let wanted = addresses.borrow_and_update().clone();
@@ -243,6 +263,7 @@ pub async fn follow(
         if !listening.is_empty() {
             tracing::info!(addresses = ?listening, domain = %service.domain(), "serving DNS");
         }
+        on_listening(&listening);
         *service.listening.lock().unwrap_or_else(|p| p.into_inner()) = listening;
         if addresses.changed().await.is_err() {
             return;
@@ -411,6 +432,19 @@ async fn serve_tcp(server: &Server, mut stream: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_are_given_the_servers_behind_a_loopback_stub() {
+        let stub = "nameserver 127.0.0.53\noptions edns0\n";
+        let systemd = "nameserver 192.0.2.53\nnameserver 10.32.0.1\nnameserver 2001:db8::53\n";
+        let ours = [Ipv4Addr::new(10, 32, 0, 1)];
+        assert_eq!(
+            container_resolvers(&[stub, systemd], &ours),
+            [Ipv4Addr::new(192, 0, 2, 53)].into(),
+            "not the stub, not ourselves, not IPv6"
+        );
+        assert!(container_resolvers(&["", ""], &ours).is_empty());
+    }
 
     #[test]
     fn upstreams_skip_ourselves_and_junk() {

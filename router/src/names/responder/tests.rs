@@ -155,6 +155,42 @@ fn unknown_names_and_other_types_follow_the_rfcs() {
 }
 
 #[test]
+fn a_single_label_of_the_mesh_answers_as_its_name_and_others_go_upstream() {
+    let table = Table::default()
+        .with("db.weft.local", [10, 32, 0, 1], true)
+        .with("later.weft.local", [10, 32, 0, 2], false);
+    let m = answer(ask(
+        &table,
+        &query("db.", RecordType::A),
+        Transport::Udp,
+        false,
+    ));
+    assert_eq!(addresses(&m), vec![Ipv4Addr::from([10, 32, 0, 1])]);
+    assert_eq!(
+        m.answers()[0].name().to_ascii(),
+        "db.",
+        "the answer names what was asked, or resolvers drop it"
+    );
+    assert_eq!(
+        ask(
+            &table,
+            &query("later.", RecordType::A),
+            Transport::Udp,
+            false
+        ),
+        Outcome::Wait(Fqdn::parse("later.weft.local").unwrap()),
+        "a single label waits like its full name"
+    );
+    for other in ["nope.", "db.example.com.", "localhost."] {
+        assert_eq!(
+            ask(&table, &query(other, RecordType::A), Transport::Udp, false),
+            Outcome::Forward,
+            "{other} is not the mesh's"
+        );
+    }
+}
+
+#[test]
 fn a_name_with_no_ready_instance_waits_then_fails() {
     let table = Table::default()
         .with("db.weft.local", [10, 32, 0, 1], false)
