@@ -89,7 +89,12 @@ impl Fqdn {
 
     /// Whether this name is `domain` or below it.
     pub fn is_within(&self, domain: &Fqdn) -> bool {
-        self.0 == domain.0 || self.0.ends_with(&format!(".{}", domain.0))
+        // Asked of every query: no allocation.
+        match self.0.strip_suffix(domain.0.as_str()) {
+            Some("") => true,
+            Some(rest) => rest.ends_with('.') || domain.0 == ".",
+            None => false,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -200,6 +205,19 @@ mod tests {
 
     fn domain() -> Fqdn {
         Fqdn::parse(DEFAULT_DOMAIN).unwrap()
+    }
+
+    #[test]
+    fn within_is_by_whole_labels() {
+        let domain = Fqdn::parse("weft.local").unwrap();
+        let within = |n: &str| Fqdn::parse(n).unwrap().is_within(&domain);
+        assert!(within("weft.local."));
+        assert!(within("db.weft.local."));
+        assert!(within("a.b.weft.local."));
+        assert!(!within("xweft.local."), "a label's tail is not the domain");
+        assert!(!within("weft.local.example."));
+        assert!(!within("local."));
+        assert!(Fqdn::parse("db.example").unwrap().is_within(&Fqdn::root()));
     }
 
     #[test]

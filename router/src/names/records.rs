@@ -124,7 +124,14 @@ struct Held {
 pub struct Names {
     me: PeerName,
     clock: u64,
-    entries: BTreeMap<(PeerName, Key), Held>,
+    /// By name first, so that a query is a range, not a scan.
+    entries: BTreeMap<(Key, PeerName), Held>,
+    /// How many entries each origin has here (bounded by [`MAX_ENTRIES`]).
+    per_origin: BTreeMap<PeerName, usize>,
+    /// When the oldest tombstone may go, or earlier (a tombstone
+    /// overwritten by a live entry leaves it early): kept so that the
+    /// mesh's every turn does not scan all entries.
+    tombstones_due: Option<Instant>,
     reachable: BTreeSet<PeerName>,
     departures: Departures,
     outgoing: VecDeque<Outgoing>,
@@ -141,6 +148,8 @@ impl Names {
             me,
             clock,
             entries: BTreeMap::new(),
+            per_origin: BTreeMap::new(),
+            tombstones_due: None,
             reachable: BTreeSet::new(),
             departures: Departures::new(FORGET_AFTER, TOMBSTONE_TTL),
             outgoing: VecDeque::new(),
@@ -165,8 +174,7 @@ impl Names {
             ready,
             deleted,
         };
-        self.entries
-            .insert((self.me, key.clone()), Held { value, since: now });
+        self.put(self.me, key.clone(), Held { value, since: now });
         self.generation += 1;
         self.outgoing
             .push_back(Outgoing::Gossip(encode(&vec![(self.me, key, value)])));
@@ -177,7 +185,7 @@ impl Names {
     /// An instance with a port starts not ready, until
     /// [`Names::set_ready`] says something listens.
     pub fn add(&mut self, now: Instant, key: Key, port: Option<u16>) -> bool {
-        let current = self.entries.get(&(self.me, key.clone()));
+        let current = self.entries.get(&(key.clone(), self.me));
         if current.is_some_and(|h| !h.value.deleted && h.value.port == port) {
             return false;
         }
@@ -205,7 +213,7 @@ impl Names {
     /// Whether our instance `key` has a listener on its port now; gossips
     /// the change.
     pub fn set_ready(&mut self, now: Instant, key: &Key, ready: bool) {
-        let Some(held) = self.entries.get(&(self.me, key.clone())) else {
+        let Some(held) = self.entries.get(&(key.clone(), self.me)) else {
             return;
         };
         let value = held.value;
@@ -243,8 +251,8 @@ impl Names {
     fn own(&self) -> impl Iterator<Item = (&Key, &Value)> {
         self.entries
             .iter()
-            .filter(|((origin, _), _)| *origin == self.me)
-            .map(|((_, k), h)| (k, &h.value))
+            .filter(|((_, origin), _)| *origin == self.me)
+            .map(|((k, _), h)| (k, &h.value))
     }
 
     /// Our own entries, live or recently removed, and our clock: what the
@@ -259,8 +267,7 @@ impl Names {
         self.clock = self.clock.max(clock);
         for (key, value) in own.into_iter().take(MAX_ENTRIES) {
             self.clock = self.clock.max(value.clock);
-            self.entries
-                .insert((self.me, key), Held { value, since: now });
+            self.put(self.me, key, Held { value, since: now });
         }
         self.generation += 1;
     }
@@ -273,12 +280,18 @@ impl Names {
     /// The live instances of `name`, in a stable order (the server
     /// shuffles them).
     pub fn lookup(&self, name: &Fqdn) -> Vec<Instance> {
+        let first = (
+            Key {
+                name: name.clone(),
+                ..min_key()
+            },
+            PeerName::from_u64(0),
+        );
         self.entries
-            .iter()
-            .filter(|((origin, key), held)| {
-                key.name == *name && !held.value.deleted && self.counts(*origin)
-            })
-            .map(|((origin, key), held)| Instance::of(*origin, key, &held.value))
+            .range(first..)
+            .take_while(|((key, _), _)| key.name == *name)
+            .filter(|((_, origin), held)| !held.value.deleted && self.counts(*origin))
+            .map(|((key, origin), held)| Instance::of(*origin, key, &held.value))
             .collect()
     }
 
@@ -287,10 +300,10 @@ impl Names {
         let names: BTreeSet<Fqdn> = self
             .entries
             .iter()
-            .filter(|((origin, key), held)| {
+            .filter(|((key, origin), held)| {
                 key.addr == addr && !held.value.deleted && self.counts(*origin)
             })
-            .map(|((_, key), _)| key.name.clone())
+            .map(|((key, _), _)| key.name.clone())
             .collect();
         names.into_iter().collect()
     }
@@ -300,8 +313,8 @@ impl Names {
         let names: BTreeSet<&Fqdn> = self
             .entries
             .iter()
-            .filter(|((origin, _), held)| !held.value.deleted && self.counts(*origin))
-            .map(|((_, key), _)| &key.name)
+            .filter(|((_, origin), held)| !held.value.deleted && self.counts(*origin))
+            .map(|((key, _), _)| &key.name)
             .collect();
         names.len()
     }
@@ -310,8 +323,8 @@ impl Names {
     pub fn all(&self) -> Vec<(Fqdn, Instance)> {
         self.entries
             .iter()
-            .filter(|((origin, _), held)| !held.value.deleted && self.counts(*origin))
-            .map(|((origin, key), held)| {
+            .filter(|((_, origin), held)| !held.value.deleted && self.counts(*origin))
+            .map(|((key, origin), held)| {
                 (key.name.clone(), Instance::of(*origin, key, &held.value))
             })
             .collect()
@@ -320,15 +333,13 @@ impl Names {
     /// Keeps the newer of ours and theirs per entry; returns what was news.
     fn merge(&mut self, now: Instant, entries: Entries) -> Entries {
         let mut news = Vec::new();
-        // Entries per origin, counted once per message.
-        let mut counts: std::collections::HashMap<PeerName, usize> = Default::default();
         for (origin, key, theirs) in entries {
             if origin == self.me {
                 self.stale_news_of_ours(now, key, theirs);
                 continue;
             }
             let forgotten = !self.departures.admits(origin, theirs.clock);
-            let slot = (origin, key);
+            let slot = (key, origin);
             let newer = self
                 .entries
                 .get(&slot)
@@ -336,24 +347,22 @@ impl Names {
             if !newer || forgotten {
                 continue;
             }
-            if !self.entries.contains_key(&slot) {
-                let count = counts
-                    .entry(origin)
-                    .or_insert_with(|| self.count_of(origin));
-                if *count >= MAX_ENTRIES {
-                    continue;
-                }
-                *count += 1;
+            if !self.entries.contains_key(&slot)
+                && self.per_origin.get(&origin).copied().unwrap_or(0) >= MAX_ENTRIES
+            {
+                continue;
             }
             self.departures.holding(origin, self.counts(origin), now);
-            self.entries.insert(
-                slot.clone(),
+            let (key, origin) = slot;
+            self.put(
+                origin,
+                key.clone(),
                 Held {
                     value: theirs,
                     since: now,
                 },
             );
-            news.push((slot.0, slot.1, theirs));
+            news.push((origin, key, theirs));
         }
         news
     }
@@ -362,7 +371,7 @@ impl Names {
     /// from before our restart, or one we never had), ours is said again,
     /// newer than it, so every router ends with ours.
     fn stale_news_of_ours(&mut self, now: Instant, key: Key, theirs: Value) {
-        let ours = self.entries.get(&(self.me, key.clone())).map(|h| h.value);
+        let ours = self.entries.get(&(key.clone(), self.me)).map(|h| h.value);
         self.clock = self.clock.max(theirs.clock);
         match ours {
             Some(ours) if ours == theirs => {}
@@ -374,16 +383,33 @@ impl Names {
 }
 
 impl Names {
-    /// How many entries `origin` has here.
-    fn count_of(&self, origin: PeerName) -> usize {
-        self.entries
-            .range((origin, min_key())..)
-            .take_while(|((o, _), _)| *o == origin)
-            .count()
+    /// Holds `held` for `origin`'s `key`, counting a new entry.
+    fn put(&mut self, origin: PeerName, key: Key, held: Held) {
+        if held.value.deleted {
+            let due = held.since + TOMBSTONE_TTL;
+            self.tombstones_due = Some(self.tombstones_due.map_or(due, |d| d.min(due)));
+        }
+        if self.entries.insert((key, origin), held).is_none() {
+            *self.per_origin.entry(origin).or_default() += 1;
+        }
+    }
+
+    /// Counts every origin's entries and finds the oldest tombstone
+    /// again, after many entries went at once.
+    fn recount(&mut self) {
+        self.per_origin.clear();
+        self.tombstones_due = None;
+        for ((_, origin), held) in &self.entries {
+            *self.per_origin.entry(*origin).or_default() += 1;
+            if held.value.deleted {
+                let due = held.since + TOMBSTONE_TTL;
+                self.tombstones_due = Some(self.tombstones_due.map_or(due, |d| d.min(due)));
+            }
+        }
     }
 }
 
-/// The smallest key, to range over one origin's entries.
+/// The smallest key with a name (to range over a name's entries).
 fn min_key() -> Key {
     Key {
         name: Fqdn::root(),
@@ -408,7 +434,7 @@ impl Channel for Names {
         let (live, rest): (Entries, Entries) = self
             .entries
             .iter()
-            .map(|((o, k), h)| (*o, k.clone(), h.value))
+            .map(|((k, o), h)| (*o, k.clone(), h.value))
             .partition(|(o, _, _)| self.counts(*o));
         let all: Entries = live.into_iter().chain(rest).take(MAX_ENTRIES).collect();
         Some(encode(&all))
@@ -416,21 +442,16 @@ impl Channel for Names {
 
     fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
         self.reachable = reachable.clone();
-        let origins: BTreeSet<PeerName> = self.entries.keys().map(|(o, _)| *o).collect();
+        let origins: BTreeSet<PeerName> = self.per_origin.keys().copied().collect();
         self.departures
             .on_peers_changed(now, reachable, self.me, origins);
     }
 
     fn next_timeout(&self) -> Option<Instant> {
-        let tombstones = self
-            .entries
-            .values()
-            .filter(|h| h.value.deleted)
-            .map(|h| h.since + TOMBSTONE_TTL);
         self.departures
             .next_timeout()
             .into_iter()
-            .chain(tombstones)
+            .chain(self.tombstones_due)
             .min()
     }
 
@@ -440,7 +461,7 @@ impl Channel for Names {
         });
         for origin in self.departures.due(now) {
             let mut highest = 0;
-            self.entries.retain(|(o, _), h| {
+            self.entries.retain(|(_, o), h| {
                 if *o == origin {
                     highest = highest.max(h.value.clock);
                 }
@@ -448,6 +469,7 @@ impl Channel for Names {
             });
             self.departures.forgot(origin, highest, now);
         }
+        self.recount();
     }
 
     fn poll_outgoing(&mut self) -> Option<Outgoing> {

@@ -338,36 +338,40 @@ async fn serve_udp(server: Arc<Server>, udp: Arc<UdpSocket>) -> std::io::Result<
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
         tokio::select! {
-            received = udp.recv_from(&mut buf) => {
-                let Ok((n, from)) = received else { continue };
-                bump(&server.counters.queries);
-                let query = buf[..n].to_vec();
-                let outcome = server.respond(&query, Transport::Udp, false, &mut rng);
-                server.count(&outcome);
-                match outcome {
-                    Outcome::Reply(answer) => {
-                        let _ = udp.send_to(&answer, from).await;
-                    }
-                    Outcome::Forward => {
-                        let (server, udp) = (server.clone(), udp.clone());
-                        tokio::spawn(async move {
-                            let answer = server.forward(&query, Transport::Udp).await;
-                            if let Some(answer) = answer.or_else(|| responder::server_failure(&query)) {
-                                let _ = udp.send_to(&answer, from).await;
-                            }
-                        });
-                    }
-                    Outcome::Wait(_) if held.len() < MAX_HELD => held.push_back(HeldQuery {
-                        query,
-                        from,
-                        until: Instant::now() + server.config.wait,
-                    }),
-                    Outcome::Wait(_) => {
-                        if let Outcome::Reply(answer) = server.respond(&query, Transport::Udp, true, &mut rng) {
-                            let _ = udp.send_to(&answer, from).await;
+            ready = udp.readable() => {
+                if ready.is_err() {
+                    continue;
+                }
+                // Everything queued, before waiting again: under load one
+                // wake-up serves many queries.
+                while let Ok((n, from)) = udp.try_recv_from(&mut buf) {
+                    bump(&server.counters.queries);
+                    let query = &buf[..n];
+                    let outcome = server.respond(query, Transport::Udp, false, &mut rng);
+                    server.count(&outcome);
+                    match outcome {
+                        Outcome::Reply(answer) => send(&udp, &answer, from).await,
+                        Outcome::Forward => {
+                            let (server, udp, query) = (server.clone(), udp.clone(), query.to_vec());
+                            tokio::spawn(async move {
+                                let answer = server.forward(&query, Transport::Udp).await;
+                                if let Some(answer) = answer.or_else(|| responder::server_failure(&query)) {
+                                    send(&udp, &answer, from).await;
+                                }
+                            });
                         }
+                        Outcome::Wait(_) if held.len() < MAX_HELD => held.push_back(HeldQuery {
+                            query: query.to_vec(),
+                            from,
+                            until: Instant::now() + server.config.wait,
+                        }),
+                        Outcome::Wait(_) => {
+                            if let Outcome::Reply(answer) = server.respond(query, Transport::Udp, true, &mut rng) {
+                                send(&udp, &answer, from).await;
+                            }
+                        }
+                        Outcome::Drop => {}
                     }
-                    Outcome::Drop => {}
                 }
             }
             _ = recheck.tick(), if !held.is_empty() => {
@@ -378,7 +382,7 @@ async fn serve_udp(server: Arc<Server>, udp: Arc<UdpSocket>) -> std::io::Result<
                     match server.respond(&h.query, Transport::Udp, over, &mut rng) {
                         Outcome::Reply(answer) => {
                             server.wait_ended(over);
-                            let _ = udp.send_to(&answer, h.from).await;
+                            send(&udp, &answer, h.from).await;
                         }
                         Outcome::Wait(_) => still.push_back(h),
                         _ => {}
@@ -387,6 +391,15 @@ async fn serve_udp(server: Arc<Server>, udp: Arc<UdpSocket>) -> std::io::Result<
                 held = still;
             }
         }
+    }
+}
+
+/// Sends one answer, at once when the socket takes it.
+async fn send(udp: &UdpSocket, answer: &[u8], to: SocketAddr) {
+    if let Err(e) = udp.try_send_to(answer, to)
+        && e.kind() == std::io::ErrorKind::WouldBlock
+    {
+        let _ = udp.send_to(answer, to).await;
     }
 }
 

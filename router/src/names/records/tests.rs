@@ -109,6 +109,42 @@ fn tombstones_go_after_their_time() {
     assert_eq!(a.next_timeout(), Some(now + TOMBSTONE_TTL));
     a.on_timeout(now + TOMBSTONE_TTL);
     assert!(a.entries.is_empty());
+    assert_eq!(a.next_timeout(), None, "nothing left to wait for");
+}
+
+#[test]
+fn a_lookup_finds_every_instance_of_its_name_among_many_and_only_them() {
+    let now = Instant::now();
+    let mut a = Names::new(peer(1), 1);
+    let mut b = Names::new(peer(2), 1);
+    for i in 0..500u32 {
+        let [_, _, x, y] = (0x0a20_0000 + i).to_be_bytes();
+        a.add(
+            now,
+            key(&format!("n{i}.weft.local"), [10, 32, x, y], "a"),
+            None,
+        );
+    }
+    b.add(now, key("n7.weft.local", [10, 33, 0, 7], "b"), None);
+    b.add(now, key("n7a.weft.local", [10, 33, 0, 8], "b"), None);
+    a.on_peers_changed(now, &[peer(2)].into());
+    a.on_gossip(now, peer(2), &b.full_state().unwrap()).unwrap();
+    let mut found: Vec<Ipv4Addr> = a
+        .lookup(&Fqdn::parse("n7.weft.local").unwrap())
+        .iter()
+        .map(|i| i.addr)
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![Ipv4Addr::new(10, 32, 0, 7), Ipv4Addr::new(10, 33, 0, 7)],
+        "ours and theirs, not n7a's"
+    );
+    assert!(
+        a.lookup(&Fqdn::parse("n500.weft.local").unwrap())
+            .is_empty()
+    );
+    assert_eq!(a.per_origin.get(&peer(2)), Some(&2));
 }
 
 #[test]
@@ -287,7 +323,7 @@ fn in_a_simulated_mesh_names_spread_survive_partitions_and_restarts() {
     mesh.net.run_for(Duration::from_secs(5));
     let held_of = |mesh: &NamedMesh, origin: PeerName| {
         let names = mesh.names[0].lock();
-        names.entries.keys().filter(|(o, _)| *o == origin).count()
+        names.entries.keys().filter(|(_, o)| *o == origin).count()
     };
     assert_eq!(names_at(&mesh, 0), 0, "gone from answers at once");
     assert_eq!(held_of(&mesh, name), 1, "but remembered");
