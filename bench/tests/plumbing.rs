@@ -177,3 +177,39 @@ fn control_plane_bench_writes_its_rows() {
     assert!(rows[1].value.median >= rows[0].value.median, "{rows:?}");
     assert!(rows[3].value.median > 0.0, "{rows:?}");
 }
+
+/// bench-dns at its smallest: every figure there, each with the baseline
+/// the issue names, and answers that really came (dnsperf lost nothing).
+#[test]
+fn dns_bench_writes_its_rows() {
+    let dir = scratch("dns");
+    let json = dir.join("dns.jsonl");
+    run(Command::new(env!("CARGO_BIN_EXE_bench-dns"))
+        .args(["--rounds", "1", "--seconds", "1", "--queries", "200"])
+        .args(["--registrations", "2", "--memory-names", "500", "--json"])
+        .arg(&json));
+    let rows = bench::read_rows(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        [
+            "throughput",
+            "server CPU per query",
+            "latency p50",
+            "latency p99",
+            "answer on every host",
+            "memory per 10,000 names",
+            "memory per 10,000 names",
+        ]
+    );
+    for r in &rows[..4] {
+        assert!(r.value.median > 0.0 && r.ratio.is_some(), "{r:?}");
+        assert!(r.note.contains("dnsmasq"), "{r:?}");
+    }
+    assert!(rows[0].value.median > 1000.0, "{:?}", rows[0]);
+    assert!(
+        rows[4].value.median > 0.0 && rows[4].value.median < 10_000.0,
+        "{:?}",
+        rows[4]
+    );
+}
