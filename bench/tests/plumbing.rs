@@ -207,6 +207,12 @@ fn dns_bench_writes_its_rows() {
         assert!(r.note.contains("dnsmasq"), "{r:?}");
     }
     assert!(rows[0].value.median > 1000.0, "{:?}", rows[0]);
+    for t in rows.iter().filter_map(|r| r.target.as_deref()) {
+        assert!(
+            t.starts_with(">=") || t.starts_with("<="),
+            "{t:?}: the report understands only >= X and <= X"
+        );
+    }
     assert!(
         rows[4].value.median > 0.0 && rows[4].value.median < 10_000.0,
         "{:?}",

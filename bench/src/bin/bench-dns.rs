@@ -411,7 +411,7 @@ fn main() -> Result<(), String> {
             &of(&weft_load, |l| l.rate),
         )
         .against_paired(&of(&dnsmasq_load, |l| l.rate), same)
-        .with_target("ratio ≥ 1")
+        .with_target(">= 1")
         .with_note(&load),
         bench::Row::new(
             "dns",
@@ -442,7 +442,7 @@ fn main() -> Result<(), String> {
             "ms",
             &spread,
         )
-        .with_target("< 1000 ms")
+        .with_target("<= 1000")
         .with_note(format!(
             "{} registrations; every host's server asked every 1 ms",
             args.registrations
