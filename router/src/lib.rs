@@ -26,6 +26,7 @@ pub mod mesh;
 pub mod names;
 pub mod netdev;
 pub mod overlay;
+pub mod policy;
 pub mod state_file;
 pub mod userspace;
 pub mod worker;

@@ -38,8 +38,23 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         } => cli::peers(&dirs, "/connect", &peers, replace),
         Command::Forget { peers, dirs } => cli::peers(&dirs, "/forget", &peers, false),
         Command::Version(dirs) => cli::version(&dirs),
-        Command::Attach { args, names, dirs } => cli::attach(&dirs, "/attach", &args, &names),
-        Command::Detach { args, dirs } => cli::attach(&dirs, "/detach", &args, &[]),
+        Command::Attach {
+            args,
+            names,
+            namespace,
+            labels,
+            ports,
+            dirs,
+        } => {
+            let extra = serde_json::json!({
+                "names": names, "namespace": namespace, "labels": labels, "ports": ports,
+            });
+            cli::attach(&dirs, "/attach", &args, extra)
+        }
+        Command::Detach { args, dirs } => {
+            cli::attach(&dirs, "/detach", &args, serde_json::json!({}))
+        }
+        Command::Policy { what, dirs } => cli::policy(&dirs, what),
         Command::DnsAdd {
             address,
             names,

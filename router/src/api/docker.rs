@@ -526,6 +526,7 @@ mod tests {
             token: "t".into(),
             names: None,
             docker_host: "unix:///nonexistent".into(),
+            policy: None,
         }
     }
 

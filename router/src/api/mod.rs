@@ -35,6 +35,7 @@ pub mod docker;
 pub mod gateway;
 pub mod metrics;
 mod names;
+pub mod policy;
 pub mod report;
 
 use std::{convert::Infallible, net::SocketAddr, path::Path};
@@ -79,6 +80,7 @@ pub struct Api {
     names: Option<std::sync::Arc<crate::names::NameService>>,
     /// dockerd's API, for Docker containers' names.
     docker_host: std::sync::Arc<str>,
+    policy: Option<policy::PolicyAccess>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +100,14 @@ struct AttachBody {
     /// Names the container answers to (`NAME` or `NAME:PORT`).
     #[serde(default)]
     names: Vec<String>,
+    /// Network policy: the container's namespace (`default`), labels
+    /// (`KEY=VALUE`) and named ports (`NAME=PORT[/PROTOCOL]`).
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    ports: Vec<String>,
     /// Names a runtime gives (a pod's or container's name): registered
     /// where they are valid DNS names, skipped where not, never a failure.
     #[serde(default)]
@@ -245,6 +255,7 @@ impl Api {
         token: String,
         names: std::sync::Arc<crate::names::NameService>,
         docker_host: String,
+        policy: policy::PolicyAccess,
     ) -> Api {
         Api {
             router,
@@ -252,6 +263,7 @@ impl Api {
             token: token.into(),
             names: Some(names),
             docker_host: docker_host.into(),
+            policy: Some(policy),
         }
     }
 
@@ -289,6 +301,9 @@ impl Api {
                 }
             }
         }
+        // So are the labels.
+        let endpoint = policy::endpoint_of(body.namespace.as_deref(), &body.labels, &body.ports)
+            .map_err(bad)?;
         let mut addresses = Vec::new();
         for a in &body.addresses {
             let net: ipnet::IpNet = a.parse().map_err(|_| {
@@ -386,6 +401,18 @@ impl Api {
                     .await;
                 match attached {
                     Ok(a) => {
+                        let addr = a.addresses.iter().find_map(|n| match n {
+                            ipnet::IpNet::V4(v4) => Some(v4.addr()),
+                            ipnet::IpNet::V6(_) => None,
+                        });
+                        self.set_endpoint(
+                            owner.clone(),
+                            Some(crate::policy::EndpointBody {
+                                addr,
+                                ..endpoint.clone()
+                            }),
+                        )
+                        .await;
                         if !names.is_empty() {
                             for addr in a.addresses.iter().filter_map(|n| match n {
                                 ipnet::IpNet::V4(v4) => Some(v4.addr()),
@@ -431,6 +458,9 @@ impl Api {
                     Err(AttachError::NotAttached(_)) if body.missing_ok => None,
                     Err(e) => return Err(failed(e)),
                 };
+                if addresses.is_empty() {
+                    self.set_endpoint(owner.clone(), None).await;
+                }
                 if self.names.is_some() {
                     if addresses.is_empty() {
                         self.remove_names(Some(owner.clone()), None, None).await?;
@@ -735,6 +765,11 @@ impl Api {
                 return self.dns(path, &body).await;
             }
             (Method::GET, "/dns/args") => return self.dns_args().await,
+            (Method::POST, "/policy/apply" | "/policy/delete" | "/policy/check") => {
+                return self.policy(path, &body).await;
+            }
+            (Method::GET, "/policy/list") => return self.policy_list().await,
+            (Method::GET, "/status/policy") => return self.policy_status().await,
             (Method::GET, "/status/dns") => return self.dns_status().await,
             (Method::POST, "/ipam/allocate" | "/ipam/release" | "/ipam/rmpeer" | "/ipam/reset") => {
                 return self.ipam(path, &body).await;
@@ -978,6 +1013,7 @@ mod tests {
                 token: "t".into(),
                 names: None,
                 docker_host: "unix:///nonexistent".into(),
+                policy: None,
             },
             router,
         )

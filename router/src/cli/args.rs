@@ -85,6 +85,17 @@ pub enum Command {
         /// on PORT in the container.
         #[arg(long = "name", value_name = "NAME[:PORT]")]
         names: Vec<String>,
+        /// The container's namespace, for network policy (default:
+        /// `default`).
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        /// A label policies select the container by (repeat for more).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A named port policies may refer to, like http=80/tcp (repeat
+        /// for more).
+        #[arg(long = "port", value_name = "NAME=PORT[/PROTOCOL]")]
+        ports: Vec<String>,
         #[command(flatten)]
         dirs: DirArgs,
     },
@@ -151,12 +162,49 @@ pub enum Command {
     /// Install the CNI plugin and a network configuration for podman,
     /// containerd or CRI-O.
     SetupCni(super::setup_cni::SetupCniArgs),
+    /// Network policy (Kubernetes NetworkPolicy objects) for clusters
+    /// without an API server: apply, list, delete, and check what a
+    /// connection would meet.
+    Policy {
+        #[command(subcommand)]
+        what: PolicyWhat,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
     /// Address allocation by hand: allocate, claim, release, reset.
     Ipam {
         #[command(subcommand)]
         what: IpamWhat,
         #[command(flatten)]
         dirs: DirArgs,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum PolicyWhat {
+    /// Store NetworkPolicy objects from FILE (YAML with `---` between
+    /// documents, or JSON; `-` reads stdin) on every host of the mesh.
+    /// All are checked first: one invalid policy changes nothing.
+    Apply {
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
+    /// Every policy, the directions it isolates and how many containers
+    /// it selects.
+    List,
+    /// Remove policies by NAME (in namespace default) or NAMESPACE/NAME.
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Would a new connection from FROM to TO on PORT be allowed, and
+    /// why. FROM and TO are addresses or containers (NAMESPACE/NAME).
+    /// Exits 1 when it would be denied.
+    Check {
+        from: String,
+        to: String,
+        /// PORT or PORT/PROTOCOL (tcp, udp, sctp).
+        port: String,
     },
 }
 
@@ -223,6 +271,9 @@ pub enum StatusWhat {
     /// Names: the domain, where DNS is served, every name and its
     /// instances, and the query counters.
     Dns,
+    /// Network policy: what applies to each of this host's containers,
+    /// what it allows, and how much it dropped.
+    Policy,
 }
 
 impl StatusWhat {
@@ -233,6 +284,7 @@ impl StatusWhat {
             StatusWhat::Targets => "/status/targets",
             StatusWhat::Ipam => "/status/ipam",
             StatusWhat::Dns => "/status/dns",
+            StatusWhat::Policy => "/status/policy",
         }
     }
 }

@@ -259,9 +259,16 @@ pub fn version(dirs: &DirArgs) -> Result<()> {
 }
 
 /// `weft attach ADDR/CIDR... TARGET` and `weft detach [ADDR/CIDR...] TARGET`.
-pub fn attach(dirs: &DirArgs, path: &str, args: &[String], names: &[String]) -> Result<()> {
+pub fn attach(
+    dirs: &DirArgs,
+    path: &str,
+    args: &[String],
+    mut extra: serde_json::Value,
+) -> Result<()> {
     let (target, addresses) = args.split_last().context("no target given")?;
-    let body = serde_json::json!({ "target": target, "addresses": addresses, "names": names });
+    extra["target"] = serde_json::json!(target);
+    extra["addresses"] = serde_json::json!(addresses);
+    let body = extra;
     let answer = client(dirs).post(path, &body.to_string())?;
     // Attach prints the container's addresses, detach those it gave back.
     let key = if path == "/attach" {
@@ -273,6 +280,44 @@ pub fn attach(dirs: &DirArgs, path: &str, args: &[String], names: &[String]) -> 
         .with_context(|| format!("the router's answer is not JSON: {answer}"))?;
     for a in answer[key].as_array().into_iter().flatten() {
         println!("{}", a.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `weft policy ...`.
+pub fn policy(dirs: &DirArgs, what: args::PolicyWhat) -> Result<()> {
+    use args::PolicyWhat;
+    match what {
+        PolicyWhat::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            print!("{}", client(dirs).post("/policy/apply", &text)?);
+        }
+        PolicyWhat::List => print!("{}", client(dirs).get("/policy/list")?),
+        PolicyWhat::Delete { names } => {
+            let body = serde_json::json!({ "names": names });
+            print!(
+                "{}",
+                client(dirs).post("/policy/delete", &body.to_string())?
+            );
+        }
+        PolicyWhat::Check { from, to, port } => {
+            let (number, protocol) = port.split_once('/').unwrap_or((&port, "tcp"));
+            let number: u16 = number
+                .parse()
+                .with_context(|| format!("{port:?}: give PORT or PORT/PROTOCOL, like 80/tcp"))?;
+            let body =
+                serde_json::json!({ "from": from, "to": to, "port": number, "protocol": protocol });
+            let verdict = client(dirs).post("/policy/check", &body.to_string())?;
+            print!("{verdict}");
+            if !verdict.starts_with("allowed") {
+                anyhow::bail!("the connection would be denied");
+            }
+        }
     }
     Ok(())
 }

@@ -118,6 +118,19 @@ fn open_names(
     Ok(crate::names::records::NamesHandle::new(names))
 }
 
+fn open_policy(
+    paths: &paths::Paths,
+    me: crate::identity::PeerName,
+    clock: u64,
+    now: std::time::Instant,
+) -> Result<crate::policy::records::PolicyRecords> {
+    let mut records = crate::policy::records::Records::new(me, clock);
+    if let Some(stored) = crate::policy::Stored::load(&paths.policy_file())? {
+        records.restore(now, stored.clock, stored.entries);
+    }
+    Ok(crate::policy::records::PolicyRecords::new(records))
+}
+
 /// IPAM as configured, restored from the data directory.
 fn open_ipam(
     args: &RouterArgs,
@@ -391,11 +404,18 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         listening: Default::default(),
     });
     let names_stored = name_records.lock().generation();
+    let policy = open_policy(&paths, identity.name, clock_ms, now)?;
+    let policy_status = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+    mesh.add_channel(crate::policy::records::CHANNEL, policy.channel());
     let host = HostSide {
         hosts,
         names: name_records.clone(),
         names_file: paths.names_file(),
         names_stored,
+        policy: policy.clone(),
+        policy_file: paths.policy_file(),
+        policy_seen: None,
+        policy_status: policy_status.clone(),
         dns_addresses,
         firewall: Firewall::start(Ruleset {
             range: args.ipalloc_range,
@@ -405,6 +425,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             bridge_mac: netdev::bridge_mac(identity.name),
             overlay_ports: vec![netdev::TAP.into(), fastdp::DATAPATH.into()],
             dns: None,
+            policy: String::new(),
         }),
         gateway: gateway.addresses().to_vec(),
         direct: netdev::direct_addresses(&netlink).await?,
@@ -583,6 +604,10 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             token,
             name_service,
             args.docker_host.clone(),
+            crate::api::policy::PolicyAccess {
+                records: policy,
+                status: policy_status,
+            },
         )
         .serve(http, unix, docker),
     );

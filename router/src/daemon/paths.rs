@@ -73,6 +73,10 @@ impl Paths {
     pub fn names_file(&self) -> PathBuf {
         self.data_dir.join("names.json")
     }
+
+    pub fn policy_file(&self) -> PathBuf {
+        self.data_dir.join("policy.json")
+    }
 }
 
 /// Reads a pid file; `None` if missing or unreadable.

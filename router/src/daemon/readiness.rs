@@ -14,13 +14,15 @@ use super::router::Request;
 use crate::{
     names::{EXTERN_OWNER, NamesRequest, ready::ports_listening_in, records::NamesHandle},
     netdev::{HostNetwork, target::Target},
+    policy::PolicyRequest,
 };
 
 /// How often attachments whose interface is gone are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(2);
 
-/// Every [`PRUNE_EVERY`]: forgets attachments whose veth is gone, and
-/// removes our names whose owner is no longer attached here.
+/// Every [`PRUNE_EVERY`]: forgets attachments whose veth is gone, tells
+/// policy which containers are here, and removes our names whose owner is
+/// no longer attached here.
 pub async fn forget_departed(
     names: NamesHandle,
     network: Arc<HostNetwork>,
@@ -30,11 +32,7 @@ pub async fn forget_departed(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let owners = names.lock().own_owners();
-        if owners.iter().all(|o| o == EXTERN_OWNER) {
-            continue;
-        }
-        let attached: std::collections::BTreeSet<String> = {
+        let now_attached: BTreeMap<String, Option<std::net::Ipv4Addr>> = {
             let mut registry = network.registry.lock().await;
             if let Err(e) = registry.prune(&network.netlink).await {
                 tracing::debug!(error = %e, "cannot look for departed containers");
@@ -43,9 +41,23 @@ pub async fn forget_departed(
             registry
                 .list()
                 .into_iter()
-                .map(|a| a.ipam_owner())
+                .map(|a| {
+                    let addr = a.addresses.iter().find_map(|n| match n {
+                        ipnet::IpNet::V4(v4) => Some(v4.addr()),
+                        ipnet::IpNet::V6(_) => None,
+                    });
+                    (a.ipam_owner(), addr)
+                })
                 .collect()
         };
+        let attached: std::collections::BTreeSet<String> = now_attached.keys().cloned().collect();
+        // Policy's endpoints follow the containers however they came and
+        // went (runtimes, Docker, a deleted namespace).
+        let request = Request::Policy(PolicyRequest::Attached { now_attached });
+        if requests.send(request).await.is_err() {
+            return;
+        }
+        let owners = names.lock().own_owners();
         for owner in owners {
             if owner == EXTERN_OWNER || attached.contains(&owner) {
                 continue;

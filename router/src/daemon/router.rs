@@ -74,6 +74,7 @@ pub enum Request {
     Metrics(oneshot::Sender<Metrics>),
     Ipam(IpamRequest),
     Names(crate::names::NamesRequest),
+    Policy(crate::policy::PolicyRequest),
     /// The host's gateway addresses changed (`weft expose`, `weft hide`).
     Gateway {
         addresses: Vec<ipnet::Ipv4Net>,
@@ -137,6 +138,14 @@ pub struct HostSide {
     pub names: crate::names::records::NamesHandle,
     pub names_file: std::path::PathBuf,
     pub names_stored: u64,
+    /// The mesh's policies and endpoints, stored in `policy_file` and
+    /// compiled into the firewall whenever they change.
+    pub policy: crate::policy::records::PolicyRecords,
+    pub policy_file: std::path::PathBuf,
+    pub policy_seen: Option<u64>,
+    /// What the last compile said: problems, and whether br_netfilter is
+    /// on (policy needs it).
+    pub policy_status: std::sync::Arc<std::sync::Mutex<PolicyStatus>>,
     /// Tells the DNS server where to listen: the gateway's addresses.
     pub dns_addresses: tokio::sync::watch::Sender<Vec<std::net::Ipv4Addr>>,
     pub firewall: Firewall,
@@ -166,6 +175,45 @@ impl HostSide {
         });
     }
 
+    /// Compiles what this host enforces and stores the records, when they
+    /// changed (the firewall keeper writes the table in one transaction).
+    fn sync_policy(&mut self) {
+        let records = self.policy.lock();
+        let generation = records.generation();
+        if self.policy_seen == Some(generation) {
+            return;
+        }
+        let known = crate::policy::Known::of(&records);
+        let stored = crate::policy::Stored::of(&records);
+        drop(records);
+        let plan = known.plan_here();
+        let rendered = weft_policy::nft::render(&plan);
+        let mut bridge_error = None;
+        if !plan.pods.is_empty()
+            && let Err(e) = crate::policy::bridge_calls_iptables()
+        {
+            tracing::error!(error = %e, "policy cannot see traffic between this host's containers");
+            bridge_error = Some(e.to_string());
+        }
+        for problem in &known.problems {
+            tracing::warn!(%problem, "policy");
+        }
+        *self.policy_status.lock().unwrap_or_else(|p| p.into_inner()) = PolicyStatus {
+            problems: known.problems.clone(),
+            bridge_error,
+            plan,
+            policies: known.policies.len(),
+            endpoints: known.inventory.endpoints.len(),
+        };
+        self.firewall.update(|r| r.policy = rendered);
+        match stored.save(&self.policy_file) {
+            Ok(()) => self.policy_seen = Some(generation),
+            Err(e) => {
+                tracing::warn!(error = %e, file = %self.policy_file.display(), "cannot store the policies")
+            }
+        }
+    }
+
     /// Stores our names if they changed since last stored.
     fn store_names(&mut self) {
         let names = self.names.lock();
@@ -183,6 +231,17 @@ impl HostSide {
             }
         }
     }
+}
+
+/// What the last policy compile said, for status and checks.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyStatus {
+    pub problems: Vec<String>,
+    pub bridge_error: Option<String>,
+    /// What this host enforces.
+    pub plan: weft_policy::Plan,
+    pub policies: usize,
+    pub endpoints: usize,
 }
 
 /// The data planes the router drives, and the channels they report on.
@@ -317,6 +376,7 @@ impl Router {
             self.sync_mesh_hosts();
             self.settings.peers.save_if_changed();
             self.host.store_names();
+            self.host.sync_policy();
             let admission = self.mesh.admission();
             if *self.ctx.admission.read().unwrap_or_else(|p| p.into_inner()) != admission {
                 *self
@@ -694,6 +754,10 @@ impl Router {
             Request::Names(request) => {
                 request.apply(&mut self.host.names.lock(), now);
                 // Let the mesh gossip the change now.
+                self.mesh.handle(now, Input::Tick);
+            }
+            Request::Policy(request) => {
+                request.apply(&mut self.host.policy.lock(), now);
                 self.mesh.handle(now, Input::Tick);
             }
             Request::Gateway { addresses, done } => {

@@ -136,6 +136,31 @@ async fn listing() -> Result<Option<[String; 2]>, FirewallError> {
         .map(|bridge| [inet, bridge]))
 }
 
+/// The packets each named counter of weft's inet table has counted
+/// (network policy's allows and drops).
+pub async fn counters() -> Result<std::collections::BTreeMap<String, u64>, FirewallError> {
+    let out = nft()
+        .args(["-j", "list", "counters", "table", FAMILY, TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(spawn_failed)?;
+    if !out.status.success() {
+        return Ok(Default::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| FirewallError::Refused(format!("nft's JSON: {e}")))?;
+    Ok(value["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let c = item.get("counter")?;
+            Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?))
+        })
+        .collect())
+}
+
 /// How `weft status` names weft's tables.
 pub fn tables() -> String {
     format!("{FAMILY} {TABLE} and {BRIDGE_FAMILY} {TABLE}")

@@ -53,6 +53,9 @@ pub struct Ruleset {
     /// Where containers' DNS queries to the host's resolvers go, while the
     /// router serves DNS.
     pub dns: Option<DnsCapture>,
+    /// Network policy's chains for this host's containers
+    /// (`weft_policy::nft::render`), in the same table and transaction.
+    pub policy: String,
 }
 
 /// Containers' queries to the host's resolvers, answered by the router's
@@ -122,6 +125,7 @@ impl Ruleset {
             );
             out.push_str("\t}\n");
         }
+        out.push_str(&self.policy);
         out.push_str("\tchain postrouting {\n");
         out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
         if self.masquerade {
@@ -220,6 +224,7 @@ mod tests {
                 server: "10.32.0.1".parse().unwrap(),
                 resolvers: ["192.0.2.53".parse().unwrap()].into(),
             }),
+            policy: String::new(),
         }
     }
 

@@ -1,0 +1,240 @@
+//! Network policy with real traffic between containers on three hosts:
+//! `weft policy apply -f` with a default deny cuts a cross-host
+//! connection, an allow rule brings it back for the peers it names and no
+//! others, `weft policy check` says why, a bad policy changes nothing,
+//! and weft's table deleted under the router comes back with the rules.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use testbed::{Netns, Spec, Testbed, WeftHost, eventually};
+
+const NO_UPSTREAM: [&str; 2] = ["--resolv-conf", "/dev/null"];
+
+/// A TCP listener in a container that accepts until dropped.
+struct Server(Arc<AtomicBool>);
+
+impl Server {
+    fn start(ns: &Netns, port: u16) -> Server {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        ns.spawn_thread(move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            ready_tx.send(()).unwrap();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+        .unwrap();
+        ready_rx.recv().unwrap();
+        Server(stop)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether a new TCP connection from `from` to `to:port` is made.
+fn connects(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
+    from.in_thread(move || {
+        TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_millis(800))
+            .is_ok()
+    })
+    .unwrap()
+}
+
+fn attach(on: &WeftHost, container: &Netns, namespace: &str, labels: &[&str]) -> Ipv4Addr {
+    let mut args = vec!["attach", "--namespace", namespace];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    args.push(container.name());
+    on.run(&args)
+        .unwrap()
+        .trim()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn apply(on: &WeftHost, dir: &std::path::Path, name: &str, yaml: &str) -> Result<String, String> {
+    let file = dir.join(name);
+    std::fs::write(&file, yaml).unwrap();
+    on.run(&["policy", "apply", "-f", file.to_str().unwrap()])
+        .map_err(|e| e.to_string())
+}
+
+const DENY_X: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec:
+  podSelector: {}
+";
+
+const ALLOW_CLIENTS: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-clients, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: client}}
+    ports:
+    - {port: 80}
+";
+
+#[test]
+fn a_default_deny_cuts_across_hosts_and_an_allow_rule_restores_exactly_its_peers() {
+    let tb = Testbed::create_owned("policy", Spec::hosts(3).containers(2)).unwrap();
+    let (routers, _, _) = tb.exposed_mesh(3, &NO_UPSTREAM, "userspace").unwrap();
+    let dir = tb.state_dir().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (server_ns, client_ns, other_ns) =
+        (tb.container(1, 2), tb.container(2, 2), tb.container(3, 2));
+    let server = attach(&routers[0], &server_ns, "x", &["app=server"]);
+    let _client = attach(&routers[1], &client_ns, "x", &["app=client"]);
+    let _other = attach(&routers[2], &other_ns, "y", &["app=client"]);
+    let _listening = Server::start(&server_ns, 80);
+    let _listening81 = Server::start(&server_ns, 81);
+    assert!(connects(&client_ns, server, 80), "no policy: open");
+    assert!(connects(&other_ns, server, 80));
+
+    // Applied on host 3, enforced on host 1 for its container.
+    let out = apply(&routers[2], &dir, "deny.yaml", DENY_X).unwrap();
+    assert_eq!(out, "x/deny configured\n");
+    eventually("the deny to cut x/client", Duration::from_secs(10), || {
+        (!connects(&client_ns, server, 80))
+            .then_some(())
+            .ok_or_else(|| "still connects".to_string())
+    });
+    assert!(!connects(&other_ns, server, 80));
+
+    let out = apply(&routers[1], &dir, "allow.yaml", ALLOW_CLIENTS).unwrap();
+    assert_eq!(out, "x/allow-clients configured\n");
+    eventually(
+        "the allow to let x/client in",
+        Duration::from_secs(10),
+        || {
+            connects(&client_ns, server, 80)
+                .then_some(())
+                .ok_or_else(|| "cut".to_string())
+        },
+    );
+    assert!(!connects(&client_ns, server, 81), "port 81 is not allowed");
+    assert!(!connects(&other_ns, server, 80), "y's client is not in x");
+
+    // The explanation, from any host.
+    // Containers by NAMESPACE/NAME, NAME being the attach target.
+    let (client_name, server_name) = (
+        format!("x/{}", client_ns.name()),
+        format!("x/{}", server_ns.name()),
+    );
+    let check = routers[2]
+        .run(&["policy", "check", &client_name, &server_name, "80"])
+        .unwrap();
+    assert!(check.starts_with("allowed"), "{check}");
+    assert!(check.contains("allowed by x/allow-clients"), "{check}");
+    let other_name = format!("y/{}", other_ns.name());
+    let denied = routers[0].command(&[
+        "policy",
+        "check",
+        &other_name,
+        &server.to_string(),
+        "80/tcp",
+    ]);
+    let denied = denied.unwrap();
+    assert!(!denied.status.success());
+    let said = String::from_utf8_lossy(&denied.stdout);
+    assert!(
+        said.starts_with("denied") && said.contains("isolated by x/allow-clients, x/deny"),
+        "{said}"
+    );
+
+    // A bad policy is refused with its field, and the rules stay.
+    let bad = apply(
+        &routers[0],
+        &dir,
+        "bad.yaml",
+        &ALLOW_CLIENTS.replace("{port: 80}", "{port: 80, endPort: 70}"),
+    )
+    .unwrap_err();
+    assert!(bad.contains("spec.ingress[0].ports[0].endPort"), "{bad}");
+    assert!(connects(&client_ns, server, 80) && !connects(&other_ns, server, 80));
+
+    // Status on the server's host: what applies, and what it dropped.
+    let status = routers[0].run(&["status", "policy"]).unwrap();
+    assert!(status.contains(&server_name), "{status}");
+    assert!(
+        status.contains("ingress: isolated by x/allow-clients, x/deny"),
+        "{status}"
+    );
+    let dropped: u64 = status
+        .lines()
+        .find(|l| l.contains("ingress: isolated"))
+        .and_then(|l| {
+            l.rsplit("; ")
+                .next()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!(dropped > 0, "{status}");
+    let list = routers[1].run(&["policy", "list"]).unwrap();
+    assert!(
+        list.contains("x/allow-clients") && list.contains("x/deny"),
+        "{list}"
+    );
+
+    // weft's table deleted under the router: back, with the rules.
+    tb.host(1)
+        .run(["nft", "delete", "table", "inet", "weft"])
+        .unwrap();
+    eventually("the table to come back", Duration::from_secs(15), || {
+        tb.host(1)
+            .run(["nft", "list", "chain", "inet", "weft", "policy_forward"])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    assert!(
+        !connects(&other_ns, server, 80),
+        "still enforced after the repair"
+    );
+    assert!(connects(&client_ns, server, 80));
+
+    // Deleted: open again.
+    let out = routers[0]
+        .run(&["policy", "delete", "x/deny", "x/allow-clients"])
+        .unwrap();
+    assert_eq!(out, "x/deny deleted\nx/allow-clients deleted\n");
+    eventually(
+        "the policies to go everywhere",
+        Duration::from_secs(10),
+        || {
+            connects(&other_ns, server, 80)
+                .then_some(())
+                .ok_or_else(|| "still cut".to_string())
+        },
+    );
+    let missing = routers[0].command(&["policy", "delete", "x/deny"]).unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no policy x/deny"));
+    tb.destroy().unwrap();
+}
