@@ -9,6 +9,7 @@
 //! and why" ([`compile::Plan::verdict`]), which is what `weft policy check`
 //! says and what the tests compare real traffic with.
 
+pub mod cases;
 pub mod compile;
 pub mod model;
 pub mod nft;

@@ -24,6 +24,7 @@ mod bins;
 mod block;
 mod error;
 mod netns;
+pub mod netpol;
 mod probe;
 mod process;
 pub mod runtime;

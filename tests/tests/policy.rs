@@ -238,3 +238,38 @@ fn a_default_deny_cuts_across_hosts_and_an_allow_rule_restores_exactly_its_peers
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no policy x/deny"));
     tb.destroy().unwrap();
 }
+
+/// Every conformance case of `policy/cases.yaml` (after the upstream
+/// suite's model tests), with TCP and UDP traffic between the nine pods
+/// on three hosts, on the userspace path.
+#[test]
+fn conformance_cases_hold_with_real_traffic_on_the_userspace_path() {
+    let tb = Testbed::create_owned("netpol", Spec::hosts(3).containers(3)).unwrap();
+    let mut model = testbed::netpol::Model::start(&tb, &NO_UPSTREAM, "userspace").unwrap();
+    let cases = weft_policy::cases::load().unwrap();
+    assert!(cases.len() >= 40);
+    let mut failed = Vec::new();
+    for (n, case) in cases.iter().enumerate() {
+        let started = std::time::Instant::now();
+        match model.check(n, case) {
+            Ok(()) => eprintln!(
+                "ok   {:>5} ms  {}",
+                started.elapsed().as_millis(),
+                case.title
+            ),
+            Err(e) => {
+                eprintln!("FAIL {}", case.title);
+                failed.push(e);
+            }
+        }
+    }
+    drop(model);
+    tb.destroy().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
+}

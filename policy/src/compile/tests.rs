@@ -402,3 +402,39 @@ fn a_host_enforces_only_for_its_own_containers() {
             .allowed
     );
 }
+
+/// Every conformance case of `cases.yaml`, on the model, as the compiler
+/// decides it: the same truth tables the testbed checks with traffic.
+#[test]
+fn every_conformance_case_gives_its_truth_tables() {
+    let cases = crate::cases::load().unwrap();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let mut inventory = model();
+    for e in &mut inventory.endpoints {
+        e.ports.insert("serve-81-tcp".into(), (Protocol::Tcp, 81));
+        e.ports.insert("serve-80-udp".into(), (Protocol::Udp, 80));
+    }
+    let mut failures = Vec::new();
+    for case in &cases {
+        let yaml = case.policies(|i| addr(i / 3, i % 3));
+        let plan = compile(&policies(&yaml), &inventory, |_| true);
+        for (probe, want) in case.expectations() {
+            let mut got = [[false; 9]; 9];
+            for (f, row) in got.iter_mut().enumerate() {
+                for (t, cell) in row.iter_mut().enumerate() {
+                    let (from, to) = (addr(f / 3, f % 3), addr(t / 3, t % 3));
+                    *cell = f == t || plan.verdict(from, to, probe.protocol, probe.port).allowed;
+                }
+            }
+            if got != want {
+                failures.push(format!(
+                    "{} ({probe:?})\nwant\n{}got\n{}",
+                    case.title,
+                    crate::cases::render(&want),
+                    crate::cases::render(&got)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

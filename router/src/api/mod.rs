@@ -765,7 +765,10 @@ impl Api {
                 return self.dns(path, &body).await;
             }
             (Method::GET, "/dns/args") => return self.dns_args().await,
-            (Method::POST, "/policy/apply" | "/policy/delete" | "/policy/check") => {
+            (
+                Method::POST,
+                "/policy/apply" | "/policy/delete" | "/policy/check" | "/policy/namespace",
+            ) => {
                 return self.policy(path, &body).await;
             }
             (Method::GET, "/policy/list") => return self.policy_list().await,

@@ -38,6 +38,13 @@ struct DeleteBody {
 }
 
 #[derive(Deserialize)]
+struct NamespaceBody {
+    name: String,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+#[derive(Deserialize)]
 struct CheckBody {
     from: String,
     to: String,
@@ -157,6 +164,33 @@ impl Api {
                     ids.iter()
                         .map(|i| format!("{i} deleted\n"))
                         .collect::<String>(),
+                ))
+            }
+            "/policy/namespace" => {
+                let b: NamespaceBody = serde_json::from_slice(body).map_err(|e| {
+                    bad(format!(
+                        "expected {{\"name\": \"ns\", \"labels\": [\"k=v\"]}}: {e}"
+                    ))
+                })?;
+                // Checked as `weft attach` checks a container's.
+                let checked = endpoint_of(Some(&b.name), &b.labels, &[]).map_err(bad)?;
+                let name = b.name.clone();
+                let changed = self
+                    .ask(|reply| {
+                        Request::Policy(PolicyRequest::Namespace {
+                            name,
+                            labels: checked.labels,
+                            reply,
+                        })
+                    })
+                    .await?;
+                Ok(text(
+                    StatusCode::OK,
+                    format!(
+                        "namespace {} {}\n",
+                        b.name,
+                        if changed { "labelled" } else { "unchanged" }
+                    ),
                 ))
             }
             "/policy/check" => {

@@ -197,6 +197,14 @@ pub enum PolicyWhat {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Set the labels of namespace NAME (namespaceSelector matches them),
+    /// on every host; no labels clears them. Every namespace also has
+    /// kubernetes.io/metadata.name=NAME.
+    Namespace {
+        name: String,
+        #[arg(value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
     /// Would a new connection from FROM to TO on PORT be allowed, and
     /// why. FROM and TO are addresses or containers (NAMESPACE/NAME).
     /// Exits 1 when it would be denied.

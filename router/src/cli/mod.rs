@@ -305,6 +305,13 @@ pub fn policy(dirs: &DirArgs, what: args::PolicyWhat) -> Result<()> {
                 client(dirs).post("/policy/delete", &body.to_string())?
             );
         }
+        PolicyWhat::Namespace { name, labels } => {
+            let body = serde_json::json!({ "name": name, "labels": labels });
+            print!(
+                "{}",
+                client(dirs).post("/policy/namespace", &body.to_string())?
+            );
+        }
         PolicyWhat::Check { from, to, port } => {
             let (number, protocol) = port.split_once('/').unwrap_or((&port, "tcp"));
             let number: u16 = number

@@ -89,6 +89,12 @@ pub enum PolicyRequest {
         owner: String,
         body: Option<EndpointBody>,
     },
+    /// Sets a namespace's labels (none: removes them).
+    Namespace {
+        name: String,
+        labels: BTreeMap<String, String>,
+        reply: oneshot::Sender<bool>,
+    },
     /// The containers attached here now, by owner: records of gone ones
     /// are removed, new ones get a record with no labels.
     Attached {
@@ -122,6 +128,15 @@ impl PolicyRequest {
             PolicyRequest::Endpoint { owner, body } => {
                 let body = body.map(|b| serde_json::to_string(&b).expect("an endpoint serializes"));
                 records.set(now, Key::Endpoint(me, owner), body);
+            }
+            PolicyRequest::Namespace {
+                name,
+                labels,
+                reply,
+            } => {
+                let body = (!labels.is_empty())
+                    .then(|| serde_json::to_string(&labels).expect("labels serialize"));
+                let _ = reply.send(records.set(now, Key::Namespace(name), body));
             }
             PolicyRequest::Attached { now_attached } => {
                 let ours: BTreeSet<String> = records
@@ -168,6 +183,14 @@ impl Known {
             }
         }
         let mut inventory = Inventory::default();
+        for (name, body) in records.namespaces() {
+            match serde_json::from_str(body) {
+                Ok(labels) => {
+                    inventory.namespaces.insert(name.to_string(), labels);
+                }
+                Err(_) => problems.push(format!("the labels of namespace {name} do not read")),
+            }
+        }
         let mut ours = BTreeSet::new();
         for (origin, owner, body) in records.endpoints() {
             let Ok(body) = serde_json::from_str::<EndpointBody>(body) else {
@@ -262,6 +285,14 @@ impl Stored {
 /// hooks and connection tracking that policy needs.
 pub fn bridge_calls_iptables() -> std::io::Result<()> {
     let path = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    if !Path::new(path).exists() {
+        // Not loaded yet; as kube-proxy does, load it.
+        let _ = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     match std::fs::read_to_string(path) {
         Ok(v) if v.trim() == "1" => Ok(()),
         Ok(_) => std::fs::write(path, "1"),

@@ -40,6 +40,9 @@ pub enum Key {
     Policy(String),
     /// A container of `origin`'s, by its owner id.
     Endpoint(PeerName, String),
+    /// A namespace's labels (set with `weft policy namespace`; Kubernetes
+    /// namespaces come from the API server instead).
+    Namespace(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +147,7 @@ impl Records {
     /// router is us or reachable.
     fn counts(&self, key: &Key) -> bool {
         match key {
-            Key::Policy(_) => true,
+            Key::Policy(_) | Key::Namespace(_) => true,
             Key::Endpoint(origin, _) => *origin == self.me || self.reachable.contains(origin),
         }
     }
@@ -155,6 +158,17 @@ impl Records {
             .iter()
             .filter_map(|(k, h)| match k {
                 Key::Policy(id) if h.value.body.is_some() => Some((id.clone(), &h.value)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The live namespaces' labels (JSON bodies), by name.
+    pub fn namespaces(&self) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|(k, h)| match (k, &h.value.body) {
+                (Key::Namespace(name), Some(body)) => Some((name.as_str(), body.as_str())),
                 _ => None,
             })
             .collect()
@@ -185,7 +199,7 @@ impl Records {
             .entries
             .iter()
             .filter(|(k, _)| match k {
-                Key::Policy(_) => true,
+                Key::Policy(_) | Key::Namespace(_) => true,
                 Key::Endpoint(origin, _) => *origin == self.me,
             })
             .map(|(k, h)| (k.clone(), h.value.clone()))
@@ -293,7 +307,7 @@ impl Channel for Records {
             .keys()
             .filter_map(|k| match k {
                 Key::Endpoint(o, _) => Some(*o),
-                Key::Policy(_) => None,
+                Key::Policy(_) | Key::Namespace(_) => None,
             })
             .collect();
         self.departures

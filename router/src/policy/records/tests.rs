@@ -133,11 +133,19 @@ fn the_entries_encoding_is_pinned() {
                 body: None,
             },
         ),
+        (
+            Key::Namespace("x".into()),
+            Value {
+                clock: 9,
+                origin: peer(2),
+                body: Some(r#"{"ns":"x"}"#.into()),
+            },
+        ),
     ];
     let bytes = encode(&entries);
     weft_golden::Golden::new(env!("CARGO_MANIFEST_DIR")).check(
         "policy-entries",
-        "the policy channel's gossip: a policy and an endpoint tombstone",
+        "the policy channel's gossip: a policy, an endpoint tombstone, a namespace's labels",
         &bytes,
     );
     assert_eq!(decode(&bytes).unwrap(), entries);

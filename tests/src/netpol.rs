@@ -1,0 +1,245 @@
+//! The NetworkPolicy model on a testbed, with real traffic: namespaces
+//! x, y, z and pods a, b, c as containers on three hosts (every pod a on
+//! host 1, b on host 2, c on host 3, so each probe table has both
+//! same-host and cross-host pairs), each serving TCP and UDP on 80 and 81,
+//! and each conformance case of `policy/cases.yaml` applied with `weft
+//! policy apply` and checked against its truth tables.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use weft_policy::{
+    Protocol,
+    cases::{self, Case, NAMED_PORTS, Probe, Table},
+};
+
+use crate::{Netns, Result, Testbed, WeftHost, eventually};
+
+/// How long a probe waits: a dropped SYN or datagram is "denied".
+const PROBE_WAIT: Duration = Duration::from_millis(400);
+/// How long a case's tables may take to come true after it is applied.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// The nine pods, their servers, and the three routers.
+pub struct Model {
+    pub routers: Vec<WeftHost>,
+    /// By pod number (x/a 0 ... z/c 8).
+    pub pods: Vec<(Netns, Ipv4Addr)>,
+    stop: Arc<AtomicBool>,
+    dir: std::path::PathBuf,
+    applied: Vec<String>,
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves TCP (accept and close) and UDP (echo) on 80 and 81 in `ns`.
+fn serve(ns: &Netns, stop: &Arc<AtomicBool>) -> Result<()> {
+    for port in [80u16, 81] {
+        let flag = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        ns.spawn_thread(move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let _ = tx.send(());
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        })?;
+        let _ = rx.recv();
+        let flag = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        ns.spawn_thread(move || {
+            let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            let _ = tx.send(());
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        })?;
+        let _ = rx.recv();
+    }
+    Ok(())
+}
+
+fn reaches(
+    from: &Netns,
+    to: Ipv4Addr,
+    probe: Probe,
+) -> Result<std::thread::JoinHandle<Result<bool>>> {
+    from.spawn_thread(move || {
+        let at = SocketAddr::from((to, probe.port));
+        match probe.protocol {
+            Protocol::Udp => udp_echoed(at).unwrap_or(false),
+            _ => TcpStream::connect_timeout(&at, PROBE_WAIT).is_ok(),
+        }
+    })
+}
+
+/// Whether a datagram to `at` comes back.
+fn udp_echoed(at: SocketAddr) -> std::io::Result<bool> {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    s.set_read_timeout(Some(PROBE_WAIT))?;
+    s.connect(at)?;
+    s.send(b"probe")?;
+    let mut buf = [0u8; 16];
+    Ok(s.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"probe"))
+}
+
+impl Model {
+    /// Routers on hosts 1-3 of `tb` (which needs 3 hosts of 3
+    /// containers) on `overlay`, and the nine pods attached with their
+    /// namespaces, labels and named ports.
+    pub fn start(tb: &Testbed, extra: &[&str], overlay: &str) -> Result<Model> {
+        let first = tb.host_addr(1).to_string();
+        let mut routers = Vec::new();
+        for h in 1..=3 {
+            let weft = tb.weft(h);
+            let mut args = extra.to_vec();
+            if h > 1 {
+                args.push(&first);
+            }
+            weft.launch(&args)?;
+            routers.push(weft);
+        }
+        for r in &routers {
+            eventually("every connection up", Duration::from_secs(60), || {
+                r.overlays(overlay, 2)
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut pods = Vec::new();
+        for (i, name) in cases::pods() {
+            let (ns, pod) = name.split_once('/').expect("ns/pod");
+            let (host, container) = (i % 3 + 1, i / 3 + 1);
+            let netns = tb.container(host, container);
+            let mut args = vec!["attach".to_string(), "--namespace".into(), ns.into()];
+            args.extend(["--label".into(), format!("pod={pod}")]);
+            for (port_name, port) in NAMED_PORTS {
+                args.extend(["--port".into(), format!("{port_name}={port}")]);
+            }
+            args.push(netns.name().to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = routers[host - 1].run(&args)?;
+            let addr: Ipv4Addr = out
+                .trim()
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| crate::Error::Spec(format!("attach printed {out:?}")))?;
+            serve(&netns, &stop)?;
+            pods.push((netns, addr));
+        }
+        // Namespaces' labels, given on one host, known on all.
+        for (i, ns) in cases::NAMESPACES.iter().enumerate() {
+            routers[i].run(&["policy", "namespace", ns, &format!("ns={ns}")])?;
+        }
+        let dir = tb.state_dir().join("netpol");
+        std::fs::create_dir_all(&dir).map_err(crate::Error::io("create netpol dir"))?;
+        Ok(Model {
+            routers,
+            pods,
+            stop,
+            dir,
+            applied: Vec::new(),
+        })
+    }
+
+    /// Who reaches whom for `probe`, every pair at once.
+    pub fn probe(&self, probe: Probe) -> Result<Table> {
+        let mut handles = Vec::new();
+        for (f, (from, _)) in self.pods.iter().enumerate() {
+            for (t, (_, to)) in self.pods.iter().enumerate() {
+                if f != t {
+                    handles.push((f, t, reaches(from, *to, probe)?));
+                }
+            }
+        }
+        let mut table = [[true; 9]; 9];
+        for (f, t, h) in handles {
+            table[f][t] = h
+                .join()
+                .map_err(|_| crate::Error::ThreadPanicked("probe".into()))??;
+        }
+        Ok(table)
+    }
+
+    /// The policies every router lists.
+    fn listed(&self, r: &WeftHost) -> Vec<String> {
+        r.run(&["policy", "list"])
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    /// Applies `case` (after taking the last one's policies away) on the
+    /// `n`th router and waits until every truth table holds; the error
+    /// says which did not, wanted against seen.
+    pub fn check(&mut self, n: usize, case: &Case) -> std::result::Result<(), String> {
+        let on = &self.routers[n % 3];
+        if !self.applied.is_empty() {
+            let mut args = vec!["policy", "delete"];
+            args.extend(self.applied.iter().map(String::as_str));
+            on.run(&args).map_err(|e| e.to_string())?;
+        }
+        let yaml = case.policies(|i| self.pods[i].1);
+        let mut ids: Vec<String> = weft_policy::model::parse_documents(&yaml)
+            .map_err(|e| format!("{}: {e}", case.title))?
+            .into_iter()
+            .map(|(_, p)| p.id())
+            .collect();
+        ids.sort();
+        let file = self.dir.join(format!("case-{n}.yaml"));
+        std::fs::write(&file, &yaml).map_err(|e| e.to_string())?;
+        on.run(&["policy", "apply", "-f", file.to_str().expect("utf-8 path")])
+            .map_err(|e| format!("{}: {e}", case.title))?;
+        self.applied = ids.clone();
+        for r in &self.routers {
+            eventually("the case's policies on every router", SETTLE, || {
+                let mut seen = self.listed(r);
+                seen.sort();
+                (seen == ids)
+                    .then_some(())
+                    .ok_or_else(|| format!("{seen:?}"))
+            });
+        }
+        for (probe, want) in case.expectations() {
+            let deadline = std::time::Instant::now() + SETTLE;
+            loop {
+                let got = self.probe(probe).map_err(|e| e.to_string())?;
+                if got == want {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "{} ({probe:?}):\nwant\n{}seen\n{}",
+                        case.title,
+                        cases::render(&want),
+                        cases::render(&got)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+}
