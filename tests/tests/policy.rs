@@ -197,6 +197,24 @@ fn a_default_deny_cuts_across_hosts_and_an_allow_rule_restores_exactly_its_peers
         })
         .unwrap();
     assert!(dropped > 0, "{status}");
+    let metrics = routers[0].metrics().unwrap();
+    let count = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    assert!(
+        count("weft_policy_allowed_packets_total{policy=\"x/allow-clients\"}") > 0,
+        "{metrics}"
+    );
+    assert!(
+        count(&format!(
+            "weft_policy_dropped_packets_total{{container=\"{server_name}\",direction=\"ingress\"}}"
+        )) > 0,
+        "{metrics}"
+    );
     let list = routers[1].run(&["policy", "list"]).unwrap();
     assert!(
         list.contains("x/allow-clients") && list.contains("x/deny"),

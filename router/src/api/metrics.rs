@@ -140,6 +140,24 @@ pub fn render(m: &Metrics) -> String {
         "Names with instances that answer, on every host of the mesh",
         m.names,
     );
+    counters(
+        &mut r,
+        "weft_policy_allowed_packets",
+        "Packets of new connections network policy let through, by policy",
+        m.policy_allowed
+            .iter()
+            .map(|(policy, v)| (label("policy", policy), *v)),
+    );
+    counters(
+        &mut r,
+        "weft_policy_dropped_packets",
+        "Packets network policy dropped, by this host's container and direction",
+        m.policy_dropped.iter().map(|((container, direction), v)| {
+            let mut labels = label("container", container);
+            labels.push(("direction".into(), direction.to_string()));
+            (labels, *v)
+        }),
+    );
     let mut out = String::new();
     encode(&mut out, &r).expect("encoding into a String cannot fail");
     out
@@ -153,6 +171,8 @@ mod tests {
     fn renders_the_text_format() {
         let mut m = Metrics {
             peers: 3,
+            policy_allowed: vec![("x/web".into(), 5)],
+            policy_dropped: vec![(("x/db".into(), "ingress"), 2)],
             ..Metrics::default()
         };
         m.connections_by_state.insert("established".into(), 2);
@@ -165,7 +185,11 @@ mod tests {
         m.dns = vec![("waits_answered", 2)];
         let out = render(&m);
         assert!(
-            out.contains("weft_dns_total{counter=\"waits_answered\"} 2\n"),
+            out.contains("weft_dns_total{counter=\"waits_answered\"} 2\n")
+                && out.contains("weft_policy_allowed_packets_total{policy=\"x/web\"} 5\n")
+                && out.contains(
+                    "weft_policy_dropped_packets_total{container=\"x/db\",direction=\"ingress\"} 2\n"
+                ),
             "{out}"
         );
         assert!(

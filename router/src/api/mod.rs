@@ -723,6 +723,7 @@ impl Api {
                     m.dns = service.counters.snapshot();
                     m.names = service.names.lock().name_count();
                 }
+                self.policy_metrics(&mut m).await;
                 let body = metrics::render(&m);
                 Response::builder()
                     .status(StatusCode::OK)

@@ -266,6 +266,40 @@ impl Api {
         Ok(text(StatusCode::OK, out))
     }
 
+    /// The policy counters of weft's table, named by policy and container.
+    pub(super) async fn policy_metrics(&self, m: &mut crate::daemon::router::Metrics) {
+        let Some(access) = &self.policy else { return };
+        let plan = access
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan
+            .clone();
+        if plan.pods.is_empty() {
+            return;
+        }
+        let counts = crate::firewall::counters().await.unwrap_or_default();
+        m.policy_allowed = plan
+            .policies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| {
+                Some((
+                    id.clone(),
+                    *counts.get(&weft_policy::nft::allow_counter(i))?,
+                ))
+            })
+            .collect();
+        for (i, pod) in plan.pods.iter().enumerate() {
+            for (egress, direction) in [(false, "ingress"), (true, "egress")] {
+                if let Some(n) = counts.get(&weft_policy::nft::drop_counter(i, egress)) {
+                    m.policy_dropped
+                        .push(((pod.endpoint.name.clone(), direction), *n));
+                }
+            }
+        }
+    }
+
     pub(super) async fn policy_status(&self) -> Answer<Response<Full<Bytes>>> {
         let access = self.policy_access().await?;
         let status = access

@@ -99,6 +99,10 @@ pub struct Metrics {
     /// The DNS server's counters by name, and the names that answer.
     pub dns: Vec<(&'static str, u64)>,
     pub names: usize,
+    /// Packets of new connections each policy let through, by policy id.
+    pub policy_allowed: Vec<(String, u64)>,
+    /// Packets dropped by policy, by (container, direction).
+    pub policy_dropped: Vec<((String, &'static str), u64)>,
     /// Connections by overlay and, on the userspace path, why not the
     /// fast datapath ("" on the fast datapath).
     pub overlays: BTreeMap<(&'static str, &'static str), usize>,
