@@ -219,3 +219,48 @@ fn dns_bench_writes_its_rows() {
         rows[4]
     );
 }
+
+/// bench-policy at its smallest: both figures, with their baselines and
+/// targets in the form the report checks.
+#[test]
+fn policy_bench_writes_its_rows() {
+    let dir = scratch("policy");
+    let json = dir.join("policy.jsonl");
+    run(Command::new(env!("CARGO_BIN_EXE_bench-policy"))
+        .args([
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--pods",
+            "9",
+            "--changes",
+            "2",
+            "--json",
+        ])
+        .arg(&json));
+    let rows = bench::read_rows(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        [
+            "tcp_bw",
+            "udp_lat",
+            "change to enforcement on every host, p50",
+            "change to enforcement on every host, p99",
+        ]
+    );
+    assert!(
+        rows[..2]
+            .iter()
+            .all(|r| r.ratio.is_some() && r.value.median > 0.0),
+        "{rows:?}"
+    );
+    assert!(
+        rows[2].value.median > 0.0 && rows[3].value.median < 30_000.0,
+        "{rows:?}"
+    );
+    for t in rows.iter().filter_map(|r| r.target.as_deref()) {
+        assert!(t.starts_with(">=") || t.starts_with("<="), "{t:?}");
+    }
+}

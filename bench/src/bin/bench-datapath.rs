@@ -98,35 +98,6 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-/// One qperf result: bandwidth in bytes/s or latency in microseconds.
-fn qperf(client: &Netns, server: &str, test: &str, seconds: u32) -> Result<f64, String> {
-    let out = client
-        .run(["qperf", "-t", &seconds.to_string(), "-v", server, test])
-        .map_err(|e| e.to_string())?;
-    let line = out
-        .lines()
-        .find(|l| l.trim_start().starts_with("bw") || l.trim_start().starts_with("latency"))
-        .ok_or_else(|| format!("no result in qperf output: {out}"))?;
-    let mut words = line.split('=').nth(1).ok_or("no value")?.split_whitespace();
-    let value: f64 = words
-        .next()
-        .ok_or("no number")?
-        .parse()
-        .map_err(|_| "bad number")?;
-    let unit = words.next().unwrap_or("");
-    Ok(match unit {
-        "GB/sec" => value * 1e9,
-        "MB/sec" => value * 1e6,
-        "KB/sec" => value * 1e3,
-        "bytes/sec" => value,
-        "us" => value,
-        "ms" => value * 1e3,
-        "sec" => value * 1e6,
-        "ns" => value / 1e3,
-        other => return Err(format!("unknown qperf unit {other:?} in {line}")),
-    })
-}
-
 /// iperf3's received throughput in bytes/s with `streams` parallel TCP
 /// streams.
 fn iperf3(client: &Netns, server: &str, streams: u32, seconds: u32) -> Result<f64, String> {
@@ -178,7 +149,7 @@ fn measure(
         let cpu_before: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
         let started = Instant::now();
         m.tcp_bw
-            .push(qperf(&client, server, "tcp_bw", args.seconds)?);
+            .push(bench::qperf(&client, server, "tcp_bw", args.seconds)?);
         m.iperf_1.push(iperf3(&client, server, 1, args.seconds)?);
         m.iperf_4.push(iperf3(&client, server, 4, args.seconds)?);
         let wall = started.elapsed().as_secs_f64();
@@ -192,9 +163,9 @@ fn measure(
             .fold(0.0, f64::max);
         m.memory.push(resident / 1024.0);
         m.tcp_lat
-            .push(qperf(&client, server, "tcp_lat", args.seconds)?);
+            .push(bench::qperf(&client, server, "tcp_lat", args.seconds)?);
         m.udp_lat
-            .push(qperf(&client, server, "udp_lat", args.seconds)?);
+            .push(bench::qperf(&client, server, "udp_lat", args.seconds)?);
         eprintln!(
             "{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
             config.name(),
