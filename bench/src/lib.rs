@@ -319,6 +319,40 @@ pub fn output_of(program: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// One qperf result: bandwidth in bytes/s or latency in microseconds.
+pub fn qperf(
+    client: &testbed::Netns,
+    server: &str,
+    test: &str,
+    seconds: u32,
+) -> Result<f64, String> {
+    let out = client
+        .run(["qperf", "-t", &seconds.to_string(), "-v", server, test])
+        .map_err(|e| e.to_string())?;
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("bw") || l.trim_start().starts_with("latency"))
+        .ok_or_else(|| format!("no result in qperf output: {out}"))?;
+    let mut words = line.split('=').nth(1).ok_or("no value")?.split_whitespace();
+    let value: f64 = words
+        .next()
+        .ok_or("no number")?
+        .parse()
+        .map_err(|_| "bad number")?;
+    let unit = words.next().unwrap_or("");
+    Ok(match unit {
+        "GB/sec" => value * 1e9,
+        "MB/sec" => value * 1e6,
+        "KB/sec" => value * 1e3,
+        "bytes/sec" => value,
+        "us" => value,
+        "ms" => value * 1e3,
+        "sec" => value * 1e6,
+        "ns" => value / 1e3,
+        other => return Err(format!("unknown qperf unit {other:?} in {line}")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,38 +428,4 @@ mod tests {
         while spin.elapsed() < std::time::Duration::from_millis(30) {}
         assert!(cpu_seconds(me) > 0.0);
     }
-}
-
-/// One qperf result: bandwidth in bytes/s or latency in microseconds.
-pub fn qperf(
-    client: &testbed::Netns,
-    server: &str,
-    test: &str,
-    seconds: u32,
-) -> Result<f64, String> {
-    let out = client
-        .run(["qperf", "-t", &seconds.to_string(), "-v", server, test])
-        .map_err(|e| e.to_string())?;
-    let line = out
-        .lines()
-        .find(|l| l.trim_start().starts_with("bw") || l.trim_start().starts_with("latency"))
-        .ok_or_else(|| format!("no result in qperf output: {out}"))?;
-    let mut words = line.split('=').nth(1).ok_or("no value")?.split_whitespace();
-    let value: f64 = words
-        .next()
-        .ok_or("no number")?
-        .parse()
-        .map_err(|_| "bad number")?;
-    let unit = words.next().unwrap_or("");
-    Ok(match unit {
-        "GB/sec" => value * 1e9,
-        "MB/sec" => value * 1e6,
-        "KB/sec" => value * 1e3,
-        "bytes/sec" => value,
-        "us" => value,
-        "ms" => value * 1e3,
-        "sec" => value * 1e6,
-        "ns" => value / 1e3,
-        other => return Err(format!("unknown qperf unit {other:?} in {line}")),
-    })
 }
