@@ -169,8 +169,8 @@ fn main() -> Result<(), String> {
     // Container 1: qperf client (host 1) and server (host 2); 2: the
     // isolated target of each host; 3: its prober; the rest fill.
     let mut addr = vec![vec![Ipv4Addr::UNSPECIFIED; per_host + 1]; HOSTS + 1];
-    for h in 1..=HOSTS {
-        for c in 1..=per_host {
+    for (h, on_host) in addr.iter_mut().enumerate().skip(1) {
+        for (c, slot) in on_host.iter_mut().enumerate().skip(1) {
             let role = match (h, c) {
                 (1, 1) => "client".to_string(),
                 (2, 1) => "server".to_string(),
@@ -190,7 +190,7 @@ fn main() -> Result<(), String> {
                     ns.name(),
                 ])
                 .map_err(|e| e.to_string())?;
-            addr[h][c] = out
+            *slot = out
                 .trim()
                 .split('/')
                 .next()
