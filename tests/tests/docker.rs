@@ -124,6 +124,10 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
         "wnet",
         "--network-alias",
         "webalias",
+        "--label",
+        "app=web",
+        "--label",
+        "weft.namespace=shop",
         "weft-test-busybox",
         "sleep",
         "600",
@@ -138,6 +142,28 @@ fn docker_network_with_weft_driver_and_ipam_survives_restarts() {
                 .ok_or(format!("{found:?}"))
         });
     }
+    // Its labels and namespace select it for network policy, on any host.
+    let dir_policy = tb.state_dir().join("web-deny.yaml");
+    std::fs::write(
+        &dir_policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-deny, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: web}}\n",
+    )
+    .unwrap();
+    h2.run(&["policy", "apply", "-f", dir_policy.to_str().unwrap()])
+        .unwrap();
+    testbed::eventually("dweb isolated", std::time::Duration::from_secs(10), || {
+        let out = h2
+            .command(&["policy", "check", &a1.to_string(), &dweb, "80"])
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        said.contains("isolated by shop/web-deny")
+            .then_some(())
+            .ok_or(said)
+    });
+    assert!(
+        !pings(&d, "c1", dweb.parse().unwrap()),
+        "c1 is cut from dweb"
+    );
     d.docker(&["rm", "-f", "dweb"]).unwrap();
     testbed::eventually("dweb gone", std::time::Duration::from_secs(30), || {
         let found = looked_up(&h2, "dweb");

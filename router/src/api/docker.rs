@@ -6,7 +6,7 @@
 //! by its MAC. A restart of either side leaves running containers as they
 //! were: their veths stay on the bridge, their addresses stay held.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use hyper::body::Bytes;
 use ipnet::Ipv4Net;
@@ -135,7 +135,18 @@ const DOCKER_NAMES_WITHIN: std::time::Duration = std::time::Duration::from_secs(
 /// The name and aliases of the container on `network` whose endpoint is
 /// `endpoint`, from dockerd (`docker network inspect`); `None` until
 /// dockerd lists it.
-async fn docker_names(host: &str, network: &str, endpoint: &str) -> Option<Vec<String>> {
+/// What dockerd says of the container behind an endpoint: its name and
+/// network aliases (for DNS) and its labels (for network policy).
+struct DockerFacts {
+    names: Vec<String>,
+    labels: BTreeMap<String, String>,
+}
+
+/// The container label that puts a Docker container in a policy
+/// namespace (`default` without it).
+pub const NAMESPACE_LABEL: &str = "weft.namespace";
+
+async fn docker_facts(host: &str, network: &str, endpoint: &str) -> Option<DockerFacts> {
     let out = tokio::process::Command::new("docker")
         .args([
             "-H",
@@ -163,12 +174,19 @@ async fn docker_names(host: &str, network: &str, endpoint: &str) -> Option<Vec<S
             "inspect",
             id,
             "--format",
-            "{{json .NetworkSettings.Networks}}",
+            r#"{"networks": {{json .NetworkSettings.Networks}}, "labels": {{json .Config.Labels}}}"#,
         ])
         .output()
         .await
         .ok()?;
-    if let Ok(Value::Object(networks)) = serde_json::from_slice::<Value>(&out.stdout) {
+    let inspected: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let labels = inspected["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    if let Value::Object(networks) = &inspected["networks"] {
         for n in networks
             .values()
             .filter(|n| n["NetworkID"].as_str() == Some(network))
@@ -183,7 +201,33 @@ async fn docker_names(host: &str, network: &str, endpoint: &str) -> Option<Vec<S
             }
         }
     }
-    Some(names)
+    Some(DockerFacts { names, labels })
+}
+
+/// The endpoint record of a Docker container: its namespace from
+/// [`NAMESPACE_LABEL`], and those of its labels that are valid
+/// Kubernetes labels (others cannot be selected anyway, and are said).
+fn endpoint_of_docker(
+    addr: Ipv4Addr,
+    labels: &BTreeMap<String, String>,
+) -> crate::policy::EndpointBody {
+    let mut body = crate::policy::EndpointBody::new(Some(addr));
+    if let Some(ns) = labels.get(NAMESPACE_LABEL)
+        && weft_policy::selector::check_value(ns, NAMESPACE_LABEL).is_ok()
+        && !ns.is_empty()
+    {
+        body.namespace = ns.clone();
+    }
+    for (k, v) in labels {
+        let valid = weft_policy::selector::check_key(k, "label").is_ok()
+            && weft_policy::selector::check_value(v, "label").is_ok();
+        if valid {
+            body.labels.insert(k.clone(), v.clone());
+        } else {
+            tracing::debug!(label = %k, "a Docker label that is not a valid Kubernetes label; policies cannot select it");
+        }
+    }
+    body
 }
 
 fn container_side(endpoint: &str) -> String {
@@ -487,9 +531,12 @@ impl Api {
     ) {
         let deadline = tokio::time::Instant::now() + DOCKER_NAMES_WITHIN;
         while tokio::time::Instant::now() < deadline {
-            if let Some(names) = docker_names(&self.docker_host, &network, &endpoint).await {
+            if let Some(facts) = docker_facts(&self.docker_host, &network, &endpoint).await {
+                let body = endpoint_of_docker(addr, &facts.labels);
+                self.set_endpoint(owner.clone(), Some(body)).await;
                 let specs = match &self.names {
-                    Some(service) => names
+                    Some(service) => facts
+                        .names
                         .iter()
                         .filter_map(|n| service.specs(std::slice::from_ref(n)).ok())
                         .flatten()
