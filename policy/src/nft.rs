@@ -22,6 +22,20 @@ use crate::{
     model::Protocol,
 };
 
+/// The NFLOG group drops are logged to (weft's port number, unlikely to
+/// be another program's); the router reads it.
+pub const LOG_GROUP: u16 = 6783;
+/// Drops logged per second per container and direction, at most; the
+/// rest are only counted.
+pub const LOG_RATE: u32 = 10;
+
+/// What a drop rule logs with: the direction (`in`, `out`) and the
+/// container's address. Only addresses and fixed words: nothing a user
+/// wrote reaches the kernel's log.
+pub fn log_prefix(direction: &str, addr: std::net::Ipv4Addr) -> String {
+    format!("weft-policy {direction} {addr} ")
+}
+
 /// The counter of drops of a direction of the plan's `index`th pod.
 pub fn drop_counter(index: usize, egress: bool) -> String {
     format!("drop_{}_{index}", if egress { "out" } else { "in" })
@@ -103,6 +117,12 @@ fn chain_of(out: &mut String, chain: &str, d: &Direction, egress: bool, plan: &P
             }
         }
     }
+    let addr = plan.pods[pod].endpoint.addr;
+    let _ = writeln!(
+        out,
+        "\t\tlimit rate {LOG_RATE}/second burst {LOG_RATE} packets log prefix \"{}\" group {LOG_GROUP}",
+        log_prefix(if egress { "out" } else { "in" }, addr)
+    );
     let _ = writeln!(
         out,
         "\t\tcounter name \"{}\" drop\n\t}}",

@@ -215,6 +215,22 @@ fn a_default_deny_cuts_across_hosts_and_an_allow_rule_restores_exactly_its_peers
         )) > 0,
         "{metrics}"
     );
+    // Each drop told in the server host's log, with the container, the
+    // peer and what isolates it.
+    let other_addr = _other.to_string();
+    eventually("the drop in the log", Duration::from_secs(10), || {
+        let log = routers[0].log();
+        log.lines()
+            .any(|l| {
+                l.contains("policy dropped a connection")
+                    && l.contains(&format!(
+                        "ingress of {server_name}: {other_addr} tcp/80 dropped"
+                    ))
+                    && l.contains("isolated by x/allow-clients, x/deny")
+            })
+            .then_some(())
+            .ok_or_else(|| "not logged".to_string())
+    });
     let list = routers[1].run(&["policy", "list"]).unwrap();
     assert!(
         list.contains("x/allow-clients") && list.contains("x/deny"),

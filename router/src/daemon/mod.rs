@@ -118,6 +118,26 @@ fn open_names(
     Ok(crate::names::records::NamesHandle::new(names))
 }
 
+/// Logs what policy drops, naming the container and what isolates it.
+fn spawn_drop_log(status: std::sync::Arc<std::sync::Mutex<router::PolicyStatus>>) {
+    let lookup = move |addr: std::net::Ipv4Addr, egress: bool| {
+        let s = status.lock().unwrap_or_else(|p| p.into_inner());
+        let pod = s.plan.pods.iter().find(|p| p.endpoint.addr == addr)?;
+        let direction = if egress { &pod.egress } else { &pod.ingress };
+        let by = direction
+            .as_ref()
+            .map(|d| d.isolated_by.clone())
+            .unwrap_or_default();
+        Some((pod.endpoint.name.clone(), by))
+    };
+    let spawned = std::thread::Builder::new()
+        .name("weft-policy-log".into())
+        .spawn(move || crate::policy::droplog::run(lookup));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the policy drop log");
+    }
+}
+
 fn open_policy(
     paths: &paths::Paths,
     me: crate::identity::PeerName,
@@ -405,7 +425,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     });
     let names_stored = name_records.lock().generation();
     let policy = open_policy(&paths, identity.name, clock_ms, now)?;
-    let policy_status = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+    let policy_status: std::sync::Arc<std::sync::Mutex<router::PolicyStatus>> = Default::default();
+    spawn_drop_log(policy_status.clone());
     mesh.add_channel(crate::policy::records::CHANNEL, policy.channel());
     let host = HostSide {
         hosts,

@@ -5,6 +5,7 @@
 //! host enforces (compiled by `weft-policy`, written into weft's nftables
 //! table by the firewall keeper).
 
+pub mod droplog;
 pub mod records;
 
 use std::{

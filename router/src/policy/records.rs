@@ -124,7 +124,8 @@ impl Records {
         if body.is_none() && !self.entries.contains_key(&key) {
             return false;
         }
-        self.clock += 1;
+        // A peer's clock may be anything: never overflow.
+        self.clock = self.clock.saturating_add(1);
         let value = Value {
             clock: self.clock,
             origin: self.me,

@@ -266,3 +266,22 @@ fn in_a_simulated_mesh_policies_spread_and_partitions_heal_to_one_answer() {
             .is_some()
     );
 }
+
+/// Found by the fuzzer: a peer's entry of ours at the highest clock made
+/// the next write overflow it.
+#[test]
+fn a_clock_at_its_highest_does_not_overflow() {
+    let now = Instant::now();
+    let mut a = Records::new(peer(1), 1);
+    a.set(now, Key::Endpoint(peer(1), "c".into()), Some("{}".into()));
+    let theirs = vec![(
+        Key::Endpoint(peer(1), "c".into()),
+        Value {
+            clock: u64::MAX,
+            origin: peer(1),
+            body: Some("[]".into()),
+        },
+    )];
+    a.on_gossip(now, peer(2), &encode(&theirs)).unwrap();
+    assert!(a.set(now, policy("x/p"), Some("p".into())));
+}
