@@ -150,34 +150,22 @@ impl Policy {
                 }
             }
         }
-        let ingress = spec
-            .ingress
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, r)| {
-                rule(
-                    r.from.as_deref(),
-                    r.ports.as_deref(),
-                    &format!("spec.ingress[{i}]"),
-                    "from",
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let egress = spec
-            .egress
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, r)| {
-                rule(
-                    r.to.as_deref(),
-                    r.ports.as_deref(),
-                    &format!("spec.egress[{i}]"),
-                    "to",
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let ingress = rules(
+            spec.ingress
+                .iter()
+                .flatten()
+                .map(|r| (r.from.as_deref(), r.ports.as_deref())),
+            "spec.ingress",
+            "from",
+        )?;
+        let egress = rules(
+            spec.egress
+                .iter()
+                .flatten()
+                .map(|r| (r.to.as_deref(), r.ports.as_deref())),
+            "spec.egress",
+            "to",
+        )?;
         Ok(Policy {
             namespace,
             name,
@@ -186,6 +174,23 @@ impl Policy {
             egress: isolates_egress.then_some(egress),
         })
     }
+}
+
+/// The ingress or egress rules (`field`), each as its peers (under
+/// `peers_field`: `from` or `to`) and ports.
+fn rules<'a>(
+    each: impl Iterator<
+        Item = (
+            Option<&'a [NetworkPolicyPeer]>,
+            Option<&'a [NetworkPolicyPort]>,
+        ),
+    >,
+    field: &str,
+    peers_field: &str,
+) -> Result<Vec<Rule>, PolicyError> {
+    each.enumerate()
+        .map(|(i, (peers, ports))| rule(peers, ports, &format!("{field}[{i}]"), peers_field))
+        .collect()
 }
 
 fn rule(

@@ -242,4 +242,26 @@ impl Model {
         }
         Ok(())
     }
+
+    /// Every conformance case in turn; the failures, each with its tables.
+    pub fn check_all(&mut self) -> Vec<String> {
+        let cases = cases::load().expect("policy/cases.yaml reads");
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        let mut failed = Vec::new();
+        for (n, case) in cases.iter().enumerate() {
+            let started = std::time::Instant::now();
+            match self.check(n, case) {
+                Ok(()) => eprintln!(
+                    "ok   {:>5} ms  {}",
+                    started.elapsed().as_millis(),
+                    case.title
+                ),
+                Err(e) => {
+                    eprintln!("FAIL {}", case.title);
+                    failed.push(e);
+                }
+            }
+        }
+        failed
+    }
 }

@@ -280,30 +280,13 @@ fn a_default_deny_cuts_across_hosts_and_an_allow_rule_restores_exactly_its_peers
 fn conformance_cases_hold_with_real_traffic_on_the_userspace_path() {
     let tb = Testbed::create_owned("netpol", Spec::hosts(3).containers(3)).unwrap();
     let mut model = testbed::netpol::Model::start(&tb, &NO_UPSTREAM, "userspace").unwrap();
-    let cases = weft_policy::cases::load().unwrap();
-    assert!(cases.len() >= 40);
-    let mut failed = Vec::new();
-    for (n, case) in cases.iter().enumerate() {
-        let started = std::time::Instant::now();
-        match model.check(n, case) {
-            Ok(()) => eprintln!(
-                "ok   {:>5} ms  {}",
-                started.elapsed().as_millis(),
-                case.title
-            ),
-            Err(e) => {
-                eprintln!("FAIL {}", case.title);
-                failed.push(e);
-            }
-        }
-    }
+    let failed = model.check_all();
     drop(model);
     tb.destroy().unwrap();
     assert!(
         failed.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} cases failed:\n{}",
         failed.len(),
-        cases.len(),
         failed.join("\n")
     );
 }
