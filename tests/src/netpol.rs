@@ -44,23 +44,29 @@ impl Drop for Model {
     }
 }
 
+/// Accepts (and closes) TCP connections on `port` in `ns` until `stop`,
+/// looking every `every`; returns once it listens.
+pub fn tcp_acceptor(ns: &Netns, port: u16, stop: Arc<AtomicBool>, every: Duration) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ns.spawn_thread(move || {
+        let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let _ = tx.send(());
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((conn, _)) => drop(conn),
+                Err(_) => std::thread::sleep(every),
+            }
+        }
+    })?;
+    rx.recv()
+        .map_err(|_| crate::Error::ThreadPanicked(format!("tcp acceptor in {}", ns.name())))
+}
+
 /// Serves TCP (accept and close) and UDP (echo) on 80 and 81 in `ns`.
 fn serve(ns: &Netns, stop: &Arc<AtomicBool>) -> Result<()> {
     for port in [80u16, 81] {
-        let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        ns.spawn_thread(move || {
-            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
-            listener.set_nonblocking(true).expect("nonblocking");
-            let _ = tx.send(());
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => drop(conn),
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        })?;
-        let _ = rx.recv();
+        tcp_acceptor(ns, port, stop.clone(), Duration::from_millis(2))?;
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         ns.spawn_thread(move || {
@@ -110,22 +116,7 @@ impl Model {
     /// containers) on `overlay`, and the nine pods attached with their
     /// namespaces, labels and named ports.
     pub fn start(tb: &Testbed, extra: &[&str], overlay: &str) -> Result<Model> {
-        let first = tb.host_addr(1).to_string();
-        let mut routers = Vec::new();
-        for h in 1..=3 {
-            let weft = tb.weft(h);
-            let mut args = extra.to_vec();
-            if h > 1 {
-                args.push(&first);
-            }
-            weft.launch(&args)?;
-            routers.push(weft);
-        }
-        for r in &routers {
-            eventually("every connection up", Duration::from_secs(60), || {
-                r.overlays(overlay, 2)
-            });
-        }
+        let routers = tb.connected_mesh(3, extra, overlay)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut pods = Vec::new();
         for (i, name) in cases::pods() {
@@ -197,16 +188,6 @@ impl Model {
         Ok(table)
     }
 
-    /// The policies every router lists.
-    fn listed(&self, r: &WeftHost) -> Vec<String> {
-        r.run(&["policy", "list"])
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect()
-    }
-
     /// Applies `case` (after taking the last one's policies away) on the
     /// `n`th router and waits until every truth table holds; the error
     /// says which did not, wanted against seen.
@@ -231,7 +212,7 @@ impl Model {
         self.applied = ids.clone();
         for r in &self.routers {
             eventually("the case's policies on every router", SETTLE, || {
-                let mut seen = self.listed(r);
+                let mut seen = r.policy_ids().unwrap_or_default();
                 seen.sort();
                 (seen == ids)
                     .then_some(())

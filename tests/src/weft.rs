@@ -67,16 +67,14 @@ impl Testbed {
     }
 
     /// Routers on hosts 1..=`hosts` (each given host 1's address and
-    /// `extra` flags), their connections on `overlay`, each host exposed,
-    /// then container 1 of each attached with an address from IPAM.
-    /// Returns the routers, each host's gateway and each container's
-    /// address.
-    pub fn exposed_mesh(
+    /// `extra` flags), once every connection is up on `overlay`; nothing
+    /// attached.
+    pub fn connected_mesh(
         &self,
         hosts: usize,
         extra: &[&str],
         overlay: &str,
-    ) -> Result<(Vec<WeftHost>, Vec<Ipv4Addr>, Vec<Ipv4Addr>)> {
+    ) -> Result<Vec<WeftHost>> {
         let first = self.host_addr(1).to_string();
         let mut routers = Vec::new();
         for h in 1..=hosts {
@@ -94,6 +92,21 @@ impl Testbed {
                 r.overlays(overlay, hosts - 1)
             });
         }
+        Ok(routers)
+    }
+
+    /// Routers on hosts 1..=`hosts` (each given host 1's address and
+    /// `extra` flags), their connections on `overlay`, each host exposed,
+    /// then container 1 of each attached with an address from IPAM.
+    /// Returns the routers, each host's gateway and each container's
+    /// address.
+    pub fn exposed_mesh(
+        &self,
+        hosts: usize,
+        extra: &[&str],
+        overlay: &str,
+    ) -> Result<(Vec<WeftHost>, Vec<Ipv4Addr>, Vec<Ipv4Addr>)> {
+        let routers = self.connected_mesh(hosts, extra, overlay)?;
         let addr_of = |printed: String| -> Result<Ipv4Addr> {
             printed
                 .trim()
@@ -333,6 +346,17 @@ impl WeftHost {
     }
 
     /// `GET /metrics` over TCP, as Prometheus scrapes it.
+    /// The ids of the policies `weft policy list` shows.
+    pub fn policy_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .run(&["policy", "list"])?
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with('!'))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect())
+    }
+
     pub fn metrics(&self) -> Result<String> {
         self.tcp_api(
             "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:6784\r\nConnection: close\r\n\r\n",

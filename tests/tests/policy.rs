@@ -5,7 +5,7 @@
 //! and weft's table deleted under the router comes back with the rules.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -23,21 +23,7 @@ struct Server(Arc<AtomicBool>);
 impl Server {
     fn start(ns: &Netns, port: u16) -> Server {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        ns.spawn_thread(move || {
-            let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
-            listener.set_nonblocking(true).unwrap();
-            ready_tx.send(()).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => drop(conn),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        })
-        .unwrap();
-        ready_rx.recv().unwrap();
+        testbed::netpol::tcp_acceptor(ns, port, stop.clone(), Duration::from_millis(5)).unwrap();
         Server(stop)
     }
 }

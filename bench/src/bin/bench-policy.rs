@@ -11,7 +11,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     sync::{
         Arc, Barrier,
         atomic::{AtomicBool, Ordering},
@@ -69,8 +69,7 @@ fn delete(r: &WeftHost, names: &[String]) -> Result<(), String> {
 fn settled(routers: &[WeftHost], count: usize) {
     for r in routers {
         testbed::eventually("the policies everywhere", Duration::from_secs(30), || {
-            let list = r.run(&["policy", "list"]).map_err(|e| e.to_string())?;
-            let n = list.lines().skip(1).filter(|l| !l.starts_with('!')).count();
+            let n = r.policy_ids().map_err(|e| e.to_string())?.len();
             (n == count).then_some(()).ok_or(format!("{n} listed"))
         });
     }
@@ -83,23 +82,6 @@ fn policy(name: &str, selector: &str, from: &str, ports: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: bench}}\nspec:\n  podSelector: {{matchLabels: {{{selector}}}}}\n  ingress:\n  - from: [{from}]\n{ports}"
     )
-}
-
-/// A TCP listener on port 80 in `ns`, until `stop`.
-fn listen(ns: &Netns, stop: Arc<AtomicBool>) -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ns.spawn_thread(move || {
-        let l = TcpListener::bind("0.0.0.0:80").expect("bind 80");
-        l.set_nonblocking(true).expect("nonblocking");
-        let _ = tx.send(());
-        while !stop.load(Ordering::Relaxed) {
-            if l.accept().is_err() {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    rx.recv().map_err(|e| e.to_string())
 }
 
 /// Milliseconds from the change until every prober connected (or, with
@@ -149,22 +131,9 @@ fn main() -> Result<(), String> {
     let per_host = args.pods.div_ceil(HOSTS).max(3);
     let tb = Testbed::create_owned("benchpol", Spec::hosts(HOSTS).containers(per_host))
         .map_err(|e| e.to_string())?;
-    let first = tb.host_addr(1).to_string();
-    let mut routers = Vec::new();
-    for h in 1..=HOSTS {
-        let r = tb.weft(h);
-        let mut flags = vec!["--resolv-conf", "/dev/null"];
-        if h > 1 {
-            flags.push(&first);
-        }
-        r.launch(&flags).map_err(|e| e.to_string())?;
-        routers.push(r);
-    }
-    for r in &routers {
-        testbed::eventually("connections", Duration::from_secs(60), || {
-            r.overlays("userspace", HOSTS - 1)
-        });
-    }
+    let routers = tb
+        .connected_mesh(HOSTS, &["--resolv-conf", "/dev/null"], "userspace")
+        .map_err(|e| e.to_string())?;
     eprintln!("attaching {} containers", per_host * HOSTS);
     // Container 1: qperf client (host 1) and server (host 2); 2: the
     // isolated target of each host; 3: its prober; the rest fill.
@@ -263,7 +232,13 @@ fn main() -> Result<(), String> {
     // Part 2: a change to enforcement on every host.
     let stop = Arc::new(AtomicBool::new(false));
     for h in 1..=HOSTS {
-        listen(&tb.container(h, 2), stop.clone())?;
+        testbed::netpol::tcp_acceptor(
+            &tb.container(h, 2),
+            80,
+            stop.clone(),
+            Duration::from_micros(200),
+        )
+        .map_err(|e| e.to_string())?;
     }
     let probers: Vec<(Netns, Ipv4Addr)> = (1..=HOSTS)
         .map(|h| (tb.container(h, 3), addr[h][2]))

@@ -401,10 +401,7 @@ impl Api {
                     .await;
                 match attached {
                     Ok(a) => {
-                        let addr = a.addresses.iter().find_map(|n| match n {
-                            ipnet::IpNet::V4(v4) => Some(v4.addr()),
-                            ipnet::IpNet::V6(_) => None,
-                        });
+                        let addr = a.first_ipv4();
                         self.set_endpoint(
                             owner.clone(),
                             Some(crate::policy::EndpointBody {

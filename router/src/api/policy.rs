@@ -20,7 +20,9 @@ use weft_policy::{
 use super::{Api, text};
 use crate::{
     daemon::router::{PolicyStatus, Request},
-    policy::{EndpointBody, Known, PolicyRequest, parse_port, records::PolicyRecords},
+    policy::{
+        EndpointBody, Known, PolicyRequest, parse_port, parse_protocol, records::PolicyRecords,
+    },
 };
 
 type Answer<T> = Result<T, Response<Full<Bytes>>>;
@@ -199,13 +201,8 @@ impl Api {
                         "expected {{\"from\": ..., \"to\": ..., \"port\": 80, \"protocol\": \"tcp\"}}: {e}"
                     ))
                 })?;
-                let protocol = parse_port(&format!(
-                    "{}/{}",
-                    b.port.max(1),
-                    b.protocol.as_deref().unwrap_or("tcp")
-                ))
-                .map_err(bad)?
-                .0;
+                let protocol =
+                    parse_protocol(b.protocol.as_deref().unwrap_or("tcp")).map_err(bad)?;
                 let known = Known::of(&access.records.lock());
                 let unknown = |t: &str| {
                     bad(format!(

@@ -41,13 +41,7 @@ pub async fn forget_departed(
             registry
                 .list()
                 .into_iter()
-                .map(|a| {
-                    let addr = a.addresses.iter().find_map(|n| match n {
-                        ipnet::IpNet::V4(v4) => Some(v4.addr()),
-                        ipnet::IpNet::V6(_) => None,
-                    });
-                    (a.ipam_owner(), addr)
-                })
+                .map(|a| (a.ipam_owner(), a.first_ipv4()))
                 .collect()
         };
         let attached: std::collections::BTreeSet<String> = now_attached.keys().cloned().collect();

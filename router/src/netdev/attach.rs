@@ -42,6 +42,14 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// The first IPv4 address: what policy knows the container by.
+    pub fn first_ipv4(&self) -> Option<Ipv4Addr> {
+        self.addresses.iter().find_map(|n| match n {
+            IpNet::V4(v4) => Some(v4.addr()),
+            IpNet::V6(_) => None,
+        })
+    }
+
     /// The IPAM owner of this attachment's addresses.
     pub fn ipam_owner(&self) -> String {
         if !self.owner.is_empty() {

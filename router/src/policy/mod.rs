@@ -58,18 +58,23 @@ impl EndpointBody {
 /// `80/tcp`, `53/udp`, `9000/sctp`, or `80` (TCP).
 pub fn parse_port(text: &str) -> Result<(Protocol, u16), String> {
     let (number, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
-    let protocol = match protocol.to_ascii_lowercase().as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "sctp" => Protocol::Sctp,
-        other => return Err(format!("{other:?} is not tcp, udp or sctp")),
-    };
+    let protocol = parse_protocol(protocol)?;
     let number: u16 = number
         .parse()
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("{number:?} is not a port (1-65535)"))?;
     Ok((protocol, number))
+}
+
+/// `tcp`, `udp` or `sctp`, in any case.
+pub fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "sctp" => Ok(Protocol::Sctp),
+        other => Err(format!("{other:?} is not tcp, udp or sctp")),
+    }
 }
 
 /// What the API and the router's tasks ask of the records.
