@@ -83,7 +83,7 @@ pub enum KubeError {
     )]
     Ca(String),
     #[error(
-        "the API server refused to list nodes ({message}); apply the ClusterRole and ClusterRoleBinding from deploy/kubernetes/weft.yaml: kubectl apply -f deploy/kubernetes/weft.yaml"
+        "the API server refused ({message}); apply the ClusterRole and ClusterRoleBinding from deploy/kubernetes/weft.yaml: kubectl apply -f deploy/kubernetes/weft.yaml"
     )]
     Forbidden { message: String },
     #[error(
@@ -91,7 +91,7 @@ pub enum KubeError {
     )]
     Unauthorized { message: String },
     #[error(
-        "the API server answered {code} {reason} to GET /api/v1/nodes: {message}; check its health with kubectl get --raw /readyz"
+        "the API server answered {code} {reason}: {message}; check its health with kubectl get --raw /readyz"
     )]
     Api {
         code: u16,
@@ -103,7 +103,7 @@ pub enum KubeError {
     )]
     NotNodeList(String),
     #[error(
-        "cannot list nodes at {base}: {detail}; check that this node reaches the `kubernetes` Service (is kube-proxy running here? does a NetworkPolicy block it?)"
+        "cannot reach the API server at {base}: {detail}; check that this node reaches the `kubernetes` Service (is kube-proxy running here? does a NetworkPolicy block it?)"
     )]
     Unreachable { base: String, detail: String },
 }
@@ -227,6 +227,7 @@ fn same_host(nickname: &str, node: &str) -> bool {
 
 /// The API server of the cluster this pod runs in, reached as the pod's
 /// service account.
+#[derive(Clone)]
 pub struct InCluster {
     base: String,
     token: Token,
@@ -239,6 +240,7 @@ pub struct InCluster {
 }
 
 /// Where the bearer token comes from.
+#[derive(Clone)]
 enum Token {
     /// Given once ([`InCluster::new`]).
     Fixed(String),
@@ -247,6 +249,9 @@ enum Token {
     /// client anew, which reads the file then (and a client kept longer,
     /// such as a watcher's, re-reads it every minute).
     File(PathBuf),
+    /// None: a plain-HTTP API server such as `kubectl proxy`, which
+    /// authenticates for us.
+    None,
 }
 
 impl Token {
@@ -256,6 +261,7 @@ impl Token {
     fn auth_info(&self) -> Result<AuthInfo, KubeError> {
         let mut auth = AuthInfo::default();
         match self {
+            Token::None => {}
             Token::Fixed(token) => auth.token = Some(sendable(token.trim())?.into()),
             Token::File(path) => {
                 let read =
@@ -296,7 +302,7 @@ impl fmt::Debug for InCluster {
         // The token is a credential: never in a log line.
         let token_file = match &self.token {
             Token::File(path) => Some(path),
-            Token::Fixed(_) => None,
+            Token::Fixed(_) | Token::None => None,
         };
         f.debug_struct("InCluster")
             .field("base", &self.base)
@@ -347,6 +353,37 @@ impl InCluster {
         } else {
             format!("https://{host}:{port}")
         };
+        InCluster::with_account(base, account_dir)
+    }
+
+    /// The API server at `url` (`--kubernetes-api`): over https as the
+    /// service account in `account_dir`; over plain http (`kubectl proxy`
+    /// on this node) with no credential of ours.
+    pub fn at(url: &str, account_dir: &Path) -> Result<InCluster, KubeError> {
+        let base = url.trim().trim_end_matches('/').to_owned();
+        if base.starts_with("http://") {
+            return Ok(InCluster {
+                base,
+                token: Token::None,
+                ca_pem: Vec::new(),
+                ca_file: None,
+                max_page_bytes: MAX_PAGE_BYTES,
+            });
+        }
+        if !base.starts_with("https://") {
+            return Err(KubeError::Unreachable {
+                base,
+                detail:
+                    "not an http:// or https:// URL; give the API server like https://10.96.0.1:443"
+                        .into(),
+            });
+        }
+        InCluster::with_account(base, account_dir)
+    }
+
+    /// `base` reached as the service account whose files are in
+    /// `account_dir`.
+    fn with_account(base: String, account_dir: &Path) -> Result<InCluster, KubeError> {
         let token = Token::File(account_dir.join("token"));
         token.auth_info()?;
         let ca_path = account_dir.join("ca.crt");
@@ -368,6 +405,25 @@ impl InCluster {
             .rustls_client_config()
             .map_err(|e| cluster.error(e))?;
         Ok(cluster)
+    }
+
+    /// A client kept for watches: kube-rs re-reads a token file every
+    /// minute, and each answer's body is bounded as a list's is (a watch
+    /// cut at the bound resumes from its last resource version).
+    pub fn watch_client(&self) -> Result<kube::Client, KubeError> {
+        self.client()
+    }
+
+    /// A watcher's error, said with what to do.
+    pub fn watch_error(&self, e: kube::runtime::watcher::Error) -> String {
+        use kube::runtime::watcher::Error as W;
+        match e {
+            W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => {
+                self.error(e).to_string()
+            }
+            W::WatchError(status) => status_error(status.code, *status).to_string(),
+            other => chain(&other),
+        }
     }
 
     /// Every node of the cluster (all pages).
@@ -477,7 +533,7 @@ impl InCluster {
                     path: path.clone(),
                     source: std::io::Error::other(chain(&e)),
                 },
-                Token::Fixed(_) => self.unreachable(chain(&e)),
+                Token::Fixed(_) | Token::None => self.unreachable(chain(&e)),
             },
             // Connecting, TLS (an untrusted server certificate), HTTP.
             e => self.unreachable(chain(&e)),

@@ -21,7 +21,8 @@ use super::{Api, text};
 use crate::{
     daemon::router::{PolicyStatus, Request},
     policy::{
-        EndpointBody, Known, PolicyRequest, parse_port, parse_protocol, records::PolicyRecords,
+        ClusterHandle, EndpointBody, Known, PolicyRequest, parse_port, parse_protocol,
+        records::PolicyRecords,
     },
 };
 
@@ -31,6 +32,8 @@ type Answer<T> = Result<T, Response<Full<Bytes>>>;
 #[derive(Clone)]
 pub struct PolicyAccess {
     pub records: PolicyRecords,
+    /// With `--kubernetes`, where policies and labels come from instead.
+    pub cluster: Option<ClusterHandle>,
     pub status: Arc<Mutex<PolicyStatus>>,
 }
 
@@ -120,6 +123,12 @@ impl Api {
 
     pub(super) async fn policy(&self, path: &str, body: &Bytes) -> Answer<Response<Full<Bytes>>> {
         let access = self.policy_access().await?.clone();
+        if access.cluster.is_some() && path != "/policy/check" {
+            return Err(text(
+                StatusCode::CONFLICT,
+                "this router takes NetworkPolicies and labels from the Kubernetes API server (--kubernetes): use kubectl apply -f FILE, kubectl delete networkpolicy NAME or kubectl label namespace NAME K=V\n",
+            ));
+        }
         match path {
             "/policy/apply" => {
                 let text_in =
@@ -203,7 +212,7 @@ impl Api {
                 })?;
                 let protocol =
                     parse_protocol(b.protocol.as_deref().unwrap_or("tcp")).map_err(bad)?;
-                let known = Known::of(&access.records.lock());
+                let known = Known::current(&access.records.lock(), access.cluster.as_ref());
                 let unknown = |t: &str| {
                     bad(format!(
                         "{t:?} is neither an address nor a container the mesh knows (see weft status policy)"
@@ -229,7 +238,7 @@ impl Api {
 
     pub(super) async fn policy_list(&self) -> Answer<Response<Full<Bytes>>> {
         let access = self.policy_access().await?;
-        let known = Known::of(&access.records.lock());
+        let known = Known::current(&access.records.lock(), access.cluster.as_ref());
         let everywhere = known.plan_everywhere();
         let mut out = format!(
             "{:<32} {:<9} {:<9} {}\n",

@@ -399,8 +399,19 @@ pub struct RouterArgs {
     /// On Kubernetes (inside the DaemonSet): peers come from the node list,
     /// read at start and every minute, and the IPAM space of nodes deleted
     /// from the cluster is taken back.
+    /// NetworkPolicies, pods' labels and namespaces' labels then come from
+    /// the API server too (watched), in place of `weft policy apply`.
     #[arg(long, env = "WEFT_KUBERNETES")]
     pub kubernetes: bool,
+    /// With --kubernetes, the API server to use instead of the in-cluster
+    /// one: https://HOST:PORT as the pod's service account, or
+    /// http://127.0.0.1:8001 for `kubectl proxy` on this node.
+    #[arg(long, env = "WEFT_KUBERNETES_API", requires = "kubernetes")]
+    pub kubernetes_api: Option<String>,
+    /// With --kubernetes, this router's node (the DaemonSet sets NODE_NAME
+    /// from spec.nodeName): it is not dialled as a peer.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Send containers' traffic to the world with their own addresses: no
     /// masquerading to the host's address (the network beyond must then
     /// route the range back to this host).

@@ -9,33 +9,32 @@ use tokio::sync::mpsc;
 
 use super::router::{Request, ask};
 use crate::ipam::IpamRequest;
-use crate::kubernetes::{InCluster, KnownPeer, plan};
+use crate::kubernetes::{InCluster, KnownPeer, SERVICE_ACCOUNT_DIR, plan};
 
 /// How often the node list is read again.
 const INTERVAL: Duration = Duration::from_secs(60);
 
-/// This pod's node, from the downward API (NODE_NAME in the manifest).
-fn me() -> Option<String> {
-    std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())
-}
-
 /// The peers to start with: every other node. Read before IPAM starts, so
 /// that its first division waits for all of them (consensus = nodes).
-pub async fn initial() -> Result<(InCluster, Vec<String>)> {
-    let cluster = InCluster::from_env()?;
+/// `api` is `--kubernetes-api` (else the in-cluster API server); `me` this
+/// router's node.
+pub async fn initial(api: Option<&str>, me: Option<&str>) -> Result<(InCluster, Vec<String>)> {
+    let cluster = match api {
+        Some(url) => InCluster::at(url, std::path::Path::new(SERVICE_ACCOUNT_DIR))?,
+        None => InCluster::from_env()?,
+    };
     let nodes = cluster
         .list_nodes()
         .await
         .context("cannot read the node list to find peers")?;
-    let peers = crate::kubernetes::peer_addresses(&nodes, me().as_deref());
+    let peers = crate::kubernetes::peer_addresses(&nodes, me);
     tracing::info!(nodes = nodes.len(), peers = ?peers, "Kubernetes nodes");
     Ok((cluster, peers))
 }
 
 /// Every [`INTERVAL`]: connect to nodes that joined, reclaim the space of
 /// nodes that left. Failures are logged and tried again next time.
-pub async fn run(cluster: InCluster, requests: mpsc::Sender<Request>) {
-    let me = me();
+pub async fn run(cluster: InCluster, me: Option<String>, requests: mpsc::Sender<Request>) {
     loop {
         tokio::time::sleep(INTERVAL).await;
         let nodes = match cluster.list_nodes().await {

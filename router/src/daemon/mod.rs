@@ -7,6 +7,7 @@ pub mod handshakes;
 pub mod logfile;
 pub mod paths;
 pub mod peers;
+pub mod policy_watch;
 pub mod readiness;
 pub mod router;
 pub mod throttle;
@@ -259,7 +260,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         );
     }
     let kubernetes = if args.kubernetes {
-        let (cluster, peers) = discovery::initial().await?;
+        let (cluster, peers) =
+            discovery::initial(args.kubernetes_api.as_deref(), args.node_name.as_deref()).await?;
         args.peers.extend(peers);
         Some(cluster)
     } else {
@@ -426,6 +428,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     let names_stored = name_records.lock().generation();
     let policy = open_policy(&paths, identity.name, clock_ms, now)?;
     let policy_status: std::sync::Arc<std::sync::Mutex<router::PolicyStatus>> = Default::default();
+    let policy_cluster: Option<crate::policy::ClusterHandle> =
+        kubernetes.is_some().then(Default::default);
     spawn_drop_log(policy_status.clone());
     mesh.add_channel(crate::policy::records::CHANNEL, policy.channel());
     let host = HostSide {
@@ -435,6 +439,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         names_stored,
         policy: policy.clone(),
         policy_file: paths.policy_file(),
+        policy_cluster: policy_cluster.clone(),
         policy_seen: None,
         policy_status: policy_status.clone(),
         dns_addresses,
@@ -582,7 +587,14 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     let docker = docker_listener(args.docker_plugin)?;
     let docker_served = docker.is_some();
     if let Some(cluster) = kubernetes {
-        tokio::spawn(discovery::run(cluster, requests_tx.clone()));
+        if let Some(view) = &policy_cluster {
+            policy_watch::spawn(&cluster, view.clone(), requests_tx.clone())?;
+        }
+        tokio::spawn(discovery::run(
+            cluster,
+            args.node_name.clone(),
+            requests_tx.clone(),
+        ));
     }
     let token = write_token(&paths)?;
     if !args.no_dns {
@@ -627,6 +639,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             args.docker_host.clone(),
             crate::api::policy::PolicyAccess {
                 records: policy,
+                cluster: policy_cluster,
                 status: policy_status,
             },
         )

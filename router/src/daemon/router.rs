@@ -146,7 +146,11 @@ pub struct HostSide {
     /// compiled into the firewall whenever they change.
     pub policy: crate::policy::records::PolicyRecords,
     pub policy_file: std::path::PathBuf,
-    pub policy_seen: Option<u64>,
+    /// The Kubernetes API server's view, which replaces the records'
+    /// policies and labels once listed (`--kubernetes`).
+    pub policy_cluster: Option<crate::policy::ClusterHandle>,
+    /// The generations of the records and of the cluster view compiled last.
+    pub policy_seen: Option<(u64, u64)>,
     /// What the last compile said: problems, and whether br_netfilter is
     /// on (policy needs it).
     pub policy_status: std::sync::Arc<std::sync::Mutex<PolicyStatus>>,
@@ -183,11 +187,14 @@ impl HostSide {
     /// changed (the firewall keeper writes the table in one transaction).
     fn sync_policy(&mut self) {
         let records = self.policy.lock();
-        let generation = records.generation();
+        let cluster_generation = self.policy_cluster.as_ref().map_or(0, |c| {
+            c.lock().unwrap_or_else(|p| p.into_inner()).generation()
+        });
+        let generation = (records.generation(), cluster_generation);
         if self.policy_seen == Some(generation) {
             return;
         }
-        let known = crate::policy::Known::of(&records);
+        let known = crate::policy::Known::current(&records, self.policy_cluster.as_ref());
         let stored = crate::policy::Stored::of(&records);
         drop(records);
         let plan = known.plan_here();

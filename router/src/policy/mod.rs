@@ -5,6 +5,7 @@
 //! host enforces (compiled by `weft-policy`, written into weft's nftables
 //! table by the firewall keeper).
 
+pub mod cluster;
 pub mod droplog;
 pub mod records;
 
@@ -101,6 +102,9 @@ pub enum PolicyRequest {
         labels: BTreeMap<String, String>,
         reply: oneshot::Sender<bool>,
     },
+    /// The Kubernetes view changed: compile again (the router does after
+    /// every request).
+    ClusterChanged,
     /// The containers attached here now, by owner: records of gone ones
     /// are removed, new ones get a record with no labels.
     Attached {
@@ -144,6 +148,7 @@ impl PolicyRequest {
                     .then(|| serde_json::to_string(&labels).expect("labels serialize"));
                 let _ = reply.send(records.set(now, Key::Namespace(name), body));
             }
+            PolicyRequest::ClusterChanged => {}
             PolicyRequest::Attached { now_attached } => {
                 let ours: BTreeSet<String> = records
                     .endpoints()
@@ -175,6 +180,18 @@ pub struct Known {
 }
 
 impl Known {
+    /// What is in force: the Kubernetes API server's view once it has
+    /// listed everything, else the mesh's records.
+    pub fn current(records: &Records, cluster: Option<&ClusterHandle>) -> Known {
+        if let Some(cluster) = cluster {
+            let view = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            if view.synced() {
+                return view.known(&local_addresses(records));
+            }
+        }
+        Known::of(records)
+    }
+
     pub fn of(records: &Records) -> Known {
         let mut problems = Vec::new();
         let mut policies = Vec::new();
@@ -246,6 +263,20 @@ impl Known {
         })
     }
 }
+
+/// The addresses of the containers this router attached (its own
+/// endpoint records).
+fn local_addresses(records: &Records) -> BTreeSet<Ipv4Addr> {
+    records
+        .endpoints()
+        .into_iter()
+        .filter(|(origin, _, _)| *origin == records.me())
+        .filter_map(|(_, _, body)| serde_json::from_str::<EndpointBody>(body).ok()?.addr)
+        .collect()
+}
+
+/// The Kubernetes view, shared by its watchers, the router and the API.
+pub type ClusterHandle = std::sync::Arc<std::sync::Mutex<cluster::ClusterView>>;
 
 /// How status names a container: `namespace/name` from a runtime's owner
 /// id (`attach:NAME`, CNI and Docker ids stay as they are).
