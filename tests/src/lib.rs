@@ -23,6 +23,7 @@
 mod bins;
 mod block;
 mod error;
+pub mod kube_api;
 mod netns;
 pub mod netpol;
 mod probe;

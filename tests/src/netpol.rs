@@ -19,7 +19,10 @@ use weft_policy::{
     cases::{self, Case, NAMED_PORTS, Probe, Table},
 };
 
-use crate::{Netns, Result, Testbed, WeftHost, eventually};
+use crate::{
+    Netns, Result, Testbed, WeftHost, eventually,
+    kube_api::{self, KubeApi},
+};
 
 /// How long a probe waits: a dropped SYN or datagram is "denied".
 const PROBE_WAIT: Duration = Duration::from_millis(400);
@@ -28,9 +31,21 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// How long the mesh may take to carry every pair's traffic at first.
 const WARM_UP: Duration = Duration::from_secs(120);
 
+/// Where the routers learn labels and policies.
+pub enum Source {
+    /// `weft attach --namespace --label --port`, `weft policy namespace`
+    /// and `weft policy apply` on one router, gossiped to the others.
+    Weft,
+    /// A stand-in Kubernetes API server that every router watches
+    /// (`--kubernetes`); containers are attached with no labels, as the
+    /// CNI plugin attaches pods.
+    Kubernetes(KubeApi),
+}
+
 /// The nine pods, their servers, and the three routers.
 pub struct Model {
     pub routers: Vec<WeftHost>,
+    source: Source,
     /// By pod number (x/a 0 ... z/c 8).
     pub pods: Vec<(Netns, Ipv4Addr)>,
     stop: Arc<AtomicBool>,
@@ -116,17 +131,60 @@ impl Model {
     /// containers) on `overlay`, and the nine pods attached with their
     /// namespaces, labels and named ports.
     pub fn start(tb: &Testbed, extra: &[&str], overlay: &str) -> Result<Model> {
-        let routers = tb.connected_mesh(3, extra, overlay)?;
+        Model::start_from(tb, extra, overlay, false)
+    }
+
+    /// [`Model::start`], labels and policies from a Kubernetes API server
+    /// if `kubernetes`.
+    pub fn start_from(
+        tb: &Testbed,
+        extra: &[&str],
+        overlay: &str,
+        kubernetes: bool,
+    ) -> Result<Model> {
+        let source = if kubernetes {
+            let api = KubeApi::new();
+            for h in 1..=3 {
+                api.put(
+                    kube_api::NODES,
+                    kube_api::node(&format!("h{h}"), tb.host_addr(h)),
+                );
+                api.serve_in(&tb.host(h))?;
+            }
+            Source::Kubernetes(api)
+        } else {
+            Source::Weft
+        };
+        let url = format!("http://127.0.0.1:{}", kube_api::PORT);
+        let routers = tb.connected_mesh_each(
+            3,
+            |h| {
+                let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+                if kubernetes {
+                    args.extend([
+                        "--kubernetes".into(),
+                        "--kubernetes-api".into(),
+                        url.clone(),
+                    ]);
+                    args.extend(["--node-name".into(), format!("h{h}")]);
+                }
+                args
+            },
+            overlay,
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut pods = Vec::new();
         for (i, name) in cases::pods() {
             let (ns, pod) = name.split_once('/').expect("ns/pod");
             let (host, container) = (i % 3 + 1, i / 3 + 1);
             let netns = tb.container(host, container);
-            let mut args = vec!["attach".to_string(), "--namespace".into(), ns.into()];
-            args.extend(["--label".into(), format!("pod={pod}")]);
-            for (port_name, port) in NAMED_PORTS {
-                args.extend(["--port".into(), format!("{port_name}={port}")]);
+            let mut args = vec!["attach".to_string()];
+            if !kubernetes {
+                args.extend(["--namespace".into(), ns.into()]);
+                args.extend(["--label".into(), format!("pod={pod}")]);
+                for (port_name, port) in NAMED_PORTS {
+                    args.extend(["--port".into(), format!("{port_name}={port}")]);
+                }
             }
             args.push(netns.name().to_string());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -138,16 +196,37 @@ impl Model {
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| crate::Error::Spec(format!("attach printed {out:?}")))?;
             serve(&netns, &stop)?;
+            if let Source::Kubernetes(api) = &source {
+                let ports: Vec<(&str, u16, &str)> = NAMED_PORTS
+                    .iter()
+                    .map(|(n, spec)| {
+                        let (number, protocol) = spec.split_once('/').expect("PORT/PROTO");
+                        let protocol = if protocol == "udp" { "UDP" } else { "TCP" };
+                        (*n, number.parse().expect("a port"), protocol)
+                    })
+                    .collect();
+                let node = format!("h{host}");
+                let object = kube_api::pod(ns, pod, &node, addr, &[("pod", pod)], &ports);
+                api.put(kube_api::PODS, object);
+            }
             pods.push((netns, addr));
         }
-        // Namespaces' labels, given on one host, known on all.
         for (i, ns) in cases::NAMESPACES.iter().enumerate() {
-            routers[i].run(&["policy", "namespace", ns, &format!("ns={ns}")])?;
+            match &source {
+                // Namespaces' labels, given on one host, known on all.
+                Source::Weft => {
+                    routers[i].run(&["policy", "namespace", ns, &format!("ns={ns}")])?;
+                }
+                Source::Kubernetes(api) => {
+                    api.put(kube_api::NAMESPACES, kube_api::namespace(ns, &[("ns", ns)]))
+                }
+            }
         }
         let dir = tb.state_dir().join("netpol");
         std::fs::create_dir_all(&dir).map_err(crate::Error::io("create netpol dir"))?;
         let model = Model {
             routers,
+            source,
             pods,
             stop,
             dir,
@@ -192,23 +271,37 @@ impl Model {
     /// `n`th router and waits until every truth table holds; the error
     /// says which did not, wanted against seen.
     pub fn check(&mut self, n: usize, case: &Case) -> std::result::Result<(), String> {
-        let on = &self.routers[n % 3];
-        if !self.applied.is_empty() {
-            let mut args = vec!["policy", "delete"];
-            args.extend(self.applied.iter().map(String::as_str));
-            on.run(&args).map_err(|e| e.to_string())?;
-        }
         let yaml = case.policies(|i| self.pods[i].1);
-        let mut ids: Vec<String> = weft_policy::model::parse_documents(&yaml)
-            .map_err(|e| format!("{}: {e}", case.title))?
-            .into_iter()
-            .map(|(_, p)| p.id())
-            .collect();
-        ids.sort();
-        let file = self.dir.join(format!("case-{n}.yaml"));
-        std::fs::write(&file, &yaml).map_err(|e| e.to_string())?;
-        on.run(&["policy", "apply", "-f", file.to_str().expect("utf-8 path")])
+        let documents = weft_policy::model::parse_documents(&yaml)
             .map_err(|e| format!("{}: {e}", case.title))?;
+        let mut ids: Vec<String> = documents.iter().map(|(_, p)| p.id()).collect();
+        ids.sort();
+        match &self.source {
+            Source::Weft => {
+                let on = &self.routers[n % 3];
+                if !self.applied.is_empty() {
+                    let mut args = vec!["policy", "delete"];
+                    args.extend(self.applied.iter().map(String::as_str));
+                    on.run(&args).map_err(|e| e.to_string())?;
+                }
+                let file = self.dir.join(format!("case-{n}.yaml"));
+                std::fs::write(&file, &yaml).map_err(|e| e.to_string())?;
+                on.run(&["policy", "apply", "-f", file.to_str().expect("utf-8 path")])
+                    .map_err(|e| format!("{}: {e}", case.title))?;
+            }
+            Source::Kubernetes(api) => {
+                for id in &self.applied {
+                    api.delete(kube_api::NETWORK_POLICIES, id);
+                }
+                for ((object, _), id) in documents.iter().zip(documents.iter().map(|(_, p)| p.id()))
+                {
+                    let mut object = serde_json::to_value(object).map_err(|e| e.to_string())?;
+                    let (namespace, _) = id.split_once('/').expect("ns/name");
+                    object["metadata"]["namespace"] = serde_json::json!(namespace);
+                    api.put(kube_api::NETWORK_POLICIES, object);
+                }
+            }
+        }
         self.applied = ids.clone();
         for r in &self.routers {
             eventually("the case's policies on every router", SETTLE, || {
@@ -219,6 +312,11 @@ impl Model {
                     .ok_or_else(|| format!("{seen:?}"))
             });
         }
+        self.verify(case)
+    }
+
+    /// Waits until every truth table of `case` holds.
+    pub fn verify(&self, case: &Case) -> std::result::Result<(), String> {
         for (probe, want) in case.expectations() {
             let deadline = std::time::Instant::now() + SETTLE;
             loop {
@@ -238,6 +336,12 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Stops the Kubernetes API stand-in: every router loses its API
+    /// server at once.
+    pub fn api_server_gone(&mut self) {
+        self.source = Source::Weft;
     }
 
     /// Every conformance case in turn; the failures, each with its tables.

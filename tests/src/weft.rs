@@ -75,14 +75,26 @@ impl Testbed {
         extra: &[&str],
         overlay: &str,
     ) -> Result<Vec<WeftHost>> {
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        self.connected_mesh_each(hosts, |_| extra.clone(), overlay)
+    }
+
+    /// [`Testbed::connected_mesh`] with each host's own flags, `extra(host)`.
+    pub fn connected_mesh_each(
+        &self,
+        hosts: usize,
+        extra: impl Fn(usize) -> Vec<String>,
+        overlay: &str,
+    ) -> Result<Vec<WeftHost>> {
         let first = self.host_addr(1).to_string();
         let mut routers = Vec::new();
         for h in 1..=hosts {
             let weft = self.weft(h);
-            let mut args = extra.to_vec();
+            let mut args = extra(h);
             if h > 1 {
-                args.push(&first);
+                args.push(first.clone());
             }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             weft.launch(&args)?;
             routers.push(weft);
         }

@@ -276,3 +276,44 @@ fn conformance_cases_hold_with_real_traffic_on_the_userspace_path() {
         failed.join("\n")
     );
 }
+
+/// The same cases with Kubernetes as the source: every router watches a
+/// stand-in API server (list and watch of real Pod, Namespace and
+/// NetworkPolicy objects) instead of taking `weft policy apply`, the pods
+/// attached with no labels as the CNI plugin attaches them. Then the API
+/// server goes away: the last case's rules stay in force, neither opened
+/// nor closed.
+#[test]
+fn conformance_cases_hold_with_policies_from_the_kubernetes_api() {
+    let tb = Testbed::create_owned("netpol-k8s", Spec::hosts(3).containers(3)).unwrap();
+    let mut model =
+        testbed::netpol::Model::start_from(&tb, &NO_UPSTREAM, "userspace", true).unwrap();
+    let failed = model.check_all();
+    // Policies are the API server's business here.
+    let refused = apply(&model.routers[0], &tb.state_dir(), "local.yaml", DENY_X).unwrap_err();
+    assert!(refused.contains("kubectl apply"), "{refused}");
+    let cases = weft_policy::cases::load().unwrap();
+    let last = cases.last().unwrap();
+    let ids = model.routers[0].policy_ids().unwrap();
+    assert!(
+        !ids.is_empty(),
+        "the last case has policies: {}",
+        last.title
+    );
+    model.api_server_gone();
+    // Long enough for every watch to fail and be retried.
+    std::thread::sleep(Duration::from_secs(5));
+    for r in &model.routers {
+        assert_eq!(r.policy_ids().unwrap(), ids, "h{}", r.host);
+    }
+    let kept = model.verify(last);
+    drop(model);
+    tb.destroy().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} cases failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    kept.unwrap();
+}
