@@ -60,6 +60,9 @@ pub struct Env {
     /// The container's name, as the runtime tells it in `CNI_ARGS`
     /// (`K8S_POD_NAME`: Kubernetes' pod name, podman's container name).
     pub pod_name: Option<String>,
+    /// The pod's namespace (`K8S_POD_NAMESPACE` in `CNI_ARGS`), which
+    /// network policy selects by.
+    pub pod_namespace: Option<String>,
 }
 
 /// The value of `key` in `CNI_ARGS` (`K1=V1;K2=V2`), if set and not empty.
@@ -100,6 +103,8 @@ impl Env {
             netns: nonempty("CNI_NETNS").map(PathBuf::from),
             ifname,
             pod_name: nonempty("CNI_ARGS").and_then(|args| cni_arg(&args, "K8S_POD_NAME")),
+            pod_namespace: nonempty("CNI_ARGS")
+                .and_then(|args| cni_arg(&args, "K8S_POD_NAMESPACE")),
         })
     }
 
@@ -152,6 +157,39 @@ pub struct ValidAttachment {
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
+}
+
+/// `args` of the network configuration, as the CNI conventions define it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ConfArgs {
+    #[serde(default)]
+    pub cni: CniConfArgs,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CniConfArgs {
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+/// `{"key": "app", "value": "db"}`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+impl NetConf {
+    /// The labels as the router takes them, `key=value`; the router checks
+    /// them and refuses the ADD with the reason if one is not a label.
+    pub fn labels(&self) -> Vec<String> {
+        self.args
+            .cni
+            .labels
+            .iter()
+            .map(|l| format!("{}={}", l.key, l.value))
+            .collect()
+    }
 }
 
 /// The `runtimeConfig` capabilities weft takes.
@@ -213,6 +251,10 @@ pub struct NetConf {
     /// What the runtime passes for the capabilities weft declares.
     #[serde(rename = "runtimeConfig", default)]
     pub runtime_config: RuntimeConfig,
+    /// The CNI conventions' `args` (`args.cni.labels`: the container's
+    /// labels, which network policy selects by).
+    #[serde(default)]
+    pub args: ConfArgs,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

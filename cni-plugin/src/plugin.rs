@@ -118,6 +118,9 @@ fn command(env: &Env, conf: &NetConf, router: &impl Router) -> Result<Option<Str
                 // Registered where it is a valid name; a runtime's naming
                 // rules are not DNS's, and a name must not fail the ADD.
                 "runtime_names": env.pod_name.iter().collect::<Vec<_>>(),
+                // Network policy's: the pod's namespace and labels.
+                "namespace": env.pod_namespace,
+                "labels": conf.labels(),
             });
             let answer = router.post("/attach", &body).map_err(|e| e.cni(doing))?;
             let a = attached(&json_of(answer, doing)?)?;

@@ -57,6 +57,7 @@ fn env(command: Command) -> Env {
         netns: Some("/run/netns/cni-1234".into()),
         ifname: Some("eth0".into()),
         pod_name: Some("web-1".into()),
+        pod_namespace: Some("shop".into()),
     }
 }
 
@@ -126,6 +127,32 @@ fn add_registers_the_containers_name_and_reports_the_routers_dns() {
     let fake = Fake::default().answer("/attach", attachment());
     let out = ok(&fake, Command::Add, &conf("1.0.0", json!({ "dns": mine }))).unwrap();
     assert_eq!(out["dns"], mine);
+}
+
+#[test]
+fn add_gives_the_pods_namespace_and_the_configurations_labels() {
+    let fake = Fake::default().answer("/attach", attachment());
+    let labels = json!({ "cni": { "labels": [
+        { "key": "app", "value": "db" }, { "key": "tier", "value": "back" }
+    ] } });
+    ok(
+        &fake,
+        Command::Add,
+        &conf("1.1.0", json!({ "args": labels })),
+    )
+    .unwrap();
+    let asked = &fake.calls.borrow()[0].1;
+    assert_eq!(asked["namespace"], "shop");
+    assert_eq!(asked["labels"], json!(["app=db", "tier=back"]));
+    // No labels, no namespace: the router's defaults (default, none).
+    let fake = Fake::default().answer("/attach", attachment());
+    let mut bare = env(Command::Add);
+    bare.pod_namespace = None;
+    run(&bare, &conf("1.1.0", json!({})), |_| &fake)
+        .unwrap_or_else(|(e, _)| panic!("ADD failed: {e}"));
+    let asked = &fake.calls.borrow()[0].1;
+    assert_eq!(asked["namespace"], Value::Null);
+    assert_eq!(asked["labels"], json!([]));
 }
 
 #[test]
