@@ -1,15 +1,23 @@
 #![no_main]
 //! Any gossip payload on the policy channel: an error or a merge, never a
 //! panic, and our full state reads back; any bytes as an NFLOG message:
-//! a drop or nothing, never a panic.
+//! a drop or nothing, never a panic; any bytes as a Pod or NetworkPolicy
+//! from the API server: taken into the cluster view and compiled, never a
+//! panic.
 
 use std::time::Instant;
 
+use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
 use libfuzzer_sys::fuzz_target;
 use weft_router::{
     identity::PeerName,
     mesh::Channel,
-    policy::{droplog, records::Records, Known},
+    policy::{
+        cluster::{ClusterView, Event, PodFacts, PolicyFacts},
+        droplog,
+        records::Records,
+        Known,
+    },
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +32,20 @@ fuzz_target!(|data: &[u8]| {
             .expect("our own state reads back");
         // Whatever arrived, compiling it is safe.
         let _ = Known::of(&records).plan_here();
+    }
+    let mut view = ClusterView::default();
+    if let Ok(pod) = serde_json::from_slice::<Pod>(data) {
+        let facts = PodFacts::of(&pod);
+        view.pods.on(Event::Apply((facts.key(), facts.clone())));
+        let local = facts.addr.into_iter().collect();
+        let _ = view.known(&local).plan_here();
+    }
+    if let Ok(policy) = serde_json::from_slice::<NetworkPolicy>(data) {
+        let facts = PolicyFacts::of(&policy, None);
+        let again = PolicyFacts::of(&policy, Some(&facts));
+        assert_eq!(facts, again, "a policy reads the same way twice");
+        view.policies.on(Event::Apply(("x/p".into(), facts)));
+        let _ = view.known(&Default::default()).plan_everywhere();
     }
     if let Some(d) = droplog::parse(data) {
         let _ = droplog::describe(&d, "x/a", &[]);
