@@ -8,7 +8,7 @@ use crate::{DecodeError, Error, PacketMessage, Upcall, client::open_socket};
 
 /// Room for a burst of upcalls: a full queue loses them (the datapath
 /// counts them in `lost`), and a busy router drains it in batches.
-const RECEIVE_BUFFER: usize = 4 << 20;
+pub const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// A netlink socket whose port id is given to datapaths and vports as their
 /// upcall port; the kernel sends `ovs_packet` messages to it.
@@ -19,8 +19,36 @@ pub struct UpcallSocket {
 impl UpcallSocket {
     pub fn open() -> Result<UpcallSocket, Error> {
         let socket = open_socket()?;
-        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+        // SO_RCVBUF is silently cut to net.core.rmem_max (208 KiB on a
+        // stock kernel: about a hundred upcalls, which one burst of new
+        // connections overflows, losing heartbeats with them). The router
+        // runs with CAP_NET_ADMIN, which SO_RCVBUFFORCE needs to pass the
+        // cap; without it, take what SO_RCVBUF gives.
+        if force_recv_buffer(socket.as_raw_fd(), RECEIVE_BUFFER).is_err() {
+            let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+        }
         Ok(UpcallSocket { socket })
+    }
+
+    /// The receive buffer the kernel gave the socket, in bytes (its own
+    /// accounting: twice what was asked).
+    pub fn recv_buffer_size(&self) -> std::io::Result<usize> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: value and len point at live locals of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(value.max(0) as usize)
     }
 
     /// The netlink port id to register as upcall pid.
@@ -60,6 +88,25 @@ impl UpcallSocket {
         }
         Ok(upcalls)
     }
+}
+
+/// Sets `fd`'s receive buffer to `bytes` past net.core.rmem_max.
+fn force_recv_buffer(fd: RawFd, bytes: usize) -> std::io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsRawFd for UpcallSocket {

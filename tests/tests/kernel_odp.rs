@@ -158,6 +158,26 @@ fn ovs_dpctl(ns: &Netns, args: &[&str]) -> String {
         .unwrap()
 }
 
+/// The upcall socket gets the whole buffer it asks for, whatever
+/// net.core.rmem_max says (208 KiB on the VM's stock kernel): with the
+/// capped buffer, a burst of new connections overflowed it and the lost
+/// upcalls took the vxlan heartbeats with them.
+#[test]
+fn the_upcall_socket_gets_its_whole_buffer_past_rmem_max() {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let socket = UpcallSocket::open().unwrap();
+    let got = socket.recv_buffer_size().unwrap();
+    // The kernel counts twice what was asked.
+    assert!(
+        got >= 2 * weft_odp::upcall::RECEIVE_BUFFER,
+        "{got} bytes with rmem_max {rmem_max}"
+    );
+}
+
 #[test]
 fn two_netdev_ports_forward_only_through_installed_flows() {
     let tb = Testbed::create_owned("odp_netdev", Spec::hosts(1).containers(2)).unwrap();
