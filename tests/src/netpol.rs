@@ -26,8 +26,9 @@ use crate::{
 
 /// How long a probe waits: a dropped SYN or datagram is "denied".
 const PROBE_WAIT: Duration = Duration::from_millis(400);
-/// How long a case's tables may take to come true after it is applied.
-const SETTLE: Duration = Duration::from_secs(20);
+/// How long a case's tables may take to come true after it is applied
+/// (the first policy also loads br_netfilter, slow under emulation).
+const SETTLE: Duration = Duration::from_secs(45);
 /// How long the mesh may take to carry every pair's traffic at first.
 const WARM_UP: Duration = Duration::from_secs(120);
 
@@ -60,17 +61,26 @@ impl Drop for Model {
 }
 
 /// Accepts (and closes) TCP connections on `port` in `ns` until `stop`,
-/// looking every `every`; returns once it listens.
+/// which it looks at every `every`; returns once it listens. It sleeps in
+/// poll(2) between connections: eighteen of these polling accept every
+/// few milliseconds took a good part of the kernel VM's emulated CPUs.
 pub fn tcp_acceptor(ns: &Netns, port: u16, stop: Arc<AtomicBool>, every: Duration) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     ns.spawn_thread(move || {
         let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
         listener.set_nonblocking(true).expect("nonblocking");
         let _ = tx.send(());
+        let wait = every.as_millis().clamp(1, 1000) as libc::c_int;
         while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((conn, _)) => drop(conn),
-                Err(_) => std::thread::sleep(every),
+            let mut fd = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd that lives across the call.
+            unsafe { libc::poll(&mut fd, 1, wait) };
+            while let Ok((conn, _)) = listener.accept() {
+                drop(conn);
             }
         }
     })?;
@@ -81,13 +91,13 @@ pub fn tcp_acceptor(ns: &Netns, port: u16, stop: Arc<AtomicBool>, every: Duratio
 /// Serves TCP (accept and close) and UDP (echo) on 80 and 81 in `ns`.
 fn serve(ns: &Netns, stop: &Arc<AtomicBool>) -> Result<()> {
     for port in [80u16, 81] {
-        tcp_acceptor(ns, port, stop.clone(), Duration::from_millis(2))?;
+        tcp_acceptor(ns, port, stop.clone(), Duration::from_millis(200))?;
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         ns.spawn_thread(move || {
             let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
             socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
+                .set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
             let _ = tx.send(());
             let mut buf = [0u8; 64];
@@ -235,6 +245,18 @@ impl Model {
         // Before any policy, everyone reaches everyone: the data path is
         // warm (under emulation, the fast datapath's first flows take a
         // while), so a case's table measures policy, not start-up.
+        // First contact one pair at a time: 72 pairs meeting at once is a
+        // burst of new MAC pairs that the fast datapath under emulation
+        // does not yet absorb (see the notes on issue 25); the tables
+        // below then probe every pair at once, as before.
+        let first = Probe::parse("tcp/80").expect("a probe");
+        for (f, (from, _)) in model.pods.iter().enumerate() {
+            for (t, (_, to)) in model.pods.iter().enumerate() {
+                if f != t {
+                    let _ = reaches(from, *to, first)?.join();
+                }
+            }
+        }
         for probe in ["tcp/80", "udp/80"] {
             let probe = Probe::parse(probe).expect("a probe");
             let open = [[true; 9]; 9];
@@ -346,10 +368,16 @@ impl Model {
 
     /// Every conformance case in turn; the failures, each with its tables.
     pub fn check_all(&mut self) -> Vec<String> {
+        self.check_every(1)
+    }
+
+    /// Every `stride`th conformance case (the first, then every
+    /// `stride`th after it) in turn; the failures, each with its tables.
+    pub fn check_every(&mut self, stride: usize) -> Vec<String> {
         let cases = cases::load().expect("policy/cases.yaml reads");
         assert!(cases.len() >= 40, "{} cases", cases.len());
         let mut failed = Vec::new();
-        for (n, case) in cases.iter().enumerate() {
+        for (n, case) in cases.iter().enumerate().step_by(stride) {
             let started = std::time::Instant::now();
             match self.check(n, case) {
                 Ok(()) => eprintln!(
@@ -358,7 +386,7 @@ impl Model {
                     case.title
                 ),
                 Err(e) => {
-                    eprintln!("FAIL {}", case.title);
+                    eprintln!("FAIL {}\n{e}", case.title);
                     failed.push(e);
                 }
             }
