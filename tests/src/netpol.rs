@@ -112,6 +112,16 @@ fn serve(ns: &Netns, stop: &Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// Fails with every failed case's tables, if any.
+pub fn assert_all_held(failed: &[String]) {
+    assert!(
+        failed.is_empty(),
+        "{} cases failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 fn reaches(
     from: &Netns,
     to: Ipv4Addr,

@@ -269,12 +269,7 @@ fn conformance_cases_hold_with_real_traffic_on_the_userspace_path() {
     let failed = model.check_all();
     drop(model);
     tb.destroy().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} cases failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    testbed::netpol::assert_all_held(&failed);
 }
 
 /// The same cases with Kubernetes as the source: every router watches a
@@ -309,11 +304,6 @@ fn conformance_cases_hold_with_policies_from_the_kubernetes_api() {
     let kept = model.verify(last);
     drop(model);
     tb.destroy().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} cases failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    testbed::netpol::assert_all_held(&failed);
     kept.unwrap();
 }
