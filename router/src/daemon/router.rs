@@ -195,7 +195,10 @@ impl HostSide {
             return;
         }
         let known = crate::policy::Known::current(&records, self.policy_cluster.as_ref());
-        let stored = crate::policy::Stored::of(&records);
+        // A change of the cluster view alone leaves the records, and so
+        // policy.json, as they were: nothing to write.
+        let records_changed = self.policy_seen.map(|(r, _)| r) != Some(generation.0);
+        let stored = records_changed.then(|| crate::policy::Stored::of(&records));
         drop(records);
         let plan = known.plan_here();
         let rendered = weft_policy::nft::render(&plan);
@@ -217,7 +220,7 @@ impl HostSide {
             endpoints: known.inventory.endpoints.len(),
         };
         self.firewall.update(|r| r.policy = rendered);
-        match stored.save(&self.policy_file) {
+        match stored.map_or(Ok(()), |s| s.save(&self.policy_file)) {
             Ok(()) => self.policy_seen = Some(generation),
             Err(e) => {
                 tracing::warn!(error = %e, file = %self.policy_file.display(), "cannot store the policies")
