@@ -315,8 +315,11 @@ impl Ipam {
             return None;
         }
         if !self.reachable.contains(&state.owner) {
-            if now < self.started + STARTUP_GRACE {
-                // Just started: the owner may only not be found yet.
+            // The mesh reports reachability after the gossip that brought
+            // the ring, and a router may take long to start: fail only an
+            // owner we have seen unreachable for a while.
+            let since = *self.unreachable_since.entry(state.owner).or_insert(now);
+            if now < since.max(self.started) + OWNER_PATIENCE {
                 return None;
             }
             return Some(Err(IpamError::NoSpace {
@@ -336,6 +339,17 @@ impl Ipam {
             self.unicast(state.owner, Message::Claim { addr: a });
         }
         None
+    }
+
+    /// When waiting claims stop waiting for their unreachable owners.
+    pub(super) fn claims_give_up_at(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.pending.iter().filter_map(|p| {
+            let Want::Addr(a) = p.want else { return None };
+            let b = self.layout.block_of(Ipv4Addr::from(a))?;
+            let owner = self.ring.as_ref()?.block(b).owner;
+            let since = self.unreachable_since.get(&owner)?;
+            Some(*since.max(&self.started) + OWNER_PATIENCE)
+        })
     }
 
     /// Fails the allocations waiting for space in `subnet`.

@@ -156,9 +156,10 @@ const UNANSWERED_LIMIT: u32 = 3;
 const SPARE: u32 = 8;
 /// Unanswered activations and space requests are sent again after this.
 const RESEND: Duration = Duration::from_secs(1);
-/// After a start, the mesh is still being found: a claim in a block whose
-/// owner is not reachable yet waits this long for it instead of failing.
-const STARTUP_GRACE: Duration = Duration::from_secs(10);
+/// A claim in a block whose owner is not reachable waits this long (from
+/// when we first saw the owner unreachable, and from our start) before
+/// failing: a mesh being formed reports its peers late.
+const OWNER_PATIENCE: Duration = Duration::from_secs(10);
 /// An address lent in our block is protected until the claimant's record
 /// (which then holds it) has had time to arrive.
 const LEND_PROTECTION: Duration = Duration::from_secs(60);
@@ -200,7 +201,7 @@ pub struct Ipam {
     out: VecDeque<Outgoing>,
     done: Vec<Done>,
     dirty: bool,
-    /// When this agent was made or restored (see [`STARTUP_GRACE`]).
+    /// When this agent was made or restored (see [`OWNER_PATIENCE`]).
     started: Instant,
     /// Something happened during [`Ipam::progress`] that lets waiting
     /// requests move again.
@@ -345,6 +346,7 @@ impl Ipam {
         let pend = self.pending.iter().map(|p| p.deadline);
         let space = self.space.iter().map(|s| s.resend);
         acts.chain(pend)
+            .chain(self.claims_give_up_at())
             .chain(space)
             .chain(self.space_retry)
             .chain(self.paxos.deadline())

@@ -462,3 +462,53 @@ fn automatic_reclaim_waits_for_the_grace_period_and_a_majority() {
     lone.tick(now + Duration::from_secs(100));
     assert_eq!(lone.ring().unwrap().members().len(), 3);
 }
+
+/// Hands everything `from` has to say to `to`, as gossip arriving before
+/// the mesh has told `to` that `from` is reachable.
+fn gossip_only(from: &mut Ipam, to: &mut Ipam, now: Instant) {
+    while let Some(o) = from.poll_outgoing() {
+        match &o {
+            Outgoing::Gossip(b) => drop(to.on_gossip(now, from.me(), b).unwrap()),
+            Outgoing::Broadcast(b) => to.on_broadcast(now, from.me(), b).unwrap(),
+            Outgoing::Unicast(..) => {}
+        }
+    }
+}
+
+#[test]
+fn a_claim_waits_for_an_owner_the_mesh_has_not_reported_reachable_yet() {
+    let t0 = Instant::now();
+    let mut a = agent(1, Init::Consensus(1), t0);
+    a.allocate(t0, "first", None);
+    assert_eq!(one(&mut a).unwrap().addr, Ipv4Addr::new(10, 32, 0, 1));
+    // A router joins long after its agent was made (a slow start), and
+    // the ring arrives before the routes that make its owner reachable.
+    let mut b = agent(2, Init::Consensus(2), t0);
+    let late = t0 + Duration::from_secs(20);
+    gossip_only(&mut a, &mut b, late);
+    assert!(b.ring().is_some());
+    let wanted = Ipv4Addr::new(10, 32, 0, 2);
+    b.claim(late, "second", wanted, None);
+    assert!(b.take_done().is_empty(), "waits for the owner");
+    b.tick(late + Duration::from_secs(2));
+    assert!(b.take_done().is_empty(), "still waits");
+    exchange(&mut [&mut a, &mut b], late + Duration::from_secs(3));
+    assert_eq!(one(&mut b).unwrap().addr, wanted);
+
+    // An owner that stays unreachable fails the claim, with the reason.
+    b.on_peers_changed(late, &BTreeSet::new());
+    let lost = late + Duration::from_secs(4);
+    b.claim(lost, "third", Ipv4Addr::new(10, 32, 0, 3), None);
+    assert!(b.take_done().is_empty(), "just lost: waits");
+    assert!(
+        b.next_timeout().unwrap() <= late + Duration::from_secs(10),
+        "a tick is due when the claim stops waiting"
+    );
+    b.tick(lost + Duration::from_secs(11));
+    match one(&mut b) {
+        Err(IpamError::NoSpace { detail, .. }) => {
+            assert!(detail.contains("unreachable"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
