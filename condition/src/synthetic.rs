@@ -220,12 +220,9 @@ impl SyntheticMatch {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The example in Synthetic Network's README, as it is printed there.
-    const README_EXAMPLE: &str = r#"{
+/// The example in Synthetic Network's README, as it is printed there:
+/// 10 Mbit/s both ways, 2% loss out.
+pub const README_EXAMPLE: &str = r#"{
   "default_link": {
     "ingress": {
       "rate": 10000000,
@@ -246,6 +243,10 @@ mod tests {
   },
   "flows": []
 }"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn the_readme_example_is_accepted_as_is_and_written_back_the_same() {

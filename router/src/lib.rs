@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod condition;
 pub mod daemon;
 pub mod fastdp;
 pub mod firewall;

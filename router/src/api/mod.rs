@@ -28,9 +28,12 @@
 //! | `POST /dns/lookup`     | `{"name": "db"}`: the addresses, text       |
 //! | `GET /dns/args`        | `--dns ADDR --dns-search DOMAIN`, text      |
 //! | `GET /status/dns`      | the names and the DNS server, text          |
+//! | `GET`/`POST /qos/<container>` | Synthetic Network's JSON, verbatim |
+//! | `GET`/`POST`/`DELETE /conditions/<container>` | weft's form; `GET /conditions`: all, with counters |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod access;
+mod condition;
 pub mod docker;
 pub mod gateway;
 pub mod metrics;
@@ -457,6 +460,7 @@ impl Api {
                 };
                 if addresses.is_empty() {
                     self.set_endpoint(owner.clone(), None).await;
+                    network.conditioning.forget(&key).await;
                 }
                 if self.names.is_some() {
                     if addresses.is_empty() {
@@ -768,6 +772,20 @@ impl Api {
                 "/policy/apply" | "/policy/delete" | "/policy/check" | "/policy/namespace",
             ) => {
                 return self.policy(path, &body).await;
+            }
+            (m @ (Method::GET | Method::POST), p) if p.starts_with("/qos/") => {
+                return self
+                    .conditions(&m, condition::Form::Synthetic, &p[5..], &body)
+                    .await;
+            }
+            (m @ (Method::GET | Method::POST | Method::DELETE), p)
+                if p == "/conditions" || p.starts_with("/conditions/") =>
+            {
+                let id = p
+                    .strip_prefix("/conditions")
+                    .unwrap_or("")
+                    .trim_start_matches('/');
+                return self.conditions(&m, condition::Form::Weft, id, &body).await;
             }
             (Method::GET, "/policy/list") => return self.policy_list().await,
             (Method::GET, "/status/policy") => return self.policy_status().await,

@@ -162,6 +162,11 @@ pub enum Command {
     /// Install the CNI plugin and a network configuration for podman,
     /// containerd or CRI-O.
     SetupCni(super::setup_cni::SetupCniArgs),
+    /// Put a container's traffic under chosen latency, jitter, loss and
+    /// rate, or show what it suffers (no settings given). Settings apply
+    /// to both directions unless --direction says one; flow rules come
+    /// with --file (weft's JSON or Synthetic Network's).
+    Condition(ConditionArgs),
     /// Network policy (Kubernetes NetworkPolicy objects) for clusters
     /// without an API server: apply, list, delete, and check what a
     /// connection would meet.
@@ -577,5 +582,84 @@ mod tests {
         );
         assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
         assert!(parse_duration("5d").is_err());
+    }
+}
+
+/// `weft condition CONTAINER ...`.
+#[derive(Args, Debug)]
+pub struct ConditionArgs {
+    /// The container, as `weft ps` shows its id.
+    pub container: String,
+    /// Milliseconds added to every packet.
+    #[arg(long, value_name = "MS")]
+    pub latency: Option<f64>,
+    /// Up to this many milliseconds more, uniformly, per packet.
+    #[arg(long, value_name = "MS")]
+    pub jitter: Option<f64>,
+    /// Fraction of packets jittered (default 1: all).
+    #[arg(long, value_name = "FRACTION")]
+    pub jitter_strength: Option<f64>,
+    /// Let jittered packets overtake each other.
+    #[arg(long)]
+    pub reorder: bool,
+    /// Fraction of packets lost, 0 to 1 (0.02 is 2%).
+    #[arg(long, value_name = "FRACTION")]
+    pub loss: Option<f64>,
+    /// Lose packets in runs of this many on average (burst loss).
+    #[arg(long, value_name = "PACKETS")]
+    pub loss_burst: Option<f64>,
+    /// Rate limit in bits per second: 500k, 10M, 1G or a number.
+    #[arg(long, value_name = "BITS", value_parser = parse_rate)]
+    pub rate: Option<u64>,
+    /// Drop what exceeds the rate instead of queueing it.
+    #[arg(long)]
+    pub police: bool,
+    /// The rate's queue (or the policer's burst) in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub queue_limit: Option<u64>,
+    /// Fraction of packets sent twice.
+    #[arg(long, value_name = "FRACTION")]
+    pub duplicate: Option<f64>,
+    /// Which traffic the settings are for: into the container, out of
+    /// it, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub direction: ConditionDirection,
+    /// Conditions from a JSON file (`-`: standard input), weft's form or
+    /// Synthetic Network's, replacing all of the container's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["latency", "jitter", "loss", "rate", "duplicate", "clear"])]
+    pub file: Option<PathBuf>,
+    /// Take every condition off the container.
+    #[arg(long)]
+    pub clear: bool,
+    #[command(flatten)]
+    pub dirs: DirArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionDirection {
+    Both,
+    Ingress,
+    Egress,
+}
+
+/// Bits per second: a number, or one with k, M or G (powers of 1000),
+/// optionally followed by "bit" or "bps".
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("bit")
+        .or_else(|| t.strip_suffix("bps"))
+        .unwrap_or(t);
+    let (digits, scale) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        Some((i, 'g' | 'G')) => (&t[..i], 1e9),
+        _ => (t, 1.0),
+    };
+    match digits.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok((v * scale).round() as u64),
+        _ => Err(format!(
+            "{text:?} is not a rate: give bits per second, like 500k, 10M or 1G"
+        )),
     }
 }

@@ -2,6 +2,8 @@
 //! router through its API; `launch` starts one.
 
 pub mod args;
+mod condition;
+pub use condition::condition;
 pub mod reset;
 pub mod setup_cni;
 

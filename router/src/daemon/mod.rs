@@ -583,7 +583,9 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         mtu: overlay_mtu,
         registry: tokio::sync::Mutex::new(registry),
         gateway: tokio::sync::Mutex::new(gateway),
+        conditioning: crate::condition::Conditioning::load(paths.conditions_file())?,
     });
+    network.conditioning.restore(&network).await;
     let docker = docker_listener(args.docker_plugin)?;
     let docker_served = docker.is_some();
     if let Some(cluster) = kubernetes {

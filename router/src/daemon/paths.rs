@@ -51,6 +51,7 @@ impl Paths {
             self.ipam_file(),
             self.gateway_file(),
             self.peers_file(),
+            self.conditions_file(),
         ]
     }
 
@@ -76,6 +77,11 @@ impl Paths {
 
     pub fn policy_file(&self) -> PathBuf {
         self.data_dir.join("policy.json")
+    }
+
+    /// The conditions of this host's containers.
+    pub fn conditions_file(&self) -> PathBuf {
+        self.data_dir.join("conditions.json")
     }
 }
 

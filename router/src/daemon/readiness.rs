@@ -20,9 +20,9 @@ use crate::{
 /// How often attachments whose interface is gone are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(2);
 
-/// Every [`PRUNE_EVERY`]: forgets attachments whose veth is gone, tells
-/// policy which containers are here, and removes our names whose owner is
-/// no longer attached here.
+/// Every [`PRUNE_EVERY`]: forgets attachments whose veth is gone (and
+/// their conditions), tells policy which containers are here, and removes
+/// our names whose owner is no longer attached here.
 pub async fn forget_departed(
     names: NamesHandle,
     network: Arc<HostNetwork>,
@@ -32,18 +32,22 @@ pub async fn forget_departed(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now_attached: BTreeMap<String, Option<std::net::Ipv4Addr>> = {
+        let (now_attached, ids): (BTreeMap<String, Option<std::net::Ipv4Addr>>, Vec<String>) = {
             let mut registry = network.registry.lock().await;
             if let Err(e) = registry.prune(&network.netlink).await {
                 tracing::debug!(error = %e, "cannot look for departed containers");
                 continue;
             }
-            registry
-                .list()
-                .into_iter()
-                .map(|a| (a.ipam_owner(), a.first_ipv4()))
-                .collect()
+            let list = registry.list();
+            (
+                list.iter()
+                    .map(|a| (a.ipam_owner(), a.first_ipv4()))
+                    .collect(),
+                list.into_iter().map(|a| a.id).collect(),
+            )
         };
+        // So do conditions, and the threads that apply them.
+        network.conditioning.retain(&ids).await;
         let attached: std::collections::BTreeSet<String> = now_attached.keys().cloned().collect();
         // Policy's endpoints follow the containers however they came and
         // went (runtimes, Docker, a deleted namespace).

@@ -49,6 +49,8 @@ pub struct HostNetwork {
     /// The host's addresses on the bridge; lock after `registry` when
     /// both are needed.
     pub gateway: tokio::sync::Mutex<gateway::Gateway>,
+    /// Containers whose traffic passes through a conditioner.
+    pub conditioning: crate::condition::Conditioning,
 }
 
 /// Whether weft made this device: its addresses and routes are the

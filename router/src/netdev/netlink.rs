@@ -192,6 +192,16 @@ impl Netlink {
             .map_err(request(format!("attach link {index} to the bridge")))
     }
 
+    /// Takes link `index` off its bridge; it stays up.
+    pub async fn release(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).nocontroller().build())
+            .execute()
+            .await
+            .map_err(request(format!("take link {index} off the bridge")))
+    }
+
     /// Turns hairpin on or off for bridge port `index`: whether the
     /// bridge may send a frame back out of the port it came in by.
     pub async fn set_hairpin(&self, index: u32, on: bool) -> Result<()> {

@@ -1,0 +1,88 @@
+//! The conditioning routes. Synthetic Network's own API, verbatim, per
+//! container: `GET /qos/<container>` and `POST /qos/<container>` (its
+//! JSON, answered `OK`); weft's richer form beside it:
+//! `GET|POST|DELETE /conditions/<container>`, and `GET /conditions` for
+//! every conditioned container with its counters. `<container>` is the
+//! attachment's id as `weft ps` shows it.
+
+use http_body_util::Full;
+use hyper::{Method, Response, StatusCode, body::Bytes};
+use weft_condition::{Conditions, synthetic::SyntheticNetwork};
+
+use super::{Api, json_of, text};
+use crate::condition::ConditionError;
+
+type Answer = Result<Response<Full<Bytes>>, Response<Full<Bytes>>>;
+
+/// Which JSON a route speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Synthetic,
+    Weft,
+}
+
+fn refused(e: ConditionError) -> Response<Full<Bytes>> {
+    let status = match e {
+        ConditionError::NotAttached(_) => StatusCode::NOT_FOUND,
+        ConditionError::Config(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(status, format!("{e}\n"))
+}
+
+impl Api {
+    pub(super) async fn conditions(
+        &self,
+        method: &Method,
+        form: Form,
+        id: &str,
+        body: &Bytes,
+    ) -> Answer {
+        let network = self
+            .network
+            .as_ref()
+            .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "no overlay network here\n"))?;
+        let conditioning = &network.conditioning;
+        if id.is_empty() {
+            return Ok(json_of(&conditioning.list().await));
+        }
+        let attachment = network
+            .registry
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| refused(ConditionError::NotAttached(id.to_string())))?;
+        let new = match *method {
+            Method::GET => None,
+            Method::DELETE => Some(Conditions::default()),
+            _ => Some(
+                match form {
+                    Form::Synthetic => SyntheticNetwork::parse(body),
+                    Form::Weft => Conditions::from_json(body),
+                }
+                .map_err(|e| refused(e.into()))?,
+            ),
+        };
+        if let Some(conditions) = new {
+            conditioning
+                .set(network, &attachment, conditions)
+                .await
+                .map_err(refused)?;
+            if form == Form::Synthetic {
+                return Ok(text(StatusCode::OK, "OK"));
+            }
+        }
+        let now = conditioning.get(id).await;
+        Ok(match form {
+            Form::Weft => json_of(&now),
+            Form::Synthetic => match SyntheticNetwork::from_conditions(&now) {
+                Ok(sn) => json_of(&sn),
+                Err(e) => text(
+                    StatusCode::CONFLICT,
+                    format!("{e} (GET /conditions/{id})\n"),
+                ),
+            },
+        })
+    }
+}

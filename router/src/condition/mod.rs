@@ -1,0 +1,314 @@
+//! Network conditioning on the router: which containers are conditioned
+//! and how (`conditions.json` in the data directory, so conditions
+//! survive a restart), and their conditioned ports ([`port`]). What the
+//! conditions mean and the per-packet decisions are `weft-condition`'s.
+
+pub mod port;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use weft_condition::{Conditions, ConfigError};
+
+use self::port::{Port, PortCounters};
+use crate::netdev::{HostNetwork, NetlinkError, attach::Attachment};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConditionError {
+    #[error("{0} is not attached here; `weft ps` lists what is")]
+    NotAttached(String),
+    #[error("refused, the running conditions stay: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot put {id} through the conditioner: {cause}")]
+    Plumbing { id: String, cause: String },
+    #[error("cannot store the conditions in {path}: {cause}; is the data directory writable?")]
+    Store {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{path} is not valid ({cause}); fix it or remove it to start without conditions")]
+    Corrupt { path: PathBuf, cause: String },
+}
+
+/// The TAP that stands in for a conditioned container's veth on the
+/// bridge: the veth's name with `vwefc` for `vweft`, so each container
+/// has its own and it reads as weft's.
+pub fn tap_name(veth: &str) -> String {
+    match veth.strip_prefix(crate::netdev::attach::HOST_PREFIX) {
+        Some(rest) => format!("vwefc{rest}"),
+        None => format!("vwefc{}", &veth[veth.len().saturating_sub(10)..]),
+    }
+}
+
+/// Every conditioned container of this host.
+pub struct Conditioning {
+    file: PathBuf,
+    inner: tokio::sync::Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    stored: BTreeMap<String, Conditions>,
+    ports: BTreeMap<String, Port>,
+}
+
+/// One conditioned container, for status and the API.
+#[derive(Debug, serde::Serialize)]
+pub struct Conditioned {
+    pub id: String,
+    pub conditions: Conditions,
+    pub counters: Option<PortCounters>,
+}
+
+impl Conditioning {
+    /// Reads `file` (absent: no conditions). Ports start in [`restore`].
+    ///
+    /// [`restore`]: Conditioning::restore
+    pub fn load(file: PathBuf) -> Result<Conditioning, ConditionError> {
+        let stored = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice::<BTreeMap<String, Conditions>>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    m.values()
+                        .try_for_each(|c| c.validate().map_err(|e| e.to_string()))
+                        .map(|()| m)
+                })
+                .map_err(|cause| ConditionError::Corrupt {
+                    path: file.clone(),
+                    cause,
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(cause) => return Err(ConditionError::Store { path: file, cause }),
+        };
+        Ok(Conditioning {
+            file,
+            inner: tokio::sync::Mutex::new(Inner {
+                stored,
+                ports: BTreeMap::new(),
+            }),
+        })
+    }
+
+    fn save(&self, stored: &BTreeMap<String, Conditions>) -> Result<(), ConditionError> {
+        let bytes = serde_json::to_vec_pretty(stored).expect("conditions serialise");
+        crate::state_file::replace(&self.file, &bytes).map_err(|cause| ConditionError::Store {
+            path: self.file.clone(),
+            cause,
+        })
+    }
+
+    /// What `id` suffers now (a clean link when nothing).
+    pub async fn get(&self, id: &str) -> Conditions {
+        self.inner
+            .lock()
+            .await
+            .stored
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every conditioned container, with its counters.
+    pub async fn list(&self) -> Vec<Conditioned> {
+        let inner = self.inner.lock().await;
+        inner
+            .stored
+            .iter()
+            .map(|(id, c)| Conditioned {
+                id: id.clone(),
+                conditions: c.clone(),
+                counters: inner.ports.get(id).and_then(Port::counters),
+            })
+            .collect()
+    }
+
+    /// Puts `conditions` on attachment `a`, all or nothing: on any failure
+    /// the container keeps what it had. Clean conditions take it out of
+    /// the conditioner.
+    pub async fn set(
+        &self,
+        network: &HostNetwork,
+        a: &Attachment,
+        conditions: Conditions,
+    ) -> Result<(), ConditionError> {
+        conditions.validate()?;
+        let mut inner = self.inner.lock().await;
+        let mut stored = inner.stored.clone();
+        if conditions.is_clean() {
+            stored.remove(&a.id);
+        } else {
+            stored.insert(a.id.clone(), conditions.clone());
+        }
+        let plumbing = |cause: NetlinkError| ConditionError::Plumbing {
+            id: a.id.clone(),
+            cause: cause.to_string(),
+        };
+        match (inner.ports.contains_key(&a.id), conditions.is_clean()) {
+            (true, false) => {
+                self.save(&stored)?;
+                inner.ports[&a.id].set(conditions);
+            }
+            (true, true) => {
+                self.save(&stored)?;
+                let veth = network.netlink.require(&a.interface).await;
+                let back = match veth {
+                    Ok(v) => network.netlink.attach(v.index, network.bridge).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = back {
+                    self.save(&inner.stored)?;
+                    return Err(plumbing(e));
+                }
+                inner.ports.remove(&a.id);
+            }
+            (false, false) => {
+                let port = start_port(network, a, conditions).await?;
+                if let Err(e) = self.save(&stored) {
+                    undo_port(network, a, port).await;
+                    return Err(e);
+                }
+                inner.ports.insert(a.id.clone(), port);
+            }
+            (false, true) => self.save(&stored)?,
+        }
+        inner.stored = stored;
+        Ok(())
+    }
+
+    /// Starts the ports of the stored conditions whose containers are
+    /// attached; forgets the others.
+    pub async fn restore(&self, network: &HostNetwork) {
+        let attachments = network.registry.lock().await.list();
+        let mut inner = self.inner.lock().await;
+        let ids: Vec<String> = inner.stored.keys().cloned().collect();
+        for id in ids {
+            let Some(a) = attachments.iter().find(|a| a.id == id) else {
+                tracing::info!(container = %id, "forgot the conditions of a container no longer attached");
+                inner.stored.remove(&id);
+                continue;
+            };
+            let conditions = inner.stored[&id].clone();
+            match start_port(network, a, conditions).await {
+                Ok(port) => {
+                    inner.ports.insert(id, port);
+                }
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "cannot restore its conditions")
+                }
+            }
+        }
+        if let Err(e) = self.save(&inner.stored) {
+            tracing::warn!(error = %e, "cannot store the conditions");
+        }
+    }
+
+    /// A container left: its port and conditions go.
+    pub async fn forget(&self, id: &str) {
+        self.keep(|other| other != id).await
+    }
+
+    /// Only the containers `attached` keep their conditions (however the
+    /// others left: detach, a runtime, a deleted namespace).
+    pub async fn retain(&self, attached: &[String]) {
+        self.keep(|id| attached.iter().any(|a| a == id)).await
+    }
+
+    async fn keep(&self, keep: impl Fn(&str) -> bool) {
+        let mut inner = self.inner.lock().await;
+        let gone: Vec<String> = inner
+            .stored
+            .keys()
+            .filter(|id| !keep(id))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            tracing::info!(container = %id, "its container is gone: its conditions leave");
+            inner.ports.remove(id);
+            inner.stored.remove(id);
+        }
+        if let Err(e) = self.save(&inner.stored) {
+            tracing::warn!(error = %e, "cannot store the conditions");
+        }
+    }
+}
+
+/// The TAP on the bridge, the veth off it, the thread between them; on
+/// failure, everything as before.
+async fn start_port(
+    network: &HostNetwork,
+    a: &Attachment,
+    conditions: Conditions,
+) -> Result<Port, ConditionError> {
+    let fail = |cause: String| ConditionError::Plumbing {
+        id: a.id.clone(),
+        cause,
+    };
+    let veth = network
+        .netlink
+        .require(&a.interface)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let port = Port::start(&tap_name(&a.interface), veth.index, conditions)
+        .map_err(|e| fail(format!("cannot open its TAP and socket: {e}")))?;
+    let plugged = async {
+        let tap = network.netlink.require(&port.tap).await?;
+        network.netlink.set_mtu_up(tap.index, veth.mtu).await?;
+        network.netlink.attach(tap.index, network.bridge).await?;
+        network.netlink.release(veth.index).await
+    };
+    if let Err(e) = plugged.await {
+        undo_port(network, a, port).await;
+        return Err(fail(e.to_string()));
+    }
+    Ok(port)
+}
+
+/// The veth back on the bridge, the TAP closed (which removes it).
+async fn undo_port(network: &HostNetwork, a: &Attachment, port: Port) {
+    if let Ok(veth) = network.netlink.require(&a.interface).await
+        && let Err(e) = network.netlink.attach(veth.index, network.bridge).await
+    {
+        tracing::warn!(container = %a.id, error = %e, "cannot put the container back on the bridge");
+    }
+    drop(port);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_are_named_after_their_veths_and_read_as_weft_devices() {
+        assert_eq!(tap_name("vweft0a1b2c3d"), "vwefc0a1b2c3d");
+        assert!(crate::netdev::is_weft_device(&tap_name("vweft0a1b2c3d")));
+        assert!(tap_name("eth-very-long-name").len() < libc::IFNAMSIZ);
+    }
+
+    #[test]
+    fn a_stored_file_that_is_not_valid_is_an_error_not_a_reset() {
+        let dir = std::env::temp_dir().join(format!("weft-cond-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("conditions.json");
+        std::fs::write(
+            &file,
+            br#"{"c1": {"default_link": {"egress": {"loss": 3}}}}"#,
+        )
+        .unwrap();
+        let e = Conditioning::load(file.clone()).err().expect("refused");
+        assert!(e.to_string().contains("default_link.egress.loss"), "{e}");
+        std::fs::write(
+            &file,
+            br#"{"c1": {"default_link": {"egress": {"latency": 20}}}}"#,
+        )
+        .unwrap();
+        let c = Conditioning::load(file).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(c.get("c1")).default_link.egress.latency, 20.0);
+        assert!(rt.block_on(c.get("c2")).is_clean());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

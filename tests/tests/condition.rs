@@ -1,0 +1,224 @@
+//! Network conditioning across two hosts, measured the way a user would:
+//! ping's round trips and losses, iperf3's goodput, from a container whose
+//! traffic a router conditions; the conditions survive a router restart,
+//! a bad configuration is refused with the old one in force, and Synthetic
+//! Network's README example is taken as it is.
+
+use std::time::Duration;
+
+use testbed::{Netns, Spec, Testbed, WeftHost, container_addr, eventually};
+use weft_condition::synthetic::README_EXAMPLE;
+
+/// Every reply's round trip in ms, and how many of `count` were lost.
+fn ping(from: &Netns, to: &str, count: usize, interval: &str) -> (Vec<f64>, usize) {
+    let count_arg = count.to_string();
+    let out = from
+        .command([
+            "ping", "-n", "-c", &count_arg, "-i", interval, "-W", "2", to,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    let lost = count - rtts.len().min(count);
+    (rtts, lost)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "no replies at all");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn condition(router: &WeftHost, container: &Netns, args: &[&str]) -> String {
+    let mut all = vec!["condition", container.name()];
+    all.extend_from_slice(args);
+    router.run(&all).unwrap()
+}
+
+/// Goodput in bits/s of a TCP stream from `from` to `to` for `secs`
+/// seconds after a first second left out (iperf3's receiver side).
+fn goodput(tb: &Testbed, from: &Netns, to: &Netns, to_addr: &str, secs: u32) -> f64 {
+    let _server = tb
+        .spawn(to, "iperf3-server", ["iperf3", "-s", "-1"])
+        .unwrap();
+    let out = eventually("iperf3 connects", Duration::from_secs(10), || {
+        let t = secs.to_string();
+        let out = from
+            .command(["iperf3", "-c", to_addr, "-t", &t, "-O", "1", "-J"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no receiver rate in {out}"))
+}
+
+#[test]
+fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
+    let tb = Testbed::create_owned("cond", Spec::hosts(2).containers(1)).unwrap();
+    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
+    let to = container_addr(2).to_string();
+    eventually(
+        "the containers reach each other",
+        Duration::from_secs(30),
+        || {
+            let (_, lost) = ping(&c1, &to, 1, "0.2");
+            (lost == 0).then_some(()).ok_or("no reply".to_string())
+        },
+    );
+    let (base, lost) = ping(&c1, &to, 100, "0.01");
+    assert_eq!(lost, 0, "unconditioned: nothing lost");
+    let base = median(base);
+
+    // Latency L on the way out: round trips grow by L, within 1 ms.
+    for l in [20.0, 100.0] {
+        condition(
+            &routers[0],
+            &c1,
+            &["--direction", "egress", "--latency", &l.to_string()],
+        );
+        let (rtts, lost) = ping(&c1, &to, 50, "0.02");
+        let added = median(rtts) - base;
+        eprintln!("latency {l} ms: median round trip grew by {added:.3} ms (base {base:.3} ms)");
+        assert!(
+            (added - l).abs() <= 1.0,
+            "latency {l} ms: round trips grew by {added:.2} ms"
+        );
+        assert_eq!(lost, 0, "latency alone loses nothing");
+    }
+
+    // Jitter J: round trips spread over [0, J] more, and with packets
+    // closer together than J none overtakes another (ping prints replies
+    // as they come).
+    condition(
+        &routers[0],
+        &c1,
+        &["--direction", "egress", "--jitter", "30"],
+    );
+    let out = c1
+        .run(["ping", "-n", "-c", "200", "-i", "0.005", "-W", "2", &to])
+        .unwrap();
+    let seqs: Vec<u32> = out
+        .lines()
+        .filter_map(|l| {
+            l.split("icmp_seq=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "no overtaking: {seqs:?}"
+    );
+    let (rtts, _) = ping(&c1, &to, 100, "0.02");
+    // Percentiles, not extremes: one reply the loaded machine holds up
+    // must not decide.
+    let mut extra: Vec<f64> = rtts.iter().map(|r| r - base).collect();
+    extra.sort_by(f64::total_cmp);
+    let pct = |p: usize| extra[(extra.len() - 1) * p / 100];
+    let (p5, p50, p95) = (pct(5), pct(50), pct(95));
+    eprintln!("jitter 30 ms: round trips grew by {p5:.2} (p5), {p50:.2} (p50), {p95:.2} (p95) ms");
+    assert!(
+        p5 < 5.0 && p95 > 25.0 && p95 <= 31.0,
+        "spread {p5:.2}..{p95:.2}"
+    );
+    assert!(
+        (10.0..=20.0).contains(&p50),
+        "uniform over [0, 30]: median {p50:.2}"
+    );
+
+    // Loss p: within 2 points over 2,000 packets.
+    condition(
+        &routers[0],
+        &c1,
+        &["--direction", "egress", "--loss", "0.1"],
+    );
+    let (_, lost) = ping(&c1, &to, 2000, "0.002");
+    let seen = lost as f64 / 2000.0;
+    eprintln!("loss 0.1: {lost} of 2000 lost");
+    assert!((seen - 0.1).abs() <= 0.02, "loss 0.1: saw {seen}");
+
+    // A bad configuration is refused with the field; the old one stays.
+    let refused = routers[0]
+        .command(&["condition", c1.name(), "--loss", "1.5"])
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("loss") && why.contains("fraction"), "{why}");
+    let shown = condition(&routers[0], &c1, &[]);
+    assert!(
+        shown.contains("\"loss\": 0.1"),
+        "the old conditions stay: {shown}"
+    );
+
+    // Rate R: TCP goodput within 5% of R, into the far container.
+    condition(
+        &routers[0],
+        &c1,
+        &["--direction", "egress", "--rate", "10M"],
+    );
+    let rate = goodput(&tb, &c1, &c2, &to, 5);
+    eprintln!("rate 10M: goodput {:.3} Mbit/s", rate / 1e6);
+    assert!(
+        (rate / 10e6 - 1.0).abs() <= 0.05,
+        "10 Mbit/s: goodput {:.2} Mbit/s",
+        rate / 1e6
+    );
+
+    // Synthetic Network's README example, as it is: 10 Mbit/s both ways,
+    // 2% loss out. Then a restart: the conditions come back with it.
+    let example = std::env::temp_dir().join(format!("weft-sn-{}.json", std::process::id()));
+    std::fs::write(&example, README_EXAMPLE).unwrap();
+    let taken = condition(&routers[0], &c1, &["--file", example.to_str().unwrap()]);
+    std::fs::remove_file(&example).unwrap();
+    assert!(taken.contains("\"loss\": 0.02"), "{taken}");
+    condition(
+        &routers[0],
+        &c1,
+        &["--direction", "egress", "--latency", "50"],
+    );
+    routers[0].run(&["stop"]).unwrap();
+    routers[0].launch(&[&tb.host_addr(2).to_string()]).unwrap();
+    let shown = condition(&routers[0], &c1, &[]);
+    assert!(
+        shown.contains("\"latency\": 50"),
+        "after a restart: {shown}"
+    );
+    eventually(
+        "50 ms again after the restart",
+        Duration::from_secs(30),
+        || {
+            let (rtts, _) = ping(&c1, &to, 10, "0.05");
+            let added = if rtts.is_empty() {
+                0.0
+            } else {
+                median(rtts) - base
+            };
+            ((added - 50.0).abs() <= 1.0)
+                .then_some(())
+                .ok_or(format!("round trips grew by {added:.2} ms"))
+        },
+    );
+
+    // Cleared: the container is back on the bridge, as fast as before.
+    condition(&routers[0], &c1, &["--clear"]);
+    let (rtts, lost) = ping(&c1, &to, 50, "0.02");
+    assert_eq!(lost, 0);
+    let after = median(rtts);
+    eprintln!("cleared: median round trip {after:.3} ms (base {base:.3} ms)");
+    assert!(after < base + 1.0, "cleared: {after} vs {base}");
+}
