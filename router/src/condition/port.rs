@@ -185,6 +185,26 @@ fn still_there(e: &io::Error, what: &str) -> bool {
     }
 }
 
+/// Reads up to [`BATCH`] frames from `fd`, each to `each`; an error that
+/// means the device is gone clears `live`.
+fn read_batch(
+    fd: RawFd,
+    live: &mut bool,
+    what: &str,
+    buf: &mut [u8],
+    mut each: impl FnMut(&mut [u8]),
+) {
+    for _ in 0..BATCH {
+        match read_into(fd, buf) {
+            Ok(n) => each(&mut buf[..n]),
+            Err(e) => {
+                *live = still_there(&e, what);
+                break;
+            }
+        }
+    }
+}
+
 fn read_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: reads into a buffer we own, at most its length.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -320,39 +340,24 @@ fn run(
         }
         let now = Instant::now();
         if fds[1].revents != 0 {
-            for _ in 0..BATCH {
-                let n = match read_into(veth_fd, &mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        veth_live = still_there(&e, "veth");
-                        break;
-                    }
+            read_batch(veth_fd, &mut veth_live, "veth", &mut buf, |read| {
+                let Some(hdr) = VnetHdr::parse(read) else {
+                    return;
                 };
-                let Some(hdr) = VnetHdr::parse(&buf[..n]) else {
-                    continue;
-                };
-                let frame = &mut buf[VNET_HDR_LEN..n];
-                let cut = segment(&hdr, frame, &mut scratch, |s| {
+                let cut = segment(&hdr, &mut read[VNET_HDR_LEN..], &mut scratch, |s| {
                     egress.take(now, s, &mut errors)
                 });
                 if cut.is_err() {
                     errors += 1;
                 }
-            }
+            });
         }
         if fds[2].revents != 0 {
-            for _ in 0..BATCH {
-                let n = match read_into(tap_fd, &mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tap_live = still_there(&e, "TAP");
-                        break;
-                    }
-                };
-                if n > VNET_HDR_LEN {
-                    ingress.take(now, &buf[VNET_HDR_LEN..n], &mut errors);
+            read_batch(tap_fd, &mut tap_live, "TAP", &mut buf, |read| {
+                if read.len() > VNET_HDR_LEN {
+                    ingress.take(now, &read[VNET_HDR_LEN..], &mut errors);
                 }
-            }
+            });
         }
     }
 }
