@@ -149,12 +149,7 @@ impl Conditioning {
             }
             (true, true) => {
                 self.save(&stored)?;
-                let veth = network.netlink.require(&a.interface).await;
-                let back = match veth {
-                    Ok(v) => network.netlink.attach(v.index, network.bridge).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = back {
+                if let Err(e) = back_on_bridge(network, a).await {
                     self.save(&inner.stored)?;
                     return Err(plumbing(e));
                 }
@@ -168,7 +163,8 @@ impl Conditioning {
                 }
                 inner.ports.insert(a.id.clone(), port);
             }
-            (false, true) => self.save(&stored)?,
+            // Nothing was conditioned: nothing to store.
+            (false, true) => {}
         }
         inner.stored = stored;
         Ok(())
@@ -178,26 +174,21 @@ impl Conditioning {
     /// attached; forgets the others.
     pub async fn restore(&self, network: &HostNetwork) {
         let attachments = network.registry.lock().await.list();
+        let ids: Vec<String> = attachments.iter().map(|a| a.id.clone()).collect();
+        self.retain(&ids).await;
         let mut inner = self.inner.lock().await;
-        let ids: Vec<String> = inner.stored.keys().cloned().collect();
-        for id in ids {
-            let Some(a) = attachments.iter().find(|a| a.id == id) else {
-                tracing::info!(container = %id, "forgot the conditions of a container no longer attached");
-                inner.stored.remove(&id);
+        for a in &attachments {
+            let Some(conditions) = inner.stored.get(&a.id).cloned() else {
                 continue;
             };
-            let conditions = inner.stored[&id].clone();
             match start_port(network, a, conditions).await {
                 Ok(port) => {
-                    inner.ports.insert(id, port);
+                    inner.ports.insert(a.id.clone(), port);
                 }
                 Err(e) => {
-                    tracing::warn!(container = %id, error = %e, "cannot restore its conditions")
+                    tracing::warn!(container = %a.id, error = %e, "cannot restore its conditions")
                 }
             }
-        }
-        if let Err(e) = self.save(&inner.stored) {
-            tracing::warn!(error = %e, "cannot store the conditions");
         }
     }
 
@@ -265,11 +256,15 @@ async fn start_port(
     Ok(port)
 }
 
+/// The container's veth back on the bridge.
+async fn back_on_bridge(network: &HostNetwork, a: &Attachment) -> Result<(), NetlinkError> {
+    let veth = network.netlink.require(&a.interface).await?;
+    network.netlink.attach(veth.index, network.bridge).await
+}
+
 /// The veth back on the bridge, the TAP closed (which removes it).
 async fn undo_port(network: &HostNetwork, a: &Attachment, port: Port) {
-    if let Ok(veth) = network.netlink.require(&a.interface).await
-        && let Err(e) = network.netlink.attach(veth.index, network.bridge).await
-    {
+    if let Err(e) = back_on_bridge(network, a).await {
         tracing::warn!(container = %a.id, error = %e, "cannot put the container back on the bridge");
     }
     drop(port);
