@@ -16,6 +16,7 @@ pub mod condition;
 pub mod daemon;
 pub mod fastdp;
 pub mod firewall;
+pub mod flows;
 #[cfg(test)]
 mod formats;
 pub mod hosts;

@@ -101,6 +101,7 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         Command::Ipam { what, dirs } => cli::ipam(&dirs, what),
         Command::SetupCni(args) => cli::setup_cni::run(&args),
         Command::Condition(args) => cli::condition(&args),
+        Command::Top(args) => cli::top(&args),
     }
 }
 

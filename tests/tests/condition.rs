@@ -222,3 +222,155 @@ fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
     eprintln!("cleared: median round trip {after:.3} ms (base {base:.3} ms)");
     assert!(after < base + 1.0, "cleared: {after} vs {base}");
 }
+
+/// The counting table, as the host's kernel has it.
+fn flow_table(host: &Netns) -> Option<String> {
+    let out = host
+        .command(["nft", "list", "table", "bridge", "weft_flows"])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The flow of `container` in `report` under `rule` to `remote` (UDP, to
+/// `port`), if any.
+fn flow<'a>(
+    report: &'a serde_json::Value,
+    container: &str,
+    rule: &str,
+    remote: &str,
+    port: u64,
+) -> Option<&'a serde_json::Value> {
+    report["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["id"] == container)?["rules"]
+        .as_array()?
+        .iter()
+        .find(|r| r["rule"] == rule)?["flows"]
+        .as_array()?
+        .iter()
+        .find(|f| f["remote"] == remote && f["protocol"] == 17 && f["remote_port"] == port)
+}
+
+#[test]
+fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
+    let tb = Testbed::create_owned("ftop", Spec::hosts(2).containers(1)).unwrap();
+    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
+    let (from, to) = (container_addr(1).to_string(), container_addr(2).to_string());
+    eventually(
+        "the containers reach each other",
+        Duration::from_secs(30),
+        || {
+            let (_, lost) = ping(&c1, &to, 1, "0.2");
+            (lost == 0).then_some(()).ok_or("no reply".to_string())
+        },
+    );
+    assert!(
+        flow_table(&tb.host(1)).is_none(),
+        "nothing is counted while nobody watches"
+    );
+    let idle = routers[0].json(&["top", "--json"]).unwrap();
+    assert_eq!(idle["counting"], true, "{idle}");
+    assert!(flow_table(&tb.host(1)).is_some(), "watching counts");
+    // Over TCP, starting to count is a change: it needs the token.
+    let anonymous = routers[0]
+        .tcp_api(
+            "POST /flows HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            true,
+        )
+        .unwrap();
+    assert!(
+        anonymous.starts_with("HTTP/1.1 401") || anonymous.starts_with("HTTP/1.1 403"),
+        "{anonymous}"
+    );
+
+    // UDP to port 5201 is "video" (5 ms more), the rest the default.
+    let rules = r#"{"default_link": {}, "flows": [{"label": "video",
+        "flow": {"protocol": "udp", "ports": "5201"},
+        "link": {"egress": {"latency": 5}}}]}"#;
+    let file = std::env::temp_dir().join(format!("weft-ftop-{}.json", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    condition(&routers[0], &c1, &["--file", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+
+    let _server = tb
+        .spawn(&c2, "iperf3-server", ["iperf3", "-s", "-1"])
+        .unwrap();
+    let _ping = tb
+        .spawn(&c1, "ping", ["ping", "-n", "-i", "0.1", "-c", "200", &to])
+        .unwrap();
+    let stream = {
+        let c1 = c1.clone();
+        let to = to.clone();
+        std::thread::spawn(move || {
+            eventually("iperf3 connects", Duration::from_secs(10), || {
+                let out = c1
+                    .command([
+                        "iperf3", "-c", &to, "-u", "-b", "2M", "-t", "8", "-l", "1000", "--cport",
+                        "40001",
+                    ])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                out.status
+                    .success()
+                    .then_some(())
+                    .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let report = routers[0]
+        .json(&["top", "--json", "--interval", "2"])
+        .unwrap();
+    let video = flow(&report, c1.name(), "video", &to, 5201)
+        .unwrap_or_else(|| panic!("the stream under rule video on host 1: {report:#}"));
+    let sent = video["outbound"]["bits_per_second"].as_f64().unwrap();
+    eprintln!(
+        "flow top, host 1: the 2 Mbit/s stream counted at {:.3} Mbit/s out",
+        sent / 1e6
+    );
+    // IP bytes (1028 per 1000-byte datagram): 2.06 Mbit/s.
+    assert!((1.7e6..=2.4e6).contains(&sent), "{video:#}");
+    assert_eq!(video["local_port"], 40001);
+    let icmp = report["containers"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "default")
+        .and_then(|r| r["flows"].as_array()?.iter().find(|f| f["protocol"] == 1))
+        .unwrap_or_else(|| panic!("ping under the default rule: {report:#}"));
+    let pings = icmp["outbound"]["packets_per_second"].as_f64().unwrap();
+    assert!((5.0..=15.0).contains(&pings), "10 pings a second: {icmp:#}");
+
+    // The far host counts the same stream coming in, unconditioned.
+    let far = routers[1]
+        .json(&["top", "--json", "--interval", "2"])
+        .unwrap();
+    let arriving = flow(&far, c2.name(), "default", &from, 40001)
+        .unwrap_or_else(|| panic!("the stream arriving on host 2: {far:#}"));
+    let got = arriving["inbound"]["bits_per_second"].as_f64().unwrap();
+    eprintln!(
+        "flow top, host 2: the stream counted at {:.3} Mbit/s in",
+        got / 1e6
+    );
+    assert!((1.7e6..=2.4e6).contains(&got), "{arriving:#}");
+    stream.join().unwrap();
+
+    let screen = routers[0].run(&["top", "--once", c1.name()]).unwrap();
+    eprintln!("{screen}");
+    assert!(
+        screen.contains("rule video") && screen.contains(&format!("{to}:5201")),
+        "{screen}"
+    );
+
+    // A router that stops leaves nothing counting.
+    routers[0].run(&["stop"]).unwrap();
+    assert!(
+        flow_table(&tb.host(1)).is_none(),
+        "the counting table outlived its router"
+    );
+}

@@ -4,6 +4,9 @@
 //! `GET|POST|DELETE /conditions/<container>`, and `GET /conditions` for
 //! every conditioned container with its counters. `<container>` is the
 //! attachment's id as `weft ps` shows it.
+//!
+//! Flow top (`GET|POST /flows`) lives here too: it is what a user looks
+//! at to decide what to condition.
 
 use http_body_util::Full;
 use hyper::{Method, Response, StatusCode, body::Bytes};
@@ -84,5 +87,31 @@ impl Api {
                 ),
             },
         })
+    }
+}
+
+impl Api {
+    /// `GET /flows` reads flow top; `POST /flows` also keeps it counting.
+    pub(super) async fn flows(&self, watch: bool) -> Answer {
+        let network = self
+            .network
+            .as_ref()
+            .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "no overlay network here\n"))?;
+        let attachments = network.registry.lock().await.list();
+        let mut locals = Vec::with_capacity(attachments.len());
+        for a in attachments {
+            locals.push(crate::flows::Local {
+                conditions: network.conditioning.get(&a.id).await,
+                addresses: a.addresses.iter().map(|n| n.addr()).collect(),
+                id: a.id,
+            });
+        }
+        match network.flows.report(&locals, watch).await {
+            Ok(report) => Ok(json_of(&report)),
+            Err(e) => Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot count flows: {e}\n"),
+            )),
+        }
     }
 }

@@ -30,6 +30,8 @@
 //! | `GET /status/dns`      | the names and the DNS server, text          |
 //! | `GET`/`POST /qos/<container>` | Synthetic Network's JSON, verbatim |
 //! | `GET`/`POST`/`DELETE /conditions/<container>` | weft's form; `GET /conditions`: all, with counters |
+//! | `GET /flows` | flow top: per-flow counts and rates of local containers, by rule |
+//! | `POST /flows` | the same, and counting on for another minute (flow top's reader) |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod access;
@@ -786,6 +788,9 @@ impl Api {
                     .unwrap_or("")
                     .trim_start_matches('/');
                 return self.conditions(&m, condition::Form::Weft, id, &body).await;
+            }
+            (m @ (Method::GET | Method::POST), "/flows") => {
+                return self.flows(m == Method::POST).await;
             }
             (Method::GET, "/policy/list") => return self.policy_list().await,
             (Method::GET, "/status/policy") => return self.policy_status().await,

@@ -167,6 +167,11 @@ pub enum Command {
     /// to both directions unless --direction says one; flow rules come
     /// with --file (weft's JSON or Synthetic Network's).
     Condition(ConditionArgs),
+    /// Flow top: packets, bytes and rates of every flow of this host's
+    /// containers, on both data paths, grouped by the conditioning rule
+    /// each matches; refreshes until Ctrl-C. Counting runs only while
+    /// someone watches (a minute after the last look).
+    Top(TopArgs),
     /// Network policy (Kubernetes NetworkPolicy objects) for clusters
     /// without an API server: apply, list, delete, and check what a
     /// connection would meet.
@@ -633,6 +638,37 @@ pub struct ConditionArgs {
     pub clear: bool,
     #[command(flatten)]
     pub dirs: DirArgs,
+}
+
+/// `weft top`.
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Only this container (as `weft ps` shows its id).
+    pub container: Option<String>,
+    /// Seconds between refreshes, and what rates are taken over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval)]
+    pub interval: f64,
+    /// Flows shown per rule, busiest first (the rest are summed).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub rows: usize,
+    /// Print one reading and exit (also what happens when the output is
+    /// not a terminal).
+    #[arg(long)]
+    pub once: bool,
+    /// Print one reading as JSON (what `/flows` answers) and exit.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: DirArgs,
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.2..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?}: give seconds between 0.2 and 3600, e.g. 1 or 0.5"
+        )),
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

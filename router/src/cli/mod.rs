@@ -4,6 +4,8 @@
 pub mod args;
 mod condition;
 pub use condition::condition;
+mod top;
+pub use top::top;
 pub mod reset;
 pub mod setup_cni;
 

@@ -83,6 +83,9 @@ async fn reset(dirs: &DirArgs, detach: bool) -> Result<()> {
     crate::firewall::remove()
         .await
         .context("cannot remove weft's nftables tables")?;
+    crate::flows::FlowTop::clear()
+        .await
+        .context("cannot remove flow top's nftables table")?;
     println!("removed nftables tables {}", crate::firewall::tables());
     remove_devices(&netlink).await
 }

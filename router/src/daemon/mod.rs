@@ -584,7 +584,11 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         registry: tokio::sync::Mutex::new(registry),
         gateway: tokio::sync::Mutex::new(gateway),
         conditioning: crate::condition::Conditioning::load(paths.conditions_file())?,
+        flows: crate::flows::FlowTop::new(),
     });
+    if let Err(e) = crate::flows::FlowTop::clear().await {
+        tracing::warn!(error = %e, "cannot remove a flow-counting table left by an earlier router");
+    }
     network.conditioning.restore(&network).await;
     let docker = docker_listener(args.docker_plugin)?;
     let docker_served = docker.is_some();
@@ -667,6 +671,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     };
     router.run(listener, requests_rx, shutdown).await;
     api.abort();
+    // Counting for a reader who can no longer read costs every frame.
+    let _ = crate::flows::FlowTop::clear().await;
     drop(tap);
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());

@@ -131,16 +131,22 @@ pub async fn apply_script(script: &str) -> Result<(), FirewallError> {
 
 /// weft's table of `family` as the kernel has it now; `None` when gone.
 async fn listing_of(family: &str) -> Result<Option<String>, FirewallError> {
+    Ok(nft_output(&["list", "table", family, TABLE])
+        .await?
+        .map(|out| without_counts(&String::from_utf8_lossy(&out))))
+}
+
+/// What `nft ARGS` prints, or `None` when it fails (the table asked
+/// about is gone).
+pub async fn nft_output(args: &[&str]) -> Result<Option<Vec<u8>>, FirewallError> {
     let out = nft()
-        .args(["list", "table", family, TABLE])
+        .args(args)
         .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .await
         .map_err(spawn_failed)?;
-    Ok(out
-        .status
-        .success()
-        .then(|| without_counts(&String::from_utf8_lossy(&out.stdout))))
+    Ok(out.status.success().then_some(out.stdout))
 }
 
 /// A listing with its counters' values blanked: they change with every
@@ -176,16 +182,10 @@ async fn listing() -> Result<Option<[String; 2]>, FirewallError> {
 /// The packets each named counter of weft's inet table has counted
 /// (network policy's allows and drops).
 pub async fn counters() -> Result<std::collections::BTreeMap<String, u64>, FirewallError> {
-    let out = nft()
-        .args(["-j", "list", "counters", "table", FAMILY, TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(spawn_failed)?;
-    if !out.status.success() {
+    let Some(out) = nft_output(&["-j", "list", "counters", "table", FAMILY, TABLE]).await? else {
         return Ok(Default::default());
-    }
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+    };
+    let value: serde_json::Value = serde_json::from_slice(&out)
         .map_err(|e| FirewallError::Refused(format!("nft's JSON: {e}")))?;
     Ok(value["nftables"]
         .as_array()

@@ -51,6 +51,8 @@ pub struct HostNetwork {
     pub gateway: tokio::sync::Mutex<gateway::Gateway>,
     /// Containers whose traffic passes through a conditioner.
     pub conditioning: crate::condition::Conditioning,
+    /// Flow top's counting, while someone watches.
+    pub flows: crate::flows::FlowTop,
 }
 
 /// Whether weft made this device: its addresses and routes are the
