@@ -60,8 +60,14 @@ pub fn render(report: &FlowsReport, rows: usize) -> String {
         .sum();
     let _ = writeln!(
         out,
-        "weft top: {} containers, {flows} flows, rates over {}{}",
+        "weft top: {} container{}, {flows} flow{}, rates over {}{}",
         report.containers.len(),
+        if report.containers.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        if flows == 1 { "" } else { "s" },
         report
             .interval_ms
             .map_or("(first reading)".to_string(), |ms| format!(
@@ -80,7 +86,7 @@ pub fn render(report: &FlowsReport, rows: usize) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<46} {:>24} {:>24}",
+        "{:<46} {:>28} {:>28}",
         "CONTAINER / RULE / FLOW", "IN", "OUT"
     );
     for c in &report.containers {
@@ -105,13 +111,13 @@ fn container(out: &mut String, c: &ContainerFlows, rows: usize) {
         }
         let _ = writeln!(
             out,
-            "  {:<44} {:>24} {:>24}",
+            "  {:<44} {:>28} {:>28}",
             format!("rule {}", r.rule),
             traffic(&r.inbound),
             traffic(&r.outbound)
         );
         for f in r.flows.iter().take(rows) {
-            let local = f.local_port.map_or(String::new(), |p| format!(":{p}"));
+            let local = f.local_port.map_or(String::new(), |p| format!(" :{p}"));
             let remote = match f.remote_port {
                 Some(p) if f.remote.is_ipv6() => format!("[{}]:{p}", f.remote),
                 Some(p) => format!("{}:{p}", f.remote),
@@ -119,8 +125,8 @@ fn container(out: &mut String, c: &ContainerFlows, rows: usize) {
             };
             let _ = writeln!(
                 out,
-                "    {:<42} {:>24} {:>24}",
-                format!("{} {local} <> {remote}", protocol(f.protocol)),
+                "    {:<42} {:>28} {:>28}",
+                format!("{}{local} <> {remote}", protocol(f.protocol)),
                 traffic(&f.inbound),
                 traffic(&f.outbound)
             );
@@ -225,7 +231,7 @@ mod tests {
         };
         let screen = render(&report, 2);
         assert!(
-            screen.starts_with("weft top: 1 containers, 7 flows, rates over 1.0 s\n"),
+            screen.starts_with("weft top: 1 container, 7 flows, rates over 1.0 s\n"),
             "{screen}"
         );
         assert!(screen.contains("h1c1 10.32.0.2  (conditioned)"), "{screen}");
