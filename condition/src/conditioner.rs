@@ -148,6 +148,30 @@ impl<P: Clone> Conditioner<P> {
         }
     }
 
+    /// Whether a super-frame (a device's offloaded burst of `segments`
+    /// packets, `len` IP bytes in all) in flow `key` may go whole: its
+    /// class has no conditions and nothing of it is held back. Then it is
+    /// counted as its packets and the caller sends it as it is, one write
+    /// instead of dozens; otherwise the caller cuts it and pushes each
+    /// packet, which is what loss and rate need.
+    pub fn pass_whole(
+        &mut self,
+        now: Instant,
+        segments: u64,
+        len: usize,
+        key: Option<&FlowKey>,
+    ) -> bool {
+        let class = self.conditions.classify(key).map_or(0, |i| i + 1);
+        let clean = self.qos(class).is_clean();
+        let c = &mut self.classes[class];
+        if !clean || c.last_release.is_some_and(|t| t > now) {
+            return false;
+        }
+        c.counters.packets += segments;
+        c.counters.bytes += len as u64;
+        true
+    }
+
     /// Takes a packet of `len` bytes (its IP length) in flow `key`.
     pub fn push(
         &mut self,

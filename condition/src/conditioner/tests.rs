@@ -280,3 +280,60 @@ fn no_setting_holds_more_than_the_bound() {
     assert_eq!(c.held(), MAX_QUEUED_PACKETS);
     assert_eq!((dropped, c.counters()[0].1.overflow), (10, 10));
 }
+
+#[test]
+fn a_super_frame_goes_whole_only_where_nothing_would_be_done_to_its_packets() {
+    let tcp = FlowKey {
+        remote: "10.32.0.9".parse().unwrap(),
+        protocol: 6,
+        port: Some(5201),
+    };
+    let mut c: Conditioner<usize> = Conditioner::new(Direction::Egress, egress(Qos::default()), 7);
+    let t0 = Instant::now();
+    assert!(c.pass_whole(t0, 45, 65_000, Some(&tcp)));
+    let counted = c.counters()[0].1;
+    assert_eq!(
+        (counted.packets, counted.bytes),
+        (45, 65_000),
+        "counted as its packets"
+    );
+
+    // Latency: cut and pushed packet by packet.
+    c.reconfigure(egress(Qos {
+        latency: 10.0,
+        ..Qos::default()
+    }));
+    assert!(!c.pass_whole(t0, 45, 65_000, Some(&tcp)));
+    assert_eq!(c.push(t0, 1, 1500, Some(&tcp)), Pushed::Queued);
+    // Cleared while a packet is held: nothing overtakes it, whole or not.
+    c.reconfigure(egress(Qos::default()));
+    assert!(!c.pass_whole(t0 + 5 * MS, 45, 65_000, Some(&tcp)));
+    assert_eq!(c.poll(t0 + 10 * MS), Some(1));
+    assert!(c.pass_whole(t0 + 10 * MS, 45, 65_000, Some(&tcp)));
+
+    // A rule with conditions keeps its flows' super-frames from going
+    // whole; other flows still do.
+    let mut rules = egress(Qos::default());
+    rules.flows.push(FlowRule {
+        label: "bulk".into(),
+        flow: FlowMatch {
+            ports: Some((5201, 5201)),
+            protocol: Some(6),
+            ..FlowMatch::default()
+        },
+        link: Link {
+            ingress: Qos::default(),
+            egress: Qos {
+                loss: 0.01,
+                ..Qos::default()
+            },
+        },
+    });
+    c.reconfigure(rules);
+    assert!(!c.pass_whole(t0 + 20 * MS, 45, 65_000, Some(&tcp)));
+    let other = FlowKey {
+        port: Some(80),
+        ..tcp
+    };
+    assert!(c.pass_whole(t0 + 20 * MS, 45, 65_000, Some(&other)));
+}

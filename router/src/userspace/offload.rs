@@ -139,6 +139,22 @@ pub fn complete_checksum(hdr: &VnetHdr, frame: &mut [u8]) -> Result<(), OffloadE
     Ok(())
 }
 
+/// How many packets `frame` stands for once cut as `hdr` describes, and
+/// their IP bytes in all; `None` for what [`segment`] cannot cut.
+pub fn segments(hdr: &VnetHdr, frame: &[u8]) -> Option<(u64, usize)> {
+    let ip_len = frame.len().checked_sub(ETH_LEN)?;
+    match hdr.gso_type & !GSO_ECN {
+        GSO_NONE => Some((1, ip_len)),
+        GSO_TCPV4 => {
+            let at = tcp_ipv4(frame)?;
+            let mss = usize::from(hdr.gso_size).max(1);
+            let count = (frame.len() - at.payload).div_ceil(mss).max(1);
+            Some((count as u64, ip_len + (count - 1) * (at.payload - ETH_LEN)))
+        }
+        _ => None,
+    }
+}
+
 /// Cuts `frame` as `hdr` describes, calling `emit` with each resulting
 /// frame (full checksums included), built in `scratch`.
 pub fn segment(
@@ -435,6 +451,26 @@ mod tests {
             joined.extend_from_slice(&s[at.payload..]);
         }
         assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn a_super_frame_counts_as_the_segments_it_is_cut_into() {
+        let (hdr, mut f) = super_frame(&payload(10_000), 1385, TCP_ACK);
+        let counted = segments(&hdr, &f);
+        let mut cut = (0u64, 0usize);
+        segment(&hdr, &mut f, &mut Vec::new(), |s| {
+            cut.0 += 1;
+            cut.1 += s.len() - ETH_LEN;
+        })
+        .unwrap();
+        assert_eq!(counted, Some(cut));
+        let lone = VnetHdr {
+            gso_type: GSO_NONE,
+            ..hdr
+        };
+        assert_eq!(segments(&lone, &f), Some((1, f.len() - ETH_LEN)));
+        let v6 = VnetHdr { gso_type: 4, ..hdr };
+        assert_eq!(segments(&v6, &f), None, "what segment cannot cut");
     }
 
     #[test]
