@@ -264,3 +264,38 @@ fn policy_bench_writes_its_rows() {
         assert!(t.starts_with(">=") || t.starts_with("<="), "{t:?}");
     }
 }
+
+/// bench-condition at its smallest: every figure, each measured, the
+/// headline one with its baseline and target.
+#[test]
+fn condition_bench_writes_its_rows() {
+    let dir = scratch("condition");
+    let json = dir.join("condition.jsonl");
+    run(Command::new(env!("CARGO_BIN_EXE_bench-condition"))
+        .args([
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--frames",
+            "10000",
+            "--json",
+        ])
+        .arg(&json));
+    let rows = bench::read_rows(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        [
+            "tcp_bw",
+            "tcp_bw",
+            "udp_lat",
+            "64-byte UDP received",
+            "64-byte frames",
+            "64-byte frames"
+        ]
+    );
+    assert!(rows.iter().all(|r| r.value.median > 0.0), "{rows:?}");
+    assert_eq!(rows[0].target.as_deref(), Some(">= 0.5"));
+    assert!(rows[0].ratio.is_some() && rows[0].note.contains("Synthetic Network"));
+}
