@@ -40,6 +40,14 @@ fn condition(router: &WeftHost, container: &Netns, args: &[&str]) -> String {
     router.run(&all).unwrap()
 }
 
+/// Whether host 1 has a conditioned port's TAP on its bridge.
+fn conditioned_port(tb: &Testbed) -> bool {
+    tb.host(1)
+        .run(["ip", "-br", "link"])
+        .unwrap()
+        .contains("vwefc")
+}
+
 /// Goodput in bits/s of a TCP stream from `from` to `to` for `secs`
 /// seconds after a first second left out (iperf3's receiver side).
 fn goodput(tb: &Testbed, from: &Netns, to: &Netns, to_addr: &str, secs: u32) -> f64 {
@@ -52,10 +60,14 @@ fn goodput(tb: &Testbed, from: &Netns, to: &Netns, to_addr: &str, secs: u32) -> 
             .command(["iperf3", "-c", to_addr, "-t", &t, "-O", "1", "-J"])
             .output()
             .map_err(|e| e.to_string())?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        // iperf3 3.12 with -J exits 0 when it cannot connect (the server
+        // not listening yet) and says so in "error": try again then.
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let failed = serde_json::from_str::<serde_json::Value>(&text)
+            .map_or(true, |v| v.get("error").is_some());
+        (out.status.success() && !failed)
+            .then_some(text.clone())
+            .ok_or(text)
     });
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     report["end"]["sum_received"]["bits_per_second"]
@@ -166,11 +178,37 @@ fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
     );
 
     // Rate R: TCP goodput within 5% of R, into the far container. The
-    // rate counts IP bytes, so TCP/IP headers take about 3.5% of it.
+    // rate counts IP bytes, so TCP/IP headers take about 3.5% of it. A
+    // shaped rate alone is the kernel's: a token bucket on the
+    // container's interface, no frame through the router.
     for (r, bits) in [("1M", 1e6), ("10M", 10e6), ("100M", 100e6)] {
+        // Flags keep the flow rules a file gave: clear them first.
+        condition(&routers[0], &c1, &["--clear"]);
         condition(&routers[0], &c1, &["--direction", "egress", "--rate", r]);
+        let qdisc = c1.run(["tc", "qdisc", "show", "dev", "weft0"]).unwrap();
+        assert!(qdisc.contains("tbf"), "{r} alone is the kernel's: {qdisc}");
+        assert!(!conditioned_port(&tb), "and needs no conditioned port");
         let rate = goodput(&tb, &c1, &c2, &to, 5);
-        eprintln!("rate {r}: goodput {:.3} Mbit/s", rate / 1e6);
+        eprintln!("rate {r}, the kernel's: goodput {:.3} Mbit/s", rate / 1e6);
+        assert!(
+            (rate / bits - 1.0).abs() <= 0.05,
+            "{r}: goodput {:.3} Mbit/s",
+            rate / 1e6
+        );
+        // The same rate as a flow rule is the conditioner's shaper.
+        let rule = format!(
+            r#"{{"flows": [{{"label": "far", "flow": {{"remote": "{to}"}}, "link": {{"egress": {{"rate": {bits}}}}}}}]}}"#
+        );
+        let file = std::env::temp_dir().join(format!("weft-rate-{}.json", std::process::id()));
+        std::fs::write(&file, rule).unwrap();
+        condition(&routers[0], &c1, &["--file", file.to_str().unwrap()]);
+        std::fs::remove_file(&file).unwrap();
+        assert!(conditioned_port(&tb), "a flow rule is the conditioner's");
+        let rate = goodput(&tb, &c1, &c2, &to, 5);
+        eprintln!(
+            "rate {r}, the conditioner's: goodput {:.3} Mbit/s",
+            rate / 1e6
+        );
         assert!(
             (rate / bits - 1.0).abs() <= 0.05,
             "{r}: goodput {:.3} Mbit/s",
@@ -185,6 +223,11 @@ fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
     let taken = condition(&routers[0], &c1, &["--file", example.to_str().unwrap()]);
     std::fs::remove_file(&example).unwrap();
     assert!(taken.contains("\"loss\": 0.02"), "{taken}");
+    let qdisc = c1.run(["tc", "qdisc", "show", "dev", "weft0"]).unwrap();
+    assert!(
+        !qdisc.contains("tbf") && conditioned_port(&tb),
+        "rate with loss is the conditioner's, the kernel's bucket gone: {qdisc}"
+    );
     condition(
         &routers[0],
         &c1,

@@ -1,8 +1,11 @@
 //! Network conditioning on the router: which containers are conditioned
 //! and how (`conditions.json` in the data directory, so conditions
-//! survive a restart), and their conditioned ports ([`port`]). What the
-//! conditions mean and the per-packet decisions are `weft-condition`'s.
+//! survive a restart), and how each is conditioned: by the kernel's
+//! token buckets when a shaped rate is all it asks ([`kernel`]), else by
+//! a conditioned port ([`port`]). What the conditions mean and the
+//! per-packet decisions are `weft-condition`'s.
 
+pub mod kernel;
 pub mod port;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -49,6 +52,8 @@ pub struct Conditioning {
 struct Inner {
     stored: BTreeMap<String, Conditions>,
     ports: BTreeMap<String, Port>,
+    /// Containers the kernel shapes.
+    kernel: std::collections::BTreeSet<String>,
 }
 
 /// One conditioned container, for status and the API.
@@ -56,6 +61,8 @@ struct Inner {
 pub struct Conditioned {
     pub id: String,
     pub conditions: Conditions,
+    /// `kernel` (token buckets, no counters here) or `conditioner`.
+    pub by: &'static str,
     pub counters: Option<PortCounters>,
 }
 
@@ -83,7 +90,7 @@ impl Conditioning {
             file,
             inner: tokio::sync::Mutex::new(Inner {
                 stored,
-                ports: BTreeMap::new(),
+                ..Inner::default()
             }),
         })
     }
@@ -116,6 +123,11 @@ impl Conditioning {
             .map(|(id, c)| Conditioned {
                 id: id.clone(),
                 conditions: c.clone(),
+                by: if inner.kernel.contains(id) {
+                    "kernel"
+                } else {
+                    "conditioner"
+                },
                 counters: inner.ports.get(id).and_then(Port::counters),
             })
             .collect()
@@ -123,7 +135,7 @@ impl Conditioning {
 
     /// Puts `conditions` on attachment `a`, all or nothing: on any failure
     /// the container keeps what it had. Clean conditions take it out of
-    /// the conditioner.
+    /// the conditioner and the kernel's shapers.
     pub async fn set(
         &self,
         network: &HostNetwork,
@@ -132,46 +144,31 @@ impl Conditioning {
     ) -> Result<(), ConditionError> {
         conditions.validate()?;
         let mut inner = self.inner.lock().await;
+        let before = inner.stored.get(&a.id).cloned().unwrap_or_default();
+        if before == conditions && conditions.is_clean() {
+            // Nothing was conditioned: nothing to store.
+            return Ok(());
+        }
         let mut stored = inner.stored.clone();
         if conditions.is_clean() {
             stored.remove(&a.id);
         } else {
             stored.insert(a.id.clone(), conditions.clone());
         }
-        let plumbing = |cause: NetlinkError| ConditionError::Plumbing {
-            id: a.id.clone(),
-            cause: cause.to_string(),
-        };
-        match (inner.ports.contains_key(&a.id), conditions.is_clean()) {
-            (true, false) => {
-                self.save(&stored)?;
-                inner.ports[&a.id].set(conditions);
+        self.save(&stored)?;
+        if let Err(e) = plumb(network, &mut inner, a, &conditions).await {
+            if let Err(again) = plumb(network, &mut inner, a, &before).await {
+                tracing::warn!(container = %a.id, error = %again, "cannot put its old conditions back either");
             }
-            (true, true) => {
-                self.save(&stored)?;
-                if let Err(e) = back_on_bridge(network, a).await {
-                    self.save(&inner.stored)?;
-                    return Err(plumbing(e));
-                }
-                inner.ports.remove(&a.id);
-            }
-            (false, false) => {
-                let port = start_port(network, a, conditions).await?;
-                if let Err(e) = self.save(&stored) {
-                    undo_port(network, a, port).await;
-                    return Err(e);
-                }
-                inner.ports.insert(a.id.clone(), port);
-            }
-            // Nothing was conditioned: nothing to store.
-            (false, true) => {}
+            self.save(&inner.stored)?;
+            return Err(e);
         }
         inner.stored = stored;
         Ok(())
     }
 
-    /// Starts the ports of the stored conditions whose containers are
-    /// attached; forgets the others.
+    /// Conditions the stored containers that are attached again (ports
+    /// and the kernel's shapers); forgets the others.
     pub async fn restore(&self, network: &HostNetwork) {
         let attachments = network.registry.lock().await.list();
         let ids: Vec<String> = attachments.iter().map(|a| a.id.clone()).collect();
@@ -181,13 +178,8 @@ impl Conditioning {
             let Some(conditions) = inner.stored.get(&a.id).cloned() else {
                 continue;
             };
-            match start_port(network, a, conditions).await {
-                Ok(port) => {
-                    inner.ports.insert(a.id.clone(), port);
-                }
-                Err(e) => {
-                    tracing::warn!(container = %a.id, error = %e, "cannot restore its conditions")
-                }
+            if let Err(e) = plumb(network, &mut inner, a, &conditions).await {
+                tracing::warn!(container = %a.id, error = %e, "cannot restore its conditions")
             }
         }
     }
@@ -217,12 +209,55 @@ impl Conditioning {
         for id in &gone {
             tracing::info!(container = %id, "its container is gone: its conditions leave");
             inner.ports.remove(id);
+            inner.kernel.remove(id);
             inner.stored.remove(id);
         }
         if let Err(e) = self.save(&inner.stored) {
             tracing::warn!(error = %e, "cannot store the conditions");
         }
     }
+}
+
+/// Makes the devices match `conditions`: a port where the conditioner is
+/// needed, the kernel's token buckets where they do it all, neither for
+/// clean conditions; moving from one to the other takes the old one away.
+async fn plumb(
+    network: &HostNetwork,
+    inner: &mut Inner,
+    a: &Attachment,
+    conditions: &Conditions,
+) -> Result<(), ConditionError> {
+    let shaping = conditions.kernel_shaping();
+    let by_port = !conditions.is_clean() && shaping.is_none();
+    let plumbing = |cause: String| ConditionError::Plumbing {
+        id: a.id.clone(),
+        cause,
+    };
+    match (inner.ports.contains_key(&a.id), by_port) {
+        (true, true) => inner.ports[&a.id].set(conditions.clone()),
+        (true, false) => {
+            back_on_bridge(network, a)
+                .await
+                .map_err(|e| plumbing(e.to_string()))?;
+            inner.ports.remove(&a.id);
+        }
+        (false, true) => {
+            let port = start_port(network, a, conditions.clone()).await?;
+            inner.ports.insert(a.id.clone(), port);
+        }
+        (false, false) => {}
+    }
+    if shaping.is_some() || inner.kernel.contains(&a.id) {
+        kernel::apply(a, shaping.unwrap_or_default())
+            .await
+            .map_err(|e| plumbing(e.to_string()))?;
+    }
+    if shaping.is_some() {
+        inner.kernel.insert(a.id.clone());
+    } else {
+        inner.kernel.remove(&a.id);
+    }
+    Ok(())
 }
 
 /// The TAP on the bridge, the veth off it, the thread between them; on
