@@ -1,6 +1,7 @@
 //! Golden bytes of every format the router writes: control messages,
 //! the identity in its hello, host records, name entries and names.json, the userspace path's header,
-//! routing fields and heartbeats, and the vxlan heartbeat frame. Each
+//! routing fields and heartbeats, the vxlan heartbeat frame, and
+//! conditions.json. Each
 //! value is encoded and compared with `tests/golden/`, then decoded from
 //! the committed bytes; the last release's bytes (`previous/`) must still
 //! decode.
@@ -35,6 +36,67 @@ fn a() -> PeerName {
 
 fn b() -> PeerName {
     PeerName::from_u64(0x0266_7788_99aa)
+}
+
+/// Every field of a container's conditions in use, a flow rule of each
+/// kind.
+fn stored_conditions() -> std::collections::BTreeMap<String, weft_condition::Conditions> {
+    use weft_condition::{Conditions, FlowMatch, FlowRule, Link, Qos, qos::RateMode};
+    let every = Qos {
+        rate: Some(10_000_000),
+        rate_mode: RateMode::Police,
+        queue_limit: Some(64_000),
+        loss: 0.02,
+        loss_burst: Some(3.0),
+        latency: 150.0,
+        jitter: 30.0,
+        jitter_strength: 0.5,
+        reorder: true,
+        duplicate: 0.01,
+    };
+    let rule = |label: &str, flow: FlowMatch| FlowRule {
+        label: label.into(),
+        flow,
+        link: Link {
+            ingress: Qos {
+                latency: 20.0,
+                ..Qos::default()
+            },
+            egress: Qos::default(),
+        },
+    };
+    let conditions = Conditions {
+        default_link: Link {
+            ingress: Qos::default(),
+            egress: every,
+        },
+        flows: vec![
+            rule(
+                "dns",
+                FlowMatch {
+                    protocol: Some(17),
+                    ports: Some((53, 53)),
+                    ..FlowMatch::default()
+                },
+            ),
+            rule(
+                "peers_v6",
+                FlowMatch {
+                    remote: Some("fd00::/64".parse().unwrap()),
+                    protocol: Some(6),
+                    ports: Some((8000, 8100)),
+                },
+            ),
+            rule(
+                "host",
+                FlowMatch {
+                    remote: Some("10.32.0.7/32".parse().unwrap()),
+                    ..FlowMatch::default()
+                },
+            ),
+        ],
+    };
+    [("web".to_string(), conditions)].into_iter().collect()
 }
 
 fn control_messages() -> Vec<(&'static str, ControlMessage)> {
@@ -213,6 +275,17 @@ fn formats_match_their_golden_bytes() {
         records::decode(&g.bytes("name-entries")),
         Ok(name_entries())
     );
+    let conditions = crate::condition::encode_store(&stored_conditions());
+    g.check(
+        "conditions-json",
+        "conditions.json, the conditioned containers on disk (JSON)",
+        &conditions,
+    );
+    assert_eq!(
+        crate::condition::decode_store(&g.bytes("conditions-json")),
+        Ok(stored_conditions())
+    );
+
     let json = serde_json::to_vec_pretty(&stored_names()).unwrap();
     g.check("names-json", "names.json, our names on disk (JSON)", &json);
     let read: Stored = serde_json::from_slice(&g.bytes("names-json")).unwrap();
@@ -275,6 +348,7 @@ fn the_previous_release_still_decodes() {
             "identity" => PeerIdentity::decode(&bytes).map(drop),
             "host-records" => hosts::decode(&bytes).map(drop),
             "name-entries" => records::decode(&bytes).map(drop),
+            "conditions-json" => crate::condition::decode_store(&bytes).map(drop),
             "names-json" => serde_json::from_slice::<Stored>(&bytes)
                 .map(drop)
                 .map_err(|e| e.to_string()),

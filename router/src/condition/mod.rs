@@ -32,6 +32,22 @@ pub enum ConditionError {
     Corrupt { path: PathBuf, cause: String },
 }
 
+/// conditions.json: each conditioned container's id and its conditions
+/// (weft's JSON form), pinned by `formats.rs`.
+pub(crate) fn encode_store(stored: &BTreeMap<String, Conditions>) -> Vec<u8> {
+    serde_json::to_vec_pretty(stored).expect("conditions serialise")
+}
+
+/// Reads conditions.json; every container's conditions must be valid.
+pub(crate) fn decode_store(bytes: &[u8]) -> Result<BTreeMap<String, Conditions>, String> {
+    let stored: BTreeMap<String, Conditions> =
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    for (id, c) in &stored {
+        c.validate().map_err(|e| format!("{id}: {e}"))?;
+    }
+    Ok(stored)
+}
+
 /// The TAP that stands in for a conditioned container's veth on the
 /// bridge: the veth's name with `vwefc` for `vweft`, so each container
 /// has its own and it reads as weft's.
@@ -72,17 +88,10 @@ impl Conditioning {
     /// [`restore`]: Conditioning::restore
     pub fn load(file: PathBuf) -> Result<Conditioning, ConditionError> {
         let stored = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice::<BTreeMap<String, Conditions>>(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|m| {
-                    m.values()
-                        .try_for_each(|c| c.validate().map_err(|e| e.to_string()))
-                        .map(|()| m)
-                })
-                .map_err(|cause| ConditionError::Corrupt {
-                    path: file.clone(),
-                    cause,
-                })?,
+            Ok(bytes) => decode_store(&bytes).map_err(|cause| ConditionError::Corrupt {
+                path: file.clone(),
+                cause,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(cause) => return Err(ConditionError::Store { path: file, cause }),
         };
@@ -96,10 +105,11 @@ impl Conditioning {
     }
 
     fn save(&self, stored: &BTreeMap<String, Conditions>) -> Result<(), ConditionError> {
-        let bytes = serde_json::to_vec_pretty(stored).expect("conditions serialise");
-        crate::state_file::replace(&self.file, &bytes).map_err(|cause| ConditionError::Store {
-            path: self.file.clone(),
-            cause,
+        crate::state_file::replace(&self.file, &encode_store(stored)).map_err(|cause| {
+            ConditionError::Store {
+                path: self.file.clone(),
+                cause,
+            }
         })
     }
 
