@@ -402,6 +402,23 @@ fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
     assert!((1.7e6..=2.4e6).contains(&got), "{arriving:#}");
     stream.join().unwrap();
 
+    // Status and metrics say it too.
+    let status = routers[0].run(&["status"]).unwrap();
+    assert!(
+        status.contains("Conditioning: 1 container (1 by the conditioner)"),
+        "{status}"
+    );
+    let metrics = routers[0].metrics().unwrap();
+    let sent = format!(
+        "weft_conditioner_packets_total{{container=\"{}\",rule=\"video\",direction=\"egress\"}} ",
+        c1.name()
+    );
+    let packets: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&sent)?.parse().ok())
+        .unwrap_or_else(|| panic!("{sent} in {metrics}"));
+    assert!(packets > 1000, "the stream's packets: {packets}");
+
     let screen = routers[0].run(&["top", "--once", c1.name()]).unwrap();
     eprintln!("{screen}");
     assert!(

@@ -158,6 +158,62 @@ pub fn render(m: &Metrics) -> String {
             (labels, *v)
         }),
     );
+    gauges(
+        &mut r,
+        "weft_conditioned_containers",
+        "This host's conditioned containers, by what conditions them (kernel, conditioner)",
+        m.conditioned.iter().map(|(by, n)| (label("by", by), *n)),
+    );
+    let conditioner_labels = |[container, rule, direction]: &[String; 3]| -> Labels {
+        vec![
+            ("container".into(), container.clone()),
+            ("rule".into(), rule.clone()),
+            ("direction".into(), direction.clone()),
+        ]
+    };
+    type Pick = fn(&weft_condition::Counters) -> u64;
+    let families: [(&str, &str, Pick); 6] = [
+        (
+            "weft_conditioner_packets",
+            "Packets a conditioner took, by container, rule and direction",
+            |c| c.packets,
+        ),
+        (
+            "weft_conditioner_bytes",
+            "IP bytes a conditioner took",
+            |c| c.bytes,
+        ),
+        (
+            "weft_conditioner_lost_packets",
+            "Packets lost on purpose (the loss setting)",
+            |c| c.lost,
+        ),
+        (
+            "weft_conditioner_rate_dropped_packets",
+            "Packets dropped by the rate: a full shaper queue or the policer",
+            |c| c.rate_dropped,
+        ),
+        (
+            "weft_conditioner_overflow_packets",
+            "Packets dropped because the conditioner held all it may",
+            |c| c.overflow,
+        ),
+        (
+            "weft_conditioner_duplicated_packets",
+            "Packets sent twice (the duplicate setting)",
+            |c| c.duplicated,
+        ),
+    ];
+    for (name, help, pick) in families {
+        counters(
+            &mut r,
+            name,
+            help,
+            m.conditioner
+                .iter()
+                .map(|(l, c)| (conditioner_labels(l), pick(c))),
+        );
+    }
     let mut out = String::new();
     encode(&mut out, &r).expect("encoding into a String cannot fail");
     out
@@ -179,6 +235,26 @@ mod tests {
         let out = render(&m);
         assert!(
             out.contains("# TYPE weft_peers gauge\nweft_peers 3\n"),
+            "{out}"
+        );
+        m.conditioned.insert("kernel", 1);
+        m.conditioner.push((
+            ["web".into(), "dns".into(), "egress".into()],
+            weft_condition::Counters {
+                packets: 10,
+                lost: 2,
+                ..Default::default()
+            },
+        ));
+        let out = render(&m);
+        assert!(
+            out.contains("weft_conditioned_containers{by=\"kernel\"} 1\n")
+                && out.contains(
+                    "weft_conditioner_lost_packets_total{container=\"web\",rule=\"dns\",direction=\"egress\"} 2\n"
+                )
+                && out.contains(
+                    "weft_conditioner_packets_total{container=\"web\",rule=\"dns\",direction=\"egress\"} 10\n"
+                ),
             "{out}"
         );
         m.data.insert("held_released", 4);

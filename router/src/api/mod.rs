@@ -658,6 +658,9 @@ impl Api {
         if let Some(service) = &self.names {
             report.dns = service.report();
         }
+        if let Some(network) = &self.network {
+            report.conditioned = network.conditioning.by().await;
+        }
         Ok(report)
     }
 
@@ -727,6 +730,7 @@ impl Api {
                     m.names = service.names.lock().name_count();
                 }
                 self.policy_metrics(&mut m).await;
+                self.condition_metrics(&mut m).await;
                 let body = metrics::render(&m);
                 Response::builder()
                     .status(StatusCode::OK)
@@ -1006,7 +1010,22 @@ mod tests {
             targets: vec![],
             host: HostReport::default(),
             dns: Default::default(),
+            conditioned: [("conditioner".to_string(), 2), ("kernel".to_string(), 1)].into(),
         }
+    }
+
+    #[test]
+    fn the_summary_says_how_many_containers_are_conditioned_and_by_what() {
+        let summary = canned().summary();
+        assert!(
+            summary.contains(
+                "Conditioning: 3 containers (2 by the conditioner, 1 by the kernel); `weft top` shows their flows"
+            ),
+            "{summary}"
+        );
+        let mut none = canned();
+        none.conditioned.clear();
+        assert!(!none.summary().contains("Conditioning"));
     }
 
     /// An API whose router task answers from a canned report and records

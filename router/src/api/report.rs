@@ -2,7 +2,10 @@
 //! `weft status` tables show it. Field names are part of the interface:
 //! scripts read them.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Instant,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +47,10 @@ pub struct Report {
     /// The name service.
     #[serde(default)]
     pub dns: DnsReport,
+    /// This host's conditioned containers, by what conditions them
+    /// (`kernel`, `conditioner`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditioned: BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -221,6 +228,22 @@ impl Report {
         rows.push(("Firewall", self.host.firewall_line()));
         if !self.dns.domain.is_empty() {
             rows.push(("DNS", self.dns.line()));
+        }
+        if !self.conditioned.is_empty() {
+            let all: usize = self.conditioned.values().sum();
+            let by: Vec<String> = self
+                .conditioned
+                .iter()
+                .map(|(by, n)| format!("{n} by the {by}"))
+                .collect();
+            rows.push((
+                "Conditioning",
+                format!(
+                    "{all} container{} ({}); `weft top` shows their flows",
+                    if all == 1 { "" } else { "s" },
+                    by.join(", ")
+                ),
+            ));
         }
         if failing > 0 {
             rows.push((
@@ -596,8 +619,10 @@ pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
             gateway: v.host.gateway.iter().map(|g| g.to_string()).collect(),
             firewall: v.host.firewall.status(),
         },
-        // Filled by the API, which holds the name service.
+        // Filled by the API, which holds the name service and the
+        // conditioned containers.
         dns: DnsReport::default(),
+        conditioned: BTreeMap::new(),
     }
 }
 

@@ -124,6 +124,22 @@ impl Conditioning {
             .unwrap_or_default()
     }
 
+    /// How many containers each of the kernel and the conditioner
+    /// conditions (for status; no port is asked anything).
+    pub async fn by(&self) -> std::collections::BTreeMap<String, usize> {
+        let inner = self.inner.lock().await;
+        let mut by = std::collections::BTreeMap::new();
+        for id in inner.stored.keys() {
+            let who = if inner.kernel.contains(id) {
+                "kernel"
+            } else {
+                "conditioner"
+            };
+            *by.entry(who.to_string()).or_default() += 1;
+        }
+        by
+    }
+
     /// Every conditioned container, with its counters.
     pub async fn list(&self) -> Vec<Conditioned> {
         let inner = self.inner.lock().await;

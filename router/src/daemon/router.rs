@@ -103,6 +103,11 @@ pub struct Metrics {
     pub policy_allowed: Vec<(String, u64)>,
     /// Packets dropped by policy, by (container, direction).
     pub policy_dropped: Vec<((String, &'static str), u64)>,
+    /// Conditioned containers by what conditions them (`kernel`,
+    /// `conditioner`).
+    pub conditioned: BTreeMap<&'static str, usize>,
+    /// The conditioners' counters: container, rule, direction, counter.
+    pub conditioner: Vec<([String; 3], weft_condition::Counters)>,
     /// Connections by overlay and, on the userspace path, why not the
     /// fast datapath ("" on the fast datapath).
     pub overlays: BTreeMap<(&'static str, &'static str), usize>,
