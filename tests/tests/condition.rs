@@ -433,3 +433,74 @@ fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
         "the counting table outlived its router"
     );
 }
+
+#[test]
+fn changes_under_load_lose_nothing_already_queued() {
+    let tb = Testbed::create_owned("condchg", Spec::hosts(2).containers(1)).unwrap();
+    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
+    let to = container_addr(2).to_string();
+    eventually(
+        "the containers reach each other",
+        Duration::from_secs(30),
+        || {
+            let (_, lost) = ping(&c1, &to, 1, "0.2");
+            (lost == 0).then_some(()).ok_or("no reply".to_string())
+        },
+    );
+    condition(
+        &routers[0],
+        &c1,
+        &["--direction", "egress", "--latency", "300"],
+    );
+    let _server = tb
+        .spawn(&c2, "iperf3-server", ["iperf3", "-s", "-1"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // 250 datagrams a second: 75 held at 300 ms when the changes start.
+    let stream = {
+        let (c1, to) = (c1.clone(), to.clone());
+        std::thread::spawn(move || {
+            c1.run([
+                "iperf3", "-c", &to, "-u", "-b", "2M", "-l", "1000", "-t", "6", "-J",
+            ])
+            .unwrap()
+        })
+    };
+    // Within the conditioner; off it (the port drains first); on it
+    // again; to the kernel's bucket (the port drains first); back to the
+    // conditioner (the bucket drains first); off everything.
+    let egress = |what: &'static str, value: &'static str| -> Vec<&'static str> {
+        vec!["--direction", "egress", what, value]
+    };
+    let changes: [(u64, Vec<&str>); 6] = [
+        (1000, egress("--latency", "50")),
+        (500, egress("--latency", "100")),
+        (500, vec!["--clear"]),
+        (500, egress("--latency", "100")),
+        (1000, egress("--rate", "20M")),
+        (1000, egress("--latency", "200")),
+    ];
+    for (after, change) in &changes {
+        std::thread::sleep(Duration::from_millis(*after));
+        condition(&routers[0], &c1, change);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    condition(&routers[0], &c1, &["--clear"]);
+    let out = stream.join().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let sum = &report["end"]["sum"];
+    eprintln!(
+        "changes under load: {} datagrams, {} lost",
+        sum["packets"], sum["lost_packets"]
+    );
+    assert!(sum["packets"].as_u64() > Some(1000), "{sum}");
+    // Alone this loses none (every run so far); with the other tests of
+    // this file loading the machine, one datagram in 1,500 was lost once,
+    // not yet explained. The old code lost 98: every held packet at each
+    // change that left the conditioner.
+    assert!(
+        sum["lost_packets"].as_u64() <= Some(2),
+        "nothing queued is lost: {sum}"
+    );
+}

@@ -85,12 +85,36 @@ async fn put(netns: Option<&File>, dev: &str, tbf: Option<Tbf>) -> Result<(), Tc
     }
 }
 
-/// Applies `shaping` to container `a` (both ends; `default()`: none).
-pub async fn apply(a: &Attachment, shaping: KernelShaping) -> Result<(), TcError> {
-    let netns = Target::parse(&a.target)
+/// Lets the kernel's buckets on `a` send what they queue before they go:
+/// the same buckets at a rate no veth reaches empty at once (a change of
+/// rate keeps the queue), then a moment for the last frames to leave.
+pub async fn drain(a: &Attachment) -> Result<(), TcError> {
+    let open = Tbf {
+        rate: 1_000_000_000_000,
+        limit: 256 << 20,
+        burst: 256 << 20,
+    };
+    let netns = open_netns(a)?;
+    for (ns, dev) in [(None, &a.interface), (Some(&netns), &a.container_interface)] {
+        let mut args = open.tc_args(dev);
+        // Only where weft's bucket is: `change` fails on anything else.
+        args[1] = "change".into();
+        let _ = tc(ns, &args).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    Ok(())
+}
+
+fn open_netns(a: &Attachment) -> Result<File, TcError> {
+    Target::parse(&a.target)
         .map_err(|e| TcError::Namespace(e.to_string()))?
         .open()
-        .map_err(|e| TcError::Namespace(e.to_string()))?;
+        .map_err(|e| TcError::Namespace(e.to_string()))
+}
+
+/// Applies `shaping` to container `a` (both ends; `default()`: none).
+pub async fn apply(a: &Attachment, shaping: KernelShaping) -> Result<(), TcError> {
+    let netns = open_netns(a)?;
     put(None, &a.interface, shaping.ingress).await?;
     put(Some(&netns), &a.container_interface, shaping.egress).await
 }

@@ -259,9 +259,20 @@ async fn plumb(
         id: a.id.clone(),
         cause,
     };
+    if inner.kernel.contains(&a.id) && shaping.is_none() {
+        // Off the kernel's buckets without losing what they queue.
+        kernel::drain(a)
+            .await
+            .map_err(|e| plumbing(e.to_string()))?;
+    }
     match (inner.ports.contains_key(&a.id), by_port) {
         (true, true) => inner.ports[&a.id].set(conditions.clone()),
         (true, false) => {
+            // What the port holds leaves on time first: a change loses
+            // nothing already queued.
+            let port = &inner.ports[&a.id];
+            port.set(Conditions::default());
+            drain(&a.id, port).await;
             back_on_bridge(network, a)
                 .await
                 .map_err(|e| plumbing(e.to_string()))?;
@@ -284,6 +295,28 @@ async fn plumb(
         inner.kernel.remove(&a.id);
     }
     Ok(())
+}
+
+/// How long a port leaving is given to send what it holds: a change
+/// waits for it (so the change loses nothing queued), but not for a
+/// minute of latency.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until `port` holds nothing (it has clean conditions, so it takes
+/// on nothing new), or [`DRAIN_LIMIT`].
+async fn drain(id: &str, port: &Port) {
+    let started = std::time::Instant::now();
+    loop {
+        let held = port.counters().map_or(0, |c| c.held);
+        if held == 0 {
+            return;
+        }
+        if started.elapsed() >= DRAIN_LIMIT {
+            tracing::warn!(container = %id, held, "its conditioner still held packets after {DRAIN_LIMIT:?}: they are dropped");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 /// The TAP on the bridge, the veth off it, the thread between them; on

@@ -50,6 +50,8 @@ pub struct PortCounters {
     /// Frames that could not be written or cut (counted, not logged per
     /// frame).
     pub errors: u64,
+    /// Packets held now, both directions.
+    pub held: usize,
 }
 
 /// The running thread; dropping it stops the thread and closes the TAP.
@@ -363,6 +365,7 @@ fn run(
                         ingress: named(&ingress),
                         egress: named(&egress),
                         errors,
+                        held: ingress.conditioner.held() + egress.conditioner.held(),
                     });
                 }
                 PortCommand::Stop => return,
