@@ -38,7 +38,7 @@ pub use bins::workspace_bin;
 pub use block::{Block, BlockRule};
 pub use error::Error;
 pub use netns::Netns;
-pub use probe::{capture, tcp_seen_source, tcp_transfer, udp_probe};
+pub use probe::{capture, ping, tcp_seen_source, tcp_transfer, udp_probe};
 pub use process::Background;
 pub use runtime::{Dockerd, Podman, busybox_tar};
 pub use spec::{Hop, Node, Spec};

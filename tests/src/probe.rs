@@ -255,3 +255,22 @@ pub fn capture(tb: &crate::Testbed, filter: &str, during: impl FnOnce()) -> Resu
     let _ = std::fs::remove_file(&pcap);
     Ok(bytes)
 }
+
+/// Every reply's round trip in ms, and how many of `count` were lost.
+pub fn ping(from: &Netns, to: &str, count: usize, interval: &str) -> (Vec<f64>, usize) {
+    let count_arg = count.to_string();
+    let out = from
+        .command([
+            "ping", "-n", "-c", &count_arg, "-i", interval, "-W", "2", to,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    let lost = count - rtts.len().min(count);
+    (rtts, lost)
+}

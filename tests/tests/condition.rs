@@ -6,27 +6,8 @@
 
 use std::time::Duration;
 
-use testbed::{Netns, Spec, Testbed, WeftHost, container_addr, eventually};
+use testbed::{Netns, Spec, Testbed, WeftHost, container_addr, eventually, ping};
 use weft_condition::synthetic::README_EXAMPLE;
-
-/// Every reply's round trip in ms, and how many of `count` were lost.
-fn ping(from: &Netns, to: &str, count: usize, interval: &str) -> (Vec<f64>, usize) {
-    let count_arg = count.to_string();
-    let out = from
-        .command([
-            "ping", "-n", "-c", &count_arg, "-i", interval, "-W", "2", to,
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rtts: Vec<f64> = text
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
-        .collect();
-    let lost = count - rtts.len().min(count);
-    (rtts, lost)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     assert!(!v.is_empty(), "no replies at all");
@@ -368,15 +349,26 @@ fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
     let report = routers[0]
         .json(&["top", "--json", "--interval", "2"])
         .unwrap();
-    let video = flow(&report, c1.name(), "video", &to, 5201)
-        .unwrap_or_else(|| panic!("the stream under rule video on host 1: {report:#}"));
-    let sent = video["outbound"]["bits_per_second"].as_f64().unwrap();
-    eprintln!(
-        "flow top, host 1: the 2 Mbit/s stream counted at {:.3} Mbit/s out",
-        sent / 1e6
-    );
     // IP bytes (1028 per 1000-byte datagram): 2.06 Mbit/s.
-    assert!((1.7e6..=2.4e6).contains(&sent), "{video:#}");
+    let counted =
+        |report: &serde_json::Value, at: (&Netns, &str), remote: (&str, u64), dir: &str| {
+            let f = flow(report, at.0.name(), at.1, remote.0, remote.1).unwrap_or_else(|| {
+                panic!(
+                    "the stream under rule {} of {}: {report:#}",
+                    at.1,
+                    at.0.name()
+                )
+            });
+            let bits = f[dir]["bits_per_second"].as_f64().unwrap();
+            eprintln!(
+                "flow top: the 2 Mbit/s stream counted at {:.3} Mbit/s {dir} of {}",
+                bits / 1e6,
+                at.0.name()
+            );
+            assert!((1.7e6..=2.4e6).contains(&bits), "{f:#}");
+            f.clone()
+        };
+    let video = counted(&report, (&c1, "video"), (&to, 5201), "outbound");
     assert_eq!(video["local_port"], 40001);
     let icmp = report["containers"][0]["rules"]
         .as_array()
@@ -392,14 +384,7 @@ fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
     let far = routers[1]
         .json(&["top", "--json", "--interval", "2"])
         .unwrap();
-    let arriving = flow(&far, c2.name(), "default", &from, 40001)
-        .unwrap_or_else(|| panic!("the stream arriving on host 2: {far:#}"));
-    let got = arriving["inbound"]["bits_per_second"].as_f64().unwrap();
-    eprintln!(
-        "flow top, host 2: the stream counted at {:.3} Mbit/s in",
-        got / 1e6
-    );
-    assert!((1.7e6..=2.4e6).contains(&got), "{arriving:#}");
+    counted(&far, (&c2, "default"), (&from, 40001), "inbound");
     stream.join().unwrap();
 
     // Status and metrics say it too.

@@ -342,22 +342,7 @@ fn services_and_the_world_are_reached_over_the_fast_datapath() {
 
 /// Round trips of `count` pings 20 ms apart, sorted.
 fn round_trips(from: &testbed::Netns, to: &str, count: usize) -> Vec<f64> {
-    let n = count.to_string();
-    let out = from
-        .command(["ping", "-n", "-c", &n, "-i", "0.02", "-W", "2", to])
-        .output()
-        .unwrap();
-    let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split("time=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let (mut rtts, _) = testbed::ping(from, to, count, "0.02");
     rtts.sort_by(f64::total_cmp);
     rtts
 }
