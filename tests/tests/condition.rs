@@ -9,6 +9,23 @@ use std::time::Duration;
 use testbed::{Netns, Spec, Testbed, WeftHost, container_addr, eventually, ping};
 use weft_condition::synthetic::README_EXAMPLE;
 
+/// Two hosts with a router each and a container each, reaching each
+/// other.
+fn two_hosts(hint: &str) -> (Testbed, Vec<WeftHost>) {
+    let tb = Testbed::create_owned(hint, Spec::hosts(2).containers(1)).unwrap();
+    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let to = container_addr(2).to_string();
+    eventually(
+        "the containers reach each other",
+        Duration::from_secs(30),
+        || {
+            let (_, lost) = ping(&tb.container(1, 1), &to, 1, "0.2");
+            (lost == 0).then_some(()).ok_or("no reply".to_string())
+        },
+    );
+    (tb, routers)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     assert!(!v.is_empty(), "no replies at all");
     v.sort_by(f64::total_cmp);
@@ -58,18 +75,9 @@ fn goodput(tb: &Testbed, from: &Netns, to: &Netns, to_addr: &str, secs: u32) -> 
 
 #[test]
 fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
-    let tb = Testbed::create_owned("cond", Spec::hosts(2).containers(1)).unwrap();
-    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let (tb, routers) = two_hosts("cond");
     let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
     let to = container_addr(2).to_string();
-    eventually(
-        "the containers reach each other",
-        Duration::from_secs(30),
-        || {
-            let (_, lost) = ping(&c1, &to, 1, "0.2");
-            (lost == 0).then_some(()).ok_or("no reply".to_string())
-        },
-    );
     let (base, lost) = ping(&c1, &to, 100, "0.01");
     assert_eq!(lost, 0, "unconditioned: nothing lost");
     let base = median(base);
@@ -280,18 +288,9 @@ fn flow<'a>(
 
 #[test]
 fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
-    let tb = Testbed::create_owned("ftop", Spec::hosts(2).containers(1)).unwrap();
-    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let (tb, routers) = two_hosts("ftop");
     let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
     let (from, to) = (container_addr(1).to_string(), container_addr(2).to_string());
-    eventually(
-        "the containers reach each other",
-        Duration::from_secs(30),
-        || {
-            let (_, lost) = ping(&c1, &to, 1, "0.2");
-            (lost == 0).then_some(()).ok_or("no reply".to_string())
-        },
-    );
     assert!(
         flow_table(&tb.host(1)).is_none(),
         "nothing is counted while nobody watches"
@@ -421,18 +420,9 @@ fn flow_top_shows_each_flow_with_its_rate_under_the_rule_it_matches() {
 
 #[test]
 fn changes_under_load_lose_nothing_already_queued() {
-    let tb = Testbed::create_owned("condchg", Spec::hosts(2).containers(1)).unwrap();
-    let routers = tb.weft_mesh(2, &[]).unwrap();
+    let (tb, routers) = two_hosts("condchg");
     let (c1, c2) = (tb.container(1, 1), tb.container(2, 1));
     let to = container_addr(2).to_string();
-    eventually(
-        "the containers reach each other",
-        Duration::from_secs(30),
-        || {
-            let (_, lost) = ping(&c1, &to, 1, "0.2");
-            (lost == 0).then_some(()).ok_or("no reply".to_string())
-        },
-    );
     condition(
         &routers[0],
         &c1,
