@@ -29,6 +29,7 @@ pub mod names;
 pub mod netdev;
 pub mod overlay;
 pub mod policy;
+pub mod sbin;
 pub mod state_file;
 pub mod userspace;
 pub mod worker;

@@ -21,17 +21,12 @@ pub enum TcError {
 
 /// Runs `tc ARGS`, in the network namespace `netns` if given.
 async fn tc(netns: Option<&File>, args: &[String]) -> Result<(), TcError> {
-    let path = ["/usr/sbin/tc", "/sbin/tc"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("tc");
-    let mut command = tokio::process::Command::new(path);
+    let mut command = crate::sbin::command("tc");
     command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     if let Some(ns) = netns {
         let fd = ns.as_raw_fd();
         // SAFETY: between fork and exec only setns, which is

@@ -8,7 +8,6 @@
 pub mod rules;
 
 use std::{
-    path::Path,
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
@@ -81,16 +80,8 @@ pub enum FirewallError {
     Refused(String),
 }
 
-/// The nft binary: where Debian puts it, else whatever PATH finds (a
-/// router started without /usr/sbin in PATH still finds it).
 fn nft() -> tokio::process::Command {
-    let path = ["/usr/sbin/nft", "/sbin/nft"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("nft");
-    let mut command = tokio::process::Command::new(path);
-    command.kill_on_drop(true);
-    command
+    crate::sbin::command("nft")
 }
 
 fn spawn_failed(e: std::io::Error) -> FirewallError {
