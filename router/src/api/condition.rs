@@ -117,11 +117,12 @@ impl Api {
 }
 
 impl Api {
-    /// Conditioned containers and their conditioners' counters.
+    /// Conditioned containers (counted as `weft status` counts them) and
+    /// their conditioners' counters.
     pub(super) async fn condition_metrics(&self, m: &mut crate::daemon::router::Metrics) {
         let Some(network) = &self.network else { return };
+        m.conditioned = network.conditioning.by().await;
         for c in network.conditioning.list().await {
-            *m.conditioned.entry(c.by).or_default() += 1;
             let Some(counters) = c.counters else { continue };
             for (direction, rules) in [("ingress", counters.ingress), ("egress", counters.egress)] {
                 for (rule, n) in rules {

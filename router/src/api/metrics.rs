@@ -237,7 +237,7 @@ mod tests {
             out.contains("# TYPE weft_peers gauge\nweft_peers 3\n"),
             "{out}"
         );
-        m.conditioned.insert("kernel", 1);
+        m.conditioned.insert("kernel".into(), 1);
         m.conditioner.push((
             ["web".into(), "dns".into(), "egress".into()],
             weft_condition::Counters {

@@ -72,6 +72,17 @@ struct Inner {
     kernel: std::collections::BTreeSet<String>,
 }
 
+impl Inner {
+    /// What conditions container `id`: `kernel` or `conditioner`.
+    fn by(&self, id: &str) -> &'static str {
+        if self.kernel.contains(id) {
+            "kernel"
+        } else {
+            "conditioner"
+        }
+    }
+}
+
 /// One conditioned container, for status and the API.
 #[derive(Debug, serde::Serialize)]
 pub struct Conditioned {
@@ -126,16 +137,11 @@ impl Conditioning {
 
     /// How many containers each of the kernel and the conditioner
     /// conditions (for status; no port is asked anything).
-    pub async fn by(&self) -> std::collections::BTreeMap<String, usize> {
+    pub async fn by(&self) -> BTreeMap<String, usize> {
         let inner = self.inner.lock().await;
-        let mut by = std::collections::BTreeMap::new();
+        let mut by = BTreeMap::new();
         for id in inner.stored.keys() {
-            let who = if inner.kernel.contains(id) {
-                "kernel"
-            } else {
-                "conditioner"
-            };
-            *by.entry(who.to_string()).or_default() += 1;
+            *by.entry(inner.by(id).to_string()).or_default() += 1;
         }
         by
     }
@@ -149,11 +155,7 @@ impl Conditioning {
             .map(|(id, c)| Conditioned {
                 id: id.clone(),
                 conditions: c.clone(),
-                by: if inner.kernel.contains(id) {
-                    "kernel"
-                } else {
-                    "conditioner"
-                },
+                by: inner.by(id),
                 counters: inner.ports.get(id).and_then(Port::counters),
             })
             .collect()

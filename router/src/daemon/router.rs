@@ -105,7 +105,7 @@ pub struct Metrics {
     pub policy_dropped: Vec<((String, &'static str), u64)>,
     /// Conditioned containers by what conditions them (`kernel`,
     /// `conditioner`).
-    pub conditioned: BTreeMap<&'static str, usize>,
+    pub conditioned: BTreeMap<String, usize>,
     /// The conditioners' counters: container, rule, direction, counter.
     pub conditioner: Vec<([String; 3], weft_condition::Counters)>,
     /// Connections by overlay and, on the userspace path, why not the
