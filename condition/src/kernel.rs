@@ -67,12 +67,13 @@ impl Conditions {
 
 impl Tbf {
     /// `tc` arguments that put this bucket on `dev` in place of whatever
-    /// its root qdisc was. The kernel counts whole Ethernet frames where
+    /// its root qdisc was (`verb` `replace`), or only change the bucket
+    /// already there, keeping its queue (`change`). The kernel counts whole Ethernet frames where
     /// the conditioner counts IP packets: 14 bytes more per packet, about
     /// 1% at full size. (A size table with a negative overhead was tried
     /// to count the same; it made the rate both lower and erratic.)
-    pub fn tc_args(&self, dev: &str) -> Vec<String> {
-        ["qdisc", "replace", "dev", dev, "root", "tbf", "rate"]
+    pub fn tc_args(&self, verb: &str, dev: &str) -> Vec<String> {
+        ["qdisc", verb, "dev", dev, "root", "tbf", "rate"]
             .into_iter()
             .map(String::from)
             .chain([
@@ -130,7 +131,7 @@ mod tests {
             3_028
         );
         assert_eq!(
-            t.tc_args("weft0").join(" "),
+            t.tc_args("replace", "weft0").join(" "),
             "qdisc replace dev weft0 root tbf rate 10000000bit burst 5000 limit 125000"
         );
 

@@ -61,7 +61,7 @@ async fn tc(netns: Option<&File>, args: &[String]) -> Result<(), TcError> {
 /// root qdisc; nothing to take off is no error).
 async fn put(netns: Option<&File>, dev: &str, tbf: Option<Tbf>) -> Result<(), TcError> {
     match tbf {
-        Some(t) => tc(netns, &t.tc_args(dev)).await,
+        Some(t) => tc(netns, &t.tc_args("replace", dev)).await,
         None => {
             let args: Vec<String> = ["qdisc", "del", "dev", dev, "root"]
                 .into_iter()
@@ -91,10 +91,8 @@ pub async fn drain(a: &Attachment) -> Result<(), TcError> {
     };
     let netns = open_netns(a)?;
     for (ns, dev) in [(None, &a.interface), (Some(&netns), &a.container_interface)] {
-        let mut args = open.tc_args(dev);
         // Only where weft's bucket is: `change` fails on anything else.
-        args[1] = "change".into();
-        let _ = tc(ns, &args).await;
+        let _ = tc(ns, &open.tc_args("change", dev)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     Ok(())
