@@ -584,7 +584,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         registry: tokio::sync::Mutex::new(registry),
         gateway: tokio::sync::Mutex::new(gateway),
         conditioning: crate::condition::Conditioning::load(paths.conditions_file())?,
-        flows: crate::flows::FlowTop::new(),
+        flows: crate::flows::FlowTop::default(),
     });
     if let Err(e) = crate::flows::FlowTop::clear().await {
         tracing::warn!(error = %e, "cannot remove a flow-counting table left by an earlier router");

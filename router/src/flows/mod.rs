@@ -24,6 +24,7 @@ pub const WATCH_FOR: Duration = Duration::from_secs(60);
 
 /// The router's side of flow top: whether the table is in, and the last
 /// reading.
+#[derive(Default)]
 pub struct FlowTop {
     state: std::sync::Arc<Mutex<State>>,
 }
@@ -35,19 +36,7 @@ struct State {
     top: top::Top,
 }
 
-impl Default for FlowTop {
-    fn default() -> Self {
-        FlowTop::new()
-    }
-}
-
 impl FlowTop {
-    pub fn new() -> FlowTop {
-        FlowTop {
-            state: std::sync::Arc::default(),
-        }
-    }
-
     /// Removes a table a previous router left behind (it crashed while
     /// someone watched): nobody watches a router that just started.
     pub async fn clear() -> Result<(), FirewallError> {
