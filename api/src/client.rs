@@ -46,6 +46,10 @@ impl Client {
         self.request("POST", path, body)
     }
 
+    pub fn delete(&self, path: &str) -> Result<String, ClientError> {
+        self.request("DELETE", path, "")
+    }
+
     fn request(&self, method: &str, path: &str, body: &str) -> Result<String, ClientError> {
         let io = |cause| ClientError::Io {
             path: self.socket.clone(),

@@ -1,7 +1,7 @@
 //! Golden bytes of every format the router writes: control messages,
 //! the identity in its hello, host records, name entries and names.json, the userspace path's header,
-//! routing fields and heartbeats, the vxlan heartbeat frame, and
-//! conditions.json. Each
+//! routing fields and heartbeats, the vxlan heartbeat frame,
+//! conditions.json and synthetic-network.json. Each
 //! value is encoded and compared with `tests/golden/`, then decoded from
 //! the committed bytes; the last release's bytes (`previous/`) must still
 //! decode.
@@ -36,6 +36,30 @@ fn a() -> PeerName {
 
 fn b() -> PeerName {
     PeerName::from_u64(0x0266_7788_99aa)
+}
+
+/// Two doors, one with a page and one without.
+fn stored_doors() -> crate::condition::doors::StoredDoors {
+    use crate::condition::doors::{DoorSetting, StoredDoors};
+    StoredDoors {
+        doors: [
+            (
+                "web".to_string(),
+                DoorSetting {
+                    port: 40123,
+                    ui: Some("/opt/synthetic-network/frontend/client".into()),
+                },
+            ),
+            (
+                "db".to_string(),
+                DoorSetting {
+                    port: 40124,
+                    ui: None,
+                },
+            ),
+        ]
+        .into(),
+    }
 }
 
 /// Every field of a container's conditions in use, a flow rule of each
@@ -286,6 +310,17 @@ fn formats_match_their_golden_bytes() {
         Ok(stored_conditions())
     );
 
+    let doors = stored_doors();
+    g.check(
+        "synthetic-network-json",
+        "synthetic-network.json, the containers' Synthetic Network doors (JSON)",
+        &crate::condition::doors::encode_doors(&doors),
+    );
+    assert_eq!(
+        crate::condition::doors::decode_doors(&g.bytes("synthetic-network-json")),
+        Ok(doors)
+    );
+
     let json = serde_json::to_vec_pretty(&stored_names()).unwrap();
     g.check("names-json", "names.json, our names on disk (JSON)", &json);
     let read: Stored = serde_json::from_slice(&g.bytes("names-json")).unwrap();
@@ -349,6 +384,7 @@ fn the_previous_release_still_decodes() {
             "host-records" => hosts::decode(&bytes).map(drop),
             "name-entries" => records::decode(&bytes).map(drop),
             "conditions-json" => crate::condition::decode_store(&bytes).map(drop),
+            "synthetic-network-json" => crate::condition::doors::decode_doors(&bytes).map(drop),
             "names-json" => serde_json::from_slice::<Stored>(&bytes)
                 .map(drop)
                 .map_err(|e| e.to_string()),

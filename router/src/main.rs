@@ -102,6 +102,7 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         Command::SetupCni(args) => cli::setup_cni::run(&args),
         Command::Condition(args) => cli::condition(&args),
         Command::Top(args) => cli::top(&args),
+        Command::Synthetic(args) => cli::synthetic(&args),
     }
 }
 

@@ -479,3 +479,173 @@ fn changes_under_load_lose_nothing_already_queued() {
         "nothing queued is lost: {sum}"
     );
 }
+
+/// Asks `router`'s container door on `port` what Synthetic Network's own
+/// client asks, from inside the router's host (the door is its loopback).
+fn sn_client(
+    tb: &Testbed,
+    router: &WeftHost,
+    port: u16,
+    with_token: bool,
+    step: &str,
+    arg: &str,
+) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/synthetic-network/client.js");
+    let token = router.run_dir.join("api-token");
+    let token = if with_token {
+        token.to_str().unwrap()
+    } else {
+        "-"
+    };
+    let out = tb
+        .host(router.host)
+        .run(["node", script, &port.to_string(), token, step, arg])
+        .unwrap();
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn synthetic_network_s_client_and_page_drive_a_container_through_its_door() {
+    let (tb, routers) = two_hosts("sndoor");
+    let (c1, router) = (tb.container(1, 1), &routers[0]);
+    let to = container_addr(2).to_string();
+    let (base, _) = ping(&c1, &to, 20, "0.02");
+    let base = median(base);
+    let page = std::env::temp_dir().join(format!("weft-sn-page-{}", std::process::id()));
+    std::fs::create_dir_all(&page).unwrap();
+    std::fs::write(page.join("control.html"), "<title>conditions</title>").unwrap();
+    let opened = router
+        .run(&["synthetic", c1.name(), "--ui", page.to_str().unwrap()])
+        .unwrap();
+    let port: u16 = opened
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {opened}"));
+    eprintln!("{opened}");
+
+    // Reading needs nothing: Synthetic Network's JSON, its six fields.
+    let got = sn_client(&tb, router, port, false, "get", "");
+    assert_eq!(got["status"], 200, "{got}");
+    let fields: Vec<&String> = got["qos"]["default_link"]["egress"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "jitter",
+            "jitter_strength",
+            "latency",
+            "loss",
+            "rate",
+            "reorder_packets"
+        ],
+        "{got}"
+    );
+
+    // What its page posts after a slider moves: the whole configuration.
+    let qos = |latency: u32, loss: f64| {
+        format!(
+            r#"{{"rate":100000000,"loss":{loss},"latency":{latency},"jitter":0,"jitter_strength":0,"reorder_packets":false}}"#
+        )
+    };
+    let config = |egress: String| {
+        format!(
+            r#"{{"default_link":{{"ingress":{},"egress":{egress}}},"flows":[]}}"#,
+            qos(0, 0.0)
+        )
+    };
+    let refused = sn_client(&tb, router, port, false, "post", &config(qos(50, 0.0)));
+    assert_eq!(
+        refused["status"], 401,
+        "a change needs the token: {refused}"
+    );
+    assert!(
+        refused["authenticate"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Basic"),
+        "{refused}"
+    );
+    let posted = sn_client(&tb, router, port, true, "post", &config(qos(50, 0.0)));
+    assert_eq!(posted["status"], 200, "{posted}");
+    let (rtts, lost) = ping(&c1, &to, 20, "0.02");
+    let added = median(rtts) - base;
+    eprintln!("latency 50 ms through the door: round trips grew by {added:.3} ms");
+    assert!(
+        (added - 50.0).abs() <= 1.0 && lost == 0,
+        "grew by {added:.2} ms, {lost} lost"
+    );
+    // A bad one is refused with the reason; the running one stays.
+    let bad = sn_client(&tb, router, port, true, "post", &config(qos(50, 1.5)));
+    assert_eq!(bad["status"], 400, "{bad}");
+    assert!(bad["body"].as_str().unwrap().contains("loss"), "{bad}");
+    let now = sn_client(&tb, router, port, false, "get", "");
+    assert_eq!(now["qos"]["default_link"]["egress"]["latency"], 50, "{now}");
+
+    // Flow top in its binary form: the first reading starts counting.
+    let first = sn_client(&tb, router, port, false, "profile", "egress");
+    assert_eq!(
+        (&first["status"], &first["length"]),
+        (&200.into(), &49_152.into())
+    );
+    let (_, lost) = ping(&c1, &to, 10, "0.1");
+    assert_eq!(lost, 0);
+    let key = format!("{to}:icmp:*");
+    for way in ["egress", "ingress"] {
+        let read = sn_client(&tb, router, port, false, "profile", way);
+        let flow = &read["flows"][&key];
+        let (packets, bits) = (flow["packets"].as_u64(), flow["bits"].as_u64());
+        let (Some(packets), Some(bits)) = (packets, bits) else {
+            panic!("no {key} in the {way} profile: {read}");
+        };
+        assert!(packets >= 10, "{way}: {read}");
+        // Its page's frame size: an 84-byte ping in a 98-byte frame.
+        assert_eq!(bits / 8 / packets - 24, 98, "{way}: {read}");
+    }
+
+    // The page: credentials asked for, then the directory's files.
+    let asked = sn_client(&tb, router, port, false, "page", "/control.html");
+    assert_eq!(asked["status"], 401, "{asked}");
+    let home = sn_client(&tb, router, port, true, "page", "/");
+    assert_eq!(home["location"], "/control.html", "{home}");
+    let shown = sn_client(&tb, router, port, true, "page", "/control.html");
+    assert_eq!(shown["body"], "<title>conditions</title>", "{shown}");
+    let missing = sn_client(&tb, router, port, true, "page", "/../control.html");
+    assert_eq!(missing["status"], 404, "{missing}");
+    std::fs::remove_dir_all(&page).unwrap();
+
+    // A restart opens the door again, on the same port (opened again
+    // here without the page, whose directory is gone).
+    let listed = router.run(&["synthetic"]).unwrap();
+    assert!(listed.contains(&format!("127.0.0.1:{port}")), "{listed}");
+    router
+        .run(&["synthetic", c1.name(), "--port", &port.to_string()])
+        .unwrap();
+    router.run(&["stop"]).unwrap();
+    router.launch(&[&tb.host_addr(2).to_string()]).unwrap();
+    let again = eventually("the door opens again", Duration::from_secs(10), || {
+        let got = sn_client(&tb, router, port, false, "get", "");
+        (got["status"] == 200)
+            .then_some(got.clone())
+            .ok_or(got.to_string())
+    });
+    assert_eq!(
+        again["qos"]["default_link"]["egress"]["latency"], 50,
+        "{again}"
+    );
+
+    // Closed: nothing listens there.
+    router.run(&["synthetic", c1.name(), "--close"]).unwrap();
+    let gone = sn_client(&tb, router, port, false, "get", "");
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ECONNREFUSED"),
+        "{gone}"
+    );
+}

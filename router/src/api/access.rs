@@ -11,6 +11,13 @@
 //!   literal or `localhost` is refused (DNS rebinding), and so is a
 //!   request that carries an `Origin`, unless it is our own and the token
 //!   comes with it: a web page the host's browser opens gets nothing.
+//! - A container's Synthetic Network door (a loopback port of its own,
+//!   [`super::synthetic`]) keeps the same Host and Origin rules. Its API
+//!   reads (`/qos`, `/top/...`) are open; a change, and the page itself,
+//!   need the token, which Synthetic Network's client can only send as
+//!   HTTP Basic credentials (user `weft`, the token as password): a
+//!   browser asks for them once on the page and sends them with every
+//!   request of the page after.
 
 use hyper::{HeaderMap, Method, StatusCode, header};
 
@@ -20,6 +27,7 @@ pub enum Door {
     Unix,
     Docker,
     Tcp,
+    Synthetic,
 }
 
 /// Why a request is refused: the status and what the caller should do.
@@ -63,9 +71,49 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    value.strip_prefix(b"Bearer ")
+/// Whether the request carries `token`: as a bearer token, or as HTTP
+/// Basic credentials of user `weft` (what a browser or Synthetic
+/// Network's client can send). The Basic form is compared encoded, so no
+/// decoder reads what a caller sends.
+fn carries(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) else {
+        return false;
+    };
+    if let Some(bearer) = value.strip_prefix(b"Bearer ") {
+        return same(bearer, token.as_bytes());
+    }
+    value
+        .strip_prefix(b"Basic ")
+        .is_some_and(|basic| same(basic, base64(format!("weft:{token}").as_bytes()).as_bytes()))
+}
+
+/// Standard base64 with padding (RFC 4648), for Basic credentials.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Paths of a Synthetic Network door that only read the container's
+/// conditions and flows: what its client fetches without credentials.
+fn synthetic_read(path: &str) -> bool {
+    matches!(
+        path,
+        "/qos" | "/top/ingress.profile" | "/top/egress.profile"
+    )
 }
 
 /// Whether a request may go on; `token` is this router's API token.
@@ -88,7 +136,7 @@ pub fn check(
                 ))
             };
         }
-        Door::Tcp => {}
+        Door::Tcp | Door::Synthetic => {}
     }
     if is_docker_path(path) {
         return Err(refuse(
@@ -106,7 +154,7 @@ pub fn check(
             format!("Host {host:?} is not this router: use its address, or localhost"),
         ));
     }
-    let authorized = bearer(headers).is_some_and(|t| same(t, token.as_bytes()));
+    let authorized = carries(headers, token);
     if let Some(origin) = headers.get(header::ORIGIN) {
         let ours = origin.as_bytes() == format!("http://{host}").as_bytes();
         if !(ours && authorized) {
@@ -117,6 +165,15 @@ pub fn check(
         }
     }
     let reads = matches!(*method, Method::GET | Method::HEAD);
+    if reads && (door == Door::Tcp || synthetic_read(path)) {
+        return Ok(());
+    }
+    if door == Door::Synthetic && !authorized {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "this container's Synthetic Network door needs the router's token: user weft, the token (<run-dir>/api-token) as password",
+        ));
+    }
     if reads {
         return Ok(());
     }
@@ -251,6 +308,96 @@ mod tests {
             404
         );
         assert_eq!(status(Door::Docker, Method::POST, "/stop", &[]), 404);
+    }
+
+    #[test]
+    fn a_synthetic_network_door_reads_openly_and_changes_with_basic_credentials() {
+        let host = ("host", "127.0.0.1:40123");
+        for path in ["/qos", "/top/ingress.profile", "/top/egress.profile"] {
+            assert_eq!(status(Door::Synthetic, Method::GET, path, &[host]), 200);
+        }
+        // The page asks for the credentials the browser will send on.
+        assert_eq!(
+            status(Door::Synthetic, Method::GET, "/control.html", &[host]),
+            401
+        );
+        let json = ("content-type", "application/json");
+        assert_eq!(
+            status(Door::Synthetic, Method::POST, "/qos", &[host, json]),
+            401
+        );
+        // base64("weft:0123456789abcdef"), as Node's `auth` option or a
+        // browser would send it.
+        let basic = ("authorization", "Basic d2VmdDowMTIzNDU2Nzg5YWJjZGVm");
+        assert_eq!(base64(b"weft:0123456789abcdef"), &basic.1[6..]);
+        assert_eq!(
+            status(Door::Synthetic, Method::POST, "/qos", &[host, json, basic]),
+            200
+        );
+        assert_eq!(
+            status(
+                Door::Synthetic,
+                Method::GET,
+                "/control.html",
+                &[host, basic]
+            ),
+            200
+        );
+        // Another user, or the token as user name, is not it.
+        for wrong in [
+            "Basic YWRtaW46MDEyMzQ1Njc4OWFiY2RlZg==", // admin:0123456789abcdef
+            "Basic MDEyMzQ1Njc4OWFiY2RlZjo=",         // 0123456789abcdef:
+            "Basic d2VmdDowMTIzNDU2Nzg5YWJjZGVm ",
+        ] {
+            let auth = ("authorization", wrong);
+            assert_eq!(
+                status(Door::Synthetic, Method::POST, "/qos", &[host, json, auth]),
+                401
+            );
+        }
+        // Its page's own origin may post; another page may not even read.
+        let own = ("origin", "http://127.0.0.1:40123");
+        assert_eq!(
+            status(
+                Door::Synthetic,
+                Method::POST,
+                "/qos",
+                &[host, json, basic, own]
+            ),
+            200
+        );
+        let evil = ("origin", "http://evil.example");
+        assert_eq!(
+            status(Door::Synthetic, Method::GET, "/qos", &[host, evil]),
+            403
+        );
+        assert_eq!(
+            status(
+                Door::Synthetic,
+                Method::GET,
+                "/qos",
+                &[("host", "evil.example:40123")]
+            ),
+            421
+        );
+        // The TCP API takes the same Basic credentials as a bearer token.
+        let on_tcp = [("host", "127.0.0.1:6784"), json, basic];
+        assert_eq!(status(Door::Tcp, Method::POST, "/stop", &on_tcp), 200);
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
     }
 
     #[test]

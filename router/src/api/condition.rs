@@ -93,6 +93,14 @@ impl Api {
 impl Api {
     /// `GET /flows` reads flow top; `POST /flows` also keeps it counting.
     pub(super) async fn flows(&self, watch: bool) -> Answer {
+        Ok(json_of(&self.flows_report(watch).await?))
+    }
+
+    /// Flow top's reading; with `watch`, counting goes on for a minute.
+    pub(super) async fn flows_report(
+        &self,
+        watch: bool,
+    ) -> Result<crate::flows::top::FlowsReport, Response<Full<Bytes>>> {
         let network = self
             .network
             .as_ref()
@@ -106,13 +114,12 @@ impl Api {
                 id: a.id,
             });
         }
-        match network.flows.report(&locals, watch).await {
-            Ok(report) => Ok(json_of(&report)),
-            Err(e) => Err(text(
+        network.flows.report(&locals, watch).await.map_err(|e| {
+            text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot count flows: {e}\n"),
-            )),
-        }
+            )
+        })
     }
 }
 

@@ -32,6 +32,7 @@
 //! | `GET`/`POST`/`DELETE /conditions/<container>` | weft's form; `GET /conditions`: all, with counters |
 //! | `GET /flows` | flow top: per-flow counts and rates of local containers, by rule |
 //! | `POST /flows` | the same, and counting on for another minute (flow top's reader) |
+//! | `POST`/`DELETE /synthetic/<container>` | `{"port": 0, "ui": null}`: a loopback port answering Synthetic Network's own API for it; `GET /synthetic`: the open ones |
 //! | `POST /stop`           | stops the router                           |
 
 pub mod access;
@@ -42,6 +43,7 @@ pub mod metrics;
 mod names;
 pub mod policy;
 pub mod report;
+mod synthetic;
 
 use std::{convert::Infallible, net::SocketAddr, path::Path};
 
@@ -793,6 +795,15 @@ impl Api {
                     .trim_start_matches('/');
                 return self.conditions(&m, condition::Form::Weft, id, &body).await;
             }
+            (m @ (Method::GET | Method::POST | Method::DELETE), p)
+                if p == "/synthetic" || p.starts_with("/synthetic/") =>
+            {
+                let id = p
+                    .strip_prefix("/synthetic")
+                    .unwrap_or("")
+                    .trim_start_matches('/');
+                return self.synthetic_door(&m, id, &body).await;
+            }
             (m @ (Method::GET | Method::POST), "/flows") => {
                 return self.flows(m == Method::POST).await;
             }
@@ -855,49 +866,14 @@ impl Api {
         {
             return Ok(text(refusal.status, refusal.message + "\n"));
         }
-        let collected = tokio::time::timeout(
-            READ_TIMEOUT,
-            http_body_util::Limited::new(body, MAX_BODY).collect(),
-        )
-        .await;
-        let body = match collected {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) => {
-                return Ok(text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large\n",
-                ));
-            }
-            Err(_) => {
-                return Ok(text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time\n",
-                ));
-            }
+        let body = match collect(body).await {
+            Ok(body) => body,
+            Err(answer) => return Ok(answer),
         };
         let answer = match self.route(door, parts.method, path, body).await {
             Ok(response) | Err(response) => response,
         };
         Ok(answer)
-    }
-
-    /// Serves one connection, holding `permit` (a place under the door's
-    /// connection limit) until it ends. A client that sends no complete
-    /// request head within [`READ_TIMEOUT`] (idle or slow) is cut off.
-    fn serve_connection<S>(&self, stream: S, door: Door, permit: tokio::sync::OwnedSemaphorePermit)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let api = self.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| api.clone().serve_http(door, req));
-            let _ = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop(permit);
-        });
     }
 
     /// Serves on every listener until the process ends: TCP, the unix
@@ -929,12 +905,54 @@ impl Api {
                 }
                 continue;
             };
+            let api = self.clone();
+            let handler = move |req| api.clone().serve_http(door, req);
             match accepted {
-                Stream::Tcp(s) => self.serve_connection(s, door, permit),
-                Stream::Unix(s) => self.serve_connection(s, door, permit),
+                Stream::Tcp(s) => serve_connection(s, permit, handler),
+                Stream::Unix(s) => serve_connection(s, permit, handler),
             }
         }
     }
+}
+
+/// A request's body, whole, within [`MAX_BODY`] and [`READ_TIMEOUT`].
+async fn collect(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    let collected = tokio::time::timeout(
+        READ_TIMEOUT,
+        http_body_util::Limited::new(body, MAX_BODY).collect(),
+    )
+    .await;
+    match collected {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+        )),
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time\n",
+        )),
+    }
+}
+
+/// Serves one connection with `handler`, holding `permit` (a place under
+/// its listener's connection limit) until it ends. A client that sends no
+/// complete request head within [`READ_TIMEOUT`] (idle or slow) is cut
+/// off.
+fn serve_connection<S, H, F>(stream: S, permit: tokio::sync::OwnedSemaphorePermit, handler: H)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(HttpRequest<Incoming>) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service_fn(handler))
+            .await;
+        drop(permit);
+    });
 }
 
 /// An accepted connection, before it is served.

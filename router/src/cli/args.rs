@@ -172,6 +172,12 @@ pub enum Command {
     /// each matches; refreshes until Ctrl-C. Counting runs only while
     /// someone watches (a minute after the last look).
     Top(TopArgs),
+    /// Open a container's Synthetic Network door: a loopback port of its
+    /// own answering Synthetic Network's API (GET/POST /qos, its flow-top
+    /// profiles) and, with --ui, serving its page, so its JavaScript
+    /// client and page drive this container unchanged. Without a
+    /// container: the open doors.
+    Synthetic(SyntheticArgs),
     /// Network policy (Kubernetes NetworkPolicy objects) for clusters
     /// without an API server: apply, list, delete, and check what a
     /// connection would meet.
@@ -636,6 +642,26 @@ pub struct ConditionArgs {
     /// Take every condition off the container.
     #[arg(long)]
     pub clear: bool,
+    #[command(flatten)]
+    pub dirs: DirArgs,
+}
+
+/// `weft synthetic`.
+#[derive(Args, Debug)]
+pub struct SyntheticArgs {
+    /// The container, as `weft ps` shows its id; none: list the doors.
+    pub container: Option<String>,
+    /// The port on 127.0.0.1 (0: any free one; the same one is kept
+    /// across router restarts).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Synthetic Network's page: its `frontend/client` directory
+    /// (control.html, ui.js, ...), read when the door opens.
+    #[arg(long, value_name = "DIR")]
+    pub ui: Option<PathBuf>,
+    /// Close the container's door.
+    #[arg(long, conflicts_with_all = ["port", "ui"], requires = "container")]
+    pub close: bool,
     #[command(flatten)]
     pub dirs: DirArgs,
 }

@@ -6,6 +6,8 @@ mod condition;
 pub use condition::condition;
 mod top;
 pub use top::top;
+mod synthetic;
+pub use synthetic::synthetic;
 pub mod reset;
 pub mod setup_cni;
 

@@ -5,6 +5,7 @@
 //! a conditioned port ([`port`]). What the conditions mean and the
 //! per-packet decisions are `weft-condition`'s.
 
+pub mod doors;
 pub mod kernel;
 pub mod port;
 
@@ -62,6 +63,8 @@ pub fn tap_name(veth: &str) -> String {
 pub struct Conditioning {
     file: PathBuf,
     inner: tokio::sync::Mutex<Inner>,
+    /// Containers with Synthetic Network's API on a port of their own.
+    pub doors: doors::Doors,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ impl Conditioning {
             Err(cause) => return Err(ConditionError::Store { path: file, cause }),
         };
         Ok(Conditioning {
+            doors: doors::Doors::load(file.with_file_name(doors::FILE))?,
             file,
             inner: tokio::sync::Mutex::new(Inner {
                 stored,
@@ -224,6 +228,9 @@ impl Conditioning {
     }
 
     async fn keep(&self, keep: impl Fn(&str) -> bool) {
+        if let Err(e) = self.doors.keep(&keep) {
+            tracing::warn!(error = %e, "cannot store the Synthetic Network doors");
+        }
         let mut inner = self.inner.lock().await;
         let gone: Vec<String> = inner
             .stored

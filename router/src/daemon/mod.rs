@@ -636,21 +636,20 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         network.clone(),
         requests_tx.clone(),
     ));
-    let api = tokio::spawn(
-        Api::new(
-            requests_tx,
-            network,
-            token,
-            name_service,
-            args.docker_host.clone(),
-            crate::api::policy::PolicyAccess {
-                records: policy,
-                cluster: policy_cluster,
-                status: policy_status,
-            },
-        )
-        .serve(http, unix, docker),
+    let api = Api::new(
+        requests_tx,
+        network,
+        token,
+        name_service,
+        args.docker_host.clone(),
+        crate::api::policy::PolicyAccess {
+            records: policy,
+            cluster: policy_cluster,
+            status: policy_status,
+        },
     );
+    api.restore_doors().await;
+    let api = tokio::spawn(api.serve(http, unix, docker));
     if let Some(log) = std::env::var_os(logfile::ENV) {
         tokio::spawn(logfile::keep(log.into()));
     }

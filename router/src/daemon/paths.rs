@@ -52,6 +52,7 @@ impl Paths {
             self.gateway_file(),
             self.peers_file(),
             self.conditions_file(),
+            self.data_dir.join(crate::condition::doors::FILE),
         ]
     }
 

@@ -8,6 +8,7 @@
 //! [`WATCH_FOR`], and with nobody asking again the table is removed.
 //! The table is [`table`]'s; the arithmetic is [`top`]'s and pure.
 
+pub mod profile;
 pub mod table;
 pub mod top;
 
