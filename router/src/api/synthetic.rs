@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::{Api, access, collect, condition::Form, json_of, serve_connection, text};
 use crate::{
-    condition::doors::DoorSetting,
+    condition::doors::{DoorInfo, DoorSetting},
     flows::profile::{self, Way},
 };
 
@@ -44,27 +44,6 @@ struct DoorBody {
     port: u16,
     #[serde(default)]
     ui: Option<std::path::PathBuf>,
-}
-
-/// What `/synthetic` answers about a door.
-#[derive(serde::Serialize)]
-struct DoorInfo {
-    id: String,
-    port: u16,
-    url: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ui: Option<std::path::PathBuf>,
-}
-
-impl DoorInfo {
-    fn new(id: &str, setting: DoorSetting) -> DoorInfo {
-        DoorInfo {
-            id: id.to_string(),
-            port: setting.port,
-            url: format!("http://127.0.0.1:{}/", setting.port),
-            ui: setting.ui,
-        }
-    }
 }
 
 /// A page's files, read when the door opens: a later change on disk, or

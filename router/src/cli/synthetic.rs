@@ -2,19 +2,9 @@
 //! Synthetic Network doors (`/synthetic` in the API).
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
 
 use super::{args::SyntheticArgs, client};
-use crate::daemon::paths::Paths;
-
-#[derive(Deserialize)]
-struct DoorInfo {
-    id: String,
-    port: u16,
-    url: String,
-    #[serde(default)]
-    ui: Option<std::path::PathBuf>,
-}
+use crate::{condition::doors::DoorInfo, daemon::paths::Paths};
 
 pub fn synthetic(args: &SyntheticArgs) -> Result<()> {
     let api = client(&args.dirs);

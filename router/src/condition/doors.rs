@@ -27,6 +27,27 @@ pub struct DoorSetting {
     pub ui: Option<PathBuf>,
 }
 
+/// What the API says about an open door.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DoorInfo {
+    pub id: String,
+    pub port: u16,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<PathBuf>,
+}
+
+impl DoorInfo {
+    pub fn new(id: &str, setting: DoorSetting) -> DoorInfo {
+        DoorInfo {
+            id: id.to_string(),
+            port: setting.port,
+            url: format!("http://127.0.0.1:{}/", setting.port),
+            ui: setting.ui,
+        }
+    }
+}
+
 /// synthetic-network.json: the doors by container id.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoredDoors {
