@@ -103,6 +103,7 @@ fn run(command: Command, argv: &[String]) -> anyhow::Result<()> {
         Command::Condition(args) => cli::condition(&args),
         Command::Top(args) => cli::top(&args),
         Command::Synthetic(args) => cli::synthetic(&args),
+        Command::Ui { read_only, dirs } => cli::ui(&dirs, read_only),
     }
 }
 

@@ -574,6 +574,7 @@ mod tests {
             names: None,
             docker_host: "unix:///nonexistent".into(),
             policy: None,
+            http: None,
         }
     }
 

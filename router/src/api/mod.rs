@@ -30,6 +30,9 @@
 //! | `GET /status/dns`      | the names and the DNS server, text          |
 //! | `GET`/`POST /qos/<container>` | Synthetic Network's JSON, verbatim |
 //! | `GET`/`POST`/`DELETE /conditions/<container>` | weft's form; `GET /conditions`: all, with counters |
+//! | `GET /ui` (and `/ui/*.js`, `/ui/style.css`) | the web page (`weft ui`) |
+//! | `GET /ui/url` | the page's address with the token; unix socket only |
+//! | `GET /containers` | this host's containers: addresses, names, labels, policies, conditions, JSON |
 //! | `GET /flows` | flow top: per-flow counts and rates of local containers, by rule |
 //! | `POST /flows` | the same, and counting on for another minute (flow top's reader) |
 //! | `POST`/`DELETE /synthetic/<container>` | `{"port": 0, "ui": null}`: a loopback port answering Synthetic Network's own API for it; `GET /synthetic`: the open ones |
@@ -44,6 +47,7 @@ mod names;
 pub mod policy;
 pub mod report;
 mod synthetic;
+mod ui;
 
 use std::{convert::Infallible, net::SocketAddr, path::Path};
 
@@ -88,6 +92,8 @@ pub struct Api {
     /// dockerd's API, for Docker containers' names.
     docker_host: std::sync::Arc<str>,
     policy: Option<policy::PolicyAccess>,
+    /// Where the TCP API listens, for the page's address (`weft ui`).
+    http: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -271,7 +277,14 @@ impl Api {
             names: Some(names),
             docker_host: docker_host.into(),
             policy: Some(policy),
+            http: None,
         }
+    }
+
+    /// Tells the API where its TCP listener is, for the page's address.
+    pub fn with_http(mut self, addr: SocketAddr) -> Api {
+        self.http = Some(addr);
+        self
     }
 
     async fn attach(
@@ -804,6 +817,10 @@ impl Api {
                     .trim_start_matches('/');
                 return self.synthetic_door(&m, id, &body).await;
             }
+            (Method::GET, "/ui/url") if door == Door::Unix => self.ui_url(),
+            (Method::GET, p) if p == "/ui" || p.starts_with("/ui/") => ui::asset(p)
+                .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no {p}; the page is /ui\n")))?,
+            (Method::GET, "/containers") => return self.containers().await,
             (m @ (Method::GET | Method::POST), "/flows") => {
                 return self.flows(m == Method::POST).await;
             }
@@ -876,6 +893,22 @@ impl Api {
         Ok(answer)
     }
 
+    /// Answers a request, with the page's security headers on TCP.
+    async fn serve_http_guarded(
+        self,
+        door: Door,
+        req: HttpRequest<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let mut answer = self.serve_http(door, req).await?;
+        if door == Door::Tcp {
+            let headers = answer.headers_mut();
+            for (name, value) in ui::SECURITY_HEADERS {
+                headers.insert(*name, hyper::header::HeaderValue::from_static(value));
+            }
+        }
+        Ok(answer)
+    }
+
     /// Serves on every listener until the process ends: TCP, the unix
     /// socket, and Docker's plugin socket if given. Each has its own
     /// limit of connections at once; past it a new one is closed at once
@@ -906,7 +939,7 @@ impl Api {
                 continue;
             };
             let api = self.clone();
-            let handler = move |req| api.clone().serve_http(door, req);
+            let handler = move |req| api.clone().serve_http_guarded(door, req);
             match accepted {
                 Stream::Tcp(s) => serve_connection(s, permit, handler),
                 Stream::Unix(s) => serve_connection(s, permit, handler),
@@ -1075,6 +1108,7 @@ mod tests {
                 names: None,
                 docker_host: "unix:///nonexistent".into(),
                 policy: None,
+                http: None,
             },
             router,
         )

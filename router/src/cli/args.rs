@@ -172,6 +172,17 @@ pub enum Command {
     /// each matches; refreshes until Ctrl-C. Counting runs only while
     /// someone watches (a minute after the last look).
     Top(TopArgs),
+    /// The web page: prints the address of the mesh's picture and its
+    /// controls, served by this router on its loopback API. The address
+    /// carries the token that lets the page change things; without it
+    /// (`--read-only`) the page only shows.
+    Ui {
+        /// Print the address without the token: the page only reads.
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
     /// Open a container's Synthetic Network door: a loopback port of its
     /// own answering Synthetic Network's API (GET/POST /qos, its flow-top
     /// profiles) and, with --ui, serving its page, so its JavaScript

@@ -8,6 +8,22 @@ mod top;
 pub use top::top;
 mod synthetic;
 pub use synthetic::synthetic;
+
+/// `weft ui`: the page's address, from the router (the unix socket is
+/// root's, and so is the token the address carries).
+pub fn ui(dirs: &DirArgs, read_only: bool) -> Result<()> {
+    let url = client(dirs).get("/ui/url")?;
+    let url = url.trim();
+    if read_only {
+        println!("{}", url.split('#').next().unwrap_or(url));
+    } else {
+        println!("{url}");
+        eprintln!(
+            "Open it in a browser on this host (or through an SSH tunnel to its port). The address carries the API token: share it only with who may change the mesh; `weft ui --read-only` gives one that only shows."
+        );
+    }
+    Ok(())
+}
 pub mod reset;
 pub mod setup_cni;
 

@@ -647,7 +647,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             cluster: policy_cluster,
             status: policy_status,
         },
-    );
+    )
+    .with_http(http.local_addr().unwrap_or(args.http_addr));
     api.restore_doors().await;
     let api = tokio::spawn(api.serve(http, unix, docker));
     if let Some(log) = std::env::var_os(logfile::ENV) {
