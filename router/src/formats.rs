@@ -1,5 +1,5 @@
 //! Golden bytes of every format the router writes: control messages,
-//! the identity in its hello, host records, name entries and names.json, the userspace path's header,
+//! the identity in its hello, host records, link records, name entries and names.json, the userspace path's header,
 //! routing fields and heartbeats, the vxlan heartbeat frame,
 //! conditions.json and synthetic-network.json. Each
 //! value is encoded and compared with `tests/golden/`, then decoded from
@@ -219,6 +219,32 @@ fn host_records() -> hosts::Records {
     )]
 }
 
+fn link_records() -> crate::links::Records {
+    use crate::links::{Link, LinkRecord};
+    vec![(
+        a(),
+        LinkRecord {
+            version: 1_700_000_000_002,
+            links: vec![
+                Link {
+                    peer: b(),
+                    overlay: Some("fastdp".into()),
+                    mtu: Some(1376),
+                    encrypted: Some(false),
+                    reason: None,
+                },
+                Link {
+                    peer: PeerName::from_u64(0x0233_0000_0001),
+                    overlay: None,
+                    mtu: None,
+                    encrypted: None,
+                    reason: Some("no UDP heartbeats".into()),
+                },
+            ],
+        },
+    )]
+}
+
 fn name_entry() -> (Key, Value) {
     let key = Key {
         name: Fqdn::parse("db.weft.local").unwrap(),
@@ -290,6 +316,15 @@ fn formats_match_their_golden_bytes() {
         &hosts::encode(&host_records()),
     );
     assert_eq!(hosts::decode(&g.bytes("host-records")), Ok(host_records()));
+    g.check(
+        "link-records",
+        "links channel: each router's connections, overlay, MTU, reason (postcard)",
+        &crate::links::encode(&link_records()),
+    );
+    assert_eq!(
+        crate::links::decode(&g.bytes("link-records")),
+        Ok(link_records())
+    );
     g.check(
         "name-entries",
         "names channel: entries by origin (postcard)",
@@ -382,6 +417,7 @@ fn the_previous_release_still_decodes() {
             k if k.starts_with("control-") => ControlMessage::decode(&bytes).map(drop),
             "identity" => PeerIdentity::decode(&bytes).map(drop),
             "host-records" => hosts::decode(&bytes).map(drop),
+            "link-records" => crate::links::decode(&bytes).map(drop),
             "name-entries" => records::decode(&bytes).map(drop),
             "conditions-json" => crate::condition::decode_store(&bytes).map(drop),
             "synthetic-network-json" => crate::condition::doors::decode_doors(&bytes).map(drop),

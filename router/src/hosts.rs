@@ -3,40 +3,25 @@
 //! answer containers' own addresses, so that containers elsewhere reach
 //! them without masquerading.
 //!
-//! Each router writes only its own record, with a version that grows;
-//! merging keeps the newest per router, so every router converges on the
-//! same set whatever order gossip arrives in. A router unreachable for
-//! [`FORGET_AFTER`] is forgotten, so routers that left for good do not
-//! pile up. Pure: no I/O; time is passed in.
+//! One record per router, the newest winning, forgotten some time after
+//! its router left ([`crate::mesh::per_router`]). Pure.
 
-use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    identity::PeerName,
-    mesh::{Channel, Outgoing, channel::Shared, departures::Departures},
+pub use crate::mesh::per_router::FORGET_AFTER;
+use crate::mesh::{
+    channel::Shared,
+    per_router::{PerRouter, RouterRecord},
 };
 
 /// The mesh channel host records travel on.
 pub const CHANNEL: &str = "hosts";
 
-/// Most records one gossip message may carry, and most addresses a record
-/// may list: a peer cannot make us hold more than this. Our full state
-/// never carries more, so a mesh beyond it still converges on the
-/// reachable routers' records.
-const MAX_RECORDS: usize = 4096;
+/// Most addresses a record may list: a peer cannot make us hold more.
 const MAX_ADDRESSES: usize = 64;
-
-/// How long a router's record outlives its reachability. Its record only
-/// counts while it is reachable; keeping it a while spares re-learning it
-/// after a short partition, and the router resends it when it returns.
-pub const FORGET_AFTER: Duration = Duration::from_secs(300);
 
 /// One router's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,69 +37,40 @@ pub struct HostRecord {
     pub gateways: Vec<Ipv4Net>,
 }
 
-/// The wire form: records by router.
-pub(crate) type Records = Vec<(PeerName, HostRecord)>;
+impl RouterRecord for HostRecord {
+    const WHAT: &'static str = "host records";
 
-pub(crate) fn encode(records: &Records) -> Vec<u8> {
-    postcard::to_allocvec(records).expect("host records serialize")
-}
-
-pub(crate) fn decode(bytes: &[u8]) -> Result<Records, String> {
-    let records: Records =
-        postcard::from_bytes(bytes).map_err(|e| format!("malformed host records: {e}"))?;
-    if records.len() > MAX_RECORDS
-        || records
-            .iter()
-            .any(|(_, r)| r.direct.len() > MAX_ADDRESSES || r.gateways.len() > MAX_ADDRESSES)
-    {
-        return Err("host records over the limit".into());
+    fn version(&self) -> u64 {
+        self.version
     }
-    Ok(records)
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn within_bounds(&self) -> bool {
+        self.direct.len() <= MAX_ADDRESSES && self.gateways.len() <= MAX_ADDRESSES
+    }
 }
 
-/// Every router's record, as this router knows them.
-pub struct Hosts {
-    me: PeerName,
-    records: BTreeMap<PeerName, HostRecord>,
-    reachable: BTreeSet<PeerName>,
-    /// Routers unreachable, and those forgotten: a neighbour that has not
-    /// forgotten yet must not bring them back.
-    departures: Departures,
-    outgoing: VecDeque<Outgoing>,
-    /// Grows whenever [`Hosts::direct_hosts`] may have changed, so the
-    /// router recomputes it only then.
-    generation: u64,
+/// The wire form: records by router.
+#[cfg(test)]
+pub(crate) type Records = crate::mesh::per_router::Records<HostRecord>;
+
+#[cfg(test)]
+pub(crate) fn encode(records: &Records) -> Vec<u8> {
+    crate::mesh::per_router::encode(records)
 }
+
+#[cfg(test)]
+pub(crate) fn decode(bytes: &[u8]) -> Result<Records, String> {
+    crate::mesh::per_router::decode(bytes)
+}
+
+/// Every router's host record, as this router knows them.
+pub type Hosts = PerRouter<HostRecord>;
 
 impl Hosts {
-    /// Starts with an empty record of ours at `version`.
-    pub fn new(me: PeerName, version: u64) -> Hosts {
-        let mut records = BTreeMap::new();
-        records.insert(
-            me,
-            HostRecord {
-                version,
-                ..HostRecord::default()
-            },
-        );
-        Hosts {
-            me,
-            records,
-            reachable: BTreeSet::new(),
-            departures: Departures::new(FORGET_AFTER, FORGET_AFTER),
-            outgoing: VecDeque::new(),
-            generation: 0,
-        }
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    pub fn local(&self) -> &HostRecord {
-        &self.records[&self.me]
-    }
-
     /// Replaces our record's contents; gossips it if it changed.
     pub fn set_local(&mut self, mut direct: Vec<Ipv4Addr>, mut gateways: Vec<Ipv4Net>) {
         direct.sort();
@@ -123,111 +79,19 @@ impl Hosts {
         gateways.sort();
         gateways.dedup();
         gateways.truncate(MAX_ADDRESSES);
-        let mine = self.records.get_mut(&self.me).expect("our own record");
-        if mine.direct == direct && mine.gateways == gateways {
-            return;
-        }
-        mine.version = mine.version.saturating_add(1);
-        mine.direct = direct;
-        mine.gateways = gateways;
-        let record = mine.clone();
-        self.generation += 1;
-        self.outgoing
-            .push_back(Outgoing::Gossip(encode(&vec![(self.me, record)])));
+        self.publish(HostRecord {
+            version: 0,
+            direct,
+            gateways,
+        });
     }
 
     /// The addresses of reachable other hosts that containers reach
     /// untranslated.
     pub fn direct_hosts(&self) -> BTreeSet<Ipv4Addr> {
-        self.records
-            .iter()
-            .filter(|(name, _)| **name != self.me && self.reachable.contains(name))
+        self.reachable_others()
             .flat_map(|(_, r)| r.direct.iter().copied())
             .collect()
-    }
-
-    pub fn get(&self, peer: PeerName) -> Option<&HostRecord> {
-        self.records.get(&peer)
-    }
-
-    /// Keeps the newer of ours and theirs per router; returns what was
-    /// news. A record claiming to be ours and newer means we restarted
-    /// with a clock behind the last run: ours jumps past it.
-    fn merge(&mut self, now: Instant, records: Records) -> Records {
-        let mut news = Vec::new();
-        for (name, theirs) in records {
-            if name == self.me {
-                let mine = self.records.get_mut(&self.me).expect("our own record");
-                if theirs.version >= mine.version && theirs != *mine {
-                    mine.version = theirs.version.saturating_add(1);
-                    let record = mine.clone();
-                    self.outgoing
-                        .push_back(Outgoing::Gossip(encode(&vec![(self.me, record)])));
-                }
-                continue;
-            }
-            let newer = self
-                .records
-                .get(&name)
-                .is_none_or(|ours| theirs.version > ours.version);
-            if newer && self.departures.admits(name, theirs.version) {
-                self.departures
-                    .holding(name, self.reachable.contains(&name), now);
-                self.generation += 1;
-                self.records.insert(name, theirs.clone());
-                news.push((name, theirs));
-            }
-        }
-        news
-    }
-}
-
-impl Channel for Hosts {
-    fn on_gossip(
-        &mut self,
-        now: Instant,
-        _from: PeerName,
-        payload: &[u8],
-    ) -> Result<Option<Vec<u8>>, String> {
-        let news = self.merge(now, decode(payload)?);
-        Ok((!news.is_empty()).then(|| encode(&news)))
-    }
-
-    fn full_state(&self) -> Option<Vec<u8>> {
-        // Ours and the reachable routers' first, should there be too many.
-        let (live, rest): (Records, Records) = self
-            .records
-            .iter()
-            .map(|(n, r)| (*n, r.clone()))
-            .partition(|(n, _)| *n == self.me || self.reachable.contains(n));
-        let all: Records = live.into_iter().chain(rest).take(MAX_RECORDS).collect();
-        Some(encode(&all))
-    }
-
-    fn on_peers_changed(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) {
-        if self.reachable != *reachable {
-            self.generation += 1;
-            self.reachable = reachable.clone();
-        }
-        self.departures
-            .on_peers_changed(now, reachable, self.me, self.records.keys().copied());
-    }
-
-    fn next_timeout(&self) -> Option<Instant> {
-        self.departures.next_timeout()
-    }
-
-    fn on_timeout(&mut self, now: Instant) {
-        for name in self.departures.due(now) {
-            if let Some(record) = self.records.remove(&name) {
-                self.departures.forgot(name, record.version, now);
-                self.generation += 1;
-            }
-        }
-    }
-
-    fn poll_outgoing(&mut self) -> Option<Outgoing> {
-        self.outgoing.pop_front()
     }
 }
 
@@ -236,7 +100,13 @@ pub type HostsHandle = Shared<Hosts>;
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
+    use crate::{
+        identity::PeerName,
+        mesh::{Channel, Outgoing},
+    };
 
     fn name(n: u64) -> PeerName {
         PeerName::from_u64(n)

@@ -23,6 +23,7 @@ pub mod hosts;
 pub mod identity;
 pub mod ipam;
 pub mod kubernetes;
+pub mod links;
 pub mod liveness;
 pub mod mesh;
 pub mod names;

@@ -1,8 +1,7 @@
-// The mesh as a graph: routers on a circle, connections between them.
-// This router knows its own connections in full (overlay, reason, MTU,
-// encryption) and colours them by overlay; connections between two
-// other routers are known from gossip only (whether data crosses them),
-// so they are drawn grey.
+// The mesh as a graph: routers on a circle, connections between them,
+// coloured by overlay. This router knows its own connections first hand;
+// every router gossips how its own are (the links channel), so the others
+// are drawn as their ends report them, and grey until one has.
 
 // A namespace name, never fetched.
 const SVG = 'http://www.w3.org/2000/svg'
@@ -12,8 +11,7 @@ export const LEGEND = [
     ['overlay-vxlan', 'kernel vxlan device'],
     ['overlay-userspace', 'userspace (encrypted with a password)'],
     ['failed', 'no data path: click for the reason'],
-    ['remote', 'between two other routers (from gossip)'],
-    ['remote down', 'between two other routers, carrying no data'],
+    ['remote', 'not reported yet by either end'],
 ]
 
 function svg(tag, attrs = {}, ...children) {
@@ -34,8 +32,12 @@ export function edgesOf(report) {
             if (!nick.has(c.peer)) continue
             const [a, b] = [p.name, c.peer].sort()
             const key = `${a}|${b}`
-            const edge = edges.get(key) ?? { key, a, b, established: false, local: null }
+            const edge = edges.get(key) ?? { key, a, b, established: false, local: null, said: [] }
             edge.established ||= c.established
+            // What this end says of its own connection, if it has said.
+            if (c.overlay || c.reason || c.mtu) {
+                edge.said.push({ by: p.nickname, overlay: c.overlay ?? null, reason: c.reason ?? null, mtu: c.mtu ?? null, encrypted: c.encrypted })
+            }
             edges.set(key, edge)
         }
     }
@@ -43,7 +45,7 @@ export function edgesOf(report) {
         if (!c.peer || !nick.has(c.peer) || c.peer === me) continue
         const [a, b] = [me, c.peer].sort()
         const key = `${a}|${b}`
-        const edge = edges.get(key) ?? { key, a, b, established: false, local: null }
+        const edge = edges.get(key) ?? { key, a, b, established: false, local: null, said: [] }
         edge.local = c
         edges.set(key, edge)
     }
@@ -53,8 +55,10 @@ export function edgesOf(report) {
             e.overlay = e.local.overlay ?? 'none'
             e.cls = e.local.overlay ? `overlay-${e.local.overlay}` : 'failed'
         } else {
-            e.overlay = 'unknown'
-            e.cls = e.established ? 'remote' : 'remote down'
+            const carrying = e.said.find(x => x.overlay)
+            e.report = carrying ?? e.said[0] ?? null
+            e.overlay = carrying ? carrying.overlay : (e.said.length ? 'none' : 'unknown')
+            e.cls = carrying ? `overlay-${carrying.overlay}` : (e.said.length ? 'failed' : 'remote')
         }
     }
     return [...edges.values()].sort((x, y) => x.names.join().localeCompare(y.names.join()))
@@ -63,10 +67,21 @@ export function edgesOf(report) {
 function edgeRows(edge) {
     const c = edge.local
     if (!c) {
+        const r = edge.report
+        if (!r) {
+            return [
+                ['Between', edge.names.join(' and ')],
+                ['Carries data', edge.established ? 'yes (both ends report it)' : 'no'],
+                ['Overlay', 'not reported yet'],
+            ]
+        }
         return [
             ['Between', edge.names.join(' and ')],
-            ['Carries data', edge.established ? 'yes (both ends report it)' : 'no'],
-            ['Overlay', 'known on those two routers: open their pages'],
+            ['Overlay', r.overlay ?? 'none: no data path'],
+            ['Reason', r.reason ?? '—'],
+            ['MTU', r.mtu ?? '—'],
+            ['Encrypted', r.encrypted === null || r.encrypted === undefined ? '—' : (r.encrypted ? 'yes' : 'no')],
+            ['As reported by', edge.said.map(x => x.by).join(' and ')],
         ]
     }
     return [
@@ -102,20 +117,22 @@ export function renderGraph(root, report, select) {
     const edges = edgesOf(report)
     const drawn = edges.map(e => {
         const [[x1, y1], [x2, y2]] = [at.get(e.a), at.get(e.b)]
-        const title = e.local
-            ? `${e.names.join(' ⇄ ')}: ${e.local.overlay ?? 'no data path'}${e.local.mtu ? `, MTU ${e.local.mtu}` : ''}` +
-              `${e.local.reason ? ` (${e.local.reason})` : ''}`
-            : `${e.names.join(' ⇄ ')}: ${e.established ? 'carries data' : 'carries no data'} (from gossip)`
+        const r = e.local ?? e.report
+        const title = r
+            ? `${e.names.join(' ⇄ ')}: ${r.overlay ?? 'no data path'}${r.mtu ? `, MTU ${r.mtu}` : ''}` +
+              `${r.reason ? ` (${r.reason})` : ''}`
+            : `${e.names.join(' ⇄ ')}: not reported yet`
         const group = svg('g', {
             class: `edge ${e.cls}`, 'data-a': e.names[0], 'data-b': e.names[1],
             'data-overlay': e.overlay, 'data-state': e.local ? e.local.state : (e.established ? 'established' : 'down'),
+            'data-source': e.local ? 'ours' : (e.report ? 'gossip' : 'none'),
             tabindex: '0',
         },
         svg('title', {}, title),
         svg('line', { x1, y1, x2, y2, class: 'hit' }),
         svg('line', { x1, y1, x2, y2, class: 'wire' }),
         svg('text', { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, class: 'edge-label' },
-            e.local ? (e.local.overlay ?? 'no data path') : ''))
+            r ? (r.overlay ?? 'no data path') : ''))
         const pick = () => select({ title: e.names.join(' ⇄ '), rows: rep => {
             const now = edgesOf(rep).find(x => x.key === e.key)
             return now && edgeRows(now)

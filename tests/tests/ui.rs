@@ -134,11 +134,10 @@ fn the_page_shows_the_mesh_and_changes_it_only_with_the_token() {
         assert_eq!(e["stroke"], "rgb(47, 111, 214)", "userspace blue: {e}");
         assert_eq!(e["dashed"], false, "{e}");
     }
+    // The one between the other two, as they gossip it.
     let remote = edge(&graph["edges"], "h2", "h3");
-    assert!(
-        remote["class"].as_str().unwrap().contains("remote"),
-        "{remote}"
-    );
+    assert_eq!(remote["overlay"], "userspace", "{remote}");
+    assert_eq!(remote["source"], "gossip", "{remote}");
 
     // UDP blocked between h1 and h2: the edge turns red, dashed, and
     // says why, within seconds.
@@ -161,6 +160,21 @@ fn the_page_shows_the_mesh_and_changes_it_only_with_the_token() {
         "{turned}"
     );
     tb.unblock(1, 2).unwrap();
+    // Between two other hosts: h1's page learns it from their gossip.
+    tb.block(2, 3, Block::AllUdp).unwrap();
+    let blocked = Instant::now();
+    let far = page(&tb, router, &url, "edge", &["h2", "h3", "failed", "15"]);
+    eprintln!(
+        "edge h2-h3 turned on h1's page in {:?}: {}",
+        blocked.elapsed(),
+        far["details"]["Reason"]
+    );
+    assert!(blocked.elapsed() < Duration::from_secs(15));
+    assert!(
+        far["details"]["Reason"].as_str().unwrap().contains("UDP"),
+        "{far}"
+    );
+    tb.unblock(2, 3).unwrap();
 
     // A latency slider: the container's round trips follow it.
     let (base, _) = ping(&c1, &to, 20, "0.02");

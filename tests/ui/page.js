@@ -64,7 +64,7 @@ async function until(what, probe, ms = DEADLINE_MS) {
 
 const edges = page => page.$$eval('#graph g.edge', gs => gs.map(g => ({
     a: g.dataset.a, b: g.dataset.b, overlay: g.dataset.overlay, state: g.dataset.state,
-    class: g.getAttribute('class'), stroke: getComputedStyle(g.querySelector('.wire')).stroke,
+    source: g.dataset.source, class: g.getAttribute('class'), stroke: getComputedStyle(g.querySelector('.wire')).stroke,
     dashed: getComputedStyle(g.querySelector('.wire')).strokeDasharray !== 'none',
 })))
 

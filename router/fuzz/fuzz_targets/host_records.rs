@@ -1,6 +1,7 @@
 #![no_main]
-//! Any gossip payload on the hosts channel: an error or a merge, never a
-//! panic; and what merged is what the router then reports.
+//! Any gossip payload on the hosts and links channels (one kind of
+//! channel, two kinds of record): an error or a merge, never a panic; and
+//! what merged is what the router then gossips on.
 
 use std::time::Instant;
 
@@ -8,16 +9,24 @@ use libfuzzer_sys::fuzz_target;
 use weft_router::{
     hosts::Hosts,
     identity::PeerName,
+    links::Links,
     mesh::Channel,
 };
 
-fuzz_target!(|data: &[u8]| {
-    let mut hosts = Hosts::new(PeerName::from_u64(1), 10);
+fn round_trip<C: Channel>(new: impl Fn(PeerName) -> C, data: &[u8]) {
+    let mut channel = new(PeerName::from_u64(1));
     let now = Instant::now();
-    if hosts.on_gossip(now, PeerName::from_u64(2), data).is_ok() {
+    if channel.on_gossip(now, PeerName::from_u64(2), data).is_ok() {
         // Whatever merged can be gossiped on, and read back the same.
-        let full = hosts.full_state().expect("a full state");
-        let mut other = Hosts::new(PeerName::from_u64(3), 10);
-        other.on_gossip(now, PeerName::from_u64(1), &full).expect("our own state reads back");
+        let full = channel.full_state().expect("a full state");
+        let mut other = new(PeerName::from_u64(3));
+        other
+            .on_gossip(now, PeerName::from_u64(1), &full)
+            .expect("our own state reads back");
     }
+}
+
+fuzz_target!(|data: &[u8]| {
+    round_trip(|me| Hosts::new(me, 10), data);
+    round_trip(|me| Links::new(me, 10), data);
 });

@@ -115,6 +115,16 @@ pub struct PeerConnectionReport {
     pub outbound: bool,
     /// Whether the other end reports the connection too.
     pub established: bool,
+    /// What the connection's owner says of its data path (the `links`
+    /// channel), once it has said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -415,41 +425,18 @@ impl HostReport {
     }
 }
 
-pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
+/// This router's connections to peers, with their data paths: what the
+/// report lists first, and what our links tell the mesh.
+pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
     let mesh = v.mesh;
-    let id = mesh.identity();
-    let reachable = mesh.routes().reachable();
-    let adjacency = mesh.routes().adjacency();
     let nickname_of = |name| {
         mesh.topology()
             .get(name)
             .map(|p| p.nickname.clone())
             .unwrap_or_default()
     };
-    let peers = mesh
-        .topology()
-        .peers()
-        .filter(|p| reachable.contains(&p.name))
-        .map(|p| PeerReport {
-            name: p.name.to_string(),
-            nickname: p.nickname.clone(),
-            uid: p.uid,
-            connections: p
-                .connections
-                .iter()
-                .map(|c| PeerConnectionReport {
-                    peer: c.peer.to_string(),
-                    nickname: nickname_of(c.peer),
-                    address: c.address.to_string(),
-                    outbound: c.outbound,
-                    established: adjacency.get(&p.name).is_some_and(|a| a.contains(&c.peer)),
-                })
-                .collect(),
-        })
-        .collect();
     let overlay_mtu = v.settings.overlay_mtu;
-    let mut connections: Vec<ConnectionReport> = mesh
-        .connections()
+    mesh.connections()
         .map(|c| {
             let state = v.paths.peer(c.peer.name);
             let report = state.and_then(|p| p.userspace.as_ref());
@@ -508,7 +495,51 @@ pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
                     .map(|r| r.advice().to_string()),
             }
         })
+        .collect()
+}
+
+pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
+    let mesh = v.mesh;
+    let id = mesh.identity();
+    let reachable = mesh.routes().reachable();
+    let adjacency = mesh.routes().adjacency();
+    let nickname_of = |name| {
+        mesh.topology()
+            .get(name)
+            .map(|p| p.nickname.clone())
+            .unwrap_or_default()
+    };
+    let links = v.host.links.lock();
+    let peers = mesh
+        .topology()
+        .peers()
+        .filter(|p| reachable.contains(&p.name))
+        .map(|p| PeerReport {
+            name: p.name.to_string(),
+            nickname: p.nickname.clone(),
+            uid: p.uid,
+            connections: p
+                .connections
+                .iter()
+                .map(|c| {
+                    let link = links.link(p.name, c.peer);
+                    PeerConnectionReport {
+                        peer: c.peer.to_string(),
+                        nickname: nickname_of(c.peer),
+                        address: c.address.to_string(),
+                        outbound: c.outbound,
+                        established: adjacency.get(&p.name).is_some_and(|a| a.contains(&c.peer)),
+                        overlay: link.and_then(|l| l.overlay.clone()),
+                        mtu: link.and_then(|l| l.mtu),
+                        encrypted: link.and_then(|l| l.encrypted),
+                        reason: link.and_then(|l| l.reason.clone()),
+                    }
+                })
+                .collect(),
+        })
         .collect();
+    drop(links);
+    let mut connections = connections(v);
     let connected: std::collections::BTreeSet<_> =
         mesh.connections().map(|c| c.peer.name).collect();
     for t in mesh.targets() {

@@ -406,6 +406,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     mesh.add_channel(crate::ipam::CHANNEL, ipam.channel());
     let hosts = HostsHandle::new(Hosts::new(identity.name, clock_ms));
     mesh.add_channel(crate::hosts::CHANNEL, hosts.channel());
+    let links = crate::links::LinksHandle::new(crate::links::Links::new(identity.name, clock_ms));
+    mesh.add_channel(crate::links::CHANNEL, links.channel());
     let name_records = open_names(&paths, identity.name, clock_ms, now)?;
     mesh.add_channel(crate::names::records::CHANNEL, name_records.channel());
     let (dns_addresses, dns_follows) = tokio::sync::watch::channel(Vec::new());
@@ -434,6 +436,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     mesh.add_channel(crate::policy::records::CHANNEL, policy.channel());
     let host = HostSide {
         hosts,
+        links,
         names: name_records.clone(),
         names_file: paths.names_file(),
         names_stored,

@@ -143,6 +143,9 @@ pub struct Settings {
 /// tells the mesh about the host, and weft's firewall table.
 pub struct HostSide {
     pub hosts: HostsHandle,
+    /// Every router's connections as it sees them; ours published from
+    /// our report at most every [`LINKS_EVERY`].
+    pub links: crate::links::LinksHandle,
     /// The mesh's names, ours stored in `names_file` whenever they change.
     pub names: crate::names::records::NamesHandle,
     pub names_file: std::path::PathBuf,
@@ -303,7 +306,14 @@ pub struct Router {
     host: HostSide,
     /// The hosts channel's generation whose direct hosts the firewall has.
     hosts_seen: Option<u64>,
+    /// When our links were last taken from our connections.
+    links_taken: Option<Instant>,
 }
+
+/// How often our links are taken from our connections (and gossiped if
+/// they changed): a path's change reaches other routers' pages within
+/// about this, and a burst of events costs one reading.
+const LINKS_EVERY: Duration = Duration::from_millis(500);
 
 impl Router {
     pub fn new(
@@ -328,6 +338,7 @@ impl Router {
             ipam,
             host,
             hosts_seen: None,
+            links_taken: None,
             paths: DataPaths::new(paths::DataPathsConfig {
                 udp_port: settings.port,
                 fastdp_port: settings.fastdp_port,
@@ -393,6 +404,7 @@ impl Router {
             self.drain();
             self.ipam.lock().finish();
             self.sync_mesh_hosts();
+            self.publish_links(Instant::now());
             self.settings.peers.save_if_changed();
             self.host.store_names();
             self.host.sync_policy();
@@ -423,6 +435,21 @@ impl Router {
             });
         }
         tracing::info!("router stopped");
+    }
+
+    /// Tells the mesh how our connections are (overlay, MTU, reason),
+    /// when [`LINKS_EVERY`] has passed since we last looked.
+    fn publish_links(&mut self, now: Instant) {
+        if self
+            .links_taken
+            .is_some_and(|t| now.duration_since(t) < LINKS_EVERY)
+        {
+            return;
+        }
+        self.links_taken = Some(now);
+        let connections = report::connections(&self.view());
+        let record = crate::links::from_connections(&connections);
+        self.host.links.lock().publish(record);
     }
 
     /// Gives the firewall the mesh hosts containers reach untranslated,
@@ -799,17 +826,18 @@ impl Router {
     pub fn report(&mut self, now: Instant) -> Report {
         self.inbound_failures
             .retain(|f| now.duration_since(f.at) < FAILURE_MEMORY);
-        report::build(
-            &RouterView {
-                mesh: &self.mesh,
-                paths: &self.paths,
-                routes: &self.sent_routes,
-                settings: &self.settings,
-                failures: &self.inbound_failures,
-                host: &self.host,
-                started: self.started,
-            },
-            now,
-        )
+        report::build(&self.view(), now)
+    }
+
+    fn view(&self) -> RouterView<'_> {
+        RouterView {
+            mesh: &self.mesh,
+            paths: &self.paths,
+            routes: &self.sent_routes,
+            settings: &self.settings,
+            failures: &self.inbound_failures,
+            host: &self.host,
+            started: self.started,
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod departures;
 pub mod maker;
 pub mod message;
+pub mod per_router;
 pub mod routes;
 /// A simulated network of routers, for tests and `bench-mesh` only: the
 /// `sim` feature, which no production build enables.
