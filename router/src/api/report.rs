@@ -277,6 +277,7 @@ impl Report {
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                 ]);
             }
             for c in &p.connections {
@@ -291,10 +292,15 @@ impl Report {
                         "pending"
                     }
                     .into(),
+                    // As the connection's owner tells the mesh.
+                    or_dash(&c.overlay),
                 ]);
             }
         }
-        table(&["PEER", "NICKNAME", "CONNECTION", "TO", "STATE"], &rows)
+        table(
+            &["PEER", "NICKNAME", "CONNECTION", "TO", "STATE", "OVERLAY"],
+            &rows,
+        )
     }
 
     pub fn connections_table(&self) -> String {
