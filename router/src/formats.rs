@@ -12,10 +12,10 @@ use weft_golden::Golden;
 
 use crate::{
     fastdp::heartbeat::Heartbeat,
-    hosts::{self, HostRecord},
+    hosts::HostRecord,
     identity::{PeerIdentity, PeerName},
     mesh::{
-        ControlMessage,
+        ControlMessage, per_router,
         topology::{ConnInfo, PeerInfo},
     },
     names::{
@@ -208,7 +208,7 @@ fn identity() -> PeerIdentity {
     }
 }
 
-fn host_records() -> hosts::Records {
+fn host_records() -> per_router::Records<HostRecord> {
     vec![(
         a(),
         HostRecord {
@@ -219,7 +219,7 @@ fn host_records() -> hosts::Records {
     )]
 }
 
-fn link_records() -> crate::links::Records {
+fn link_records() -> per_router::Records<crate::links::LinkRecord> {
     use crate::links::{Link, LinkRecord};
     vec![(
         a(),
@@ -313,16 +313,19 @@ fn formats_match_their_golden_bytes() {
     g.check(
         "host-records",
         "hosts channel: records by router (postcard)",
-        &hosts::encode(&host_records()),
+        &per_router::encode(&host_records()),
     );
-    assert_eq!(hosts::decode(&g.bytes("host-records")), Ok(host_records()));
+    assert_eq!(
+        per_router::decode(&g.bytes("host-records")),
+        Ok(host_records())
+    );
     g.check(
         "link-records",
         "links channel: each router's connections, overlay, MTU, reason (postcard)",
-        &crate::links::encode(&link_records()),
+        &per_router::encode(&link_records()),
     );
     assert_eq!(
-        crate::links::decode(&g.bytes("link-records")),
+        per_router::decode(&g.bytes("link-records")),
         Ok(link_records())
     );
     g.check(
@@ -416,8 +419,8 @@ fn the_previous_release_still_decodes() {
         let decoded = match kind.as_str() {
             k if k.starts_with("control-") => ControlMessage::decode(&bytes).map(drop),
             "identity" => PeerIdentity::decode(&bytes).map(drop),
-            "host-records" => hosts::decode(&bytes).map(drop),
-            "link-records" => crate::links::decode(&bytes).map(drop),
+            "host-records" => per_router::decode::<HostRecord>(&bytes).map(drop),
+            "link-records" => per_router::decode::<crate::links::LinkRecord>(&bytes).map(drop),
             "name-entries" => records::decode(&bytes).map(drop),
             "conditions-json" => crate::condition::decode_store(&bytes).map(drop),
             "synthetic-network-json" => crate::condition::doors::decode_doors(&bytes).map(drop),

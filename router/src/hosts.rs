@@ -53,20 +53,6 @@ impl RouterRecord for HostRecord {
     }
 }
 
-/// The wire form: records by router.
-#[cfg(test)]
-pub(crate) type Records = crate::mesh::per_router::Records<HostRecord>;
-
-#[cfg(test)]
-pub(crate) fn encode(records: &Records) -> Vec<u8> {
-    crate::mesh::per_router::encode(records)
-}
-
-#[cfg(test)]
-pub(crate) fn decode(bytes: &[u8]) -> Result<Records, String> {
-    crate::mesh::per_router::decode(bytes)
-}
-
 /// Every router's host record, as this router knows them.
 pub type Hosts = PerRouter<HostRecord>;
 
@@ -203,8 +189,12 @@ mod tests {
                 gateways: vec![],
             },
         )];
-        h.on_gossip(Instant::now(), name(2), &encode(&forged))
-            .unwrap();
+        h.on_gossip(
+            Instant::now(),
+            name(2),
+            &crate::mesh::per_router::encode(&forged),
+        )
+        .unwrap();
         assert_eq!(h.local().version, u64::MAX);
     }
 
@@ -226,7 +216,12 @@ mod tests {
         b.on_timeout(t0 + FORGET_AFTER);
         assert!(b.get(name(1)).is_none(), "forgotten after FORGET_AFTER");
         assert!(!b.full_state().unwrap().is_empty());
-        assert_eq!(decode(&b.full_state().unwrap()).unwrap().len(), 1);
+        assert_eq!(
+            crate::mesh::per_router::decode::<HostRecord>(&b.full_state().unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
         // A neighbour that has not forgotten yet does not bring it back.
         let later = t0 + FORGET_AFTER + Duration::from_secs(1);
         assert_eq!(b.on_gossip(later, name(3), &a_state).unwrap(), None);
@@ -267,7 +262,10 @@ mod tests {
                 gateways: vec![],
             },
         )];
-        assert!(h.on_gossip(now, name(2), &encode(&huge)).is_err());
+        assert!(
+            h.on_gossip(now, name(2), &crate::mesh::per_router::encode(&huge))
+                .is_err()
+        );
         assert!(h.get(name(2)).is_none());
     }
 }

@@ -66,19 +66,6 @@ impl RouterRecord for LinkRecord {
     }
 }
 
-#[cfg(test)]
-pub(crate) type Records = crate::mesh::per_router::Records<LinkRecord>;
-
-#[cfg(test)]
-pub(crate) fn encode(records: &Records) -> Vec<u8> {
-    crate::mesh::per_router::encode(records)
-}
-
-#[cfg(test)]
-pub(crate) fn decode(bytes: &[u8]) -> Result<Records, String> {
-    crate::mesh::per_router::decode(bytes)
-}
-
 /// Every router's links, as this router knows them.
 pub type Links = PerRouter<LinkRecord>;
 
@@ -184,7 +171,7 @@ mod tests {
         let mut huge = record.clone();
         huge.links[0].reason = Some("r".repeat(MAX_REASON + 1));
         let mut l = Links::new(name(1), 1);
-        let payload = encode(&vec![(name(2), huge)]);
+        let payload = crate::mesh::per_router::encode(&vec![(name(2), huge)]);
         assert!(l.on_gossip(Instant::now(), name(2), &payload).is_err());
         assert!(l.on_gossip(Instant::now(), name(2), &[0xff; 3]).is_err());
         assert!(l.get(name(2)).is_none());
