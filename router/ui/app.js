@@ -90,7 +90,8 @@ function renderIpam(ipam) {
         const share = p.addresses / total
         const reach = p.reachable ? '' : ' unreachable'
         const label = `${p.nickname}: ${p.addresses} addresses (${(100 * share).toFixed(1)}%), ${p.free} free` +
-            (p.reachable ? '' : `, unreachable for ${p.unreachable_secs ?? '?'} s`) + (p.removed ? ', removed' : '')
+            (p.reachable ? '' : p.unreachable_secs == null ? ', unreachable' : `, unreachable for ${p.unreachable_secs} s`) +
+            (p.removed ? ', removed' : '')
         const seg = el('div', { class: `segment${reach}`, title: label, dataset: { peer: p.nickname } })
         seg.style.flexGrow = String(Math.max(share, 0.004))
         seg.style.backgroundColor = colour(i)

@@ -224,6 +224,22 @@ fn the_page_shows_the_mesh_and_changes_it_only_with_the_token() {
     let targets = router.run(&["status", "targets"]).unwrap();
     assert!(!targets.contains("192.0.2.250"), "forgotten: {targets}");
 
+    // A container's names, and an owner of addresses gone unreachable.
+    let addr = container_addr(1).to_string();
+    router.run(&["dns-add", &addr, "web"]).unwrap();
+    let row = format!("#containers tr[data-id=\"{}\"]", c1.name());
+    let named = page(&tb, router, &url, "text", &[&row, "web.weft.local", "10"]);
+    eprintln!("names: {}", named["text"]);
+    routers[2].run(&["stop"]).unwrap();
+    let gone = page(
+        &tb,
+        router,
+        &url,
+        "text",
+        &["#ipam-legend li[data-peer=\"h3\"]", "unreachable", "20"],
+    );
+    eprintln!("ipam: {}", gone["text"]);
+
     // Without the token the page only shows: its controls are off and a
     // change from its own context is refused.
     let read_only = router.run(&["ui", "--read-only"]).unwrap();

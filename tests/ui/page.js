@@ -9,6 +9,7 @@
 //                              showing at least AT, as a user drags it
 //   exact ID WAY FIELD VALUE   type an exact value; what is shown beside it
 //   peer ADDRESS               connect to an address, then forget it
+//   text SELECTOR WANT SECONDS wait until an element's text holds WANT
 //   write                      try a change from the page's own context
 //
 // Prints one JSON line: what the step saw, every request the page made,
@@ -122,6 +123,13 @@ const STEPS = {
         })
         const response = responses.find(r => r.method === 'POST' && r.url.includes(`/conditions/${id}`))
         return { beside: said.text, response }
+    },
+
+    async text(page, _, selector, want, seconds) {
+        return until(`${want} in ${selector}`, async () => {
+            const text = await page.$eval(selector, e => e.textContent).catch(() => '')
+            return { ok: text.includes(want), text }
+        }, Number(seconds) * 1000)
     },
 
     async peer(page, _, address) {
