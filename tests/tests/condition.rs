@@ -524,6 +524,13 @@ fn synthetic_network_s_client_and_page_drive_a_container_through_its_door() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no address in {opened}"));
     eprintln!("{opened}");
+    let again = router
+        .run(&["synthetic", c1.name(), "--ui", page.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        again.contains(&format!("127.0.0.1:{port}/")),
+        "asked again, the same door: {again}"
+    );
 
     // Reading needs nothing: Synthetic Network's JSON, its six fields.
     let got = sn_client(&tb, router, port, false, "get", "");

@@ -212,8 +212,14 @@ impl Api {
                 format!("{id} is not attached here; `weft ps` lists what is\n"),
             ));
         }
-        if setting.port != 0 && doors.has(id, &setting) {
-            return Ok(setting);
+        let previous = doors.list().remove(id);
+        // Asking again for what is open (any port: the one it has) keeps
+        // it: running the command twice does not move the door.
+        if let Some(open) = &previous
+            && (setting.port == 0 || setting.port == open.port)
+            && setting.ui == open.ui
+        {
+            return Ok(open.clone());
         }
         let page = match &setting.ui {
             Some(dir) => Page::read(dir).map_err(|e| text(StatusCode::BAD_REQUEST, e + "\n"))?,
@@ -221,7 +227,6 @@ impl Api {
         };
         // The same port again (a new page): the old listener must let go
         // of it first.
-        let previous = doors.list().remove(id);
         let same_port = previous.as_ref().is_some_and(|p| p.port == setting.port);
         if same_port && let Ok(Some(ending)) = doors.close(id) {
             let _ = ending.await;
