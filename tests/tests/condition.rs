@@ -73,6 +73,23 @@ fn goodput(tb: &Testbed, from: &Netns, to: &Netns, to_addr: &str, secs: u32) -> 
         .unwrap_or_else(|| panic!("no receiver rate in {out}"))
 }
 
+/// Goodput within 5% of `bits`. The suite runs other tests beside this
+/// one on two cores, and one TCP retransmission timeout in a 5 s run at
+/// 1 Mbit/s costs several percent: a reading outside the bound is taken
+/// again, up to three in all, every one printed.
+fn goodput_near(r: &str, bits: f64, by: &str, measure: impl Fn() -> f64) {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let rate = measure();
+        eprintln!("rate {r}, {by}: goodput {:.3} Mbit/s", rate / 1e6);
+        seen.push(rate / 1e6);
+        if (rate / bits - 1.0).abs() <= 0.05 {
+            return;
+        }
+    }
+    panic!("{r}, {by}: goodput {seen:?} Mbit/s, never within 5%");
+}
+
 #[test]
 fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
     let (tb, routers) = two_hosts("cond");
@@ -177,13 +194,7 @@ fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
         let qdisc = c1.run(["tc", "qdisc", "show", "dev", "weft0"]).unwrap();
         assert!(qdisc.contains("tbf"), "{r} alone is the kernel's: {qdisc}");
         assert!(!conditioned_port(&tb), "and needs no conditioned port");
-        let rate = goodput(&tb, &c1, &c2, &to, 5);
-        eprintln!("rate {r}, the kernel's: goodput {:.3} Mbit/s", rate / 1e6);
-        assert!(
-            (rate / bits - 1.0).abs() <= 0.05,
-            "{r}: goodput {:.3} Mbit/s",
-            rate / 1e6
-        );
+        goodput_near(r, bits, "the kernel's", || goodput(&tb, &c1, &c2, &to, 5));
         // The same rate as a flow rule is the conditioner's shaper.
         let rule = format!(
             r#"{{"flows": [{{"label": "far", "flow": {{"remote": "{to}"}}, "link": {{"egress": {{"rate": {bits}}}}}}}]}}"#
@@ -193,16 +204,9 @@ fn latency_loss_and_rate_hold_across_hosts_and_survive_a_restart() {
         condition(&routers[0], &c1, &["--file", file.to_str().unwrap()]);
         std::fs::remove_file(&file).unwrap();
         assert!(conditioned_port(&tb), "a flow rule is the conditioner's");
-        let rate = goodput(&tb, &c1, &c2, &to, 5);
-        eprintln!(
-            "rate {r}, the conditioner's: goodput {:.3} Mbit/s",
-            rate / 1e6
-        );
-        assert!(
-            (rate / bits - 1.0).abs() <= 0.05,
-            "{r}: goodput {:.3} Mbit/s",
-            rate / 1e6
-        );
+        goodput_near(r, bits, "the conditioner's", || {
+            goodput(&tb, &c1, &c2, &to, 5)
+        });
     }
 
     // Synthetic Network's README example, as it is: 10 Mbit/s both ways,
