@@ -130,13 +130,9 @@ impl Api {
             .as_ref()
             .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "no overlay network here\n"))?;
         let attachments = network.registry.lock().await.list();
-        let by: BTreeMap<String, &'static str> = network
-            .conditioning
-            .list()
-            .await
-            .into_iter()
-            .map(|c| (c.id, c.by))
-            .collect();
+        // Conditions only: the page polls, and a port's counters take a
+        // round trip to its thread.
+        let mut conditioned = network.conditioning.stored().await;
         let (endpoints, plan) = match &self.policy {
             Some(access) => {
                 let records = access.records.lock();
@@ -183,6 +179,9 @@ impl Api {
                 policy.ingress = pod.ingress.as_ref().map(|d| d.isolated_by.clone());
                 policy.egress = pod.egress.as_ref().map(|d| d.isolated_by.clone());
             }
+            let (conditions, conditioned_by) = conditioned
+                .remove(&a.id)
+                .map_or((Conditions::default(), None), |(c, by)| (c, Some(by)));
             views.push(ContainerView {
                 addresses: a.addresses.iter().map(|n| n.to_string()).collect(),
                 mac: a.mac.clone(),
@@ -190,8 +189,8 @@ impl Api {
                 namespace: endpoint.map(|e| e.namespace.clone()),
                 labels: endpoint.map(|e| e.labels.clone()).unwrap_or_default(),
                 policy,
-                conditions: network.conditioning.get(&a.id).await,
-                conditioned_by: by.get(&a.id).copied(),
+                conditions,
+                conditioned_by,
                 id: a.id,
             });
         }

@@ -80,14 +80,7 @@ pub struct Doors {
 impl Doors {
     /// Reads `file` (absent: no doors).
     pub fn load(file: PathBuf) -> Result<Doors, super::ConditionError> {
-        let stored = match std::fs::read(&file) {
-            Ok(bytes) => decode_doors(&bytes).map_err(|cause| super::ConditionError::Corrupt {
-                path: file.clone(),
-                cause,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredDoors::default(),
-            Err(cause) => return Err(super::ConditionError::Store { path: file, cause }),
-        };
+        let stored = super::read_state(&file, decode_doors)?;
         Ok(Doors {
             file,
             open: Mutex::new(BTreeMap::new()),
@@ -107,12 +100,7 @@ impl Doors {
                 .map(|(id, o)| (id.clone(), o.setting.clone()))
                 .collect(),
         };
-        crate::state_file::replace(&self.file, &encode_doors(&stored)).map_err(|cause| {
-            super::ConditionError::Store {
-                path: self.file.clone(),
-                cause,
-            }
-        })
+        super::write_state(&self.file, &encode_doors(&stored))
     }
 
     /// Records `id`'s door, serving as `task`, closing the one it had

@@ -49,6 +49,33 @@ pub(crate) fn decode_store(bytes: &[u8]) -> Result<BTreeMap<String, Conditions>,
     Ok(stored)
 }
 
+/// Reads one of conditioning's state files (absent: empty); one that
+/// does not decode is refused, naming the file.
+fn read_state<T: Default>(
+    file: &std::path::Path,
+    decode: fn(&[u8]) -> Result<T, String>,
+) -> Result<T, ConditionError> {
+    match std::fs::read(file) {
+        Ok(bytes) => decode(&bytes).map_err(|cause| ConditionError::Corrupt {
+            path: file.to_path_buf(),
+            cause,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(cause) => Err(ConditionError::Store {
+            path: file.to_path_buf(),
+            cause,
+        }),
+    }
+}
+
+/// Writes one of conditioning's state files, all or nothing.
+fn write_state(file: &std::path::Path, bytes: &[u8]) -> Result<(), ConditionError> {
+    crate::state_file::replace(file, bytes).map_err(|cause| ConditionError::Store {
+        path: file.to_path_buf(),
+        cause,
+    })
+}
+
 /// The TAP that stands in for a conditioned container's veth on the
 /// bridge: the veth's name with `vwefc` for `vweft`, so each container
 /// has its own and it reads as weft's.
@@ -101,14 +128,7 @@ impl Conditioning {
     ///
     /// [`restore`]: Conditioning::restore
     pub fn load(file: PathBuf) -> Result<Conditioning, ConditionError> {
-        let stored = match std::fs::read(&file) {
-            Ok(bytes) => decode_store(&bytes).map_err(|cause| ConditionError::Corrupt {
-                path: file.clone(),
-                cause,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(cause) => return Err(ConditionError::Store { path: file, cause }),
-        };
+        let stored = read_state(&file, decode_store)?;
         Ok(Conditioning {
             doors: doors::Doors::load(file.with_file_name(doors::FILE))?,
             file,
@@ -120,12 +140,7 @@ impl Conditioning {
     }
 
     fn save(&self, stored: &BTreeMap<String, Conditions>) -> Result<(), ConditionError> {
-        crate::state_file::replace(&self.file, &encode_store(stored)).map_err(|cause| {
-            ConditionError::Store {
-                path: self.file.clone(),
-                cause,
-            }
-        })
+        write_state(&self.file, &encode_store(stored))
     }
 
     /// What `id` suffers now (a clean link when nothing).
@@ -148,6 +163,17 @@ impl Conditioning {
             *by.entry(inner.by(id).to_string()).or_default() += 1;
         }
         by
+    }
+
+    /// Every conditioned container's conditions and what conditions it
+    /// (`kernel` or `conditioner`), asking no port anything.
+    pub async fn stored(&self) -> BTreeMap<String, (Conditions, &'static str)> {
+        let inner = self.inner.lock().await;
+        inner
+            .stored
+            .iter()
+            .map(|(id, c)| (id.clone(), (c.clone(), inner.by(id))))
+            .collect()
     }
 
     /// Every conditioned container, with its counters.
