@@ -878,19 +878,35 @@ impl Api {
         req: HttpRequest<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         let (parts, body) = req.into_parts();
-        let path = parts.uri.path();
-        if let Err(refusal) = access::check(door, &parts.method, path, &parts.headers, &self.token)
-        {
-            return Ok(text(refusal.status, refusal.message + "\n"));
-        }
-        let body = match collect(body).await {
+        let body = match self.admit(door, &parts, body).await {
             Ok(body) => body,
             Err(answer) => return Ok(answer),
         };
+        let path = parts.uri.path();
         let answer = match self.route(door, parts.method, path, body).await {
             Ok(response) | Err(response) => response,
         };
         Ok(answer)
+    }
+
+    /// What every listener does before routing a request: the door's
+    /// access rules, then the body, whole and in time. A refusal is the
+    /// answer.
+    async fn admit(
+        &self,
+        door: Door,
+        parts: &hyper::http::request::Parts,
+        body: Incoming,
+    ) -> Result<Bytes, Response<Full<Bytes>>> {
+        access::check(
+            door,
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            &self.token,
+        )
+        .map_err(|refusal| text(refusal.status, refusal.message + "\n"))?;
+        collect(body).await
     }
 
     /// Answers a request, with the page's security headers on TCP.

@@ -431,16 +431,19 @@ impl HostReport {
     }
 }
 
+/// A peer's nickname as the topology knows it (empty before it does).
+fn nickname(mesh: &Mesh, name: crate::identity::PeerName) -> String {
+    mesh.topology()
+        .get(name)
+        .map(|p| p.nickname.clone())
+        .unwrap_or_default()
+}
+
 /// This router's connections to peers, with their data paths: what the
 /// report lists first, and what our links tell the mesh.
 pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
     let mesh = v.mesh;
-    let nickname_of = |name| {
-        mesh.topology()
-            .get(name)
-            .map(|p| p.nickname.clone())
-            .unwrap_or_default()
-    };
+    let nickname_of = |name| nickname(mesh, name);
     let overlay_mtu = v.settings.overlay_mtu;
     mesh.connections()
         .map(|c| {
@@ -509,12 +512,7 @@ pub fn build(v: &RouterView<'_>, now: Instant) -> Report {
     let id = mesh.identity();
     let reachable = mesh.routes().reachable();
     let adjacency = mesh.routes().adjacency();
-    let nickname_of = |name| {
-        mesh.topology()
-            .get(name)
-            .map(|p| p.nickname.clone())
-            .unwrap_or_default()
-    };
+    let nickname_of = |name| nickname(mesh, name);
     let links = v.host.links.lock();
     let peers = mesh
         .topology()

@@ -21,7 +21,7 @@ use hyper::{
 };
 use serde::Deserialize;
 
-use super::{Api, access, collect, condition::Form, json_of, serve_connection, text};
+use super::{Api, access, condition::Form, json_of, serve_connection, text};
 use crate::{
     condition::doors::{DoorInfo, DoorSetting},
     flows::profile::{self, Way},
@@ -305,24 +305,23 @@ impl Api {
         req: HttpRequest<Incoming>,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
-        let path = parts.uri.path();
-        let door = access::Door::Synthetic;
-        if let Err(refusal) = access::check(door, &parts.method, path, &parts.headers, &self.token)
-        {
-            let mut answer = text(refusal.status, refusal.message + "\n");
-            if refusal.status == StatusCode::UNAUTHORIZED {
-                let realm = format!("Basic realm=\"weft: {id}\", charset=\"UTF-8\"");
-                if let Ok(value) = realm.parse() {
-                    answer.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-                }
-            }
-            return answer;
-        }
-        let body = match collect(body).await {
+        let body = match self.admit(access::Door::Synthetic, &parts, body).await {
             Ok(body) => body,
-            Err(answer) => return answer,
+            Err(mut answer) => {
+                // A browser asks for the credentials, then sends them on.
+                if answer.status() == StatusCode::UNAUTHORIZED {
+                    let realm = format!("Basic realm=\"weft: {id}\", charset=\"UTF-8\"");
+                    if let Ok(value) = realm.parse() {
+                        answer.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                    }
+                }
+                return answer;
+            }
         };
-        match self.door_route(id, page, &parts.method, path, &body).await {
+        match self
+            .door_route(id, page, &parts.method, parts.uri.path(), &body)
+            .await
+        {
             Ok(answer) | Err(answer) => answer,
         }
     }
