@@ -4,20 +4,11 @@
 // server, and it is taken out of the address bar at once, so a screen
 // share or a bookmark does not carry it on).
 
-import { api, canChange, el, change, afterChange } from './util.js'
+import { api, canChange, el, change, afterChange, rateText } from './util.js'
 import { renderGraph, LEGEND } from './graph.js'
 import { ConditionEditor, describeConditions } from './controls.js'
 
 const POLL_MS = 1000
-
-function bits(bps) {
-    if (!bps) return '0'
-    const units = [[1e9, 'G'], [1e6, 'M'], [1e3, 'k']]
-    for (const [scale, unit] of units) {
-        if (bps >= scale) return `${(bps / scale).toFixed(bps >= 10 * scale ? 0 : 1)} ${unit}bit/s`
-    }
-    return `${Math.round(bps)} bit/s`
-}
 
 const state = { selected: null, report: null }
 const editor = new ConditionEditor(document.querySelector('#condition-editor'))
@@ -121,8 +112,8 @@ function renderFlows(flows) {
                     el('td', {}, c.id), el('td', {}, rule.rule), el('td', {}, f.remote),
                     el('td', {}, { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' }[f.protocol] ?? f.protocol),
                     el('td', {}, ports),
-                    el('td', {}, `${bits(f.inbound.bits_per_second)} · ${Math.round(f.inbound.packets_per_second)} pkt/s`),
-                    el('td', {}, `${bits(f.outbound.bits_per_second)} · ${Math.round(f.outbound.packets_per_second)} pkt/s`)))
+                    el('td', {}, `${rateText(f.inbound.bits_per_second)} · ${Math.round(f.inbound.packets_per_second)} pkt/s`),
+                    el('td', {}, `${rateText(f.outbound.bits_per_second)} · ${Math.round(f.outbound.packets_per_second)} pkt/s`)))
             }
         }
     }

@@ -4,7 +4,7 @@
 // value. Every change goes to the router, which validates it as it
 // validates the API's; its refusal is shown beside the control.
 
-import { api, canChange, change, el } from './util.js'
+import { api, canChange, change, el, rateText } from './util.js'
 
 const DIRECTIONS = ['ingress', 'egress']
 
@@ -46,13 +46,6 @@ function percentScale() {
         fromField: text => Number(text) / 100,
         toField: v => String(Math.round(v * 1000) / 10),
     }
-}
-
-function rateText(bps) {
-    for (const [scale, unit] of [[1e9, 'G'], [1e6, 'M'], [1e3, 'k']]) {
-        if (bps >= scale) return `${Number((bps / scale).toPrecision(3))} ${unit}bit/s`
-    }
-    return `${bps} bit/s`
 }
 
 // The slider position nearest a value.

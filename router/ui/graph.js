@@ -27,27 +27,27 @@ export function edgesOf(report) {
     const nick = new Map(report.peers.map(p => [p.name, p.nickname]))
     nick.set(me, report.router.nickname)
     const edges = new Map()
+    // The one edge between two routers, whichever end names it.
+    const between = (x, y) => {
+        const [a, b] = [x, y].sort()
+        const key = `${a}|${b}`
+        if (!edges.has(key)) edges.set(key, { key, a, b, established: false, local: null, said: [] })
+        return edges.get(key)
+    }
     for (const p of report.peers) {
         for (const c of p.connections) {
             if (!nick.has(c.peer)) continue
-            const [a, b] = [p.name, c.peer].sort()
-            const key = `${a}|${b}`
-            const edge = edges.get(key) ?? { key, a, b, established: false, local: null, said: [] }
+            const edge = between(p.name, c.peer)
             edge.established ||= c.established
             // What this end says of its own connection, if it has said.
             if (c.overlay || c.reason || c.mtu) {
                 edge.said.push({ by: p.nickname, overlay: c.overlay ?? null, reason: c.reason ?? null, mtu: c.mtu ?? null, encrypted: c.encrypted })
             }
-            edges.set(key, edge)
         }
     }
     for (const c of report.connections) {
         if (!c.peer || !nick.has(c.peer) || c.peer === me) continue
-        const [a, b] = [me, c.peer].sort()
-        const key = `${a}|${b}`
-        const edge = edges.get(key) ?? { key, a, b, established: false, local: null, said: [] }
-        edge.local = c
-        edges.set(key, edge)
+        between(me, c.peer).local = c
     }
     for (const e of edges.values()) {
         e.names = [nick.get(e.a), nick.get(e.b)].sort()
@@ -63,6 +63,8 @@ export function edgesOf(report) {
     }
     return [...edges.values()].sort((x, y) => x.names.join().localeCompare(y.names.join()))
 }
+
+const yesNo = v => (v === null || v === undefined ? '—' : (v ? 'yes' : 'no'))
 
 function edgeRows(edge) {
     const c = edge.local
@@ -80,7 +82,7 @@ function edgeRows(edge) {
             ['Overlay', r.overlay ?? 'none: no data path'],
             ['Reason', r.reason ?? '—'],
             ['MTU', r.mtu ?? '—'],
-            ['Encrypted', r.encrypted === null || r.encrypted === undefined ? '—' : (r.encrypted ? 'yes' : 'no')],
+            ['Encrypted', yesNo(r.encrypted)],
             ['As reported by', edge.said.map(x => x.by).join(' and ')],
         ]
     }
@@ -92,7 +94,7 @@ function edgeRows(edge) {
         ['Reason', c.reason ?? '—'],
         ['Advice', c.advice ?? '—'],
         ['MTU', c.mtu ?? '—'],
-        ['Encrypted', c.encrypted === null || c.encrypted === undefined ? '—' : (c.encrypted ? 'yes' : 'no')],
+        ['Encrypted', yesNo(c.encrypted)],
         ['Direction', c.outbound ? 'we connected' : 'they connected'],
     ]
 }

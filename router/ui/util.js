@@ -73,3 +73,11 @@ export async function change(action, output) {
         return false
     }
 }
+
+// Bits per second, three significant digits: 4.9 kbit/s, 12.3 Mbit/s.
+export function rateText(bps) {
+    for (const [scale, unit] of [[1e9, 'G'], [1e6, 'M'], [1e3, 'k']]) {
+        if (bps >= scale) return `${Number((bps / scale).toPrecision(3))} ${unit}bit/s`
+    }
+    return `${Math.round(bps)} bit/s`
+}
