@@ -11,7 +11,6 @@ use std::net::Ipv4Addr;
 use weft_golden::Golden;
 
 use crate::{
-    fastdp::heartbeat::Heartbeat,
     hosts::HostRecord,
     identity::{PeerIdentity, PeerName},
     mesh::{
@@ -23,6 +22,7 @@ use crate::{
         name::Fqdn,
         records::{self, Key, Value},
     },
+    overlay::heartbeat::Heartbeat,
     userspace::encap::{self, Header, Kind, Routing},
 };
 
@@ -193,6 +193,16 @@ fn control_messages() -> Vec<(&'static str, ControlMessage)> {
                 session: 0xdead_beef,
                 encrypt: true,
                 vxlan_port: Some(6784),
+            },
+        ),
+        (
+            "control-data-path-offer",
+            ControlMessage::DataPathOffer {
+                udp_port: 6783,
+                session: 0xdead_beef,
+                encrypt: false,
+                fastdp_port: None,
+                vxlan_device_port: Some(6784),
             },
         ),
     ]

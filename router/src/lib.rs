@@ -33,6 +33,7 @@ pub mod policy;
 pub mod sbin;
 pub mod state_file;
 pub mod userspace;
+pub mod vxlan_device;
 pub mod worker;
 
 /// The version reported by `weft version` and in `weft report`.

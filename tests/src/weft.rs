@@ -37,6 +37,20 @@ pub fn pings(from: &Netns, to: Ipv4Addr) -> bool {
 }
 
 impl Testbed {
+    /// Every host's first container pings every other's.
+    pub fn ping_all_pairs(&self, hosts: usize) {
+        for a in 1..=hosts {
+            for b in (1..=hosts).filter(|b| *b != a) {
+                assert!(
+                    pings(&self.container(a, 1), container_addr(b)),
+                    "h{a}c1 -> h{b}c1"
+                );
+            }
+        }
+    }
+}
+
+impl Testbed {
     /// Launches a router on hosts 1..=`hosts` (each given host 1's
     /// address, plus `extra` flags) and, where the host has containers,
     /// attaches container 1 at [`container_addr`].
@@ -207,10 +221,19 @@ impl WeftHost {
         }
     }
 
-    /// `weft launch --nickname hN ARGS`.
+    /// `weft launch --nickname hN ARGS`. Unless ARGS choose an overlay,
+    /// `--overlay fastdp`: the fast datapath in the kernel VM, the
+    /// userspace path on a host without openvswitch, as the tests written
+    /// for those paths expect; tests of the vxlan device ask for it.
     pub fn launch(&self, args: &[&str]) -> Result<String> {
         let nickname = format!("h{}", self.host);
         let mut all = vec!["launch", "--nickname", &nickname];
+        if !args
+            .iter()
+            .any(|a| a.starts_with("--overlay") || *a == "--no-fastdp")
+        {
+            all.extend_from_slice(&["--overlay", "fastdp"]);
+        }
         all.extend_from_slice(args);
         self.run(&all)
     }
@@ -270,6 +293,23 @@ impl WeftHost {
                 self.host,
                 Value::from(conns)
             ))
+        }
+    }
+
+    /// Ok (the connection) when the connection to `peer` is on `overlay`
+    /// with `reason` (none: null); the connection as it is otherwise.
+    pub fn connection_is(
+        &self,
+        peer: &str,
+        overlay: &str,
+        reason: Option<&str>,
+    ) -> std::result::Result<Value, String> {
+        let c = self.connection_to(peer)?;
+        let want_reason = reason.map(Value::from).unwrap_or(Value::Null);
+        if c["overlay"] == overlay && c["reason"] == want_reason {
+            Ok(c)
+        } else {
+            Err(format!("h{} -> {peer}: {c}", self.host))
         }
     }
 

@@ -24,17 +24,6 @@ fn all_on_fastdp(routers: &[WeftHost]) {
     }
 }
 
-fn ping_all_pairs(tb: &Testbed, hosts: usize) {
-    for a in 1..=hosts {
-        for b in (1..=hosts).filter(|b| *b != a) {
-            assert!(
-                pings(&tb.container(a, 1), container_addr(b)),
-                "h{a}c1 -> h{b}c1"
-            );
-        }
-    }
-}
-
 /// `ovs-dpctl dump-flows` of host `h`.
 fn kernel_flows(tb: &Testbed, h: usize) -> String {
     tb.host(h)
@@ -86,21 +75,6 @@ fn transfer(tb: &Testbed, routers: &[WeftHost], from: usize, to: usize, port: u1
     }
 }
 
-fn connection_is(
-    r: &WeftHost,
-    peer: &str,
-    overlay: &str,
-    reason: Option<&str>,
-) -> Result<Value, String> {
-    let c = r.connection_to(peer)?;
-    let want_reason = reason.map(Value::from).unwrap_or(Value::Null);
-    if c["overlay"] == overlay && c["reason"] == want_reason {
-        Ok(c)
-    } else {
-        Err(format!("h{} -> {peer}: {c}", r.host))
-    }
-}
-
 #[test]
 fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     let mut tb = Testbed::create_owned("fd3", Spec::hosts(3).containers(1)).unwrap();
@@ -114,7 +88,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     }
     let status = routers[0].run(&["status", "connections"]).unwrap();
     assert!(status.contains("fastdp"), "{status}");
-    ping_all_pairs(&tb, 3);
+    tb.ping_all_pairs(3);
 
     // Bulk TCP goes through the kernel: the tunnel flows count it.
     let before = tunnelled_bytes(&tb, 1);
@@ -140,14 +114,14 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     let blocked = Instant::now();
     for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
         eventually("fallback to userspace", Duration::from_secs(30), || {
-            connection_is(r, peer, "userspace", Some("vxlan-blocked"))
+            r.connection_is(peer, "userspace", Some("vxlan-blocked"))
         });
     }
     eprintln!("fallback seen after {:?}", blocked.elapsed());
-    connection_is(&routers[0], "h3", "fastdp", None).unwrap();
+    routers[0].connection_is("h3", "fastdp", None).unwrap();
     let status = routers[0].run(&["status", "connections"]).unwrap();
     assert!(status.contains("vxlan-blocked"), "{status}");
-    ping_all_pairs(&tb, 3);
+    tb.ping_all_pairs(3);
     transfer(&tb, &routers, 2, 1, 5202, 5_000_000);
 
     // Pings every 50 ms across the upgrade: the switch itself may cost a
@@ -164,7 +138,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     let healed = Instant::now();
     for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
         eventually("upgrade back to fastdp", Duration::from_secs(30), || {
-            connection_is(r, peer, "fastdp", None)
+            r.connection_is(peer, "fastdp", None)
         });
     }
     eprintln!("upgrade seen after {:?}", healed.elapsed());
@@ -177,7 +151,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
         .unwrap_or_else(|| panic!("ping output: {out}"));
     eprintln!("{} of 200 pings lost across the upgrade", 200 - received);
     assert!(received >= 197, "switching to fastdp lost pings: {out}");
-    ping_all_pairs(&tb, 3);
+    tb.ping_all_pairs(3);
 
     let ports_back = |what: &str| {
         eventually(what, Duration::from_secs(30), || {
@@ -253,7 +227,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
             }
         },
     );
-    ping_all_pairs(&tb, 3);
+    tb.ping_all_pairs(3);
 }
 
 #[test]

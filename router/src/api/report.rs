@@ -450,9 +450,10 @@ pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
             let state = v.paths.peer(c.peer.name);
             let report = state.and_then(|p| p.userspace.as_ref());
             let usable = state.is_some_and(PeerPath::usable);
-            let on_fastdp = state.is_some_and(PeerPath::on_fastdp);
+            let overlay = state.map_or(Overlay::Userspace, PeerPath::overlay);
+            let on_kernel = overlay != Overlay::Userspace;
             let sealed = state.map_or(c.encrypted, |p| p.sealed);
-            // On the userspace path, or on none: say why not fastdp
+            // On the userspace path, or on none: say why not a kernel path
             // (and, with no path at all, why not userspace either).
             // Without a data path of its own, the peer's traffic may
             // still go through another router: say which.
@@ -464,10 +465,10 @@ pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
                 .unwrap_or_default();
             let reason = match (state, report) {
                 (None, _) => Some("waiting for the peer's data path offer".into()),
-                (Some(s), _) if on_fastdp || usable => s.reason().map(|r| r.as_str().to_string()),
+                (Some(s), _) if on_kernel || usable => s.reason().map(|r| r.as_str().to_string()),
                 (Some(s), Some(r)) => Some(format!(
                     "{}; userspace path: {}",
-                    s.reason().map_or("fastdp down", |r| r.as_str()),
+                    s.reason().map_or("kernel path down", |r| r.as_str()),
                     r.reason
                         .clone()
                         .unwrap_or_else(|| "no heartbeats yet".into())
@@ -475,7 +476,7 @@ pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
                 (Some(_), None) => Some("waiting for the first heartbeats".into()),
             }
             .map(|r| r + &relay);
-            let mtu = if on_fastdp {
+            let mtu = if on_kernel {
                 Some(overlay_mtu)
             } else {
                 report
@@ -488,15 +489,8 @@ pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
                 address: c.address.to_string(),
                 outbound: c.outbound,
                 state: if usable { "established" } else { "connected" }.into(),
-                overlay: usable.then(|| {
-                    if on_fastdp {
-                        Overlay::Fastdp
-                    } else {
-                        Overlay::Userspace
-                    }
-                    .to_string()
-                }),
-                encrypted: Some(sealed && !on_fastdp),
+                overlay: usable.then(|| overlay.to_string()),
+                encrypted: Some(sealed && !on_kernel),
                 mtu,
                 reason,
                 advice: state

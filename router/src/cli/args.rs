@@ -379,10 +379,19 @@ pub struct RouterArgs {
     /// Connect only to the peers given, not to peers learnt from others.
     #[arg(long)]
     pub no_discovery: bool,
-    /// Never use the kernel's fast datapath, only the userspace path.
-    #[arg(long, env = "WEFT_NO_FASTDP")]
+    /// The kernel paths this router may use: `auto` the fast datapath
+    /// (Open vSwitch) where the kernel has it, else the kernel's vxlan
+    /// device; `fastdp` or `vxlan` only that one; `userspace` neither.
+    /// Every connection falls back to the userspace path when its kernel
+    /// path does not carry.
+    #[arg(long, value_enum, env = "WEFT_OVERLAY", default_value = "auto")]
+    pub overlay: OverlayChoice,
+    /// Never use a kernel path, only the userspace path (`--overlay
+    /// userspace`).
+    #[arg(long, env = "WEFT_NO_FASTDP", conflicts_with = "overlay")]
     pub no_fastdp: bool,
-    /// UDP port of the fast datapath's vxlan tunnels.
+    /// UDP port of vxlan between routers: the fast datapath's tunnels or
+    /// the vxlan device.
     #[arg(long, default_value_t = 6784)]
     pub fastdp_port: u16,
     /// MTU of the overlay (containers' interfaces); by default the
@@ -502,6 +511,26 @@ pub fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
         .map_err(|_| format!("{s:?}: {len:?} is not a prefix length"))?;
     ipnet::Ipv4Net::new(addr, len)
         .map_err(|_| format!("{s:?}: the prefix length {len} is more than 32"))
+}
+
+/// Which kernel paths a router may use (`--overlay`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayChoice {
+    Auto,
+    Fastdp,
+    Vxlan,
+    Userspace,
+}
+
+impl RouterArgs {
+    /// What `--overlay` and `--no-fastdp` ask for together.
+    pub fn overlay_choice(&self) -> OverlayChoice {
+        if self.no_fastdp {
+            OverlayChoice::Userspace
+        } else {
+            self.overlay
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,12 +90,13 @@ async fn reset(dirs: &DirArgs, detach: bool) -> Result<()> {
     remove_devices(&netlink).await
 }
 
-/// The bridge, container ends left behind and the fast datapath: what a
-/// router made in the kernel and leaves when it stops.
+/// The bridge, container ends left behind, the vxlan device and the fast
+/// datapath: what a router made in the kernel and leaves when it stops.
 async fn remove_devices(netlink: &Netlink) -> Result<()> {
     for link in netlink.links().await? {
         let ours = link.name == netdev::BRIDGE
             || link.name == netdev::TAP
+            || link.name == crate::vxlan_device::DEVICE
             || link.name.starts_with(netdev::attach::HOST_PREFIX)
             || link.name.starts_with("vwefc");
         if ours {

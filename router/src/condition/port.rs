@@ -16,7 +16,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     time::{Duration, Instant},
 };
 
@@ -108,53 +108,11 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// An AF_PACKET socket on interface `index` that reads what the
 /// container sends (not what we send it), with virtio-net headers.
 fn packet_socket(index: u32) -> io::Result<OwnedFd> {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: a new socket, owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            i32::from(proto),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is new and ours.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let on: libc::c_int = 1;
-    for option in [libc::PACKET_VNET_HDR, libc::PACKET_IGNORE_OUTGOING] {
-        // SAFETY: an int option on our socket.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                option,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // SAFETY: all-zero is a valid sockaddr_ll, filled in below.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = index as i32;
-    // SAFETY: binds our socket to a sockaddr_ll of the right size.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(socket)
+    crate::netdev::packet::socket(
+        index,
+        libc::ETH_P_ALL as u16,
+        &[libc::PACKET_VNET_HDR, libc::PACKET_IGNORE_OUTGOING],
+    )
 }
 
 /// poll(2) with a timeout to the nanosecond (worker::poll counts whole

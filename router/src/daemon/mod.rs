@@ -24,7 +24,7 @@ use weft_crypto::Password;
 
 use crate::{
     api::{self, Api},
-    cli::args::{DockerPlugin, RouterArgs},
+    cli::args::{DockerPlugin, OverlayChoice, RouterArgs},
     daemon::{
         connection::Context,
         paths::Paths,
@@ -46,6 +46,7 @@ use crate::{
         engine::{self, DataPlane},
         forwarding::SharedMacs,
     },
+    vxlan_device,
 };
 
 /// Where systemd-resolved lists the servers behind its stub, which is what
@@ -329,21 +330,33 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     }
     let underlay = netdev::underlay(&netlink, &targets).await?;
     // Is there a kernel datapath? (Looking it up loads the module if it can.)
-    let datapath: Result<(), String> = if args.no_fastdp {
-        Err("disabled with --no-fastdp".into())
-    } else {
-        weft_odp::Client::connect()
+    let choice = args.overlay_choice();
+    let datapath: Result<(), String> = match choice {
+        OverlayChoice::Auto | OverlayChoice::Fastdp => weft_odp::Client::connect()
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string()),
+        OverlayChoice::Vxlan => Err("not asked for (--overlay vxlan)".into()),
+        OverlayChoice::Userspace => Err("disabled with --overlay userspace".into()),
+    };
+    // Without one, the kernel's vxlan device, unless only the fast
+    // datapath or no kernel path was asked for.
+    let want_device = match choice {
+        OverlayChoice::Auto => datapath.is_err(),
+        OverlayChoice::Vxlan => true,
+        OverlayChoice::Fastdp | OverlayChoice::Userspace => false,
     };
     if let Err(reason) = &datapath {
-        tracing::warn!(%reason, "no fast datapath: all traffic takes the userspace path");
+        if want_device {
+            tracing::info!(%reason, "no fast datapath: using the kernel's vxlan device");
+        } else {
+            tracing::warn!(%reason, "no fast datapath: all traffic takes the userspace path");
+        }
     }
     // The overlay MTU fits what carries data: vxlan when there is a
-    // datapath and no encryption, else our own encapsulation.
+    // kernel path and no encryption, else our own encapsulation.
     let overlay_mtu = match args.mtu {
         Some(mtu) => mtu,
-        None if datapath.is_ok() && password.is_none() => {
+        None if (datapath.is_ok() || want_device) && password.is_none() => {
             underlay.mtu.saturating_sub(encap::VXLAN_OVERHEAD)
         }
         None => underlay
@@ -452,9 +465,14 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
             exclude: args.masquerade_exclude.clone(),
             mesh_hosts: Default::default(),
             bridge_mac: netdev::bridge_mac(identity.name),
-            overlay_ports: vec![netdev::TAP.into(), fastdp::DATAPATH.into()],
+            overlay_ports: vec![
+                netdev::TAP.into(),
+                fastdp::DATAPATH.into(),
+                vxlan_device::DEVICE.into(),
+            ],
             dns: None,
             policy: String::new(),
+            vxlan: None,
         }),
         gateway: gateway.addresses().to_vec(),
         direct: netdev::direct_addresses(&netlink).await?,
@@ -511,6 +529,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     )
     .context("cannot start the data path")?;
     let (fastdp_tx, fastdp_rx) = mpsc::unbounded_channel();
+    let device_macs = macs.clone();
     let (fastdp, datapath) = match datapath {
         Ok(()) => {
             let config = fastdp::FastdpConfig {
@@ -541,6 +560,40 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         }
         Err(reason) => (None, Err(reason)),
     };
+    let (device_tx, device_rx) = mpsc::unbounded_channel();
+    let vxlan_device = if want_device && fastdp.is_none() {
+        let config = vxlan_device::VxlanDeviceConfig {
+            local: identity.name,
+            bridge: bridge.index,
+            port: args.fastdp_port,
+            overlay_mtu,
+            macs: device_macs,
+            netlink: netlink.clone(),
+        };
+        match vxlan_device::VxlanDevice::start(config, device_tx).await {
+            Ok(device) => {
+                tracing::info!(
+                    device = vxlan_device::DEVICE,
+                    vxlan_port = args.fastdp_port,
+                    "vxlan device ready"
+                );
+                Some(device)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no vxlan device: traffic takes the userspace path");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if vxlan_device.is_some() {
+        let guard = crate::firewall::VxlanGuard {
+            port: args.fastdp_port,
+            peers: Default::default(),
+        };
+        host.firewall.update(|r| r.vxlan = Some(guard));
+    }
     let (events_tx, events_rx) = mpsc::channel(4096);
     let (requests_tx, requests_rx) = mpsc::channel(64);
     let ctx = Context {
@@ -578,6 +631,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         trusted_subnets: args.trusted_subnets.clone(),
         overlay_mtu,
         fastdp_port: fastdp.is_some().then_some(args.fastdp_port),
+        vxlan_device_port: vxlan_device.is_some().then_some(args.fastdp_port),
         no_datapath: datapath.err(),
     };
     let network = Arc::new(HostNetwork {
@@ -662,6 +716,8 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         reports: reports_rx,
         fastdp,
         fastdp_reports: fastdp_rx,
+        vxlan_device,
+        device_reports: device_rx,
     };
     let router = Router::new(mesh, ctx, events_rx, settings, planes, ipam, host);
     let mut term =

@@ -2,7 +2,7 @@
 //! passes their events in and the mesh's decisions out, and answers the API.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -33,6 +33,7 @@ use crate::{
         engine::DataPlane,
         switch::{PathReport, PeerSpec, UserspaceCommand},
     },
+    vxlan_device::{DeviceCommand, VxlanDevice},
 };
 
 /// Failed inbound attempts shown in `weft status connections`: the last
@@ -135,6 +136,8 @@ pub struct Settings {
     pub overlay_mtu: u32,
     /// The vxlan port, when the fast datapath runs.
     pub fastdp_port: Option<u16>,
+    /// The vxlan port, when the vxlan device runs.
+    pub vxlan_device_port: Option<u16>,
     /// Why there is no fast datapath, when there is none.
     pub no_datapath: Option<String>,
 }
@@ -273,6 +276,10 @@ pub struct Planes {
     /// None when the kernel has no usable datapath.
     pub fastdp: Option<Fastdp>,
     pub fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
+    /// None when the fast datapath runs, or the vxlan device could not be
+    /// made.
+    pub vxlan_device: Option<VxlanDevice>,
+    pub device_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
 }
 
 pub struct Router {
@@ -299,6 +306,11 @@ pub struct Router {
     sent_routes: Arc<Routes>,
     fastdp: Option<Fastdp>,
     fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
+    vxlan_device: Option<VxlanDevice>,
+    device_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
+    /// The peers the vxlan device probes: the only senders the firewall
+    /// lets through to its port.
+    vxlan_peers: BTreeMap<crate::identity::PeerName, std::net::Ipv4Addr>,
     ipam: IpamHandle,
     /// Notified when IPAM's state reached the disk: answers and messages
     /// held for it may go.
@@ -331,6 +343,8 @@ impl Router {
             reports,
             fastdp,
             fastdp_reports,
+            vxlan_device,
+            device_reports,
         } = planes;
         let ipam_stored = ipam.lock().stored_signal();
         Router {
@@ -344,9 +358,13 @@ impl Router {
                 fastdp_port: settings.fastdp_port,
                 trusted_subnets: settings.trusted_subnets.clone(),
                 fastdp: fastdp.is_some(),
+                vxlan_device_port: settings.vxlan_device_port,
             }),
             fastdp,
             fastdp_reports,
+            vxlan_device,
+            device_reports,
+            vxlan_peers: BTreeMap::new(),
             sent_routes: mesh.data_routes(),
             data,
             reports,
@@ -388,7 +406,8 @@ impl Router {
                 },
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some(report) = self.reports.recv() => self.on_path(report),
-                Some(report) = self.fastdp_reports.recv() => self.on_fastdp(report),
+                Some(report) = self.fastdp_reports.recv() => self.on_kernel_plane(report, false),
+                Some(report) = self.device_reports.recv() => self.on_kernel_plane(report, true),
                 request = requests.recv() => match request {
                     Some(Request::Stop) | None => break,
                     Some(request) => self.on_request(request).await,
@@ -585,22 +604,34 @@ impl Router {
                         vxlan_port,
                     },
             } => {
-                let current = self
-                    .paths
-                    .peer_of(conn)
-                    .and_then(|peer| self.mesh.connection_to(peer))
-                    .map(|c| c.id);
-                self.paths.handle(paths::Event::Offered {
-                    conn,
-                    current,
-                    offer: PeerOffer {
+                let offer = PeerOffer {
+                    udp_port,
+                    session,
+                    encrypt,
+                    vxlan_port,
+                    vxlan_device_port: None,
+                };
+                return self.offered(now, conn, offer);
+            }
+            Event::Received {
+                conn,
+                message:
+                    ControlMessage::DataPathOffer {
                         udp_port,
                         session,
                         encrypt,
-                        vxlan_port,
+                        fastdp_port,
+                        vxlan_device_port,
                     },
-                });
-                return self.carry_out_paths(now);
+            } => {
+                let offer = PeerOffer {
+                    udp_port,
+                    session,
+                    encrypt,
+                    vxlan_port: fastdp_port,
+                    vxlan_device_port,
+                };
+                return self.offered(now, conn, offer);
             }
             Event::Received { conn, message } => Input::Received { conn, message },
             Event::Closed { conn, reason } => {
@@ -610,6 +641,21 @@ impl Router {
             }
         };
         self.mesh.handle(now, input);
+    }
+
+    /// A peer's data path offer came on `conn`.
+    fn offered(&mut self, now: Instant, conn: ConnId, offer: PeerOffer) {
+        let current = self
+            .paths
+            .peer_of(conn)
+            .and_then(|peer| self.mesh.connection_to(peer))
+            .map(|c| c.id);
+        self.paths.handle(paths::Event::Offered {
+            conn,
+            current,
+            offer,
+        });
+        self.carry_out_paths(now);
     }
 
     /// A connection ended: if it carried its peer's data path, stop it.
@@ -641,10 +687,28 @@ impl Router {
                         f.send(FastdpCommand::Peer(tunnel));
                     }
                 }
+                paths::Action::StartVxlanDevice(tunnel) => {
+                    if let Some(d) = &self.vxlan_device {
+                        self.vxlan_peers.insert(tunnel.name, tunnel.remote);
+                        self.guard_vxlan_port();
+                        d.send(DeviceCommand::Peer(tunnel));
+                    }
+                }
                 paths::Action::Stop(peer) => {
                     self.data.send(UserspaceCommand::RemovePeer(peer));
                     if let Some(f) = &self.fastdp {
                         f.send(FastdpCommand::RemovePeer(peer));
+                    }
+                    if let Some(d) = &self.vxlan_device {
+                        d.send(DeviceCommand::RemovePeer(peer));
+                    }
+                    if self.vxlan_peers.remove(&peer).is_some() {
+                        self.guard_vxlan_port();
+                    }
+                }
+                paths::Action::OnVxlanDevice(set) => {
+                    if let Some(d) = &self.vxlan_device {
+                        d.send(DeviceCommand::Carrying(set));
                     }
                 }
                 paths::Action::OnFastdp(set) => {
@@ -660,15 +724,35 @@ impl Router {
         }
     }
 
-    /// The fast datapath reported a change.
-    fn on_fastdp(&mut self, report: fastdp::Report) {
+    /// Lets exactly the vxlan device's peers through to its port.
+    fn guard_vxlan_port(&self) {
+        let peers: BTreeSet<std::net::Ipv4Addr> = self.vxlan_peers.values().copied().collect();
+        self.host.firewall.update(|r| {
+            if let Some(guard) = &mut r.vxlan {
+                guard.peers = peers;
+            }
+        });
+    }
+
+    /// The fast datapath (or the vxlan device, `device`) reported a
+    /// change.
+    fn on_kernel_plane(&mut self, report: fastdp::Report, device: bool) {
         let event = match report {
             fastdp::Report::Vxlan { peer, state } => paths::Event::Vxlan { peer, state },
             fastdp::Report::Datapath { up, reason } => {
                 if let Some(reason) = reason {
-                    tracing::warn!(%reason, "fast datapath");
+                    let plane = if device {
+                        "vxlan device"
+                    } else {
+                        "fast datapath"
+                    };
+                    tracing::warn!(%reason, "{plane}");
                 }
-                paths::Event::LocalDatapath { up }
+                if device {
+                    paths::Event::LocalVxlanDevice { up }
+                } else {
+                    paths::Event::LocalDatapath { up }
+                }
             }
         };
         self.paths.handle(event);

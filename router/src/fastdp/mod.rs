@@ -15,10 +15,9 @@
 //! when idle, and are flushed whenever routes or overlay choices change.
 //!
 //! This thread also sends and answers the vxlan heartbeats that decide
-//! whether a connection may use the fast datapath ([`heartbeat`]), and puts
+//! whether a connection may use the fast datapath ([`crate::overlay::heartbeat`]), and puts
 //! the datapath back together if someone deletes it or its ports.
 
-pub mod heartbeat;
 pub mod planner;
 pub mod show;
 
@@ -35,6 +34,7 @@ use weft_odp::{
     TunnelKey, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
 };
 
+use crate::overlay::heartbeat::{Heartbeat, VxlanPath, VxlanState};
 use crate::{
     identity::PeerName,
     mesh::Routes,
@@ -42,7 +42,6 @@ use crate::{
     userspace::{engine, forwarding::SharedMacs, packet::macs, switch::UserspaceCommand},
     worker::{self, Mailbox},
 };
-use heartbeat::{Heartbeat, VxlanPath, VxlanState};
 use planner::{Hop, Ingress, View};
 
 pub const DATAPATH: &str = "weft-dp";

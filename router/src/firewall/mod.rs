@@ -16,7 +16,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{io::AsyncWriteExt as _, sync::watch};
 
-pub use rules::{BRIDGE_FAMILY, DnsCapture, FAMILY, Ruleset, TABLE};
+pub use rules::{BRIDGE_FAMILY, DnsCapture, FAMILY, Ruleset, TABLE, VxlanGuard};
 
 /// How often the keeper looks at the bridge table, whose loss or change
 /// would loop the overlay's broadcasts at once: it is back within this

@@ -56,6 +56,21 @@ pub struct Ruleset {
     /// Network policy's chains for this host's containers
     /// (`weft_policy::nft::render`), in the same table and transaction.
     pub policy: String,
+    /// While the vxlan device runs: only its peers may send to its port.
+    pub vxlan: Option<VxlanGuard>,
+}
+
+/// The kernel's vxlan device hands whatever arrives on its UDP port to the
+/// bridge, from any sender (the fast datapath's flows and the userspace
+/// path's sessions check where data comes from; the device does not): so
+/// datagrams to that port from anyone but the peers it sends to are
+/// dropped before they reach it. And vxlan heartbeats count only coming
+/// out of the device: the bridge drops their EtherType from every other
+/// port, so a container cannot fake a peer's answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VxlanGuard {
+    pub port: u16,
+    pub peers: BTreeSet<Ipv4Addr>,
 }
 
 /// Containers' queries to the host's resolvers, answered by the router's
@@ -125,6 +140,23 @@ impl Ruleset {
             );
             out.push_str("\t}\n");
         }
+        if let Some(guard) = &self.vxlan {
+            set(
+                &mut out,
+                "vxlan_peers",
+                "ipv4_addr",
+                false,
+                guard.peers.iter(),
+            );
+            out.push_str("\tchain vxlan_input {\n");
+            out.push_str("\t\ttype filter hook input priority filter; policy accept;\n");
+            let _ = writeln!(
+                out,
+                "\t\tudp dport {} ip saddr != @vxlan_peers drop",
+                guard.port
+            );
+            out.push_str("\t}\n");
+        }
         out.push_str(&self.policy);
         out.push_str("\tchain postrouting {\n");
         out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
@@ -136,12 +168,7 @@ impl Ruleset {
             );
         }
         out.push_str("\t}\n}\n");
-        let mac = self
-            .bridge_mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let mac = crate::netdev::attach::mac_string(self.bridge_mac);
         let ports = format!(
             "{{ {} }}",
             self.overlay_ports
@@ -156,6 +183,14 @@ impl Ruleset {
         // frame, while its destination still says where it was going.
         out.push_str("\tchain prerouting {\n");
         out.push_str("\t\ttype filter hook prerouting priority -300; policy accept;\n");
+        if self.vxlan.is_some() {
+            let _ = writeln!(
+                out,
+                "\t\tether type 0x{:04x} iifname != \"{}\" drop",
+                crate::overlay::heartbeat::ETHERTYPE,
+                crate::vxlan_device::DEVICE
+            );
+        }
         let _ = writeln!(
             out,
             "\t\tiifname {ports} ether daddr {mac} meta mark set meta mark | {mark}"
@@ -225,6 +260,10 @@ mod tests {
                 resolvers: ["192.0.2.53".parse().unwrap()].into(),
             }),
             policy: String::new(),
+            vxlan: Some(VxlanGuard {
+                port: 6784,
+                peers: ["192.0.2.3".parse().unwrap()].into(),
+            }),
         }
     }
 
@@ -246,9 +285,11 @@ mod tests {
             exclude: vec![],
             mesh_hosts: BTreeSet::new(),
             dns: None,
+            vxlan: None,
             ..ruleset()
         };
         let script = r.script();
+        assert!(!script.contains("vxlan"), "no device, no guard: {script}");
         assert!(!script.contains(" masquerade"), "{script}");
         assert!(
             !script.contains("dnat"),

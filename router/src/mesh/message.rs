@@ -51,6 +51,16 @@ pub enum ControlMessage {
         encrypt: bool,
         vxlan_port: Option<u16>,
     },
+    /// What `DataPath` says, with the sender's kernel path: the vxlan port
+    /// of its fast datapath or of its vxlan device, whichever it runs.
+    /// (`DataPath` is what routers before the vxlan device sent.)
+    DataPathOffer {
+        udp_port: u16,
+        session: u32,
+        encrypt: bool,
+        fastdp_port: Option<u16>,
+        vxlan_device_port: Option<u16>,
+    },
 }
 
 impl ControlMessage {
@@ -75,7 +85,9 @@ impl ControlMessage {
             ControlMessage::Gossip { channel, .. } => format!("gossip:{}", named(channel)),
             ControlMessage::Broadcast { channel, .. } => format!("broadcast:{}", named(channel)),
             ControlMessage::Unicast { channel, .. } => format!("unicast:{}", named(channel)),
-            ControlMessage::DataPath { .. } => "data-path".into(),
+            ControlMessage::DataPath { .. } | ControlMessage::DataPathOffer { .. } => {
+                "data-path".into()
+            }
         }
     }
 

@@ -543,7 +543,9 @@ impl Mesh {
         self.stats.messages_received += 1;
         match message {
             // The data path's own negotiation; the runtime handles it.
-            ControlMessage::Heartbeat | ControlMessage::DataPath { .. } => {}
+            ControlMessage::Heartbeat
+            | ControlMessage::DataPath { .. }
+            | ControlMessage::DataPathOffer { .. } => {}
             ControlMessage::Refuse { reason } => self.on_refused(conn, reason),
             ControlMessage::Topology { entries } => self.merge(entries, from),
             ControlMessage::Digest { entries } => {

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod collision;
 pub mod gateway;
 pub mod netlink;
+pub mod packet;
 pub mod tap;
 pub mod target;
 

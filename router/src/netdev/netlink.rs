@@ -10,11 +10,15 @@ use std::{
 use futures_util::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::{
+    AddressFamily,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
+};
+use netlink_packet_route::{
     link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
     RouteMessageBuilder,
 };
 
@@ -43,6 +47,19 @@ pub struct Link {
     pub mtu: u32,
     pub mac: Option<[u8; 6]>,
     pub controller: Option<u32>,
+}
+
+/// One forwarding entry of a bridge port: the bridge's own (`device`
+/// false) or the port device's (a vxlan device's, with its remote).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub device: bool,
+    pub remote: Option<Ipv4Addr>,
+    /// Added as static (not learnt, not the port's own address).
+    pub static_: bool,
+    /// Clock ticks (1/100 s) since the entry last sent a frame.
+    pub idle_ticks: Option<u32>,
 }
 
 fn link_of(msg: &LinkMessage) -> Link {
@@ -395,6 +412,154 @@ impl Netlink {
             .execute()
             .await
             .map_err(request(format!("set nf_call_iptables on {}", bridge.name)))
+    }
+
+    /// Creates vxlan device `name` (VNI `vni`, UDP `port`, no learning, no
+    /// multicast group: it sends only where a forwarding entry says) as a
+    /// port of `bridge` that the bridge never floods to and learns nothing
+    /// from, and brings it up.
+    pub async fn add_vxlan_port(
+        &self,
+        name: &str,
+        vni: u32,
+        port: u16,
+        mtu: u32,
+        bridge: u32,
+    ) -> Result<Link> {
+        self.handle
+            .link()
+            .add(
+                LinkVxlan::new(name, vni)
+                    .port(port)
+                    .learning(false)
+                    .udp_csum(true)
+                    .mtu(mtu)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request(format!("create vxlan device {name} on UDP {port}")))?;
+        let link = self.require(name).await?;
+        self.handle
+            .link()
+            .set_port(
+                LinkBridgePort::new(link.index)
+                    .learning(false)
+                    .flood(false)
+                    .mcast_flood(false)
+                    .bcast_flood(false)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request(format!("set {name}'s bridge port flags")))?;
+        Ok(link)
+    }
+
+    /// The forwarding entries of bridge port or vxlan device `index`.
+    pub async fn fdb(&self, index: u32) -> Result<Vec<FdbEntry>> {
+        let mut out = Vec::new();
+        let mut dump = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(request("list forwarding entries"))?
+        {
+            if msg.header.ifindex != index {
+                continue;
+            }
+            let mut entry = FdbEntry {
+                mac: [0; 6],
+                device: msg.header.flags.contains(NeighbourFlags::Own),
+                remote: None,
+                static_: msg.header.state == NeighbourState::Noarp,
+                idle_ticks: None,
+            };
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::LinkLayerAddress(a) => mac = a.as_slice().try_into().ok(),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        entry.remote = Some(*ip)
+                    }
+                    // A bridge-family dump carries the address as bytes.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        entry.remote = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                    }
+                    NeighbourAttribute::CacheInfo(c) => entry.idle_ticks = Some(c.used),
+                    _ => {}
+                }
+            }
+            if let Some(mac) = mac {
+                entry.mac = mac;
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Vxlan device `index` sends frames for `mac` to `remote` (replacing
+    /// where it sent them before).
+    pub async fn fdb_to_remote(&self, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .destination(IpAddr::V4(remote))
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "point {} at {remote}",
+                super::attach::mac_string(mac)
+            )))
+    }
+
+    /// The bridge sends frames for `mac` to its port `index`, and learning
+    /// elsewhere never moves it (static and sticky).
+    pub async fn fdb_to_port(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .flags(NeighbourFlags::Controller | NeighbourFlags::Sticky)
+            .state(NeighbourState::Noarp)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "send {} to port {index}",
+                super::attach::mac_string(mac)
+            )))
+    }
+
+    /// Deletes `mac`'s entry of the device (`device`) or of the bridge on
+    /// port `index`.
+    pub async fn fdb_delete(&self, index: u32, mac: [u8; 6], device: bool) -> Result<()> {
+        let mut msg = netlink_packet_route::neighbour::NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.flags = if device {
+            NeighbourFlags::Own
+        } else {
+            NeighbourFlags::Controller
+        };
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        match self.handle.neighbours().del(msg).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => Ok(()),
+            other => other.map_err(request(format!(
+                "delete {}",
+                super::attach::mac_string(mac)
+            ))),
+        }
     }
 
     /// The link the kernel would send to `dest` from.

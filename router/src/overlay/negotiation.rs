@@ -47,6 +47,7 @@ pub struct PeerOffer {
     pub session: u32,
     pub encrypt: bool,
     pub vxlan_port: Option<u16>,
+    pub vxlan_device_port: Option<u16>,
 }
 
 /// A data path to start, now that the peer's offer came.
@@ -162,6 +163,7 @@ mod tests {
             session,
             encrypt,
             vxlan_port: None,
+            vxlan_device_port: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The data paths of a router's connections as one pure machine: it
 //! negotiates each connection's data path (the offer we send, the peer's
 //! offer that starts it), keeps what each path has shown (the userspace
-//! path's heartbeats, the vxlan heartbeats, whether our datapath is up),
+//! path's heartbeats, the vxlan heartbeats, whether our datapath or vxlan
+//! device is up),
 //! re-chooses the overlay whenever any of that changes, and says what the
 //! planes and the mesh must be told. The router feeds it events and
 //! carries out its [`Action`]s.
@@ -20,10 +21,11 @@ use weft_crypto::DataKeys;
 
 use super::{
     Inputs, Overlay, Reason, choose,
+    heartbeat::VxlanState,
     negotiation::{Ignored, Negotiation, PeerOffer, Setup, Start},
 };
 use crate::{
-    fastdp::{PeerTunnel, heartbeat::VxlanState},
+    fastdp::PeerTunnel,
     identity::PeerName,
     mesh::{ConnId, ControlMessage},
     userspace::switch::PathReport,
@@ -40,6 +42,9 @@ pub struct DataPathsConfig {
     pub trusted_subnets: Vec<IpNet>,
     /// Whether a fast datapath plane runs at all (it may still go down).
     pub fastdp: bool,
+    /// The port of our vxlan device, when that plane runs (never with a
+    /// fast datapath).
+    pub vxlan_device_port: Option<u16>,
 }
 
 /// A control connection that came up.
@@ -69,13 +74,18 @@ pub enum Event {
     Closed {
         conn: ConnId,
     },
-    /// The vxlan heartbeats to a peer show something new.
+    /// The vxlan heartbeats to a peer (over whichever kernel path the two
+    /// share) show something new.
     Vxlan {
         peer: PeerName,
         state: VxlanState,
     },
     /// Our own datapath went away or came back.
     LocalDatapath {
+        up: bool,
+    },
+    /// Our vxlan device went away (and could not be put back) or came back.
+    LocalVxlanDevice {
         up: bool,
     },
     /// The userspace path to a peer changed.
@@ -93,10 +103,15 @@ pub enum Action {
     StartUserspace(Start),
     /// Point a vxlan tunnel at a peer.
     StartFastdp(PeerTunnel),
-    /// Stop both planes' paths to a peer.
+    /// Probe a peer through our vxlan device.
+    StartVxlanDevice(PeerTunnel),
+    /// Stop every plane's path to a peer.
     Stop(PeerName),
-    /// The peers on the fast datapath now, for both planes.
+    /// The peers on the fast datapath now, for the userspace path and the
+    /// fast datapath.
     OnFastdp(BTreeSet<PeerName>),
+    /// The peers on the vxlan device now, for that plane.
+    OnVxlanDevice(BTreeSet<PeerName>),
     /// Whether the peer's connection carries data, for the mesh's routes.
     Usable { peer: PeerName, usable: bool },
 }
@@ -127,35 +142,37 @@ impl PeerPath {
         self.choice().1
     }
 
-    pub fn on_fastdp(&self) -> bool {
-        self.overlay() == Overlay::Fastdp
-    }
-
     /// Whether the connection carries data at all.
     pub fn usable(&self) -> bool {
-        self.on_fastdp() || self.userspace.as_ref().is_some_and(|r| r.usable)
+        self.overlay() != Overlay::Userspace || self.userspace.as_ref().is_some_and(|r| r.usable)
     }
 }
 
 pub struct DataPaths {
     config: DataPathsConfig,
     local_datapath: bool,
+    local_device: bool,
     negotiation: Negotiation,
     peers: HashMap<PeerName, PeerPath>,
-    /// The set last announced by [`Action::OnFastdp`].
+    /// The sets last announced by [`Action::OnFastdp`] and
+    /// [`Action::OnVxlanDevice`].
     on_fastdp: BTreeSet<PeerName>,
+    on_device: BTreeSet<PeerName>,
     actions: VecDeque<Action>,
 }
 
 impl DataPaths {
-    /// A fast datapath plane starts up (`config.fastdp`) or not at all.
+    /// A fast datapath plane starts up (`config.fastdp`), or a vxlan
+    /// device, or neither.
     pub fn new(config: DataPathsConfig) -> DataPaths {
         DataPaths {
             local_datapath: config.fastdp,
+            local_device: config.vxlan_device_port.is_some(),
             config,
             negotiation: Negotiation::default(),
             peers: HashMap::new(),
             on_fastdp: BTreeSet::new(),
+            on_device: BTreeSet::new(),
             actions: VecDeque::new(),
         }
     }
@@ -192,7 +209,7 @@ impl DataPaths {
                 if let Some(peer) = self.negotiation.closed(conn) {
                     self.peers.remove(&peer);
                     self.actions.push_back(Action::Stop(peer));
-                    self.announce_fastdp_set();
+                    self.announce_kernel_sets();
                 }
             }
             Event::Vxlan { peer, state } => self.update(peer, |p| {
@@ -204,11 +221,11 @@ impl DataPaths {
             }),
             Event::LocalDatapath { up } => {
                 self.local_datapath = up;
-                let mut peers: Vec<PeerName> = self.peers.keys().copied().collect();
-                peers.sort();
-                for peer in peers {
-                    self.update(peer, |p| p.inputs.local_datapath = up);
-                }
+                self.update_all(|i| i.local_datapath = up);
+            }
+            Event::LocalVxlanDevice { up } => {
+                self.local_device = up;
+                self.update_all(|i| i.local_device = up);
             }
             Event::Userspace(report) => self.update(report.peer, |p| p.userspace = Some(report)),
         }
@@ -238,11 +255,12 @@ impl DataPaths {
         };
         self.actions.push_back(Action::Send {
             conn,
-            message: ControlMessage::DataPath {
+            message: ControlMessage::DataPathOffer {
                 udp_port: self.config.udp_port,
                 session: offer.session,
                 encrypt: offer.encrypt,
-                vxlan_port: self.config.fastdp_port.filter(|_| self.local_datapath),
+                fastdp_port: self.config.fastdp_port.filter(|_| self.local_datapath),
+                vxlan_device_port: self.config.vxlan_device_port.filter(|_| self.local_device),
             },
         });
     }
@@ -264,24 +282,34 @@ impl DataPaths {
         let inputs = Inputs {
             local_datapath: self.local_datapath,
             peer_datapath: offer.vxlan_port.is_some(),
+            local_device: self.local_device,
+            peer_device: offer.vxlan_device_port.is_some(),
             encrypt: sealed,
             vxlan: None,
             vxlan_tried: false,
         };
+        // The plane that probes the peer: the kernel path the two hosts
+        // would share with every plane up (ours may be down just now and
+        // come back).
+        let could = super::kernel_path(Inputs {
+            local_datapath: self.config.fastdp,
+            local_device: self.config.vxlan_device_port.is_some(),
+            ..inputs
+        });
         let tunnel = match (start.remote, start.local) {
-            (IpAddr::V4(remote), IpAddr::V4(local))
-                if self.config.fastdp && inputs.peer_datapath && !sealed =>
-            {
-                Some(PeerTunnel {
-                    name: peer,
-                    remote,
-                    local,
-                })
-            }
+            (IpAddr::V4(remote), IpAddr::V4(local)) if !sealed => Some(PeerTunnel {
+                name: peer,
+                remote,
+                local,
+            }),
             _ => None,
         };
         self.actions.push_back(Action::StartUserspace(start));
-        self.actions.extend(tunnel.map(Action::StartFastdp));
+        match (could, tunnel) {
+            (Some(Overlay::Fastdp), Some(t)) => self.actions.push_back(Action::StartFastdp(t)),
+            (Some(Overlay::Vxlan), Some(t)) => self.actions.push_back(Action::StartVxlanDevice(t)),
+            _ => {}
+        }
         self.peers.insert(
             peer,
             PeerPath {
@@ -294,9 +322,18 @@ impl DataPaths {
         self.update(peer, |_| {});
     }
 
+    /// Applies `change` to every started path's inputs, in a fixed order.
+    fn update_all(&mut self, change: impl Fn(&mut Inputs)) {
+        let mut peers: Vec<PeerName> = self.peers.keys().copied().collect();
+        peers.sort();
+        for peer in peers {
+            self.update(peer, |p| change(&mut p.inputs));
+        }
+    }
+
     /// Applies `change` to a started path and says what it changed: the
     /// overlay (logged), whether the connection carries data (to the mesh)
-    /// and the fast datapath's peers (to the planes).
+    /// and the kernel paths' peers (to the planes).
     fn update(&mut self, peer: PeerName, change: impl FnOnce(&mut PeerPath)) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
@@ -314,19 +351,25 @@ impl DataPaths {
         }
         let usable = p.usable();
         self.actions.push_back(Action::Usable { peer, usable });
-        self.announce_fastdp_set();
+        self.announce_kernel_sets();
     }
 
-    fn announce_fastdp_set(&mut self) {
-        let set: BTreeSet<PeerName> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.on_fastdp())
-            .map(|(name, _)| *name)
-            .collect();
-        if set != self.on_fastdp {
-            self.on_fastdp = set.clone();
-            self.actions.push_back(Action::OnFastdp(set));
+    fn announce_kernel_sets(&mut self) {
+        let on = |overlay: Overlay| -> BTreeSet<PeerName> {
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.overlay() == overlay)
+                .map(|(name, _)| *name)
+                .collect()
+        };
+        let (fastdp, device) = (on(Overlay::Fastdp), on(Overlay::Vxlan));
+        if fastdp != self.on_fastdp {
+            self.on_fastdp = fastdp.clone();
+            self.actions.push_back(Action::OnFastdp(fastdp));
+        }
+        if device != self.on_device {
+            self.on_device = device.clone();
+            self.actions.push_back(Action::OnVxlanDevice(device));
         }
     }
 }

@@ -59,6 +59,23 @@ impl MacTable {
             .retain(|_, (_, seen)| now.duration_since(*seen) < MAC_TTL);
     }
 
+    /// Every MAC still fresh and where it lives.
+    pub fn entries(&self, now: Instant) -> Vec<(Mac, PeerName)> {
+        self.entries
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) < MAC_TTL)
+            .map(|(mac, (owner, _))| (*mac, *owner))
+            .collect()
+    }
+
+    /// Counts `mac` as seen now where it lives, if it is known (frames a
+    /// kernel path carries never reach the userspace path that learns).
+    pub fn touch(&mut self, mac: Mac, now: Instant) {
+        if let Some((_, seen)) = self.entries.get_mut(&mac) {
+            *seen = (*seen).max(now);
+        }
+    }
+
     /// Forgets every MAC of a router that left the mesh.
     pub fn forget_router(&mut self, router: PeerName) {
         self.entries.retain(|_, (owner, _)| *owner != router);
@@ -153,6 +170,19 @@ mod tests {
         );
         assert_eq!(t.learn(b, n(3), now), Some(n(2)), "a MAC that moved");
         assert_eq!(t.lookup(&b, now + MAC_TTL), None, "and ages out");
+        t.touch(b, now + MAC_TTL / 2);
+        assert_eq!(
+            t.lookup(&b, now + MAC_TTL),
+            Some(n(3)),
+            "touched: alive longer"
+        );
+        assert_eq!(t.entries(now + MAC_TTL), vec![(b, n(3))]);
+        t.touch([2, 0, 0, 0, 0, 0xd], now);
+        assert_eq!(
+            t.lookup(&[2, 0, 0, 0, 0, 0xd], now),
+            None,
+            "touch learns nothing"
+        );
         t.forget_router(n(3));
         assert_eq!(t.lookup(&b, now), None);
     }

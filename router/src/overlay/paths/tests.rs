@@ -6,7 +6,7 @@ use std::{
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use super::*;
-use crate::fastdp::heartbeat::VxlanState;
+use crate::overlay::heartbeat::VxlanState;
 
 /// What the underlay between two hosts lets through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,10 +27,15 @@ const HEALTHY: Link = Link {
 /// One router's machine and what its planes and mesh were told.
 struct Node {
     paths: DataPaths,
+    /// Its fast datapath is up.
     datapath: bool,
+    /// Its vxlan device is up.
+    device: bool,
     userspace: BTreeMap<PeerName, Start>,
+    /// Peers probed by its kernel plane, whichever it runs.
     tunnels: BTreeSet<PeerName>,
     on_fastdp: BTreeSet<PeerName>,
+    on_device: BTreeSet<PeerName>,
     usable: BTreeMap<PeerName, bool>,
 }
 
@@ -60,19 +65,41 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 impl Sim {
     /// `datapath(i)`: whether router `i`'s kernel has a datapath.
     fn new(n: usize, datapath: impl Fn(usize) -> bool, password: bool, trusted: &[&str]) -> Sim {
+        Sim::with_kernels(
+            n,
+            |i| datapath(i).then_some(Overlay::Fastdp),
+            password,
+            trusted,
+        )
+    }
+
+    /// `kernel(i)`: the kernel plane router `i` runs, if any.
+    fn with_kernels(
+        n: usize,
+        kernel: impl Fn(usize) -> Option<Overlay>,
+        password: bool,
+        trusted: &[&str],
+    ) -> Sim {
         let nodes = (0..n)
-            .map(|i| Node {
-                paths: DataPaths::new(DataPathsConfig {
-                    udp_port: 6783,
-                    fastdp_port: Some(6784),
-                    trusted_subnets: trusted.iter().map(|t| t.parse().unwrap()).collect(),
-                    fastdp: datapath(i),
-                }),
-                datapath: datapath(i),
-                userspace: BTreeMap::new(),
-                tunnels: BTreeSet::new(),
-                on_fastdp: BTreeSet::new(),
-                usable: BTreeMap::new(),
+            .map(|i| {
+                let datapath = kernel(i) == Some(Overlay::Fastdp);
+                let device = kernel(i) == Some(Overlay::Vxlan);
+                Node {
+                    paths: DataPaths::new(DataPathsConfig {
+                        udp_port: 6783,
+                        fastdp_port: datapath.then_some(6784),
+                        trusted_subnets: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+                        fastdp: datapath,
+                        vxlan_device_port: device.then_some(6784),
+                    }),
+                    datapath,
+                    device,
+                    userspace: BTreeMap::new(),
+                    tunnels: BTreeSet::new(),
+                    on_fastdp: BTreeSet::new(),
+                    on_device: BTreeSet::new(),
+                    usable: BTreeMap::new(),
+                }
             })
             .collect();
         Sim {
@@ -146,11 +173,12 @@ impl Sim {
         let node = &mut self.nodes[me];
         match action {
             Action::Send { conn, message } => {
-                let ControlMessage::DataPath {
+                let ControlMessage::DataPathOffer {
                     udp_port,
                     session,
                     encrypt,
-                    vxlan_port,
+                    fastdp_port,
+                    vxlan_device_port,
                 } = message
                 else {
                     panic!("only offers are sent: {message:?}");
@@ -164,7 +192,8 @@ impl Sim {
                         udp_port,
                         session,
                         encrypt,
-                        vxlan_port,
+                        vxlan_port: fastdp_port,
+                        vxlan_device_port,
                     },
                 });
             }
@@ -172,7 +201,14 @@ impl Sim {
                 node.userspace.insert(start.peer, start);
             }
             Action::StartFastdp(tunnel) => {
-                assert!(node.datapath, "a tunnel without a datapath");
+                assert!(node.paths.config.fastdp, "a tunnel without a datapath");
+                node.tunnels.insert(tunnel.name);
+            }
+            Action::StartVxlanDevice(tunnel) => {
+                assert!(
+                    node.paths.config.vxlan_device_port.is_some(),
+                    "a tunnel without a vxlan device"
+                );
                 node.tunnels.insert(tunnel.name);
             }
             Action::Stop(peer) => {
@@ -181,6 +217,7 @@ impl Sim {
                 node.usable.remove(&peer);
             }
             Action::OnFastdp(set) => node.on_fastdp = set,
+            Action::OnVxlanDevice(set) => node.on_device = set,
             Action::Usable { peer, usable } => {
                 node.usable.insert(peer, usable);
             }
@@ -227,18 +264,22 @@ impl Sim {
     /// principles.
     fn expected(&self, me: usize, other: usize) -> (Overlay, Option<Reason>) {
         let link = self.link(me, other);
-        let reason = if !self.nodes[me].datapath {
-            Reason::NoDatapath
-        } else if !self.nodes[other].datapath {
-            Reason::PeerWithoutFastdp
-        } else if self.password {
-            Reason::EncryptionRequired
-        } else if !link.vxlan {
-            Reason::VxlanBlocked
-        } else if !link.vxlan_full {
-            Reason::MtuTooSmall
+        let (a, b) = (&self.nodes[me], &self.nodes[other]);
+        let shared = if a.datapath && b.datapath {
+            Some(Overlay::Fastdp)
+        } else if a.device && b.device {
+            Some(Overlay::Vxlan)
         } else {
-            return (Overlay::Fastdp, None);
+            None
+        };
+        let reason = match shared {
+            None if !a.datapath && !a.device => Reason::NoDatapath,
+            None if a.datapath => Reason::PeerWithoutFastdp,
+            None => Reason::PeerWithoutVxlanDevice,
+            Some(_) if self.password => Reason::EncryptionRequired,
+            Some(_) if !link.vxlan => Reason::VxlanBlocked,
+            Some(_) if !link.vxlan_full => Reason::MtuTooSmall,
+            Some(kernel) => return (kernel, None),
         };
         (Overlay::Userspace, Some(reason))
     }
@@ -263,9 +304,14 @@ impl Sim {
                 assert_eq!(
                     node.on_fastdp.contains(&name(other)),
                     want.0 == Overlay::Fastdp,
-                    "{when}: {me}'s planes were told the wrong set for {other}"
+                    "{when}: {me}'s planes were told the wrong fastdp set for {other}"
                 );
-                let usable = want.0 == Overlay::Fastdp || self.link(me, other).udp;
+                assert_eq!(
+                    node.on_device.contains(&name(other)),
+                    want.0 == Overlay::Vxlan,
+                    "{when}: {me}'s device was told the wrong set for {other}"
+                );
+                let usable = want.0 != Overlay::Userspace || self.link(me, other).udp;
                 assert_eq!(
                     node.usable.get(&name(other)),
                     Some(&usable),
@@ -368,6 +414,75 @@ fn a_simulated_mesh_follows_links_that_fail_and_heal() {
 }
 
 #[test]
+fn a_mesh_of_fastdp_vxlan_device_and_userspace_hosts_finds_each_pair_s_kernel_path() {
+    // Router i runs the fast datapath (i % 3 == 0), the vxlan device
+    // (i % 3 == 1) or no kernel plane at all.
+    let kernel = |i: usize| match i % 3 {
+        0 => Some(Overlay::Fastdp),
+        1 => Some(Overlay::Vxlan),
+        _ => None,
+    };
+    let n = 30;
+    let mut sim = Sim::with_kernels(n, kernel, false, &[]);
+    for a in 0..n {
+        for b in a + 1..n {
+            sim.connect(a, b);
+        }
+    }
+    sim.heartbeats();
+    sim.check("all links healthy");
+    let count = |sim: &Sim, f: fn(&Node) -> usize| sim.nodes.iter().map(f).sum::<usize>();
+    assert_eq!(count(&sim, |n| n.on_fastdp.len()), 10 * 9);
+    assert_eq!(count(&sim, |n| n.on_device.len()), 10 * 9);
+    // Only pairs of one kind were probed at all.
+    for (me, node) in sim.nodes.iter().enumerate() {
+        for peer in &node.tunnels {
+            assert_eq!(kernel(me), kernel(sim.index(*peer)), "{me} probed {peer}");
+        }
+    }
+    for round in 0..4 {
+        for a in 0..n {
+            for b in a + 1..n {
+                if sim.rng.random_range(0..3) == 0 {
+                    sim.links.insert(
+                        (a, b),
+                        Link {
+                            vxlan: false,
+                            ..HEALTHY
+                        },
+                    );
+                }
+            }
+        }
+        sim.heartbeats();
+        sim.check(&format!("round {round}: vxlan blocked on some links"));
+        sim.links.clear();
+        sim.heartbeats();
+        sim.check(&format!("round {round}: healed"));
+    }
+    // A vxlan device that cannot be put back takes its router's pairs to
+    // userspace with the reason, and they return with it.
+    sim.nodes[1].device = false;
+    sim.nodes[1]
+        .paths
+        .handle(Event::LocalVxlanDevice { up: false });
+    sim.settle();
+    assert!(sim.nodes[1].on_device.is_empty());
+    let p = sim.nodes[1].paths.peer(name(4)).unwrap();
+    assert_eq!(
+        (p.overlay(), p.reason()),
+        (Overlay::Userspace, Some(Reason::NoDatapath))
+    );
+    sim.nodes[1].device = true;
+    sim.nodes[1]
+        .paths
+        .handle(Event::LocalVxlanDevice { up: true });
+    sim.heartbeats();
+    sim.check("device back");
+    assert_eq!(sim.nodes[1].on_device.len(), 9);
+}
+
+#[test]
 fn a_password_keeps_data_on_the_userspace_path_except_between_trusted_subnets() {
     let mut sim = Sim::new(3, |_| true, true, &[]);
     sim.connect(0, 1);
@@ -391,6 +506,7 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
         fastdp_port: Some(7001),
         trusted_subnets: Vec::new(),
         fastdp: true,
+        vxlan_device_port: None,
     });
     let connected_as = |conn, current, session| {
         Event::Connected(Connected {
@@ -409,11 +525,12 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
         paths.poll(),
         Some(Action::Send {
             conn: 1,
-            message: ControlMessage::DataPath {
+            message: ControlMessage::DataPathOffer {
                 udp_port: 7000,
                 session: 77,
                 encrypt: false,
-                vxlan_port: Some(7001),
+                fastdp_port: Some(7001),
+                vxlan_device_port: None,
             }
         })
     );
@@ -422,8 +539,9 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
     assert!(matches!(
         paths.poll(),
         Some(Action::Send {
-            message: ControlMessage::DataPath {
-                vxlan_port: None,
+            message: ControlMessage::DataPathOffer {
+                fastdp_port: None,
+                vxlan_device_port: None,
                 ..
             },
             ..
@@ -442,6 +560,7 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
             session: 5,
             encrypt: false,
             vxlan_port: Some(6001),
+            vxlan_device_port: None,
         },
     });
     match paths.poll() {

@@ -1,11 +1,16 @@
-//! Heartbeats over vxlan between two routers' datapaths: the only proof
-//! that the fast datapath really carries frames between two hosts (a
-//! firewall may pass TCP and the userspace path's UDP port but not the
-//! vxlan port), and, at full size, that it carries the overlay MTU.
+//! Heartbeats over vxlan between two routers' kernel paths (the fast
+//! datapath, or the vxlan device): the only proof that the kernel really
+//! carries frames between two hosts (a firewall may pass TCP and the
+//! userspace path's UDP port but not the vxlan port), and, at full size,
+//! that it carries the overlay MTU.
 //!
-//! A heartbeat is an Ethernet frame between two fixed weft MACs with a
-//! local-experimental EtherType; no container uses those, so no data flow
-//! ever matches one and each arrives at the receiving router as a miss.
+//! A heartbeat is an Ethernet frame with a local-experimental EtherType,
+//! which no container uses. On the fast datapath it goes between two fixed
+//! weft MACs, so no data flow ever matches one and each arrives at the
+//! receiving router as a miss; through the vxlan device it goes to the
+//! receiving host's bridge MAC, so its bridge hands it up to the router's
+//! socket instead of forwarding it. The receiver reads the EtherType, not
+//! the destination.
 //!
 //! ```text
 //! | dst MAC (6) | src MAC (6) | 0x88b5 | kind (1) | seq (u32) | sender (6) | size (u16) | padding |
@@ -39,10 +44,16 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// The frame, padded to `size` bytes (at least the minimum).
+    /// The fast datapath's frame, padded to `size` bytes (at least the
+    /// minimum).
     pub fn frame(&self, size: usize) -> Vec<u8> {
+        self.frame_to(DST_MAC, size)
+    }
+
+    /// The frame to `dst`, padded to `size` bytes (at least the minimum).
+    pub fn frame_to(&self, dst: [u8; 6], size: usize) -> Vec<u8> {
         let mut f = Vec::with_capacity(size.max(MIN_LEN));
-        f.extend_from_slice(&DST_MAC);
+        f.extend_from_slice(&dst);
         f.extend_from_slice(&SRC_MAC);
         f.extend_from_slice(&ETHERTYPE.to_be_bytes());
         f.push(if self.ack { KIND_ACK } else { KIND_PING });
@@ -55,10 +66,7 @@ impl Heartbeat {
 
     /// Reads a heartbeat frame; `None` for any other frame.
     pub fn parse(frame: &[u8]) -> Option<Heartbeat> {
-        if frame.len() < MIN_LEN
-            || frame[..6] != DST_MAC
-            || frame[12..14] != ETHERTYPE.to_be_bytes()
-        {
+        if frame.len() < MIN_LEN || frame[12..14] != ETHERTYPE.to_be_bytes() {
             return None;
         }
         let mut name = [0u8; 8];
@@ -200,6 +208,9 @@ mod tests {
         let f = hb.frame(1464);
         assert_eq!(f.len(), 1464);
         assert_eq!(Heartbeat::parse(&f), Some(hb));
+        let to_bridge = hb.frame_to([2, 0, 0, 0, 0, 9], 64);
+        assert_eq!(&to_bridge[..6], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(Heartbeat::parse(&to_bridge), Some(hb));
         let mut other = f.clone();
         other[13] = 0;
         assert_eq!(Heartbeat::parse(&other), None);
