@@ -156,6 +156,21 @@ impl Ruleset {
                 guard.port
             );
             out.push_str("\t}\n");
+            // vxlan between hosts is never translated and needs no state:
+            // untracked, it skips a connection-tracking lookup per packet
+            // (the frames inside are still tracked on the bridge).
+            for (chain, hook) in [
+                ("vxlan_untracked_in", "prerouting"),
+                ("vxlan_untracked_out", "output"),
+            ] {
+                let _ = writeln!(out, "\tchain {chain} {{");
+                let _ = writeln!(
+                    out,
+                    "\t\ttype filter hook {hook} priority raw; policy accept;"
+                );
+                let _ = writeln!(out, "\t\tudp dport {} notrack", guard.port);
+                out.push_str("\t}\n");
+            }
         }
         out.push_str(&self.policy);
         out.push_str("\tchain postrouting {\n");
