@@ -37,6 +37,26 @@ pub fn pings(from: &Netns, to: Ipv4Addr) -> bool {
 }
 
 impl Testbed {
+    /// `bytes` of TCP from host `from`'s first container to host `to`'s,
+    /// on `port`; a failure panics with what `explain` says of the mesh.
+    pub fn transfer(
+        &self,
+        (from, to): (usize, usize),
+        port: u16,
+        bytes: u64,
+        explain: impl Fn() -> String,
+    ) {
+        if let Err(e) = crate::tcp_transfer(
+            &self.container(from, 1),
+            &self.container(to, 1),
+            container_addr(to),
+            port,
+            bytes,
+        ) {
+            panic!("{bytes} bytes h{from}c1 -> h{to}c1: {e}\n{}", explain());
+        }
+    }
+
     /// Every host's first container pings every other's.
     pub fn ping_all_pairs(&self, hosts: usize) {
         for a in 1..=hosts {

@@ -7,10 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testbed::{
-    Block, Spec, Testbed, WeftHost, container_addr, eventually, pings, tcp_seen_source,
-    tcp_transfer,
-};
+use testbed::{Block, Spec, Testbed, WeftHost, container_addr, eventually, pings, tcp_seen_source};
 
 /// Under emulation a router takes a few seconds to set up its datapath
 /// and pass the first heartbeats.
@@ -60,21 +57,6 @@ fn diagnostics(routers: &[WeftHost]) -> String {
     out
 }
 
-fn transfer(tb: &Testbed, routers: &[WeftHost], from: usize, to: usize, port: u16, bytes: u64) {
-    if let Err(e) = tcp_transfer(
-        &tb.container(from, 1),
-        &tb.container(to, 1),
-        container_addr(to),
-        port,
-        bytes,
-    ) {
-        panic!(
-            "{bytes} bytes h{from}c1 -> h{to}c1: {e}\n{}",
-            diagnostics(routers)
-        );
-    }
-}
-
 #[test]
 fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     let mut tb = Testbed::create_owned("fd3", Spec::hosts(3).containers(1)).unwrap();
@@ -92,7 +74,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
 
     // Bulk TCP goes through the kernel: the tunnel flows count it.
     let before = tunnelled_bytes(&tb, 1);
-    transfer(&tb, &routers, 1, 2, 5201, 20_000_000);
+    tb.transfer((1, 2), 5201, 20_000_000, || diagnostics(&routers));
     let flows = kernel_flows(&tb, 1);
     let sent = tunnelled_bytes(&tb, 1) - before;
     assert!(
@@ -122,7 +104,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     let status = routers[0].run(&["status", "connections"]).unwrap();
     assert!(status.contains("vxlan-blocked"), "{status}");
     tb.ping_all_pairs(3);
-    transfer(&tb, &routers, 2, 1, 5202, 5_000_000);
+    tb.transfer((2, 1), 5202, 5_000_000, || diagnostics(&routers));
 
     // Pings every 50 ms across the upgrade: the switch itself may cost a
     // few of them, no more.
@@ -382,4 +364,38 @@ fn a_conditioned_container_is_conditioned_and_counted_on_the_fast_datapath() {
         .unwrap_or_else(|| panic!("the pings in flow top: {top:#}"))
         .clone();
     assert!(icmp["outbound"]["packets"].as_u64() > Some(0), "{icmp}");
+}
+
+/// Where openvswitch exists `auto` (the default) chooses the fast
+/// datapath, and each of the three paths can be forced: `--overlay vxlan`
+/// makes the kernel's vxlan device instead of the datapath, `userspace`
+/// neither. Traffic crosses each.
+#[test]
+fn fastdp_is_preferred_and_each_path_can_be_forced() {
+    let tb = Testbed::create_owned("fdforce", Spec::hosts(2).containers(1)).unwrap();
+    for (overlay, expected) in [
+        ("auto", "fastdp"),
+        ("vxlan", "vxlan"),
+        ("userspace", "userspace"),
+    ] {
+        for h in 1..=2 {
+            let _ = tb.weft(h).run(&["reset", "--detach"]);
+        }
+        let routers = tb.weft_mesh(2, &["--overlay", overlay]).unwrap();
+        for r in &routers {
+            eventually(&format!("--overlay {overlay}"), SETTLE, || {
+                r.overlays(expected, 1)
+            });
+        }
+        let dp = tb.host(1).run(["ovs-dpctl", "show"]).unwrap_or_default();
+        assert_eq!(
+            dp.contains("weft-dp"),
+            expected == "fastdp",
+            "--overlay {overlay}: {dp}"
+        );
+        let device = tb.host(1).run(["ip", "link", "show", "weft-vxdev"]).is_ok();
+        assert_eq!(device, expected == "vxlan", "--overlay {overlay}");
+        tb.transfer((1, 2), 5301, 2_000_000, || diagnostics(&routers));
+        eprintln!("--overlay {overlay}: {expected}, 2 MB crossed");
+    }
 }

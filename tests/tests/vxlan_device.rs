@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use testbed::{Block, Spec, Testbed, WeftHost, container_addr, eventually, tcp_transfer};
+use testbed::{Block, Spec, Testbed, WeftHost, eventually};
 
 const DEVICE: &str = "weft-vxdev";
 
@@ -94,14 +94,7 @@ fn three_hosts_use_the_vxlan_device_fall_back_when_blocked_and_repair_it() {
     });
     let before = tap_frames(&routers[0]);
     let started = Instant::now();
-    tcp_transfer(
-        &tb.container(1, 1),
-        &tb.container(2, 1),
-        container_addr(2),
-        5201,
-        20_000_000,
-    )
-    .unwrap_or_else(|e| panic!("20 MB h1 -> h2: {e}\n{}", diagnostics(&tb, &routers)));
+    tb.transfer((1, 2), 5201, 20_000_000, || diagnostics(&tb, &routers));
     let read = tap_frames(&routers[0]) - before;
     eprintln!(
         "20 MB over the vxlan device in {:?}; the TAP read {read} frames",
@@ -171,14 +164,7 @@ fn three_hosts_use_the_vxlan_device_fall_back_when_blocked_and_repair_it() {
         "h2's MACs left the bridge's entries for the device:\n{}",
         entries(&tb, 1)
     );
-    tcp_transfer(
-        &tb.container(2, 1),
-        &tb.container(1, 1),
-        container_addr(1),
-        5202,
-        5_000_000,
-    )
-    .unwrap_or_else(|e| panic!("5 MB on userspace: {e}\n{}", diagnostics(&tb, &routers)));
+    tb.transfer((2, 1), 5202, 5_000_000, || diagnostics(&tb, &routers));
 
     tb.unblock(1, 2).unwrap();
     let healed = Instant::now();
@@ -223,14 +209,7 @@ fn three_hosts_use_the_vxlan_device_fall_back_when_blocked_and_repair_it() {
     eprintln!("device repaired after {:?}", deleted.elapsed());
     all_on_the_device(&routers);
     tb.ping_all_pairs(3);
-    tcp_transfer(
-        &tb.container(3, 1),
-        &tb.container(1, 1),
-        container_addr(1),
-        5203,
-        5_000_000,
-    )
-    .unwrap_or_else(|e| panic!("5 MB h3 -> h1: {e}\n{}", diagnostics(&tb, &routers)));
+    tb.transfer((3, 1), 5203, 5_000_000, || diagnostics(&tb, &routers));
     tb.destroy().unwrap();
 }
 
