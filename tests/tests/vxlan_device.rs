@@ -176,6 +176,33 @@ fn three_hosts_use_the_vxlan_device_fall_back_when_blocked_and_repair_it() {
     eprintln!("back on the device after {:?}", healed.elapsed());
     tb.ping_all_pairs(3);
 
+    // The device carries no broadcasts: with the userspace path's UDP
+    // blocked between h1 and h2 (vxlan open), their connection does not
+    // count as carrying data (the mesh relays through h3), and says why.
+    tb.block(1, 2, Block::UdpPort(6783)).unwrap();
+    for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
+        eventually(
+            "not established without userspace",
+            Duration::from_secs(30),
+            || {
+                let c = r.connection_to(peer)?;
+                let reason = c["reason"].as_str().unwrap_or_default();
+                if c["state"] == "connected" && reason.contains("needs the userspace path") {
+                    Ok(())
+                } else {
+                    Err(c.to_string())
+                }
+            },
+        );
+    }
+    tb.ping_all_pairs(3);
+    tb.unblock(1, 2).unwrap();
+    for (r, peer) in [(&routers[0], "h2"), (&routers[1], "h1")] {
+        eventually("established again", Duration::from_secs(30), || {
+            r.connection_is(peer, "vxlan", None)
+        });
+    }
+
     // A forwarding entry deleted under the router is put back.
     tb.host(1)
         .run(["bridge", "fdb", "del", &mac2, "dev", DEVICE, "self"])
@@ -236,6 +263,13 @@ fn a_host_without_the_device_talks_userspace_and_says_why() {
     assert!(tb.host(1).run(["ip", "link", "show", DEVICE]).is_ok());
     let out = h1.run(&["reset"]).unwrap();
     assert!(out.contains(&format!("removed device {DEVICE}")), "{out}");
+    assert!(tb.host(1).run(["ip", "link", "show", DEVICE]).is_err());
+    // A device a stopped router left is removed by a router that runs
+    // none (its entries would hold MACs nothing maintains).
+    h1.launch(&["--overlay", "vxlan"]).unwrap();
+    h1.run(&["stop"]).unwrap();
+    assert!(tb.host(1).run(["ip", "link", "show", DEVICE]).is_ok());
+    h1.launch(&["--overlay", "userspace"]).unwrap();
     assert!(tb.host(1).run(["ip", "link", "show", DEVICE]).is_err());
     tb.destroy().unwrap();
 }

@@ -451,7 +451,9 @@ pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
             let report = state.and_then(|p| p.userspace.as_ref());
             let usable = state.is_some_and(PeerPath::usable);
             let overlay = state.map_or(Overlay::Userspace, PeerPath::overlay);
-            let on_kernel = overlay != Overlay::Userspace;
+            // Carrying on a kernel path (the vxlan device only alongside a
+            // usable userspace path, which carries its floods).
+            let on_kernel = usable && overlay != Overlay::Userspace;
             let sealed = state.map_or(c.encrypted, |p| p.sealed);
             // On the userspace path, or on none: say why not a kernel path
             // (and, with no path at all, why not userspace either).
@@ -468,7 +470,14 @@ pub fn connections(v: &RouterView<'_>) -> Vec<ConnectionReport> {
                 (Some(s), _) if on_kernel || usable => s.reason().map(|r| r.as_str().to_string()),
                 (Some(s), Some(r)) => Some(format!(
                     "{}; userspace path: {}",
-                    s.reason().map_or("kernel path down", |r| r.as_str()),
+                    s.reason().map_or(
+                        if overlay == Overlay::Vxlan {
+                            "the vxlan device passes heartbeats but needs the userspace path for broadcasts"
+                        } else {
+                            "kernel path down"
+                        },
+                        |r| r.as_str()
+                    ),
                     r.reason
                         .clone()
                         .unwrap_or_else(|| "no heartbeats yet".into())

@@ -29,8 +29,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const INBOUND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
-/// Control protocol versions this router speaks.
-pub const PROTOCOL: (u16, u16) = (2, 2);
+/// Control protocol versions this router speaks: 3 adds the data path
+/// offer that names a vxlan device (`ControlMessage::DataPathOffer`).
+pub const PROTOCOL: (u16, u16) = (2, 3);
 /// Outgoing messages queued per connection before the peer counts as
 /// stuck and is dropped.
 pub const SEND_QUEUE: usize = 1024;
@@ -49,6 +50,8 @@ pub enum Event {
         target: Option<SocketAddr>,
         /// Keys for the data path; `None` on a mesh without a password.
         data_keys: Option<DataKeys>,
+        /// The control protocol version both ends speak.
+        version: u16,
         commands: mpsc::Sender<ConnCommand>,
     },
     /// An attempt that never got established.
@@ -234,6 +237,7 @@ async fn run(
         outbound: target.is_some(),
         target,
         data_keys: established.data_keys.clone(),
+        version: established.version,
         commands,
     };
     if ctx.events.send(event).await.is_err() {

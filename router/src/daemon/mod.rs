@@ -561,7 +561,13 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
         Err(reason) => (None, Err(reason)),
     };
     let (device_tx, device_rx) = mpsc::unbounded_channel();
-    let vxlan_device = if want_device && fastdp.is_none() {
+    // Also when the datapath was there but could not be set up.
+    let start_device = match choice {
+        OverlayChoice::Auto => fastdp.is_none(),
+        OverlayChoice::Vxlan => true,
+        OverlayChoice::Fastdp | OverlayChoice::Userspace => false,
+    };
+    let vxlan_device = if start_device {
         let config = vxlan_device::VxlanDeviceConfig {
             local: identity.name,
             bridge: bridge.index,
@@ -587,6 +593,9 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     } else {
         None
     };
+    if vxlan_device.is_none() {
+        vxlan_device::remove_leftover(&netlink).await;
+    }
     if vxlan_device.is_some() {
         let guard = crate::firewall::VxlanGuard {
             port: args.fastdp_port,

@@ -525,6 +525,7 @@ impl Router {
                 outbound,
                 target,
                 data_keys,
+                version,
                 commands,
             } => {
                 if !outbound {
@@ -554,6 +555,7 @@ impl Router {
                     keys: data_keys,
                     current,
                     session: rand::random::<u32>().max(1),
+                    version,
                 }));
                 return self.carry_out_paths(now);
             }

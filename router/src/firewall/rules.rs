@@ -159,16 +159,23 @@ impl Ruleset {
             // vxlan between hosts is never translated and needs no state:
             // untracked, it skips a connection-tracking lookup per packet
             // (the frames inside are still tracked on the bridge).
-            for (chain, hook) in [
-                ("vxlan_untracked_in", "prerouting"),
-                ("vxlan_untracked_out", "output"),
+            // Only between this host and its peers: a container's own
+            // flows to that port (bridged through the IP hooks too) keep
+            // their tracking, for masquerade and policy.
+            for (chain, hook, peer) in [
+                ("vxlan_untracked_in", "prerouting", "saddr"),
+                ("vxlan_untracked_out", "output", "daddr"),
             ] {
                 let _ = writeln!(out, "\tchain {chain} {{");
                 let _ = writeln!(
                     out,
                     "\t\ttype filter hook {hook} priority raw; policy accept;"
                 );
-                let _ = writeln!(out, "\t\tudp dport {} notrack", guard.port);
+                let _ = writeln!(
+                    out,
+                    "\t\tip {peer} @vxlan_peers udp dport {} notrack",
+                    guard.port
+                );
                 out.push_str("\t}\n");
             }
         }
@@ -199,12 +206,16 @@ impl Ruleset {
         out.push_str("\tchain prerouting {\n");
         out.push_str("\t\ttype filter hook prerouting priority -300; policy accept;\n");
         if self.vxlan.is_some() {
-            let _ = writeln!(
-                out,
-                "\t\tether type 0x{:04x} iifname != \"{}\" drop",
-                crate::overlay::heartbeat::ETHERTYPE,
-                crate::vxlan_device::DEVICE
-            );
+            // Also inside a VLAN tag, which the host strips before its
+            // socket sees the frame.
+            for kind in ["ether", "vlan"] {
+                let _ = writeln!(
+                    out,
+                    "\t\tiifname != \"{}\" {kind} type 0x{:04x} drop",
+                    crate::vxlan_device::DEVICE,
+                    crate::overlay::heartbeat::ETHERTYPE,
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -417,7 +417,8 @@ impl Netlink {
     /// Creates vxlan device `name` (VNI `vni`, UDP `port`, no learning, no
     /// multicast group: it sends only where a forwarding entry says) as a
     /// port of `bridge` that the bridge never floods to and learns nothing
-    /// from, and brings it up.
+    /// from, and brings it up only then (up first, the bridge could learn
+    /// from what peers send in between). On failure nothing is left.
     pub async fn add_vxlan_port(
         &self,
         name: &str,
@@ -435,14 +436,14 @@ impl Netlink {
                     .udp_csum(true)
                     .mtu(mtu)
                     .controller(bridge)
-                    .up()
                     .build(),
             )
             .execute()
             .await
             .map_err(request(format!("create vxlan device {name} on UDP {port}")))?;
         let link = self.require(name).await?;
-        self.handle
+        let flags = self
+            .handle
             .link()
             .set_port(
                 LinkBridgePort::new(link.index)
@@ -454,7 +455,15 @@ impl Netlink {
             )
             .execute()
             .await
-            .map_err(request(format!("set {name}'s bridge port flags")))?;
+            .map_err(request(format!("set {name}'s bridge port flags")));
+        let up = match flags {
+            Ok(()) => self.set_mtu_up(link.index, mtu).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = up {
+            let _ = self.delete(link.index).await;
+            return Err(e);
+        }
         Ok(link)
     }
 

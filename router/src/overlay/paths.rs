@@ -59,7 +59,14 @@ pub struct Connected {
     pub current: Option<ConnId>,
     /// A fresh random id (non-zero) for the peer to put on its datagrams.
     pub session: u32,
+    /// The control protocol version of the connection.
+    pub version: u16,
 }
+
+/// The first control protocol version whose routers read
+/// [`ControlMessage::DataPathOffer`]; an older peer is sent the offer it
+/// knows, which cannot name a vxlan device.
+pub const OFFER_VERSION: u16 = 3;
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -142,9 +149,11 @@ impl PeerPath {
         self.choice().1
     }
 
-    /// Whether the connection carries data at all.
+    /// Whether the connection carries data at all. The vxlan device
+    /// carries only unicast to MACs the userspace path taught us, and
+    /// never a broadcast (ARP): it needs the userspace path too.
     pub fn usable(&self) -> bool {
-        self.overlay() != Overlay::Userspace || self.userspace.as_ref().is_some_and(|r| r.usable)
+        self.overlay() == Overlay::Fastdp || self.userspace.as_ref().is_some_and(|r| r.usable)
     }
 }
 
@@ -240,6 +249,7 @@ impl DataPaths {
             keys,
             current,
             session,
+            version,
         } = c;
         let trusted = |ip: IpAddr| self.config.trusted_subnets.iter().any(|n| n.contains(&ip));
         let setup = Setup {
@@ -253,16 +263,24 @@ impl DataPaths {
         let Some(offer) = self.negotiation.connected(conn, setup, current) else {
             return;
         };
-        self.actions.push_back(Action::Send {
-            conn,
-            message: ControlMessage::DataPathOffer {
+        let fastdp_port = self.config.fastdp_port.filter(|_| self.local_datapath);
+        let message = if version >= OFFER_VERSION {
+            ControlMessage::DataPathOffer {
                 udp_port: self.config.udp_port,
                 session: offer.session,
                 encrypt: offer.encrypt,
-                fastdp_port: self.config.fastdp_port.filter(|_| self.local_datapath),
+                fastdp_port,
                 vxlan_device_port: self.config.vxlan_device_port.filter(|_| self.local_device),
-            },
-        });
+            }
+        } else {
+            ControlMessage::DataPath {
+                udp_port: self.config.udp_port,
+                session: offer.session,
+                encrypt: offer.encrypt,
+                vxlan_port: fastdp_port,
+            }
+        };
+        self.actions.push_back(Action::Send { conn, message });
     }
 
     fn offered(&mut self, conn: ConnId, current: Option<ConnId>, offer: PeerOffer) {

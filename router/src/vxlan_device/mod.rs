@@ -130,6 +130,23 @@ impl Drop for VxlanDevice {
     }
 }
 
+/// Deletes a device an earlier router left, when this one runs none: its
+/// static entries would hold MACs nothing maintains, and its port would
+/// stay open with no guard in front of it.
+pub async fn remove_leftover(netlink: &Netlink) {
+    if let Ok(Some(old)) = netlink.link(DEVICE).await {
+        match netlink.delete(old.index).await {
+            Ok(()) => tracing::info!(
+                device = DEVICE,
+                "removed the vxlan device of an earlier router"
+            ),
+            Err(e) => {
+                tracing::warn!(device = DEVICE, error = %e, "cannot remove the vxlan device of an earlier router")
+            }
+        }
+    }
+}
+
 /// Deletes a device of our name and makes ours; returns its index.
 async fn build(config: &VxlanDeviceConfig) -> Result<u32, netdev::NetlinkError> {
     let netlink = &config.netlink;
@@ -365,6 +382,12 @@ impl Plane {
         let intact = match (self.device, netlink.link(DEVICE).await) {
             (Some(index), Ok(Some(link))) => {
                 link.index == index && link.controller == Some(self.config.bridge)
+            }
+            // Not known now: never rebuild (and flush) a device on a
+            // failed look-up; the next pass looks again.
+            (Some(_), Err(e)) => {
+                tracing::debug!(error = %e, "vxlan device: cannot look it up");
+                return None;
             }
             _ => false,
         };

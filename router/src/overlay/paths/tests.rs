@@ -138,6 +138,7 @@ impl Sim {
                 keys,
                 current: Some(conn),
                 session,
+                version: OFFER_VERSION,
             }));
         }
         self.settle();
@@ -311,7 +312,8 @@ impl Sim {
                     want.0 == Overlay::Vxlan,
                     "{when}: {me}'s device was told the wrong set for {other}"
                 );
-                let usable = want.0 != Overlay::Userspace || self.link(me, other).udp;
+                // The vxlan device needs the userspace path for floods.
+                let usable = want.0 == Overlay::Fastdp || self.link(me, other).udp;
                 assert_eq!(
                     node.usable.get(&name(other)),
                     Some(&usable),
@@ -517,6 +519,7 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
             keys: None,
             current: Some(current),
             session,
+            version: OFFER_VERSION,
         })
     };
     let connected = |conn, session| connected_as(conn, conn, session);
@@ -586,4 +589,66 @@ fn offers_name_our_ports_and_the_vxlan_port_only_while_the_datapath_is_up() {
         paths.peer(name(1)).unwrap().reason(),
         Some(Reason::VxlanProbing)
     );
+}
+
+#[test]
+fn a_peer_of_the_previous_protocol_gets_the_offer_it_reads_and_no_device() {
+    let mut paths = DataPaths::new(DataPathsConfig {
+        udp_port: 7000,
+        fastdp_port: None,
+        trusted_subnets: Vec::new(),
+        fastdp: false,
+        vxlan_device_port: Some(7001),
+    });
+    let connected = |conn: ConnId, version| {
+        Event::Connected(Connected {
+            conn,
+            peer: name(conn as usize),
+            remote: addr(conn as usize),
+            local: addr(0),
+            keys: None,
+            current: Some(conn),
+            session: 77,
+            version,
+        })
+    };
+    paths.handle(connected(1, OFFER_VERSION - 1));
+    assert_eq!(
+        paths.poll(),
+        Some(Action::Send {
+            conn: 1,
+            message: ControlMessage::DataPath {
+                udp_port: 7000,
+                session: 77,
+                encrypt: false,
+                vxlan_port: None,
+            }
+        })
+    );
+    paths.handle(connected(2, OFFER_VERSION));
+    assert!(matches!(
+        paths.poll(),
+        Some(Action::Send {
+            message: ControlMessage::DataPathOffer {
+                vxlan_device_port: Some(7001),
+                fastdp_port: None,
+                ..
+            },
+            ..
+        })
+    ));
+    // The new peer's offer names its device: probed through ours.
+    paths.handle(Event::Offered {
+        conn: 2,
+        current: Some(2),
+        offer: PeerOffer {
+            udp_port: 6000,
+            session: 5,
+            encrypt: false,
+            vxlan_port: None,
+            vxlan_device_port: Some(6001),
+        },
+    });
+    assert!(matches!(paths.poll(), Some(Action::StartUserspace(_))));
+    assert!(matches!(paths.poll(), Some(Action::StartVxlanDevice(t)) if t.name == name(2)));
 }
