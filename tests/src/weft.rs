@@ -435,6 +435,18 @@ impl WeftHost {
             false,
         )
     }
+
+    /// A data path counter (`weft_datapath_total{counter=NAME}`) from
+    /// `/metrics`.
+    pub fn datapath_counter(&self, name: &str) -> u64 {
+        let key = format!("weft_datapath_total{{counter=\"{name}\"}} ");
+        self.metrics()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
 }
 
 /// A service address and a node port (`port` + 1) as kube-proxy writes

@@ -570,17 +570,6 @@ fn nothing_lost_12_a_restarted_router_finds_its_mesh_again() {
     tb.destroy().unwrap();
 }
 
-/// A datapath counter from `/metrics`.
-fn datapath_counter(r: &WeftHost, name: &str) -> u64 {
-    let key = format!("weft_datapath_total{{counter=\"{name}\"}} ");
-    r.metrics()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
 #[test]
 fn small_things_a_user_meets() {
     let mut tb = Testbed::create_owned("small", Spec::hosts(3).containers(1)).unwrap();
@@ -619,7 +608,7 @@ fn small_things_a_user_meets() {
         },
     );
     // Datagrams of sessions no peer has are counted, not silently eaten.
-    let before = datapath_counter(&routers[0], "dropped_unknown_session");
+    let before = routers[0].datapath_counter("dropped_unknown_session");
     let to = std::net::SocketAddr::from((tb.host_addr(1), 6783));
     tb.host(3)
         .in_thread(move || {
@@ -633,7 +622,7 @@ fn small_things_a_user_meets() {
         })
         .unwrap();
     eventually("unknown sessions counted", Duration::from_secs(30), || {
-        let n = datapath_counter(&routers[0], "dropped_unknown_session");
+        let n = routers[0].datapath_counter("dropped_unknown_session");
         (n >= before + 5).then_some(()).ok_or(format!("{n}"))
     });
     // Detach says what it gave back.
@@ -763,7 +752,7 @@ fn nothing_lost_15_a_containers_first_frames_wait_for_the_mesh() {
     let (answered, took) = ping.join().unwrap();
     assert!(answered, "the first ping is answered");
     assert!(
-        datapath_counter(&h1, "held_released") >= 1,
+        h1.datapath_counter("held_released") >= 1,
         "the ARP request was held and sent once the path came up (answered after {took:?})"
     );
     tb.destroy().unwrap();

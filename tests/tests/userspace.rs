@@ -4,19 +4,7 @@
 
 use std::{net::UdpSocket, time::Duration};
 
-use testbed::{
-    Block, Spec, Testbed, WeftHost, capture, container_addr, eventually, pings, tcp_transfer,
-};
-
-fn metric(r: &WeftHost, counter: &str) -> u64 {
-    let text = r.metrics();
-    let key = format!("weft_datapath_total{{counter=\"{counter}\"}} ");
-    text.unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {counter} in /metrics"))
-}
+use testbed::{Block, Spec, Testbed, capture, container_addr, eventually, pings, tcp_transfer};
 
 #[test]
 fn containers_on_three_hosts_reach_each_other() {
@@ -103,7 +91,7 @@ fn hosts_without_a_direct_path_are_relayed_through_a_third() {
             r.overlays("userspace", 1)
         });
     }
-    let before = metric(&routers[0], "relayed");
+    let before = routers[0].datapath_counter("relayed");
     assert!(
         pings(&tb.container(2, 1), container_addr(3)),
         "h2 -> h3 through h1"
@@ -113,7 +101,7 @@ fn hosts_without_a_direct_path_are_relayed_through_a_third() {
         "h3 -> h2 through h1"
     );
     assert!(
-        metric(&routers[0], "relayed") > before,
+        routers[0].datapath_counter("relayed") > before,
         "h1 relayed the frames"
     );
     tcp_transfer(
@@ -167,7 +155,7 @@ fn a_smaller_mtu_hop_does_not_black_hole_tcp() {
     .unwrap();
     println!("10 MB through the 1400 hop in {took:?}");
     assert!(
-        metric(&routers[0], "dropped_too_big") > 0,
+        routers[0].datapath_counter("dropped_too_big") > 0,
         "full-size frames were refused with ICMP"
     );
 }
@@ -240,12 +228,12 @@ fn with_a_password_nothing_readable_crosses_the_wire() {
         8 << 20,
     )
     .unwrap();
-    assert!(metric(&h2, "opened_together") > 0);
+    assert!(h2.datapath_counter("opened_together") > 0);
 
     // The router with the wrong password is never given a data path, so it
     // gets nothing: no frame reaches its bridge, its container reaches no one.
     assert!(!pings(&tb.container(3, 1), container_addr(1)));
-    assert_eq!(metric(&h3, "frames_to_bridge"), 0);
+    assert_eq!(h3.datapath_counter("frames_to_bridge"), 0);
     assert_eq!(h3.overlays("userspace", 0), Ok(()));
 }
 

@@ -10,16 +10,6 @@ use testbed::{Block, Spec, Testbed, WeftHost, eventually};
 
 const DEVICE: &str = "weft-vxdev";
 
-/// Frames the userspace path read from the bridge (its TAP) on `r`.
-fn tap_frames(r: &WeftHost) -> u64 {
-    let text = r.metrics().unwrap();
-    let key = "weft_datapath_total{counter=\"frames_from_bridge\"} ";
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no frames_from_bridge in /metrics"))
-}
-
 /// `bridge fdb show dev weft-vxdev` on host `h`.
 fn entries(tb: &Testbed, h: usize) -> String {
     tb.host(h)
@@ -92,10 +82,10 @@ fn three_hosts_use_the_vxlan_device_fall_back_when_blocked_and_repair_it() {
             Err(e)
         }
     });
-    let before = tap_frames(&routers[0]);
+    let before = routers[0].datapath_counter("frames_from_bridge");
     let started = Instant::now();
     tb.transfer((1, 2), 5201, 20_000_000, || diagnostics(&tb, &routers));
-    let read = tap_frames(&routers[0]) - before;
+    let read = routers[0].datapath_counter("frames_from_bridge") - before;
     eprintln!(
         "20 MB over the vxlan device in {:?}; the TAP read {read} frames",
         started.elapsed()

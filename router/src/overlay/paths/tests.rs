@@ -145,6 +145,32 @@ impl Sim {
         conn
     }
 
+    fn connect_all(&mut self) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                self.connect(a, b);
+            }
+        }
+    }
+
+    /// Every link as `pick` draws it from the sim's random source, checked;
+    /// then every link healed, checked.
+    fn break_and_heal(&mut self, round: usize, pick: impl Fn(&mut SmallRng) -> Link) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                let link = pick(&mut self.rng);
+                self.links.insert((a, b), link);
+            }
+        }
+        self.heartbeats();
+        self.check(&format!("round {round}: links broken"));
+        self.links.clear();
+        self.heartbeats();
+        self.check(&format!("round {round}: links healed"));
+    }
+
     fn close(&mut self, conn: ConnId) {
         let (a, b) = self.conns.remove(&conn).expect("a known connection");
         for me in [a, b] {
@@ -330,11 +356,7 @@ fn a_simulated_mesh_follows_links_that_fail_and_heal() {
     // Every fifth router's kernel has no datapath.
     let n = 16;
     let mut sim = Sim::new(n, |i| i % 5 != 4, false, &[]);
-    for a in 0..n {
-        for b in a + 1..n {
-            sim.connect(a, b);
-        }
-    }
+    sim.connect_all();
     // Before any heartbeat nothing carries data, and pairs that could use
     // the fast datapath are probing it.
     for (me, node) in sim.nodes.iter().enumerate() {
@@ -360,32 +382,22 @@ fn a_simulated_mesh_follows_links_that_fail_and_heal() {
 
     for round in 0..5 {
         // A third of the links break in one of three ways.
-        for a in 0..n {
-            for b in a + 1..n {
-                let link = match sim.rng.random_range(0..9) {
-                    0 => Link {
-                        vxlan: false,
-                        ..HEALTHY
-                    },
-                    1 => Link {
-                        vxlan_full: false,
-                        ..HEALTHY
-                    },
-                    2 => Link {
-                        vxlan: false,
-                        vxlan_full: false,
-                        udp: false,
-                    },
-                    _ => HEALTHY,
-                };
-                sim.links.insert((a, b), link);
-            }
-        }
-        sim.heartbeats();
-        sim.check(&format!("round {round}: links broken"));
-        sim.links.clear();
-        sim.heartbeats();
-        sim.check(&format!("round {round}: links healed"));
+        sim.break_and_heal(round, |rng| match rng.random_range(0..9) {
+            0 => Link {
+                vxlan: false,
+                ..HEALTHY
+            },
+            1 => Link {
+                vxlan_full: false,
+                ..HEALTHY
+            },
+            2 => Link {
+                vxlan: false,
+                vxlan_full: false,
+                udp: false,
+            },
+            _ => HEALTHY,
+        });
     }
 
     // A datapath that goes away takes its router off fastdp everywhere it
@@ -426,11 +438,7 @@ fn a_mesh_of_fastdp_vxlan_device_and_userspace_hosts_finds_each_pair_s_kernel_pa
     };
     let n = 30;
     let mut sim = Sim::with_kernels(n, kernel, false, &[]);
-    for a in 0..n {
-        for b in a + 1..n {
-            sim.connect(a, b);
-        }
-    }
+    sim.connect_all();
     sim.heartbeats();
     sim.check("all links healthy");
     let count = |sim: &Sim, f: fn(&Node) -> usize| sim.nodes.iter().map(f).sum::<usize>();
@@ -443,24 +451,17 @@ fn a_mesh_of_fastdp_vxlan_device_and_userspace_hosts_finds_each_pair_s_kernel_pa
         }
     }
     for round in 0..4 {
-        for a in 0..n {
-            for b in a + 1..n {
-                if sim.rng.random_range(0..3) == 0 {
-                    sim.links.insert(
-                        (a, b),
-                        Link {
-                            vxlan: false,
-                            ..HEALTHY
-                        },
-                    );
+        // vxlan blocked on a third of the links.
+        sim.break_and_heal(round, |rng| {
+            if rng.random_range(0..3) == 0 {
+                Link {
+                    vxlan: false,
+                    ..HEALTHY
                 }
+            } else {
+                HEALTHY
             }
-        }
-        sim.heartbeats();
-        sim.check(&format!("round {round}: vxlan blocked on some links"));
-        sim.links.clear();
-        sim.heartbeats();
-        sim.check(&format!("round {round}: healed"));
+        });
     }
     // A vxlan device that cannot be put back takes its router's pairs to
     // userspace with the reason, and they return with it.
