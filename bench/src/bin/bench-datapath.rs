@@ -139,48 +139,59 @@ struct Measured {
     memory: Vec<f64>,
 }
 
+/// `rounds` rounds of each of `configs`, alternating round by round so
+/// that drift in the machine's speed falls on every configuration alike.
+/// `routers` are those running meanwhile, whose CPU and memory are
+/// counted for weft's configurations.
 fn measure(
     tb: &Testbed,
-    config: Config,
+    configs: &[Config],
     routers: &[WeftHost],
     args: &Args,
-) -> Result<Measured, String> {
+) -> Result<Vec<Measured>, String> {
     let client = tb.container(1, 1);
-    let server = config.server();
     let pids: Vec<i32> = routers.iter().filter_map(|r| r.pid()).collect();
-    let mut m = Measured::default();
+    let mut all: Vec<Measured> = configs.iter().map(|_| Measured::default()).collect();
     for round in 1..=args.rounds {
-        let cpu_before: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
-        let started = Instant::now();
-        m.tcp_bw
-            .push(bench::qperf(&client, server, "tcp_bw", args.seconds)?);
-        m.iperf_1.push(iperf3(&client, server, 1, args.seconds)?);
-        m.iperf_4.push(iperf3(&client, server, 4, args.seconds)?);
-        let wall = started.elapsed().as_secs_f64();
-        let cpu_after: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
-        m.cpu.push((cpu_after - cpu_before) / wall);
-        // Right after four streams went through, while the routers'
-        // buffers are at their fullest.
-        let resident = pids
-            .iter()
-            .map(|p| bench::memory_kib(*p, "VmRSS"))
-            .fold(0.0, f64::max);
-        m.memory.push(resident / 1024.0);
-        m.tcp_lat
-            .push(bench::qperf(&client, server, "tcp_lat", args.seconds)?);
-        m.udp_lat
-            .push(bench::qperf(&client, server, "udp_lat", args.seconds)?);
-        eprintln!(
-            "{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
-            config.name(),
-            m.tcp_bw[round - 1] / 1e9,
-            m.iperf_1[round - 1] / 1e9,
-            m.iperf_4[round - 1] / 1e9,
-            m.tcp_lat[round - 1],
-            m.udp_lat[round - 1]
-        );
+        for (&config, m) in configs.iter().zip(&mut all) {
+            let server = config.server();
+            let cpu_before: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
+            let started = Instant::now();
+            m.tcp_bw
+                .push(bench::qperf(&client, server, "tcp_bw", args.seconds)?);
+            m.iperf_1.push(iperf3(&client, server, 1, args.seconds)?);
+            m.iperf_4.push(iperf3(&client, server, 4, args.seconds)?);
+            let wall = started.elapsed().as_secs_f64();
+            let cpu_after: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
+            m.cpu.push((cpu_after - cpu_before) / wall);
+            // Right after four streams went through, while the routers'
+            // buffers are at their fullest.
+            let resident = pids
+                .iter()
+                .map(|p| bench::memory_kib(*p, "VmRSS"))
+                .fold(0.0, f64::max);
+            m.memory.push(resident / 1024.0);
+            m.tcp_lat
+                .push(bench::qperf(&client, server, "tcp_lat", args.seconds)?);
+            m.udp_lat
+                .push(bench::qperf(&client, server, "udp_lat", args.seconds)?);
+            eprintln!(
+                "{}{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
+                config.name(),
+                if routers.is_empty() || config.weft().is_some() {
+                    ""
+                } else {
+                    BESIDE_WEFT
+                },
+                m.tcp_bw[round - 1] / 1e9,
+                m.iperf_1[round - 1] / 1e9,
+                m.iperf_4[round - 1] / 1e9,
+                m.tcp_lat[round - 1],
+                m.udp_lat[round - 1]
+            );
+        }
     }
-    Ok(m)
+    Ok(all)
 }
 
 /// Starts both routers and waits until their connection carries data on
@@ -310,6 +321,53 @@ fn rows(benchmark: &str, config: Config, m: &Measured, plain: &Measured) -> Vec<
     rows
 }
 
+/// weft's kernel path `config` against the kernel's vxlan device alone
+/// in the hosts and beside weft (measured round by round with it, so
+/// paired), the target applying to the latter: the same host, the same
+/// firewall, only the path differs.
+fn against_kernel_vxlan(
+    benchmark: &str,
+    config: Config,
+    m: &Measured,
+    alone: &Measured,
+    beside: &Measured,
+) -> Vec<Row> {
+    let name = config.name();
+    let (bw_target, lat_target) = match config {
+        Config::Fastdp => (">= 0.95", Some("<= 1.1")),
+        _ => (">= 0.95", None),
+    };
+    let beside_name =
+        "the kernel vxlan device beside weft (same hosts, same netfilter, paired rounds)";
+    let mut lat = Row::new(benchmark, name, UDP_LAT, "µs", &m.udp_lat)
+        .against_paired(&beside.udp_lat, beside_name);
+    if let Some(t) = lat_target {
+        lat = lat.with_target(t);
+    }
+    let mut rows = vec![
+        Row::new(benchmark, name, TCP_BW, "GB/s", &gb(&m.tcp_bw)).against(
+            &gb(&alone.tcp_bw),
+            "the kernel vxlan device alone in the hosts (no firewall, no connection tracking)",
+        ),
+        Row::new(benchmark, name, TCP_BW, "GB/s", &gb(&m.tcp_bw))
+            .against_paired(&gb(&beside.tcp_bw), beside_name)
+            .with_target(bw_target),
+        lat,
+    ];
+    let kernel = format!("{}{BESIDE_WEFT}", Config::KernelVxlan.name());
+    rows.push(
+        Row::new(benchmark, &kernel, TCP_BW, "GB/s", &gb(&beside.tcp_bw)).against(
+            &gb(&alone.tcp_bw),
+            "the kernel vxlan device alone in the hosts",
+        ),
+    );
+    rows
+}
+
+/// How a measurement of the kernel's vxlan device with weft running is
+/// named.
+const BESIDE_WEFT: &str = ", beside weft";
+
 fn main() -> Result<(), String> {
     let mut args = Args::parse();
     if args.fastdp && !args.configs.contains(&Config::Fastdp) {
@@ -335,35 +393,39 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let plain = measure(&tb, Config::Plain, &[], &args)?;
+    let plain = measure(&tb, &[Config::Plain], &[], &args)?.remove(0);
     let mut all = rows(benchmark, Config::Plain, &plain, &plain);
     let mut kernel_vxlan: Option<Measured> = None;
+    let compare = args.configs.contains(&Config::KernelVxlan);
     for &config in &args.configs {
         let routers = match config.weft() {
             Some((flags, overlay, _)) => launch(&tb, flags, overlay)?,
             None => Vec::new(),
         };
-        let m = measure(&tb, config, &routers, &args)?;
+        // weft's kernel paths are measured against the kernel's vxlan
+        // device twice: alone in the hosts (what encapsulation costs in a
+        // namespace with no firewall at all) and beside weft's routers,
+        // where the hosts' netfilter is what weft needs (its masquerade
+        // turns connection tracking on, and the bridges hand their frames
+        // to it) and what any host with Docker or kube-proxy has.
+        let beside = compare && matches!(config, Config::Fastdp | Config::VxlanDevice);
+        let configs: &[Config] = if beside {
+            &[config, Config::KernelVxlan]
+        } else {
+            &[config]
+        };
+        let mut measured = measure(&tb, configs, &routers, &args)?.into_iter();
+        let m = measured.next().expect("one measurement per configuration");
         for r in &routers {
             let _ = r.run(&["stop"]);
         }
         all.extend(rows(benchmark, config, &m, &plain));
-        // Both kernel paths are vxlan in the kernel: the kernel's own
-        // vxlan device on the same hosts, set up by hand, shows what
-        // encapsulation costs apart from anything weft does.
-        let baseline = "the kernel vxlan device, same hosts";
-        match (config, &kernel_vxlan) {
-            (Config::KernelVxlan, _) => kernel_vxlan = Some(m),
-            (Config::Fastdp, Some(k)) => all.push(
-                Row::new(benchmark, config.name(), TCP_BW, "GB/s", &gb(&m.tcp_bw))
-                    .against(&gb(&k.tcp_bw), baseline),
-            ),
-            (Config::VxlanDevice, Some(k)) => all.push(
-                Row::new(benchmark, config.name(), TCP_BW, "GB/s", &gb(&m.tcp_bw))
-                    .against(&gb(&k.tcp_bw), baseline)
-                    .with_target(">= 0.95"),
-            ),
-            _ => {}
+        if config == Config::KernelVxlan {
+            kernel_vxlan = Some(m);
+            continue;
+        }
+        if let (Some(alone), Some(next)) = (&kernel_vxlan, measured.next()) {
+            all.extend(against_kernel_vxlan(benchmark, config, &m, alone, &next));
         }
     }
     bench::emit(&all, args.json.as_deref())
