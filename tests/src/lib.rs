@@ -22,6 +22,7 @@
 
 mod bins;
 mod block;
+mod churn;
 mod error;
 pub mod kube_api;
 mod netns;
@@ -36,6 +37,7 @@ mod weft;
 
 pub use bins::workspace_bin;
 pub use block::{Block, BlockRule};
+pub use churn::MacChurn;
 pub use error::Error;
 pub use netns::Netns;
 pub use probe::{capture, ping, tcp_seen_source, tcp_transfer, udp_probe};

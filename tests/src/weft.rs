@@ -436,16 +436,38 @@ impl WeftHost {
         )
     }
 
-    /// A data path counter (`weft_datapath_total{counter=NAME}`) from
-    /// `/metrics`.
-    pub fn datapath_counter(&self, name: &str) -> u64 {
-        let key = format!("weft_datapath_total{{counter=\"{name}\"}} ");
-        self.metrics()
-            .unwrap()
+    /// The value of the `/metrics` sample `sample` (a name and its
+    /// labels, as printed: `weft_fastdp_flows`,
+    /// `weft_datapath_total{counter="relayed"}`).
+    pub fn metric(&self, sample: &str) -> Result<u64> {
+        let metrics = self.metrics()?;
+        let key = format!("{sample} ");
+        metrics
             .lines()
             .find_map(|l| l.strip_prefix(&key))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .ok_or_else(|| Error::Spec(format!("no {sample} in /metrics:\n{metrics}")))
+    }
+
+    /// A counter of the userspace data path (`weft_datapath_total`).
+    pub fn datapath_counter(&self, name: &str) -> u64 {
+        self.metric(&format!("weft_datapath_total{{counter=\"{name}\"}}"))
+            .unwrap()
+    }
+
+    /// A counter of the fast datapath (`weft_fastdp_total`).
+    pub fn fastdp_counter(&self, name: &str) -> u64 {
+        self.metric(&format!("weft_fastdp_total{{counter=\"{name}\"}}"))
+            .unwrap()
+    }
+
+    /// The flows in the kernel datapath's table, as `weft dp show` reads
+    /// them from the kernel.
+    pub fn kernel_flows(&self) -> Result<u64> {
+        let show = self.run(&["dp", "show"])?;
+        show.split(", ")
+            .find_map(|part| part.split_once(" flows").and_then(|(n, _)| n.parse().ok()))
+            .ok_or_else(|| Error::Spec(format!("no flow count in `weft dp show`: {show}")))
     }
 }
 

@@ -130,6 +130,20 @@ pub fn render(m: &Metrics) -> String {
     );
     counters(
         &mut r,
+        "weft_fastdp",
+        "The fast datapath's counters: misses planned and dropped over the upcall budget, flows installed, forwarded without a flow (table full), expired idle, evicted for room, flushes",
+        m.fastdp.iter().map(|(k, v)| (label("counter", k), *v)),
+    );
+    if let Some(flows) = m.fastdp_flows {
+        gauge(
+            &mut r,
+            "weft_fastdp_flows",
+            "Flows in the kernel datapath's table",
+            flows as usize,
+        );
+    }
+    counters(
+        &mut r,
         "weft_dns",
         "The DNS server's counters: queries; answered, nxdomain, forwarded and failed forwards, malformed; queries held for a ready instance (waits) and how they ended",
         m.dns.iter().map(|(k, v)| (label("counter", k), *v)),
@@ -270,6 +284,18 @@ mod tests {
         );
         assert!(
             out.contains("weft_datapath_total{counter=\"held_released\"} 4\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("weft_fastdp_flows"),
+            "no datapath, no gauge: {out}"
+        );
+        m.fastdp = vec![("flows_evicted", 7)];
+        m.fastdp_flows = Some(6144);
+        let out = render(&m);
+        assert!(
+            out.contains("weft_fastdp_total{counter=\"flows_evicted\"} 7\n")
+                && out.contains("weft_fastdp_flows 6144\n"),
             "{out}"
         );
         m.overlays.insert(("userspace", "vxlan-blocked"), 2);

@@ -394,6 +394,11 @@ pub struct RouterArgs {
     /// the vxlan device.
     #[arg(long, default_value_t = 6784)]
     pub fastdp_port: u16,
+    /// Most flows in the fast datapath's kernel table. Near it the least
+    /// recently used make room (from 7/8 full down to 3/4); at it a new
+    /// pair of MACs is forwarded without a flow until there is room.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1_000_000))]
+    pub fastdp_max_flows: u32,
     /// MTU of the overlay (containers' interfaces); by default the
     /// underlay interface's MTU minus what encapsulation adds.
     #[arg(long, env = "WEFT_MTU")]

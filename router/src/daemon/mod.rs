@@ -536,6 +536,7 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
                 local: identity.name,
                 bridge: netdev::BRIDGE.into(),
                 vxlan_port: args.fastdp_port,
+                flow_limits: fastdp::flow_table::Limits::for_max(args.fastdp_max_flows as usize),
                 overlay_mtu,
                 tap: netdev::TAP.into(),
                 engine: data.sender(),

@@ -97,6 +97,9 @@ pub struct Metrics {
     pub sent_by_kind: BTreeMap<String, u64>,
     /// The data path's counters by name.
     pub data: BTreeMap<&'static str, u64>,
+    /// The fast datapath's counters by name and its flows, when it runs.
+    pub fastdp: Vec<(&'static str, u64)>,
+    pub fastdp_flows: Option<u64>,
     /// The DNS server's counters by name, and the names that answer.
     pub dns: Vec<(&'static str, u64)>,
     pub names: usize,
@@ -874,6 +877,11 @@ impl Router {
                     *m.targets_by_state.entry(t.state.clone()).or_default() += 1;
                 }
                 m.data = self.data.counters.snapshot();
+                if let Some(f) = &self.fastdp {
+                    m.fastdp = f.counters.snapshot();
+                    m.fastdp_flows =
+                        Some(f.counters.flows.load(std::sync::atomic::Ordering::Relaxed));
+                }
                 for o in self.paths.peers() {
                     let reason = o.reason().map_or("", |r| r.as_str());
                     *m.overlays

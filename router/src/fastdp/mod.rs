@@ -11,21 +11,29 @@
 //! familiar tool see container traffic; the datapath only sees traffic
 //! entering and leaving the host, so flows stay few. The internal port
 //! rather than a veth pair joins the two: one device and one queueing
-//! step fewer for every packet (measured in `bench-datapath`). Flows are installed on misses ([`planner`] decides), expire
-//! when idle, and are flushed whenever routes or overlay choices change.
+//! step fewer for every packet (measured in `bench-datapath`). Flows are installed on misses ([`planner`] decides), within
+//! a budget of misses per second ([`upcall_budget`]); they expire when
+//! idle, the least recently used make room when the table nears its bound
+//! ([`flow_table`]), and all are flushed whenever routes or overlay
+//! choices change.
 //!
 //! This thread also sends and answers the vxlan heartbeats that decide
 //! whether a connection may use the fast datapath ([`crate::overlay::heartbeat`]), and puts
 //! the datapath back together if someone deletes it or its ports.
 
+pub mod flow_table;
 pub mod planner;
 pub mod show;
+pub mod upcall_budget;
 
 use std::{
     collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
     os::fd::AsRawFd,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -42,7 +50,9 @@ use crate::{
     userspace::{engine, forwarding::SharedMacs, packet::macs, switch::UserspaceCommand},
     worker::{self, Mailbox},
 };
+use flow_table::FlowTable;
 use planner::{Hop, Ingress, View};
+use upcall_budget::{UPCALLS_PER_SECOND, UpcallBudget};
 
 pub const DATAPATH: &str = "weft-dp";
 pub const VXLAN: &str = "weft-vxlan";
@@ -52,13 +62,13 @@ const BRIDGE_PORT: u32 = 0;
 /// overlay MTU, set on the bridge itself), so frames too big for a path
 /// still reach the datapath and the router can answer them.
 const BRIDGE_PORT_MTU: u32 = 65521;
-/// Flows idle this long are removed.
-const FLOW_IDLE: Duration = Duration::from_secs(60);
-/// More flows than this and the table is flushed: a bound, whatever
-/// traffic does.
-pub const MAX_FLOWS: usize = 8192;
 const REPAIR_EVERY: Duration = Duration::from_secs(1);
+/// How often the flow table is read for idle flows.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+/// How soon the next pass comes while the table sheds flows.
+const SHED_SOON: Duration = Duration::from_millis(100);
+/// How long upcalls are handled before timers get their turn.
+const UPCALL_TURN: Duration = Duration::from_millis(50);
 
 /// How to reach one peer's datapath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +108,8 @@ pub struct FastdpConfig {
     /// The bridge the datapath's internal port joins.
     pub bridge: String,
     pub vxlan_port: u16,
+    /// The flow table's bounds.
+    pub flow_limits: flow_table::Limits,
     /// The overlay MTU: full-size heartbeats carry frames this big.
     pub overlay_mtu: u32,
     pub tap: String,
@@ -121,6 +133,56 @@ struct Ports {
 /// Handle on the running fast datapath; dropping it stops the thread.
 pub struct Fastdp {
     worker: worker::Worker<FastdpCommand>,
+    pub counters: Arc<Counters>,
+}
+
+/// What the datapath thread counts, read by the API.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Packets that missed every flow and were planned.
+    pub misses: AtomicU64,
+    /// Misses dropped over the upcall budget.
+    pub misses_over_budget: AtomicU64,
+    pub flows_installed: AtomicU64,
+    /// Misses forwarded without a flow: the table was at its bound.
+    pub flows_not_installed_table_full: AtomicU64,
+    pub flows_expired_idle: AtomicU64,
+    /// Flows removed to make room, least recently used first.
+    pub flows_evicted: AtomicU64,
+    pub flushes: AtomicU64,
+    /// Flows in the kernel's table now (an upper bound between passes).
+    pub flows: AtomicU64,
+}
+
+impl Counters {
+    /// Every counter by its name (the table's size apart), for `/metrics`.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("misses", get(&self.misses)),
+            ("misses_over_budget", get(&self.misses_over_budget)),
+            ("flows_installed", get(&self.flows_installed)),
+            (
+                "flows_not_installed_table_full",
+                get(&self.flows_not_installed_table_full),
+            ),
+            ("flows_expired_idle", get(&self.flows_expired_idle)),
+            ("flows_evicted", get(&self.flows_evicted)),
+            ("flushes", get(&self.flushes)),
+        ]
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// A flow as the table's bookkeeping knows it: what the router keys its
+/// flows on (port, MACs, and for vxlan the pair's tunnel id).
+type FlowId = (Option<u32>, Option<EthernetKey>, Option<u64>);
+
+fn flow_id(key: &[KeyAttr]) -> FlowId {
+    (key.in_port(), key.ethernet(), key.tunnel_id())
 }
 
 /// A tunnel id for traffic from `src` to `dst`: 12 bits of each name, so
@@ -157,6 +219,7 @@ fn build(
     plumbing: &Plumbing,
     config: &FastdpConfig,
     upcall_pid: u32,
+    tunnel_pid: u32,
 ) -> Result<Ports, OdpError> {
     if let Ok(old) = client.datapath(DATAPATH) {
         client.delete_datapath(old.ifindex)?;
@@ -176,7 +239,7 @@ fn build(
             VportKind::Vxlan {
                 dst_port: config.vxlan_port,
             },
-            &pids,
+            &[tunnel_pid],
         )?
         .port_no;
     plumbing
@@ -228,11 +291,13 @@ impl Fastdp {
         let (sender, mailbox) = worker::mailbox().map_err(|e| OdpError::Socket(e.to_string()))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Handle::current();
+        let counters = Arc::new(Counters::default());
+        let shared = counters.clone();
         let worker = worker::Worker::spawn(
             "weft-fastdp",
             sender,
             || FastdpCommand::Stop,
-            move || match Worker::new(config, runtime, mailbox, reports) {
+            move || match Worker::new(config, runtime, mailbox, reports, shared) {
                 Ok(worker) => {
                     let _ = ready_tx.send(Ok(()));
                     worker.run();
@@ -247,7 +312,7 @@ impl Fastdp {
         ready_rx
             .await
             .unwrap_or_else(|_| Err(OdpError::Socket("the fast datapath thread died".into())))?;
-        Ok(Fastdp { worker })
+        Ok(Fastdp { worker, counters })
     }
 
     pub fn send(&self, command: FastdpCommand) {
@@ -266,13 +331,21 @@ struct Worker {
     client: Client,
     plumbing: Plumbing,
     upcalls: UpcallSocket,
+    tunnel_upcalls: UpcallSocket,
     ports: Ports,
     peers: HashMap<PeerName, VxlanPeer>,
     by_ip: HashMap<Ipv4Addr, PeerName>,
     fastdp: BTreeSet<PeerName>,
     routes: Arc<Routes>,
-    /// Flows installed since the last flush (an upper bound).
-    flows: usize,
+    table: FlowTable<FlowId>,
+    /// The key each flow was installed with, which is what deletes it: the
+    /// kernel finds a flow by its unmasked key, and a dumped key is the
+    /// masked one (its EtherType and tunnel fields differ).
+    installed: HashMap<FlowId, Vec<KeyAttr>>,
+    budget: UpcallBudget,
+    /// The budget's clock.
+    epoch: Instant,
+    counters: Arc<Counters>,
     mailbox: Mailbox<FastdpCommand>,
     reports: tokio::sync::mpsc::UnboundedSender<Report>,
     next_repair: Instant,
@@ -286,6 +359,7 @@ impl Worker {
         runtime: tokio::runtime::Handle,
         mailbox: Mailbox<FastdpCommand>,
         reports: tokio::sync::mpsc::UnboundedSender<Report>,
+        counters: Arc<Counters>,
     ) -> Result<Worker, OdpError> {
         let mut client = Client::connect()?;
         let upcalls = UpcallSocket::open()?;
@@ -294,19 +368,35 @@ impl Worker {
             runtime,
             netlink: config.netlink.clone(),
         };
-        let ports = build(&mut client, &plumbing, &config, upcalls.port_id())?;
+        // The vxlan port's upcalls (heartbeats, and misses of frames from
+        // peers) have a socket of their own, so a local container's flood
+        // of misses cannot bury the heartbeats in one queue.
+        let tunnel_upcalls = UpcallSocket::open()?;
+        tunnel_upcalls.set_nonblocking()?;
+        let ports = build(
+            &mut client,
+            &plumbing,
+            &config,
+            upcalls.port_id(),
+            tunnel_upcalls.port_id(),
+        )?;
         let now = Instant::now();
         Ok(Worker {
             routes: Arc::new(Routes::compute(config.local, Default::default())),
+            table: FlowTable::new(config.flow_limits),
+            installed: HashMap::new(),
             config,
             client,
             plumbing,
             upcalls,
+            tunnel_upcalls,
             ports,
             peers: HashMap::new(),
             by_ip: HashMap::new(),
             fastdp: BTreeSet::new(),
-            flows: 0,
+            budget: UpcallBudget::new(UPCALLS_PER_SECOND),
+            epoch: Instant::now(),
+            counters,
             mailbox,
             reports,
             next_repair: now + REPAIR_EVERY,
@@ -328,6 +418,7 @@ impl Worker {
             let mut fds = [
                 worker::readable(self.upcalls.as_raw_fd()),
                 worker::readable(self.mailbox.fd()),
+                worker::readable(self.tunnel_upcalls.as_raw_fd()),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
                 tracing::error!(error = %e, "fast datapath poll failed");
@@ -336,8 +427,11 @@ impl Worker {
             if fds[1].revents != 0 && !self.commands() {
                 return;
             }
+            if fds[2].revents != 0 {
+                self.upcalls(true);
+            }
             if fds[0].revents != 0 {
-                self.upcalls();
+                self.upcalls(false);
             }
             let now = Instant::now();
             self.heartbeats(now);
@@ -346,8 +440,7 @@ impl Worker {
                 self.repair();
             }
             if now >= self.next_expiry {
-                self.next_expiry = now + EXPIRE_EVERY;
-                self.expire();
+                self.expire(now);
             }
         }
     }
@@ -399,12 +492,25 @@ impl Worker {
         if let Err(e) = self.client.flush_flows(self.ports.dp) {
             tracing::warn!(error = %e, "cannot flush flows");
         }
-        self.flows = 0;
+        self.table.cleared();
+        self.installed.clear();
+        bump(&self.counters.flushes, 1);
+        self.counters.flows.store(0, Ordering::Relaxed);
     }
 
-    fn upcalls(&mut self) {
-        loop {
-            let batch = match self.upcalls.recv() {
+    /// Handles what the upcall socket holds, for at most
+    /// [`UPCALL_TURN`]: under a flood of misses the socket never runs
+    /// dry, and heartbeats, repairs and the flow table's passes must still
+    /// get their turn.
+    fn upcalls(&mut self, tunnel: bool) {
+        let started = Instant::now();
+        while started.elapsed() < UPCALL_TURN {
+            let socket = if tunnel {
+                &self.tunnel_upcalls
+            } else {
+                &self.upcalls
+            };
+            let batch = match socket.recv() {
                 Ok(b) if b.is_empty() => return,
                 Ok(b) => b,
                 Err(e) => {
@@ -459,6 +565,12 @@ impl Worker {
         let Some((src, dst)) = macs(&upcall.packet) else {
             return;
         };
+        if !self.budget.take(self.epoch.elapsed().as_micros() as u64) {
+            bump(&self.counters.misses_over_budget, 1);
+            return;
+        }
+        bump(&self.counters.misses, 1);
+        let planning = Instant::now();
         let view = View {
             local: self.config.local,
             routes: &self.routes,
@@ -492,17 +604,7 @@ impl Worker {
             key.insert(0, KeyAttr::Tunnel(tunnel));
             mask.insert(0, KeyAttr::Tunnel(exact));
         }
-        if self.flows >= MAX_FLOWS {
-            self.flush();
-        }
-        let flow = Flow::new(key, Some(mask), actions.clone());
-        match self
-            .client
-            .put_flow(self.ports.dp, &flow, PutMode::CreateOrModify)
-        {
-            Ok(_) => self.flows += 1,
-            Err(e) => tracing::debug!(error = %e, "cannot install a flow"),
-        }
+        self.install(Flow::new(key, Some(mask), actions.clone()), now);
         // The packet that missed still has to go.
         let mut exec_key = vec![KeyAttr::InPort(in_port)];
         if let Some(t) = upcall.key.tunnel() {
@@ -515,6 +617,35 @@ impl Worker {
         {
             tracing::debug!(error = %e, "cannot execute a missed packet");
         }
+        self.budget.charge(planning.elapsed().as_micros() as u64);
+    }
+
+    /// Installs a flow if the table has room; near the bound, asks for a
+    /// pass that makes room soon.
+    fn install(&mut self, flow: Flow, now: Instant) {
+        if self.table.admit() {
+            match self
+                .client
+                .put_flow(self.ports.dp, &flow, PutMode::CreateOrModify)
+            {
+                Ok(_) => {
+                    bump(&self.counters.flows_installed, 1);
+                    self.installed.insert(flow_id(&flow.key), flow.key);
+                }
+                Err(e) => {
+                    self.table.not_installed();
+                    tracing::debug!(error = %e, "cannot install a flow");
+                }
+            }
+        } else {
+            bump(&self.counters.flows_not_installed_table_full, 1);
+        }
+        if self.table.crowded() {
+            self.next_expiry = self.next_expiry.min(now + SHED_SOON);
+        }
+        self.counters
+            .flows
+            .store(self.table.count() as u64, Ordering::Relaxed);
     }
 
     fn tunnel_to(&self, peer: PeerName) -> Option<Action> {
@@ -628,10 +759,12 @@ impl Worker {
             &self.plumbing,
             &self.config,
             self.upcalls.port_id(),
+            self.tunnel_upcalls.port_id(),
         ) {
             Ok(ports) => {
                 self.ports = ports;
-                self.flows = 0;
+                self.table.cleared();
+                self.installed.clear();
                 if !self.up {
                     self.up = true;
                     let _ = self.reports.send(Report::Datapath {
@@ -654,23 +787,48 @@ impl Worker {
         }
     }
 
-    /// Removes flows idle for a while.
-    fn expire(&mut self) {
-        let Ok(flows) = self.client.flows(self.ports.dp) else {
-            return;
+    /// Removes idle flows, and the least recently used when the table is
+    /// crowded, a step at a time ([`flow_table`]).
+    fn expire(&mut self, now: Instant) {
+        self.next_expiry = now + EXPIRE_EVERY;
+        let flows = match self.client.flows(self.ports.dp) {
+            Ok(flows) => flows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the flow table: no flow expires or makes room");
+                return;
+            }
         };
-        self.flows = flows.len();
-        let used: Vec<Option<u64>> = flows.iter().map(|f| f.used_ms).collect();
-        let idle = planner::idle_flows(&used, monotonic_ms(), FLOW_IDLE.as_millis() as u64);
-        for i in idle {
-            if self
-                .client
-                .delete_flow(self.ports.dp, &flows[i].key)
-                .is_ok()
-            {
-                self.flows -= 1;
+        let ages: Vec<(FlowId, Option<u64>)> =
+            flows.iter().map(|f| (flow_id(&f.key), f.used_ms)).collect();
+        let pass = self.table.pass(&ages, monotonic_ms());
+        for (n, &i) in pass.delete.iter().enumerate() {
+            let key = self
+                .installed
+                .remove(&ages[i].0)
+                .unwrap_or_else(|| flows[i].key.clone());
+            let deleted = self.client.delete_flow(self.ports.dp, &key);
+            if let Err(e) = &deleted {
+                tracing::debug!(error = %e, "cannot delete a flow");
+            }
+            if deleted.is_ok() {
+                self.table.removed();
+                let counter = if n < pass.idle {
+                    &self.counters.flows_expired_idle
+                } else {
+                    &self.counters.flows_evicted
+                };
+                bump(counter, 1);
             }
         }
+        if pass.again || self.table.crowded() {
+            self.next_expiry = now + SHED_SOON;
+        }
+        // Keys of flows the kernel no longer has (deleted by someone else).
+        let present: std::collections::HashSet<&FlowId> = ages.iter().map(|(id, _)| id).collect();
+        self.installed.retain(|id, _| present.contains(id));
+        self.counters
+            .flows
+            .store(self.table.count() as u64, Ordering::Relaxed);
     }
 }
 

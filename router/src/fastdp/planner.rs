@@ -110,19 +110,6 @@ fn toward(view: &View, owner: PeerName) -> Hop {
     }
 }
 
-/// Which of the kernel's flows to delete: those unused for longer than
-/// `idle_ms`, given each flow's last use on the kernel's monotonic clock
-/// (`None`: never used since installed, kept until it has been) and that
-/// clock's `now_ms`.
-pub fn idle_flows(used_ms: &[Option<u64>], now_ms: u64, idle_ms: u64) -> Vec<usize> {
-    used_ms
-        .iter()
-        .enumerate()
-        .filter(|(_, used)| used.is_some_and(|u| now_ms.saturating_sub(u) > idle_ms))
-        .map(|(i, _)| i)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::{collections::BTreeMap, time::Instant};
@@ -253,17 +240,5 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(hops, vec![Hop::Bridge, Hop::Userspace(n(2))]);
-    }
-
-    #[test]
-    fn flows_idle_past_the_limit_go_and_fresh_or_unused_ones_stay() {
-        let used = [Some(1_000), Some(59_000), None, Some(70_000), Some(100_000)];
-        // Exactly at the limit (70_000) is not past it.
-        assert_eq!(idle_flows(&used, 100_000, 30_000), vec![0, 1]);
-        assert_eq!(idle_flows(&used, 100_001, 30_000), vec![0, 1, 3]);
-        assert_eq!(idle_flows(&used, 100_000, 100_000), Vec::<usize>::new());
-        // A clock that reads earlier than a flow's use (a flow installed
-        // just now) never counts as idle.
-        assert!(idle_flows(&[Some(200_000)], 100_000, 0).is_empty());
     }
 }

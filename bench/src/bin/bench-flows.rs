@@ -1,0 +1,251 @@
+//! The fast datapath's flow table under churn, in the kernel VM
+//! (`scripts/bench-flows`): one container sends frames from 20,000 source
+//! MACs (simulated containers) to a container on the other host, each
+//! pair once a second, so the 8,192 flows the table may hold never cover
+//! them and misses never stop. Meanwhile an established TCP transfer
+//! (iperf3) between two real containers is measured against the same
+//! transfer without the churn, round by round in the same run, with how
+//! many misses the routers planned per second, what the kernel lost, the
+//! largest table seen and how many flows were evicted.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bench::Row;
+use clap::Parser;
+use testbed::{MacChurn, Netns, Spec, Testbed, WeftHost, eventually};
+
+const BENCHMARK: &str = "flow table in the kernel VM";
+const CONFIG: &str = "weft fastdp, 20,000 MAC pairs churning";
+#[derive(Parser)]
+#[command(
+    about = "the fast datapath's flow table under a churn of MAC pairs, with an established transfer measured alongside"
+)]
+struct Args {
+    /// Distinct source MACs sending to the other host's container.
+    #[arg(long, default_value_t = 20_000)]
+    pairs: u32,
+    /// Frames per second over all pairs.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u32,
+    /// Seconds of each iperf3 run.
+    #[arg(long, default_value_t = 8)]
+    seconds: u32,
+    /// Rounds, each a run without churn and one with.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// iperf3's received throughput in bits/s.
+fn iperf3(client: &Netns, server: &str, seconds: u32) -> Result<f64, String> {
+    let out = client
+        .run(["iperf3", "-c", server, "-J", "-t", &seconds.to_string()])
+        .map_err(|e| e.to_string())?;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("iperf3 -J output: {e}: {out}"))?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| format!("no end.sum_received in iperf3's report: {out}"))
+}
+
+/// A counter of `weft_fastdp_total`.
+fn fastdp_metric(router: &WeftHost, name: &str) -> Result<u64, String> {
+    router
+        .metric(&format!("weft_fastdp_total{{counter=\"{name}\"}}"))
+        .map_err(|e| e.to_string())
+}
+
+/// The kernel's count of upcalls it lost (its queue to the router full),
+/// from `weft dp show`.
+fn kernel_lost(router: &WeftHost) -> Result<u64, String> {
+    let out = router.run(&["dp", "show"]).map_err(|e| e.to_string())?;
+    out.split(", ")
+        .find_map(|part| part.strip_suffix(" lost"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("no lost count in `weft dp show`: {out}"))
+}
+
+/// The counters of both routers summed.
+fn sum(routers: &[WeftHost], f: impl Fn(&WeftHost) -> Result<u64, String>) -> Result<u64, String> {
+    routers.iter().map(f).sum()
+}
+
+#[derive(Default)]
+struct Churned {
+    /// The transfer's bits/s.
+    transfer: Vec<f64>,
+    misses_per_s: Vec<f64>,
+    over_budget_per_s: Vec<f64>,
+    lost_per_s: Vec<f64>,
+    evicted_per_s: Vec<f64>,
+    most_flows: Vec<f64>,
+    sent_per_s: Vec<f64>,
+    flushes: Vec<f64>,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let tb = Testbed::create_owned("benchfl", Spec::hosts(2).containers(1))
+        .map_err(|e| e.to_string())?;
+    let mut routers = Vec::new();
+    for h in 1..=2 {
+        let weft = tb.weft(h);
+        let first = tb.host_addr(1).to_string();
+        let peers: Vec<&str> = if h == 2 { vec![&first] } else { vec![] };
+        weft.launch(&peers).map_err(|e| e.to_string())?;
+        weft.run(&[
+            "attach",
+            &format!("10.32.0.{h}/12"),
+            tb.container(h, 1).name(),
+        ])
+        .map_err(|e| e.to_string())?;
+        routers.push(weft);
+    }
+    eventually("the fast datapath", Duration::from_secs(90), || {
+        routers[0].overlays("fastdp", 1)
+    });
+    let (client, server) = (tb.container(1, 1), tb.container(2, 1));
+    let _iperf3 = tb
+        .spawn(&server, "iperf3", ["iperf3", "-s"])
+        .map_err(|e| e.to_string())?;
+    let dst = server.mac("weft0").map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut quiet = Vec::new();
+    let mut churned = Churned::default();
+    for round in 1..=args.rounds {
+        quiet.push(iperf3(&client, "10.32.0.2", args.seconds)?);
+
+        let before = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
+        let (misses0, over0, evicted0, flushes0) = (
+            before("misses")?,
+            before("misses_over_budget")?,
+            before("flows_evicted")?,
+            before("flushes")?,
+        );
+        let lost0 = sum(&routers, kernel_lost)?;
+        let churn = MacChurn::start(&client, "weft0", &dst, args.pairs, args.rate)
+            .map_err(|e| e.to_string())?;
+        // Let the table fill before the transfer is measured.
+        std::thread::sleep(Duration::from_secs(3));
+        let started = Instant::now();
+        let watch_stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let watch_stop = watch_stop.clone();
+            let r1 = tb.weft(1);
+            std::thread::spawn(move || {
+                let mut most = 0u64;
+                while !watch_stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = r1.kernel_flows() {
+                        most = most.max(n);
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                most
+            })
+        };
+        let transfer = iperf3(&client, "10.32.0.2", args.seconds);
+        watch_stop.store(true, Ordering::Relaxed);
+        let most = watcher.join().map_err(|_| "the table watcher panicked")?;
+        let sent = churn.stop().map_err(|e| e.to_string())?;
+        let wall = started.elapsed().as_secs_f64() + 3.0;
+        let after = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
+        let per_s = |now: u64, then: u64| (now - then) as f64 / wall;
+        churned.transfer.push(transfer?);
+        churned.misses_per_s.push(per_s(after("misses")?, misses0));
+        churned
+            .over_budget_per_s
+            .push(per_s(after("misses_over_budget")?, over0));
+        churned
+            .evicted_per_s
+            .push(per_s(after("flows_evicted")?, evicted0));
+        churned.flushes.push((after("flushes")? - flushes0) as f64);
+        churned
+            .lost_per_s
+            .push(per_s(sum(&routers, kernel_lost)?, lost0));
+        churned.most_flows.push(most as f64);
+        churned.sent_per_s.push(sent as f64 / wall);
+        eprintln!(
+            "round {round}: transfer {:.0} -> {:.0} Mbit/s with churn; {:.0} frames/s sent, {:.0} misses/s planned, {:.0}/s over budget, {:.0}/s lost by the kernel, {:.0} flows evicted/s, at most {most} flows on host 1",
+            quiet[round - 1] / 1e6,
+            churned.transfer[round - 1] / 1e6,
+            churned.sent_per_s[round - 1],
+            churned.misses_per_s[round - 1],
+            churned.over_budget_per_s[round - 1],
+            churned.lost_per_s[round - 1],
+            churned.evicted_per_s[round - 1],
+        );
+        // The churn's last frames drain before the next quiet run.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let mbit = |v: &[f64]| v.iter().map(|x| x / 1e6).collect::<Vec<_>>();
+    let rows = vec![
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "iperf3, 1 stream, during churn",
+            "Mbit/s",
+            &mbit(&churned.transfer),
+        )
+        .against_paired(&mbit(&quiet), "the same transfer without churn, same round")
+        .with_target(">= 0.8"),
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "misses planned, both routers",
+            "1/s",
+            &churned.misses_per_s,
+        )
+        .with_note(
+            "upcalls the routers installed a flow for (or forwarded without one, the table full)",
+        ),
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "misses over the upcall budget",
+            "1/s",
+            &churned.over_budget_per_s,
+        ),
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "upcalls lost by the kernel",
+            "1/s",
+            &churned.lost_per_s,
+        )
+        .with_note("the kernel's count: its queue to the router was full"),
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "flows evicted for room",
+            "1/s",
+            &churned.evicted_per_s,
+        ),
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "most flows in host 1's table",
+            "flows",
+            &churned.most_flows,
+        )
+        .with_target("<= 8192"),
+        Row::new(BENCHMARK, CONFIG, "flushes", "count", &churned.flushes).with_note(
+            "the whole table emptied (routes or overlay choices changed); the bound never flushes",
+        ),
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "churn frames sent",
+            "1/s",
+            &churned.sent_per_s,
+        ),
+    ];
+    bench::emit(&rows, args.json.as_deref())
+}

@@ -1,0 +1,99 @@
+//! How many missed packets the router plans, and for how long. Planning a
+//! miss costs two netlink requests (install the flow, send the packet); a
+//! container sending from thousands of forged MACs would otherwise keep
+//! the worker busy with its misses alone, the kernel's upcall queue would
+//! overflow, and the vxlan heartbeats that queue also carries would be
+//! lost, taking every connection off the fast datapath. Over the budget a
+//! miss is read and dropped (cheap), so the queue keeps draining and
+//! heartbeats are still answered; established flows never miss.
+
+/// Misses planned per second, at most.
+pub const UPCALLS_PER_SECOND: u32 = 20_000;
+/// The budget is granted in windows this long, so a burst cannot spend a
+/// whole second's worth at once.
+const WINDOW_US: u64 = 100_000;
+/// Of each window, at most this long goes to planning misses, whatever
+/// the machine's speed: the rest is for draining the queue, heartbeats,
+/// the flow table's passes and repairs.
+const BUSY_US: u64 = WINDOW_US / 2;
+
+#[derive(Debug)]
+pub struct UpcallBudget {
+    per_window: u32,
+    window: u64,
+    spent: u32,
+    busy_us: u64,
+}
+
+impl UpcallBudget {
+    pub fn new(per_second: u32) -> UpcallBudget {
+        UpcallBudget {
+            per_window: (per_second as u64 * WINDOW_US / 1_000_000).max(1) as u32,
+            window: u64::MAX,
+            spent: 0,
+            busy_us: 0,
+        }
+    }
+
+    /// Whether one more miss may be planned at `now_us` (any monotonic
+    /// clock in microseconds).
+    pub fn take(&mut self, now_us: u64) -> bool {
+        let window = now_us / WINDOW_US;
+        if window != self.window {
+            self.window = window;
+            self.spent = 0;
+            self.busy_us = 0;
+        }
+        if self.spent >= self.per_window || self.busy_us >= BUSY_US {
+            return false;
+        }
+        self.spent += 1;
+        true
+    }
+
+    /// Planning the miss just taken took `us` microseconds.
+    pub fn charge(&mut self, us: u64) {
+        self.busy_us = self.busy_us.saturating_add(us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_grants_its_share_and_the_next_one_starts_afresh() {
+        let mut b = UpcallBudget::new(1_000);
+        let granted = (0..500).filter(|_| b.take(1_050_000)).count();
+        assert_eq!(granted, 100, "a tenth of a second's share");
+        assert!(!b.take(1_099_999));
+        assert!(b.take(1_100_000), "a new window");
+        // Over a simulated second of a flood, at most the rate goes through.
+        let mut b = UpcallBudget::new(20_000);
+        let granted = (0..1_000_000u64).filter(|i| b.take(5_000_000 + i)).count();
+        assert_eq!(granted, 20_000);
+    }
+
+    #[test]
+    fn a_slow_machine_plans_for_half_of_each_window_only() {
+        // Each miss takes 10 ms to plan: five fit in half a window.
+        let mut b = UpcallBudget::new(20_000);
+        let mut granted = 0;
+        for i in 0..100u64 {
+            if b.take(200_000 + i * 100) {
+                b.charge(10_000);
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 5);
+        assert!(b.take(300_000), "the next window");
+    }
+
+    #[test]
+    fn a_tiny_rate_still_lets_one_through_per_window() {
+        let mut b = UpcallBudget::new(1);
+        assert!(b.take(0));
+        assert!(!b.take(50_000));
+        assert!(b.take(100_000));
+    }
+}
