@@ -88,7 +88,11 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     }
     assert!(dp.contains("udp 6784"), "{dp}");
     let ours = routers[0].run(&["dp", "flows"]).unwrap();
-    assert!(ours.contains("set(tunnel(id="), "weft dp flows: {ours}");
+    assert!(
+        ours.contains("set(tunnel(id="),
+        "weft dp flows: {ours}\nthe kernel's, just before: {flows}\n{}",
+        diagnostics(&routers)
+    );
 
     // vxlan blocked between h1 and h2: they fall back within 5 s and keep
     // carrying traffic; h1-h3 stays on fastdp.

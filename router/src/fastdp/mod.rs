@@ -466,16 +466,20 @@ impl Worker {
                     self.peers.remove(&name);
                     self.by_ip.retain(|_, n| *n != name);
                     self.config.macs.lock().forget_router(name);
-                    self.flush();
+                    self.flush(format_args!("{name} left"));
                 }
                 FastdpCommand::Routes(routes) => {
                     self.routes = routes;
-                    self.flush();
+                    self.flush(format_args!("the routes changed"));
                 }
                 FastdpCommand::Fastdp(set) => {
                     if set != self.fastdp {
+                        let names: Vec<String> = set.iter().map(|p| p.to_string()).collect();
+                        self.flush(format_args!(
+                            "the peers on the fast datapath are now [{}]",
+                            names.join(", ")
+                        ));
                         self.fastdp = set;
-                        self.flush();
                     }
                 }
                 FastdpCommand::Stop => {
@@ -488,7 +492,13 @@ impl Worker {
     }
 
     /// Removes every flow: they come back, recomputed, on the next miss.
-    fn flush(&mut self) {
+    /// Logged with its cause, since a flush sends every established
+    /// connection back through upcalls at once.
+    fn flush(&mut self, why: std::fmt::Arguments) {
+        tracing::info!(
+            flows = self.table.count(),
+            "flushing the fast datapath's flows: {why}"
+        );
         if let Err(e) = self.client.flush_flows(self.ports.dp) {
             tracing::warn!(error = %e, "cannot flush flows");
         }
