@@ -254,6 +254,24 @@ fn two_netdev_ports_forward_only_through_installed_flows() {
     let one = odp.flow(dp.ifindex, &key).unwrap();
     assert_eq!(one.actions, vec![Action::Output(v1.port_no)]);
     assert!(one.used_ms.is_some(), "a flow that matched reports when");
+    // Putting a flow that exists: Create refuses, CreateOrModify replaces
+    // its actions (the kernel reads NLM_F_CREATE as "exclusive").
+    let (key, mask) = from_port(v2.port_no);
+    let again = Flow::new(key.clone(), Some(mask), vec![Action::Output(v1.port_no)]);
+    assert!(matches!(
+        odp.put_flow(dp.ifindex, &again, PutMode::Create),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let dropping = Flow::new(again.key.clone(), again.mask.clone(), Vec::new());
+    odp.put_flow(dp.ifindex, &dropping, PutMode::CreateOrModify)
+        .unwrap();
+    assert!(odp.flow(dp.ifindex, &key).unwrap().actions.is_empty());
+    odp.put_flow(dp.ifindex, &again, PutMode::CreateOrModify)
+        .unwrap();
+    assert_eq!(
+        odp.flow(dp.ifindex, &key).unwrap().actions,
+        vec![Action::Output(v1.port_no)]
+    );
     let stats = odp.datapath("tdp").unwrap().stats;
     assert!(
         stats.missed > 0,

@@ -169,14 +169,17 @@ impl FlowMessage {
 }
 
 impl PutMode {
-    /// `NLM_F_CREATE` and `NLM_F_EXCL` as the kernel's flow code reads them.
+    /// `NLM_F_CREATE` and `NLM_F_EXCL` as the kernel's flow code reads
+    /// them: either one on `OVS_FLOW_CMD_NEW` refuses a flow that exists
+    /// (genetlink once took `NLM_F_EXCL` for a dump, so the kernel accepts
+    /// `NLM_F_CREATE` in its place), and without both a new flow is
+    /// created anyway. So "create or modify" is neither flag.
     pub fn netlink_flags(self) -> u16 {
         const NLM_F_EXCL: u16 = 0x200;
         const NLM_F_CREATE: u16 = 0x400;
         match self {
             PutMode::Create => NLM_F_CREATE | NLM_F_EXCL,
-            PutMode::CreateOrModify => NLM_F_CREATE,
-            PutMode::Modify => 0,
+            PutMode::CreateOrModify | PutMode::Modify => 0,
         }
     }
 }
