@@ -6,8 +6,10 @@
 //!
 //! A heartbeat is an Ethernet frame with a local-experimental EtherType,
 //! which no container uses. On the fast datapath it goes between two fixed
-//! weft MACs, so no data flow ever matches one and each arrives at the
-//! receiving router as a miss; through the vxlan device it goes to the
+//! weft MACs, so no data flow ever matches one; the receiving router's
+//! heartbeat flow (those MACs and the EtherType on its vxlan port) hands
+//! each to a socket of its own, never queued behind misses (without that
+//! flow it arrives as a miss); through the vxlan device it goes to the
 //! receiving host's bridge MAC, so its bridge hands it up to the router's
 //! socket instead of forwarding it. The receiver reads the EtherType, not
 //! the destination.
@@ -33,6 +35,12 @@ const MIN_LEN: usize = 14 + 1 + 4 + 6 + 2;
 /// A path that never answered is called blocked after this long, rather
 /// than left "probing" for ever.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(4);
+
+/// An ack counts only for one of the last this many heartbeats sent (the
+/// path is dead after six intervals without one anyway): an ack for a
+/// sequence number never sent, or sent long ago, is a replay or a forgery
+/// and must not keep a dead path up.
+const ACK_WINDOW: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -145,7 +153,7 @@ impl VxlanPath {
         len: usize,
     ) -> Option<Heartbeat> {
         if hb.ack {
-            self.acked(now, usize::from(hb.size));
+            self.acked(now, hb.seq, usize::from(hb.size));
             return None;
         }
         Some(Heartbeat {
@@ -156,8 +164,11 @@ impl VxlanPath {
         })
     }
 
-    /// An ack came back, for a frame of `size` bytes.
-    pub fn acked(&mut self, now: Instant, size: usize) {
+    /// An ack came back for heartbeat `seq`, a frame of `size` bytes.
+    pub fn acked(&mut self, now: Instant, seq: u32, size: usize) {
+        if seq == 0 || self.seq.wrapping_sub(seq) >= ACK_WINDOW {
+            return;
+        }
         self.first_ack.get_or_insert(now);
         self.liveness.received(now);
         if size >= self.full_size {
@@ -227,16 +238,16 @@ mod tests {
             VxlanState::Down,
             "never answered: blocked, not probing for ever"
         );
-        let (_, small) = p.poll(t0).unwrap();
-        p.acked(t0, small);
+        let (seq, small) = p.poll(t0).unwrap();
+        p.acked(t0, seq, small);
         assert_eq!(
             p.state(t0),
             VxlanState::Probing,
             "the full-size heartbeat has not had its chance yet"
         );
-        let (_, full) = p.poll(t0 + PATH_HEARTBEAT_INTERVAL).unwrap();
+        let (seq, full) = p.poll(t0 + PATH_HEARTBEAT_INTERVAL).unwrap();
         assert_eq!(full, 1464);
-        p.acked(t0 + PATH_HEARTBEAT_INTERVAL, full);
+        p.acked(t0 + PATH_HEARTBEAT_INTERVAL, seq, full);
         assert_eq!(
             p.state(t0 + PATH_HEARTBEAT_INTERVAL),
             VxlanState::Up { full_size: true }
@@ -247,9 +258,9 @@ mod tests {
         let mut q = VxlanPath::new(t0, 1464);
         for k in 0..8 {
             let at = t0 + PATH_HEARTBEAT_INTERVAL * k;
-            let (_, size) = q.poll(at).unwrap();
+            let (seq, size) = q.poll(at).unwrap();
             if size < 1464 {
-                q.acked(at, size);
+                q.acked(at, seq, size);
             }
         }
         assert_eq!(
@@ -284,8 +295,42 @@ mod tests {
             })
         );
         assert_eq!(p.state(t0), VxlanState::Probing, "a ping is not an answer");
-        let ack = Heartbeat { ack: true, ..ping };
+        let (seq, _) = p.poll(t0).unwrap();
+        let ack = Heartbeat {
+            ack: true,
+            seq,
+            ..ping
+        };
         assert_eq!(p.on_heartbeat(t0, me, ack, 64), None);
         assert_eq!(p.state(t0), VxlanState::Up { full_size: true });
+    }
+
+    #[test]
+    fn acks_count_only_for_heartbeats_recently_sent() {
+        let t0 = Instant::now();
+        let me = PeerName::from_u64(0x0200_0000_0001);
+        let ack = |seq| Heartbeat {
+            ack: true,
+            seq,
+            sender: PeerName::from_u64(0x0200_0000_0002),
+            size: 1464,
+        };
+        // Nothing sent yet: no ack can be for us.
+        let mut p = VxlanPath::new(t0, 1464);
+        p.on_heartbeat(t0, me, ack(1), 1464);
+        assert_eq!(p.state(t0), VxlanState::Probing);
+        // Ten sent: the newest eight count, older ones, the future and
+        // zero do not.
+        let mut at = t0;
+        for _ in 0..10 {
+            at += PATH_HEARTBEAT_INTERVAL;
+            p.poll(at).unwrap();
+        }
+        for seq in [0, 1, 2, 11, u32::MAX] {
+            p.on_heartbeat(at, me, ack(seq), 1464);
+            assert_eq!(p.state(at), VxlanState::Down, "seq {seq} counted");
+        }
+        p.on_heartbeat(at, me, ack(3), 1464);
+        assert_eq!(p.state(at), VxlanState::Up { full_size: true });
     }
 }
