@@ -87,6 +87,22 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
         assert!(dp.contains(port), "weft dp show: {dp}");
     }
     assert!(dp.contains("udp 6784"), "{dp}");
+    // Peers' heartbeats come up through their own flow, not as misses.
+    let heartbeats = flows
+        .lines()
+        .find(|l| l.contains("eth_type(0x88b5)"))
+        .unwrap_or_else(|| panic!("no heartbeat flow: {flows}"));
+    assert!(heartbeats.contains("actions:userspace("), "{heartbeats}");
+    let counted: u64 = heartbeats
+        .split("packets:")
+        .nth(1)
+        .and_then(|n| n.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        counted > 0,
+        "no heartbeat counted on its flow: {heartbeats}"
+    );
     let ours = routers[0].run(&["dp", "flows"]).unwrap();
     assert!(
         ours.contains("set(tunnel(id="),

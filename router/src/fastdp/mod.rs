@@ -18,8 +18,10 @@
 //! choices change.
 //!
 //! This thread also sends and answers the vxlan heartbeats that decide
-//! whether a connection may use the fast datapath ([`crate::overlay::heartbeat`]), and puts
-//! the datapath back together if someone deletes it or its ports.
+//! whether a connection may use the fast datapath
+//! ([`crate::overlay::heartbeat`]; peers' heartbeats come up through a
+//! flow of their own, not as misses), and puts the datapath back together
+//! if someone deletes it or its ports.
 
 pub mod flow_table;
 pub mod planner;
@@ -42,7 +44,7 @@ use weft_odp::{
     TunnelKey, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
 };
 
-use crate::overlay::heartbeat::{Heartbeat, VxlanPath, VxlanState};
+use crate::overlay::heartbeat::{self, Heartbeat, VxlanPath, VxlanState};
 use crate::{
     identity::PeerName,
     mesh::Routes,
@@ -332,6 +334,9 @@ struct Worker {
     plumbing: Plumbing,
     upcalls: UpcallSocket,
     tunnel_upcalls: UpcallSocket,
+    /// Where the heartbeat flow sends peers' heartbeats: never queued
+    /// behind misses, however many there are.
+    heartbeat_upcalls: UpcallSocket,
     ports: Ports,
     peers: HashMap<PeerName, VxlanPeer>,
     by_ip: HashMap<Ipv4Addr, PeerName>,
@@ -373,6 +378,8 @@ impl Worker {
         // of misses cannot bury the heartbeats in one queue.
         let tunnel_upcalls = UpcallSocket::open()?;
         tunnel_upcalls.set_nonblocking()?;
+        let heartbeat_upcalls = UpcallSocket::open()?;
+        heartbeat_upcalls.set_nonblocking()?;
         let ports = build(
             &mut client,
             &plumbing,
@@ -381,7 +388,7 @@ impl Worker {
             tunnel_upcalls.port_id(),
         )?;
         let now = Instant::now();
-        Ok(Worker {
+        let mut worker = Worker {
             routes: Arc::new(Routes::compute(config.local, Default::default())),
             table: FlowTable::new(config.flow_limits),
             installed: HashMap::new(),
@@ -390,6 +397,7 @@ impl Worker {
             plumbing,
             upcalls,
             tunnel_upcalls,
+            heartbeat_upcalls,
             ports,
             peers: HashMap::new(),
             by_ip: HashMap::new(),
@@ -402,7 +410,9 @@ impl Worker {
             next_repair: now + REPAIR_EVERY,
             next_expiry: now + EXPIRE_EVERY,
             up: true,
-        })
+        };
+        worker.install_heartbeat_flow();
+        Ok(worker)
     }
 
     fn run(mut self) {
@@ -419,6 +429,7 @@ impl Worker {
                 worker::readable(self.upcalls.as_raw_fd()),
                 worker::readable(self.mailbox.fd()),
                 worker::readable(self.tunnel_upcalls.as_raw_fd()),
+                worker::readable(self.heartbeat_upcalls.as_raw_fd()),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
                 tracing::error!(error = %e, "fast datapath poll failed");
@@ -426,6 +437,9 @@ impl Worker {
             }
             if fds[1].revents != 0 && !self.commands() {
                 return;
+            }
+            if fds[3].revents != 0 {
+                self.heartbeat_upcalls();
             }
             if fds[2].revents != 0 {
                 self.upcalls(true);
@@ -506,6 +520,78 @@ impl Worker {
         self.installed.clear();
         bump(&self.counters.flushes, 1);
         self.counters.flows.store(0, Ordering::Relaxed);
+        self.install_heartbeat_flow();
+    }
+
+    /// The flow that sends peers' heartbeats (their fixed MACs and
+    /// EtherType, on the vxlan port, any tunnel) straight to their own
+    /// socket. As misses they would share the vxlan port's queue with every
+    /// frame from peers that has no flow yet: a flood of new MACs queued
+    /// seconds of upcalls ahead of them, the path was declared dead, and
+    /// the flush that followed made the flood worse. Installed with the
+    /// datapath, after every flush and at every repair pass (in case
+    /// another program deleted it); without it heartbeats still arrive, as
+    /// misses.
+    fn install_heartbeat_flow(&mut self) {
+        let key = vec![
+            KeyAttr::InPort(self.ports.vxlan),
+            KeyAttr::Ethernet(EthernetKey {
+                src: heartbeat::SRC_MAC,
+                dst: heartbeat::DST_MAC,
+            }),
+            KeyAttr::EtherType(heartbeat::ETHERTYPE),
+        ];
+        let mask = vec![
+            KeyAttr::InPort(u32::MAX),
+            KeyAttr::Ethernet(EthernetKey {
+                src: [0xff; 6],
+                dst: [0xff; 6],
+            }),
+            KeyAttr::EtherType(u16::MAX),
+        ];
+        let action = Action::userspace(self.heartbeat_upcalls.port_id(), None);
+        let flow = Flow::new(key, Some(mask), vec![action]);
+        if let Err(e) = self
+            .client
+            .put_flow(self.ports.dp, &flow, PutMode::CreateOrModify)
+        {
+            tracing::warn!(error = %e, "cannot install the heartbeat flow: heartbeats arrive as misses");
+        }
+    }
+
+    /// Answers what the heartbeat flow sent up: all of it, since nothing
+    /// but peers' heartbeats reaches this socket and they are few.
+    fn heartbeat_upcalls(&mut self) {
+        loop {
+            let batch = match self.heartbeat_upcalls.recv() {
+                Ok(b) if b.is_empty() => return,
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat upcall socket");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for upcall in batch.into_iter().flatten() {
+                let Some(peer) = self.tunnel_peer(&upcall.key) else {
+                    continue;
+                };
+                if let Some(hb) = Heartbeat::parse(&upcall.packet) {
+                    self.on_heartbeat(peer, hb, upcall.packet.len(), now);
+                }
+            }
+        }
+    }
+
+    /// The peer a frame that came through the vxlan port was sent by,
+    /// from the tunnel's outer source address; `None` for a host that is
+    /// not our peer.
+    fn tunnel_peer(&self, key: &[KeyAttr]) -> Option<PeerName> {
+        let src = key.tunnel()?.iter().find_map(|a| match a {
+            TunnelAttr::Ipv4Src(ip) => Some(*ip),
+            _ => None,
+        })?;
+        self.by_ip.get(&src).copied()
     }
 
     /// Handles what the upcall socket holds, for at most
@@ -555,13 +641,7 @@ impl Worker {
         } else if in_port == self.ports.tap {
             Ingress::Tap
         } else if in_port == self.ports.vxlan {
-            let src = upcall.key.tunnel().and_then(|t| {
-                t.iter().find_map(|a| match a {
-                    TunnelAttr::Ipv4Src(ip) => Some(*ip),
-                    _ => None,
-                })
-            });
-            let Some(peer) = src.and_then(|ip| self.by_ip.get(&ip).copied()) else {
+            let Some(peer) = self.tunnel_peer(&upcall.key) else {
                 return; // from a host that is not our peer
             };
             if let Some(hb) = Heartbeat::parse(&upcall.packet) {
@@ -761,6 +841,7 @@ impl Worker {
             _ => false,
         };
         if intact {
+            self.install_heartbeat_flow();
             return;
         }
         tracing::warn!("the datapath or one of its ports is gone: rebuilding it");
@@ -775,6 +856,7 @@ impl Worker {
                 self.ports = ports;
                 self.table.cleared();
                 self.installed.clear();
+                self.install_heartbeat_flow();
                 if !self.up {
                     self.up = true;
                     let _ = self.reports.send(Report::Datapath {
@@ -802,7 +884,11 @@ impl Worker {
     fn expire(&mut self, now: Instant) {
         self.next_expiry = now + EXPIRE_EVERY;
         let flows = match self.client.flows(self.ports.dp) {
-            Ok(flows) => flows,
+            // The heartbeat flow is not the table's to count or remove.
+            Ok(flows) => flows
+                .into_iter()
+                .filter(|f| !is_heartbeat_flow(&f.key))
+                .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the flow table: no flow expires or makes room");
                 return;
@@ -840,6 +926,11 @@ impl Worker {
             .flows
             .store(self.table.count() as u64, Ordering::Relaxed);
     }
+}
+
+fn is_heartbeat_flow(key: &[KeyAttr]) -> bool {
+    key.ethernet()
+        .is_some_and(|e| e.src == heartbeat::SRC_MAC && e.dst == heartbeat::DST_MAC)
 }
 
 fn name_of(bytes: &[u8]) -> Option<PeerName> {
