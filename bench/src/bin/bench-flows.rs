@@ -201,27 +201,23 @@ fn main() -> Result<(), String> {
         std::thread::sleep(Duration::from_secs(2));
     }
     let mbit = |v: &[f64]| v.iter().map(|x| x / 1e6).collect::<Vec<_>>();
+    let transfer = || {
+        Row::new(
+            BENCHMARK,
+            CONFIG,
+            "iperf3, 1 stream, during churn",
+            "Mbit/s",
+            &mbit(&churned.transfer),
+        )
+    };
     let rows = vec![
-        Row::new(
-            BENCHMARK,
-            CONFIG,
-            "iperf3, 1 stream, during churn",
-            "Mbit/s",
-            &mbit(&churned.transfer),
-        )
-        .against_paired(&mbit(&quiet), "the same transfer without churn, same round"),
-        Row::new(
-            BENCHMARK,
-            CONFIG,
-            "iperf3, 1 stream, during churn",
-            "Mbit/s",
-            &mbit(&churned.transfer),
-        )
-        .against_paired(
-            &mbit(&steady),
-            "the same transfer while as many frames a second come from one MAC pair (a flow, no misses), same round",
-        )
-        .with_target(">= 0.8"),
+        transfer().against_paired(&mbit(&quiet), "the same transfer without churn, same round"),
+        transfer()
+            .against_paired(
+                &mbit(&steady),
+                "the same transfer while as many frames a second come from one MAC pair (a flow, no misses), same round",
+            )
+            .with_target(">= 0.8"),
         Row::new(
             BENCHMARK,
             "weft fastdp, one MAC pair sending as fast",
