@@ -28,15 +28,19 @@ fn kernel_flows(tb: &Testbed, h: usize) -> String {
         .unwrap()
 }
 
+/// The counter `field` (`packets`, `bytes`) of one `ovs-dpctl
+/// dump-flows` line.
+fn flow_counter(line: &str, field: &str) -> Option<u64> {
+    let n = line.split(&format!("{field}:")).nth(1)?;
+    n.split(',').next()?.trim().parse().ok()
+}
+
 /// Bytes counted on the flows of host `h` that send into a tunnel.
 fn tunnelled_bytes(tb: &Testbed, h: usize) -> u64 {
     kernel_flows(tb, h)
         .lines()
         .filter(|l| l.contains("set(tunnel("))
-        .filter_map(|l| {
-            let n = l.split("bytes:").nth(1)?;
-            n.split(',').next()?.trim().parse::<u64>().ok()
-        })
+        .filter_map(|l| flow_counter(l, "bytes"))
         .sum()
 }
 
@@ -93,12 +97,7 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
         .find(|l| l.contains("eth_type(0x88b5)"))
         .unwrap_or_else(|| panic!("no heartbeat flow: {flows}"));
     assert!(heartbeats.contains("actions:userspace("), "{heartbeats}");
-    let counted: u64 = heartbeats
-        .split("packets:")
-        .nth(1)
-        .and_then(|n| n.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
+    let counted = flow_counter(heartbeats, "packets").unwrap_or(0);
     assert!(
         counted > 0,
         "no heartbeat counted on its flow: {heartbeats}"
