@@ -17,15 +17,17 @@
 //! ([`flow_table`]), and all are flushed whenever routes or overlay
 //! choices change.
 //!
-//! This thread also sends and answers the vxlan heartbeats that decide
-//! whether a connection may use the fast datapath
-//! ([`crate::overlay::heartbeat`]; peers' heartbeats come up through a
-//! flow of their own, not as misses), and puts the datapath back together
-//! if someone deletes it or its ports.
+//! The vxlan heartbeats that decide whether a connection may use the fast
+//! datapath run on a thread of their own ([`heartbeats`]; peers'
+//! heartbeats come up through a flow of their own, not as misses). This
+//! thread puts the datapath back together if someone deletes it or its
+//! ports.
 
 pub mod flow_table;
+mod heartbeats;
 pub mod planner;
 pub mod show;
+mod tunnels;
 pub mod upcall_budget;
 
 use std::{
@@ -41,10 +43,10 @@ use std::{
 
 use weft_odp::{
     Action, Client, Error as OdpError, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr,
-    TunnelKey, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
+    Upcall, UpcallSocket, VportKind, flow::EthernetKey,
 };
 
-use crate::overlay::heartbeat::{self, Heartbeat, VxlanPath, VxlanState};
+use crate::overlay::heartbeat::{self, Heartbeat, VxlanState};
 use crate::{
     identity::PeerName,
     mesh::Routes,
@@ -53,7 +55,9 @@ use crate::{
     worker::{self, Mailbox},
 };
 use flow_table::FlowTable;
+use heartbeats::{HeartbeatCommand, HeartbeatConfig, Heartbeats};
 use planner::{Hop, Ingress, View};
+use tunnels::Tunnels;
 use upcall_budget::{UPCALLS_PER_SECOND, UpcallBudget};
 
 pub const DATAPATH: &str = "weft-dp";
@@ -322,24 +326,17 @@ impl Fastdp {
     }
 }
 
-struct VxlanPeer {
-    tunnel: PeerTunnel,
-    path: VxlanPath,
-    reported: Option<VxlanState>,
-}
-
 struct Worker {
     config: FastdpConfig,
     client: Client,
     plumbing: Plumbing,
     upcalls: UpcallSocket,
     tunnel_upcalls: UpcallSocket,
-    /// Where the heartbeat flow sends peers' heartbeats: never queued
-    /// behind misses, however many there are.
-    heartbeat_upcalls: UpcallSocket,
+    /// The heartbeat thread; the heartbeat flow sends peers' heartbeats
+    /// to its socket, never queued behind misses, however many there are.
+    heartbeats: Heartbeats,
     ports: Ports,
-    peers: HashMap<PeerName, VxlanPeer>,
-    by_ip: HashMap<Ipv4Addr, PeerName>,
+    tunnels: Tunnels,
     fastdp: BTreeSet<PeerName>,
     routes: Arc<Routes>,
     table: FlowTable<FlowId>,
@@ -378,14 +375,20 @@ impl Worker {
         // of misses cannot bury the heartbeats in one queue.
         let tunnel_upcalls = UpcallSocket::open()?;
         tunnel_upcalls.set_nonblocking()?;
-        let heartbeat_upcalls = UpcallSocket::open()?;
-        heartbeat_upcalls.set_nonblocking()?;
         let ports = build(
             &mut client,
             &plumbing,
             &config,
             upcalls.port_id(),
             tunnel_upcalls.port_id(),
+        )?;
+        let heartbeats = Heartbeats::start(
+            HeartbeatConfig {
+                local: config.local,
+                full_size: (config.overlay_mtu as usize) + crate::userspace::packet::ETH_LEN,
+                reports: reports.clone(),
+            },
+            ports,
         )?;
         let now = Instant::now();
         let mut worker = Worker {
@@ -397,10 +400,9 @@ impl Worker {
             plumbing,
             upcalls,
             tunnel_upcalls,
-            heartbeat_upcalls,
+            heartbeats,
             ports,
-            peers: HashMap::new(),
-            by_ip: HashMap::new(),
+            tunnels: Tunnels::default(),
             fastdp: BTreeSet::new(),
             budget: UpcallBudget::new(UPCALLS_PER_SECOND),
             epoch: Instant::now(),
@@ -418,18 +420,11 @@ impl Worker {
     fn run(mut self) {
         loop {
             let now = Instant::now();
-            let deadline = self
-                .peers
-                .values()
-                .map(|p| p.path.deadline())
-                .chain([self.next_repair, self.next_expiry])
-                .min()
-                .unwrap_or(now + REPAIR_EVERY);
+            let deadline = self.next_repair.min(self.next_expiry);
             let mut fds = [
                 worker::readable(self.upcalls.as_raw_fd()),
                 worker::readable(self.mailbox.fd()),
                 worker::readable(self.tunnel_upcalls.as_raw_fd()),
-                worker::readable(self.heartbeat_upcalls.as_raw_fd()),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
                 tracing::error!(error = %e, "fast datapath poll failed");
@@ -438,9 +433,6 @@ impl Worker {
             if fds[1].revents != 0 && !self.commands() {
                 return;
             }
-            if fds[3].revents != 0 {
-                self.heartbeat_upcalls();
-            }
             if fds[2].revents != 0 {
                 self.upcalls(true);
             }
@@ -448,7 +440,6 @@ impl Worker {
                 self.upcalls(false);
             }
             let now = Instant::now();
-            self.heartbeats(now);
             if now >= self.next_repair {
                 self.next_repair = now + REPAIR_EVERY;
                 self.repair();
@@ -463,22 +454,12 @@ impl Worker {
         while let Some(command) = self.mailbox.next() {
             match command {
                 FastdpCommand::Peer(tunnel) => {
-                    let full =
-                        (self.config.overlay_mtu as usize) + crate::userspace::packet::ETH_LEN;
-                    self.by_ip.retain(|_, n| *n != tunnel.name);
-                    self.by_ip.insert(tunnel.remote, tunnel.name);
-                    self.peers.insert(
-                        tunnel.name,
-                        VxlanPeer {
-                            tunnel,
-                            path: VxlanPath::new(Instant::now(), full),
-                            reported: None,
-                        },
-                    );
+                    self.tunnels.insert(tunnel);
+                    self.heartbeats.send(HeartbeatCommand::Peer(tunnel));
                 }
                 FastdpCommand::RemovePeer(name) => {
-                    self.peers.remove(&name);
-                    self.by_ip.retain(|_, n| *n != name);
+                    self.tunnels.remove(name);
+                    self.heartbeats.send(HeartbeatCommand::RemovePeer(name));
                     self.config.macs.lock().forget_router(name);
                     self.flush(format_args!("{name} left"));
                 }
@@ -549,7 +530,7 @@ impl Worker {
             }),
             KeyAttr::EtherType(u16::MAX),
         ];
-        let action = Action::userspace(self.heartbeat_upcalls.port_id(), None);
+        let action = Action::userspace(self.heartbeats.upcall_pid(), None);
         let flow = Flow::new(key, Some(mask), vec![action]);
         if let Err(e) = self
             .client
@@ -557,41 +538,6 @@ impl Worker {
         {
             tracing::warn!(error = %e, "cannot install the heartbeat flow: heartbeats arrive as misses");
         }
-    }
-
-    /// Answers what the heartbeat flow sent up: all of it, since nothing
-    /// but peers' heartbeats reaches this socket and they are few.
-    fn heartbeat_upcalls(&mut self) {
-        loop {
-            let batch = match self.heartbeat_upcalls.recv() {
-                Ok(b) if b.is_empty() => return,
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(error = %e, "heartbeat upcall socket");
-                    return;
-                }
-            };
-            let now = Instant::now();
-            for upcall in batch.into_iter().flatten() {
-                let Some(peer) = self.tunnel_peer(&upcall.key) else {
-                    continue;
-                };
-                if let Some(hb) = Heartbeat::parse(&upcall.packet) {
-                    self.on_heartbeat(peer, hb, upcall.packet.len(), now);
-                }
-            }
-        }
-    }
-
-    /// The peer a frame that came through the vxlan port was sent by,
-    /// from the tunnel's outer source address; `None` for a host that is
-    /// not our peer.
-    fn tunnel_peer(&self, key: &[KeyAttr]) -> Option<PeerName> {
-        let src = key.tunnel()?.iter().find_map(|a| match a {
-            TunnelAttr::Ipv4Src(ip) => Some(*ip),
-            _ => None,
-        })?;
-        self.by_ip.get(&src).copied()
     }
 
     /// Handles what the upcall socket holds, for at most
@@ -641,11 +587,17 @@ impl Worker {
         } else if in_port == self.ports.tap {
             Ingress::Tap
         } else if in_port == self.ports.vxlan {
-            let Some(peer) = self.tunnel_peer(&upcall.key) else {
+            let Some(peer) = self.tunnels.sender(&upcall.key) else {
                 return; // from a host that is not our peer
             };
-            if let Some(hb) = Heartbeat::parse(&upcall.packet) {
-                self.on_heartbeat(peer, hb, upcall.packet.len(), now);
+            if let Some(heartbeat) = Heartbeat::parse(&upcall.packet) {
+                let len = upcall.packet.len();
+                let arrived = HeartbeatCommand::Arrived {
+                    peer,
+                    heartbeat,
+                    len,
+                };
+                self.heartbeats.send(arrived);
                 return;
             }
             Ingress::Vxlan { peer }
@@ -738,19 +690,6 @@ impl Worker {
             .store(self.table.count() as u64, Ordering::Relaxed);
     }
 
-    fn tunnel_to(&self, peer: PeerName) -> Option<Action> {
-        let p = self.peers.get(&peer)?;
-        Some(Action::set_tunnel(&TunnelKey {
-            id: vni(self.config.local, peer),
-            src: p.tunnel.local,
-            dst: p.tunnel.remote,
-            tos: 0,
-            ttl: 64,
-            dont_fragment: true,
-            csum: false,
-        }))
-    }
-
     fn actions(&self, hops: &[Hop]) -> Vec<Action> {
         let mut actions = Vec::new();
         for hop in hops {
@@ -758,7 +697,7 @@ impl Worker {
                 Hop::Bridge => actions.push(Action::Output(self.ports.bridge)),
                 Hop::Tap => actions.push(Action::Output(self.ports.tap)),
                 Hop::Tunnel(peer) => {
-                    if let Some(set) = self.tunnel_to(peer) {
+                    if let Some(set) = self.tunnels.set_tunnel(self.config.local, peer) {
                         actions.push(set);
                         actions.push(Action::Output(self.ports.vxlan));
                     }
@@ -770,49 +709,6 @@ impl Worker {
             }
         }
         actions
-    }
-
-    fn on_heartbeat(&mut self, peer: PeerName, hb: Heartbeat, len: usize, now: Instant) {
-        let local = self.config.local;
-        let answer = self
-            .peers
-            .get_mut(&peer)
-            .and_then(|p| p.path.on_heartbeat(now, local, hb, len));
-        if let Some(ack) = answer {
-            self.send_heartbeat(peer, &ack.frame(0));
-        }
-    }
-
-    fn send_heartbeat(&mut self, peer: PeerName, frame: &[u8]) {
-        let Some(set) = self.tunnel_to(peer) else {
-            return;
-        };
-        let actions = vec![set, Action::Output(self.ports.vxlan)];
-        let key = vec![KeyAttr::InPort(self.ports.tap)];
-        if let Err(e) = self.client.execute(self.ports.dp, frame, key, actions) {
-            tracing::trace!(error = %e, %peer, "cannot send a vxlan heartbeat");
-        }
-    }
-
-    fn heartbeats(&mut self, now: Instant) {
-        let names: Vec<PeerName> = self.peers.keys().copied().collect();
-        for name in names {
-            if let Some((seq, size)) = self.peers.get_mut(&name).and_then(|p| p.path.poll(now)) {
-                let hb = Heartbeat {
-                    ack: false,
-                    seq,
-                    sender: self.config.local,
-                    size: size as u16,
-                };
-                self.send_heartbeat(name, &hb.frame(size));
-            }
-            let p = self.peers.get_mut(&name).expect("listed above");
-            let state = p.path.state(now);
-            if p.reported != Some(state) {
-                p.reported = Some(state);
-                let _ = self.reports.send(Report::Vxlan { peer: name, state });
-            }
-        }
     }
 
     /// Puts the datapath back if it or a port was deleted under us, and
@@ -854,6 +750,7 @@ impl Worker {
         ) {
             Ok(ports) => {
                 self.ports = ports;
+                self.heartbeats.send(HeartbeatCommand::Ports(ports));
                 self.table.cleared();
                 self.installed.clear();
                 self.install_heartbeat_flow();
