@@ -76,6 +76,77 @@ fn kernel_lost(router: &WeftHost) -> Result<u64, String> {
         .ok_or_else(|| format!("no lost count in `weft dp show`: {out}"))
 }
 
+/// CPU time spent so far, in seconds: by the routers (user and system)
+/// and by the whole VM's kernel (system, irq and softirq, which includes
+/// the routers' own system time and the kernel's miss path). The
+/// difference between two phases says where the misses' cost goes.
+#[derive(Clone, Copy)]
+struct Cpu {
+    routers: f64,
+    kernel: f64,
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes no pointers.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// utime + stime of a process, in seconds (proc(5) fields 14 and 15).
+fn process_cpu(pid: i32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name may hold spaces: count fields after its ')', where
+    // field 3 (the state) comes first.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (tick(14 - 3), tick(15 - 3)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / ticks_per_second()),
+        _ => Err(format!("unreadable /proc/{pid}/stat: {stat}")),
+    }
+}
+
+/// The whole machine's system, irq and softirq time, in seconds.
+fn kernel_cpu() -> Result<f64, String> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    match (ticks.get(2), ticks.get(5), ticks.get(6)) {
+        (Some(system), Some(irq), Some(softirq)) => {
+            Ok((system + irq + softirq) as f64 / ticks_per_second())
+        }
+        _ => Err(format!("unreadable /proc/stat: {stat}")),
+    }
+}
+
+fn cpu(routers: &[WeftHost]) -> Result<Cpu, String> {
+    let mut spent = 0.0;
+    for r in routers {
+        let pid = r.pid().ok_or("a router has no pid file")?;
+        spent += process_cpu(pid)?;
+    }
+    Ok(Cpu {
+        routers: spent,
+        kernel: kernel_cpu()?,
+    })
+}
+
+/// CPUs busy between two readings `wall` seconds apart.
+fn busy(before: Cpu, after: Cpu, wall: f64) -> Cpu {
+    Cpu {
+        routers: (after.routers - before.routers) / wall,
+        kernel: (after.kernel - before.kernel) / wall,
+    }
+}
+
 /// The counters of both routers summed.
 fn sum(routers: &[WeftHost], f: impl Fn(&WeftHost) -> Result<u64, String>) -> Result<u64, String> {
     routers.iter().map(f).sum()
@@ -92,6 +163,7 @@ struct Churned {
     most_flows: Vec<f64>,
     sent_per_s: Vec<f64>,
     flushes: Vec<f64>,
+    cpu: Vec<Cpu>,
 }
 
 fn main() -> Result<(), String> {
@@ -125,16 +197,20 @@ fn main() -> Result<(), String> {
     let mut quiet = Vec::new();
     let mut steady = Vec::new();
     let mut steady_sent = Vec::new();
+    let mut steady_cpu = Vec::new();
     let mut churned = Churned::default();
     for round in 1..=args.rounds {
         quiet.push(iperf3(&client, "10.32.0.2", args.seconds)?);
+        let cpu0 = cpu(&routers)?;
         let one_pair =
             MacChurn::start(&client, "weft0", &dst, 1, args.rate).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_secs(3));
         let started = Instant::now();
         steady.push(iperf3(&client, "10.32.0.2", args.seconds)?);
         let sent = one_pair.stop().map_err(|e| e.to_string())?;
-        steady_sent.push(sent as f64 / (started.elapsed().as_secs_f64() + 3.0));
+        let wall = started.elapsed().as_secs_f64() + 3.0;
+        steady_sent.push(sent as f64 / wall);
+        steady_cpu.push(busy(cpu0, cpu(&routers)?, wall));
 
         let before = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
         let (misses0, over0, evicted0, flushes0) = (
@@ -144,6 +220,7 @@ fn main() -> Result<(), String> {
             before("flushes")?,
         );
         let lost0 = sum(&routers, kernel_lost)?;
+        let cpu0 = cpu(&routers)?;
         let churn = MacChurn::start(&client, "weft0", &dst, args.pairs, args.rate)
             .map_err(|e| e.to_string())?;
         // Let the table fill before the transfer is measured.
@@ -169,6 +246,7 @@ fn main() -> Result<(), String> {
         let most = watcher.join().map_err(|_| "the table watcher panicked")?;
         let sent = churn.stop().map_err(|e| e.to_string())?;
         let wall = started.elapsed().as_secs_f64() + 3.0;
+        churned.cpu.push(busy(cpu0, cpu(&routers)?, wall));
         let after = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
         let per_s = |now: u64, then: u64| (now - then) as f64 / wall;
         churned.transfer.push(transfer?);
@@ -186,7 +264,7 @@ fn main() -> Result<(), String> {
         churned.most_flows.push(most as f64);
         churned.sent_per_s.push(sent as f64 / wall);
         eprintln!(
-            "round {round}: transfer {:.0} Mbit/s quiet, {:.0} beside {:.0} frames/s from one pair, {:.0} with churn; {:.0} frames/s sent, {:.0} misses/s planned, {:.0}/s over budget, {:.0}/s lost by the kernel, {:.0} flows evicted/s, at most {most} flows on host 1",
+            "round {round}: transfer {:.0} Mbit/s quiet, {:.0} beside {:.0} frames/s from one pair, {:.0} with churn; {:.0} frames/s sent, {:.0} misses/s planned, {:.0}/s over budget, {:.0}/s lost by the kernel, {:.0} flows evicted/s, at most {most} flows on host 1; CPUs busy: routers {:.2} with churn ({:.2} beside one pair), kernel {:.2} ({:.2})",
             quiet[round - 1] / 1e6,
             steady[round - 1] / 1e6,
             steady_sent[round - 1],
@@ -196,6 +274,10 @@ fn main() -> Result<(), String> {
             churned.over_budget_per_s[round - 1],
             churned.lost_per_s[round - 1],
             churned.evicted_per_s[round - 1],
+            churned.cpu[round - 1].routers,
+            steady_cpu[round - 1].routers,
+            churned.cpu[round - 1].kernel,
+            steady_cpu[round - 1].kernel,
         );
         // The churn's last frames drain before the next quiet run.
         std::thread::sleep(Duration::from_secs(2));
@@ -210,7 +292,24 @@ fn main() -> Result<(), String> {
             &mbit(&churned.transfer),
         )
     };
+    let cpu_row = |what: &str, of: fn(&Cpu) -> f64, note: &str| {
+        let churn: Vec<f64> = churned.cpu.iter().map(of).collect();
+        let one_pair: Vec<f64> = steady_cpu.iter().map(of).collect();
+        Row::new(BENCHMARK, CONFIG, what, "CPUs", &churn)
+            .against_paired(&one_pair, "the same while one MAC pair sends as fast")
+            .with_note(note)
+    };
     let rows = vec![
+        cpu_row(
+            "CPU used by both routers",
+            |c| c.routers,
+            "user and system time of the two weft processes",
+        ),
+        cpu_row(
+            "CPU used by the kernel",
+            |c| c.kernel,
+            "system, irq and softirq time of the whole VM (the routers' system time included)",
+        ),
         transfer().against_paired(&mbit(&quiet), "the same transfer without churn, same round"),
         transfer()
             .against_paired(

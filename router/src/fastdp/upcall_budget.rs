@@ -1,11 +1,12 @@
 //! How many missed packets the router plans, and for how long. Planning a
 //! miss costs two netlink requests (install the flow, send the packet); a
 //! container sending from thousands of forged MACs would otherwise keep
-//! the worker busy with its misses alone, the kernel's upcall queue would
-//! overflow, and the vxlan heartbeats that queue also carries would be
-//! lost, taking every connection off the fast datapath. Over the budget a
-//! miss is read and dropped (cheap), so the queue keeps draining and
-//! heartbeats are still answered; established flows never miss.
+//! the datapath thread busy with its misses alone, and the kernel's upcall
+//! queue would hold seconds of stale misses ahead of a new connection's
+//! first packet. Over the budget a miss is read and dropped (cheap), so the
+//! queue keeps draining (and heartbeats that come up as misses, when their
+//! own flow is missing, still reach their thread); established flows never
+//! miss.
 
 /// Misses planned per second, at most.
 pub const UPCALLS_PER_SECOND: u32 = 20_000;
