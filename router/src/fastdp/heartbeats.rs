@@ -1,15 +1,17 @@
 //! The fast datapath's vxlan heartbeats, on a thread of their own: they
-//! decide whether a connection may use the datapath, so nothing the
-//! datapath thread does may delay them. That thread's table work (a pass
-//! over a table of thousands of flows took seconds under emulation) once
-//! held them back long enough for the peer to declare the path dead and
-//! flush every flow, which made the table churn harder still.
+//! decide whether a connection may use the datapath, so the datapath
+//! thread's work must not delay them. Its table work (a pass over a table
+//! of thousands of flows took seconds under emulation) once held them back
+//! long enough for the peer to declare the path dead and flush every flow,
+//! which made the table churn harder still.
 //!
 //! The thread owns the heartbeat socket (where the heartbeat flow sends
 //! peers' heartbeats), a netlink client of its own to send heartbeats and
 //! answers through the datapath, and each peer's [`VxlanPath`]; it tells
-//! the router what the paths show. The datapath thread keeps it told of
-//! peers and ports.
+//! the router what the paths show. The router tells it of peers directly;
+//! only what the datapath thread alone knows comes from there: the ports
+//! of a rebuilt datapath, and heartbeats that came up as misses because
+//! their flow was missing.
 
 use std::{
     collections::HashMap,
@@ -90,6 +92,10 @@ impl Heartbeats {
     pub fn send(&self, command: HeartbeatCommand) {
         self.worker.send(command)
     }
+
+    pub fn sender(&self) -> worker::Sender<HeartbeatCommand> {
+        self.worker.sender()
+    }
 }
 
 struct Peer {
@@ -140,7 +146,15 @@ impl Beater {
                 worker::readable(self.mailbox.fd()),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
+                // Without heartbeats no path can be vouched for: the
+                // router must stop using the datapath, not keep the last
+                // state it heard.
                 tracing::error!(error = %e, "fast datapath heartbeat poll failed");
+                let reason = format!("the fast datapath's heartbeats stopped: {e}");
+                let _ = self.config.reports.send(Report::Datapath {
+                    up: false,
+                    reason: Some(reason),
+                });
                 return;
             }
             if fds[1].revents != 0 && !self.commands() {

@@ -139,6 +139,11 @@ struct Ports {
 /// Handle on the running fast datapath; dropping it stops the thread.
 pub struct Fastdp {
     worker: worker::Worker<FastdpCommand>,
+    /// The heartbeat thread (which the datapath thread owns) hears of
+    /// peers straight from the router, never after a busy datapath
+    /// thread: a peer that left and came back must not be reported on
+    /// with its old path's state.
+    heartbeats: worker::Sender<HeartbeatCommand>,
     pub counters: Arc<Counters>,
 }
 
@@ -305,7 +310,7 @@ impl Fastdp {
             || FastdpCommand::Stop,
             move || match Worker::new(config, runtime, mailbox, reports, shared) {
                 Ok(worker) => {
-                    let _ = ready_tx.send(Ok(()));
+                    let _ = ready_tx.send(Ok(worker.heartbeats.sender()));
                     worker.run();
                 }
                 Err(e) => {
@@ -315,13 +320,24 @@ impl Fastdp {
         )
         .map_err(|e| OdpError::Socket(e.to_string()))?;
         // On an error the thread has ended: dropping the handle joins it.
-        ready_rx
+        let heartbeats = ready_rx
             .await
             .unwrap_or_else(|_| Err(OdpError::Socket("the fast datapath thread died".into())))?;
-        Ok(Fastdp { worker, counters })
+        Ok(Fastdp {
+            worker,
+            heartbeats,
+            counters,
+        })
     }
 
     pub fn send(&self, command: FastdpCommand) {
+        match &command {
+            FastdpCommand::Peer(tunnel) => self.heartbeats.send(HeartbeatCommand::Peer(*tunnel)),
+            FastdpCommand::RemovePeer(name) => {
+                self.heartbeats.send(HeartbeatCommand::RemovePeer(*name))
+            }
+            _ => {}
+        }
         self.worker.send(command)
     }
 }
@@ -370,9 +386,10 @@ impl Worker {
             runtime,
             netlink: config.netlink.clone(),
         };
-        // The vxlan port's upcalls (heartbeats, and misses of frames from
-        // peers) have a socket of their own, so a local container's flood
-        // of misses cannot bury the heartbeats in one queue.
+        // The vxlan port's upcalls (misses of frames from peers, and their
+        // heartbeats while the heartbeat flow is missing) have a socket of
+        // their own, so a local container's flood of misses cannot bury
+        // them in one queue.
         let tunnel_upcalls = UpcallSocket::open()?;
         tunnel_upcalls.set_nonblocking()?;
         let ports = build(
@@ -389,7 +406,12 @@ impl Worker {
                 reports: reports.clone(),
             },
             ports,
-        )?;
+        )
+        .inspect_err(|_| {
+            // Running without a fast datapath: its TAP must be free for
+            // the bridge.
+            let _ = client.delete_datapath(ports.dp);
+        })?;
         let now = Instant::now();
         let mut worker = Worker {
             routes: Arc::new(Routes::compute(config.local, Default::default())),
@@ -453,13 +475,9 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Some(command) = self.mailbox.next() {
             match command {
-                FastdpCommand::Peer(tunnel) => {
-                    self.tunnels.insert(tunnel);
-                    self.heartbeats.send(HeartbeatCommand::Peer(tunnel));
-                }
+                FastdpCommand::Peer(tunnel) => self.tunnels.insert(tunnel),
                 FastdpCommand::RemovePeer(name) => {
                     self.tunnels.remove(name);
-                    self.heartbeats.send(HeartbeatCommand::RemovePeer(name));
                     self.config.macs.lock().forget_router(name);
                     self.flush(format_args!("{name} left"));
                 }
@@ -542,7 +560,7 @@ impl Worker {
 
     /// Handles what the upcall socket holds, for at most
     /// [`UPCALL_TURN`]: under a flood of misses the socket never runs
-    /// dry, and heartbeats, repairs and the flow table's passes must still
+    /// dry, and commands, repairs and the flow table's passes must still
     /// get their turn.
     fn upcalls(&mut self, tunnel: bool) {
         let started = Instant::now();
