@@ -160,6 +160,22 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<TcpStream>
     }
 }
 
+/// A listener on `port`, bound again for a while if the port is still
+/// taken: an earlier listener on it, closed by now, can live on in a child
+/// that another test thread forked while it was open (until that child
+/// execs), and under emulation that takes long enough to be seen.
+fn bind_again_and_again(port: u16) -> Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            bound => return bound.map_err(Error::io(format!("listen on TCP port {port}"))),
+        }
+    }
+}
+
 /// Opens a TCP connection from `from` to a listener at `to_addr:port` in
 /// `to` and returns the source address the listener saw. The listener
 /// writes that address back and the client checks it arrived, so the reply
@@ -168,8 +184,7 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<TcpStream>
 pub fn tcp_seen_source(from: &Netns, to: &Netns, to_addr: Ipv4Addr, port: u16) -> Result<Ipv4Addr> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let listener = to.spawn_thread(move || -> Result<Ipv4Addr> {
-        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-            .map_err(Error::io(format!("listen on TCP port {port}")))?;
+        let listener = bind_again_and_again(port)?;
         let _ = ready_tx.send(());
         let mut stream = accept_within(&listener, TCP_TIMEOUT)?;
         let seen = match stream.peer_addr().map_err(Error::io("peer address"))? {
