@@ -430,9 +430,10 @@ fn fastdp_is_preferred_and_each_path_can_be_forced() {
     }
 }
 
-/// A container sending from 2,000 source MACs fills a flow table of 512
-/// (`--fastdp-max-flows`: a debug router under emulation plans some tens
-/// of misses a second, too few to fill 8,192 within a test): the router
+/// A container sending from 600 source MACs at 200 frames/s fills a flow
+/// table of 128 (`--fastdp-max-flows`: a debug router under emulation
+/// plans some ten misses a second, too few to fill 8,192 within a test),
+/// beside the other VM tests: the router
 /// sheds the least recently used flows in steps instead of flushing the
 /// table, the table never holds more than its bound, and two containers
 /// that keep talking (pings five times a second) keep their flows: no
