@@ -4,7 +4,7 @@
 //! acks; what goes inside (the generic netlink and ovs headers and the
 //! attributes) is this crate's own [`Message`], carried as opaque bytes.
 
-use std::iter::once;
+use std::{io::Cursor, iter::once, os::fd::AsRawFd};
 
 use neli::{
     consts::{
@@ -17,6 +17,7 @@ use neli::{
     socket::synchronous::NlSocketHandle,
     types::{Buffer, GenlBuffer},
     utils::Groups,
+    {Size, ToBytes},
 };
 
 use crate::{
@@ -78,7 +79,121 @@ impl Addressed for PacketFamily {
     }
 }
 
+/// Requests sent to the kernel together, in one datagram, each answered
+/// by an ack alone: for the router's handling of a miss (a flow, then the
+/// packet that missed), where the kernel's copy of the new flow would only
+/// be built, read and thrown away, and one system call does for two.
+#[derive(Default)]
+pub struct Batch {
+    requests: Vec<Pending>,
+}
+
+struct Pending {
+    family: fn(&FamilyIds) -> u16,
+    payload: Vec<u8>,
+    flags: u16,
+    context: &'static str,
+}
+
+impl Batch {
+    /// Installs or changes a flow (see [`Client::put_flow`]).
+    pub fn put_flow(&mut self, dp_ifindex: i32, flow: &Flow, mode: PutMode) {
+        let msg = FlowMessage::put(dp_ifindex, flow, mode);
+        self.push(&msg, mode.netlink_flags(), "flow");
+    }
+
+    /// Runs `actions` on `packet` (see [`Client::execute`]).
+    pub fn execute(
+        &mut self,
+        dp_ifindex: i32,
+        packet: &[u8],
+        key: Vec<KeyAttr>,
+        actions: Vec<Action>,
+    ) {
+        let msg = PacketMessage::execute(dp_ifindex, packet, key, actions);
+        self.push(&msg, 0, "packet execute");
+    }
+
+    fn push<F: Addressed>(&mut self, msg: &Message<F>, flags: u16, context: &'static str) {
+        self.requests.push(Pending {
+            family: F::id,
+            payload: msg.to_bytes(),
+            flags,
+            context,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+}
+
 impl Client {
+    /// Sends `batch` in one datagram and waits for every request's ack:
+    /// one result per request, in order. The kernel handles them in
+    /// order and one failing does not stop the others. The outer error is
+    /// the socket's.
+    pub fn send_batch(&mut self, batch: Batch) -> Result<Vec<Result<(), Error>>, Error> {
+        let first = self.seq.wrapping_add(1);
+        let mut datagram = Vec::new();
+        for pending in &batch.requests {
+            let seq = self.next_seq();
+            let msg: Nlmsghdr<u16, Buffer> = NlmsghdrBuilder::default()
+                .nl_type((pending.family)(&self.ids))
+                .nl_flags(NlmF::REQUEST | NlmF::ACK | NlmF::from_bits_truncate(pending.flags))
+                .nl_seq(seq)
+                .nl_pid(self.socket.pid())
+                .nl_payload(NlPayload::Payload(Buffer::from(pending.payload.as_slice())))
+                .build()
+                .map_err(socket_error)?;
+            let mut bytes = Cursor::new(vec![0; msg.padded_size()]);
+            msg.to_bytes(&mut bytes).map_err(socket_error)?;
+            datagram.extend_from_slice(bytes.get_ref());
+        }
+        if datagram.is_empty() {
+            return Ok(Vec::new());
+        }
+        // SAFETY: sends a live buffer of its true length on our socket.
+        let sent = unsafe {
+            libc::send(
+                self.socket.as_raw_fd(),
+                datagram.as_ptr().cast(),
+                datagram.len(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(socket_error(std::io::Error::last_os_error()));
+        }
+        let mut results: Vec<Option<Result<(), Error>>> =
+            batch.requests.iter().map(|_| None).collect();
+        let mut waiting = results.len();
+        while waiting > 0 {
+            let (replies, _) = self.socket.recv::<u16, Buffer>().map_err(socket_error)?;
+            for reply in replies {
+                let reply = reply.map_err(socket_error)?;
+                let i = reply.nl_seq().wrapping_sub(first) as usize;
+                let Some(slot) = results.get_mut(i).filter(|r| r.is_none()) else {
+                    continue; // an answer to an earlier request
+                };
+                *slot = match reply.nl_payload() {
+                    NlPayload::Err(e) => Some(Err(Error::from_errno(
+                        -*e.error(),
+                        batch.requests[i].context,
+                    ))),
+                    NlPayload::Ack(_) => Some(Ok(())),
+                    _ => continue,
+                };
+                waiting -= 1;
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
     /// Connects and looks up the four families. Fails with
     /// [`Error::ModuleNotLoaded`] on a kernel without openvswitch (the
     /// kernel tries to load the module on this lookup).

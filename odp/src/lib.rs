@@ -26,7 +26,7 @@ pub mod packet;
 pub mod upcall;
 pub mod vport;
 
-pub use client::{Client, FamilyIds};
+pub use client::{Batch, Client, FamilyIds};
 pub use datapath::{
     Datapath, DatapathAttr, DatapathFamily, DatapathMessage, DatapathStats, MegaflowStats, features,
 };

@@ -88,7 +88,67 @@ impl UpcallSocket {
         }
         Ok(upcalls)
     }
+
+    /// Drops up to `max` queued upcalls without reading them, and says how
+    /// many went: the kernel copies a few bytes of each at most, and takes
+    /// up to [`DISCARD_BATCH`] per system call. For a router over its
+    /// budget, whose queue must not hold stale misses ahead of new ones.
+    /// Each upcall is a datagram of its own, so nothing but upcalls is lost.
+    pub fn discard(&self, max: usize) -> Result<usize, Error> {
+        let fd = self.socket.as_raw_fd();
+        let mut scratch = [[0u8; 16]; DISCARD_BATCH];
+        let mut dropped = 0;
+        // A queue that overflowed reports ENOBUFS once; the tries bound a
+        // socket that keeps failing.
+        for _ in 0..max.div_ceil(DISCARD_BATCH) + 2 {
+            let want = (max - dropped).min(DISCARD_BATCH);
+            if want == 0 {
+                break;
+            }
+            let mut iov: Vec<libc::iovec> = scratch
+                .iter_mut()
+                .take(want)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            // SAFETY: mmsghdr is plain data; all-zero is a valid empty one.
+            let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; want];
+            for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `want` headers, each pointing at one live iovec over
+            // a live 16-byte buffer; no address or control buffers.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    msgs.as_mut_ptr(),
+                    want as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::ENOBUFS) | Some(libc::EINTR) => continue,
+                    _ => return Err(Error::Socket(e.to_string())),
+                }
+            }
+            dropped += rc as usize;
+            if (rc as usize) < want {
+                break;
+            }
+        }
+        Ok(dropped)
+    }
 }
+
+/// How many upcalls [`UpcallSocket::discard`] drops per system call.
+pub const DISCARD_BATCH: usize = 64;
 
 /// Sets `fd`'s receive buffer to `bytes` past net.core.rmem_max.
 fn force_recv_buffer(fd: RawFd, bytes: usize) -> std::io::Result<()> {

@@ -9,8 +9,8 @@ use std::{
 
 use testbed::{Netns, Spec, Testbed};
 use weft_odp::{
-    Action, Client, Error, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr, TunnelKey,
-    Upcall, UpcallSocket, VportKind, VportType,
+    Action, Batch, Client, Error, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr,
+    TunnelKey, Upcall, UpcallSocket, VportKind, VportType,
     flow::{EthernetKey, Ipv4Key, PortsKey},
 };
 
@@ -552,6 +552,65 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
     assert_eq!(payload, b"weft-upcall");
     assert_eq!(from.to_string(), "10.9.2.1:7777");
 
+    // Queued misses can be dropped unread, and the socket reads whole
+    // upcalls after that.
+    c1.in_thread(|| {
+        let socket = UdpSocket::bind("10.9.2.1:7779").unwrap();
+        for _ in 0..5 {
+            socket.send_to(b"stale", "10.9.2.2:9999").unwrap();
+        }
+    })
+    .unwrap();
+    let mut dropped = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while dropped < 5 && Instant::now() < until {
+        dropped += upcalls.discard(3).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        dropped >= 5,
+        "only {dropped} of 5 queued misses were dropped"
+    );
+    c1.in_thread(|| {
+        let socket = UdpSocket::bind("10.9.2.1:7780").unwrap();
+        socket.send_to(b"fresh", "10.9.2.2:9999").unwrap();
+    })
+    .unwrap();
+    let fresh = wait_upcall(&upcalls, |u| u.packet.ends_with(b"fresh"));
+    assert_eq!(fresh.cmd, PacketCmd::Miss);
+    assert!(fresh.key.contains(&KeyAttr::Udp(PortsKey {
+        src: 7780,
+        dst: 9999
+    })));
+
+    // A batch goes in one datagram and each request is answered on its
+    // own, in order: the second put of the same flow fails alone.
+    let c2_socket = c2
+        .in_thread(|| UdpSocket::bind("10.9.2.2:9999").unwrap())
+        .unwrap();
+    c2_socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (key, mask) = from_port(v1);
+    let to_c2 = Flow::new(key, Some(mask), vec![Action::Output(v2)]);
+    let mut batch = Batch::default();
+    batch.put_flow(dp, &to_c2, PutMode::Create);
+    batch.put_flow(dp, &to_c2, PutMode::Create);
+    let key = vec![KeyAttr::InPort(v1)];
+    batch.execute(dp, &fresh.packet, key, vec![Action::Output(v2)]);
+    let results = odp.send_batch(batch).unwrap();
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(Error::AlreadyExists { .. })),
+        "{results:?}"
+    );
+    assert!(results[2].is_ok(), "{results:?}");
+    assert_eq!(odp.flow(dp, &to_c2.key).unwrap().actions, to_c2.actions);
+    let mut buf = [0u8; 64];
+    let (n, _) = c2_socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"fresh");
+
     // A userspace action hands packets up with our cookie.
     let (key, mask) = from_port(v1);
     let cookie = b"cookie42".to_vec();
@@ -560,7 +619,7 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
         Some(mask),
         vec![Action::userspace(upcalls.port_id(), Some(cookie.clone()))],
     );
-    odp.put_flow(dp, &flow, PutMode::Create).unwrap();
+    odp.put_flow(dp, &flow, PutMode::CreateOrModify).unwrap();
     c1.in_thread(|| {
         let socket = UdpSocket::bind("10.9.2.1:7778").unwrap();
         socket.send_to(b"again", "10.9.2.2:9999").unwrap();
