@@ -42,8 +42,8 @@ use std::{
 };
 
 use weft_odp::{
-    Action, Client, Error as OdpError, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr,
-    Upcall, UpcallSocket, VportKind, flow::EthernetKey,
+    Action, Batch, Client, Error as OdpError, Flow, KeyAttr, KeyFields, PacketCmd, PutMode,
+    TunnelAttr, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
 };
 
 use crate::overlay::heartbeat::{self, Heartbeat, VxlanState};
@@ -75,6 +75,17 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 const SHED_SOON: Duration = Duration::from_millis(100);
 /// How long upcalls are handled before timers get their turn.
 const UPCALL_TURN: Duration = Duration::from_millis(50);
+/// Bounds one drop of stale misses: more than the local queue's buffer
+/// holds (an upcall takes well over 64 bytes of it).
+const STALE_MISSES_AT_MOST: usize = weft_odp::upcall::RECEIVE_BUFFER / 64;
+
+/// The upcall sockets the datapath thread reads.
+#[derive(Clone, Copy)]
+enum Queue {
+    Local,
+    Tunnel,
+    Relays,
+}
 
 /// How to reach one peer's datapath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,8 +357,16 @@ struct Worker {
     config: FastdpConfig,
     client: Client,
     plumbing: Plumbing,
+    /// Misses from the bridge and the TAP: left unread while the upcall
+    /// budget is closed.
     upcalls: UpcallSocket,
     tunnel_upcalls: UpcallSocket,
+    /// Frames our flows hand up for the userspace path: a socket of their
+    /// own, so dropping over-budget misses unread never drops them.
+    relays: UpcallSocket,
+    /// The local miss queue went unread while the budget was closed: what
+    /// it holds is stale.
+    misses_stale: bool,
     /// The heartbeat thread; the heartbeat flow sends peers' heartbeats
     /// to its socket, never queued behind misses, however many there are.
     heartbeats: Heartbeats,
@@ -392,6 +411,8 @@ impl Worker {
         // them in one queue.
         let tunnel_upcalls = UpcallSocket::open()?;
         tunnel_upcalls.set_nonblocking()?;
+        let relays = UpcallSocket::open()?;
+        relays.set_nonblocking()?;
         let ports = build(
             &mut client,
             &plumbing,
@@ -422,6 +443,8 @@ impl Worker {
             plumbing,
             upcalls,
             tunnel_upcalls,
+            relays,
+            misses_stale: false,
             heartbeats,
             ports,
             tunnels: Tunnels::default(),
@@ -442,11 +465,22 @@ impl Worker {
     fn run(mut self) {
         loop {
             let now = Instant::now();
-            let deadline = self.next_repair.min(self.next_expiry);
+            let mut deadline = self.next_repair.min(self.next_expiry);
+            // A closed budget leaves the local misses queued (poll skips a
+            // negative descriptor) until it opens.
+            let local = if self.budget.open(self.clock_us(now)) {
+                self.upcalls.as_raw_fd()
+            } else {
+                self.misses_stale = true;
+                let opens = self.epoch + Duration::from_micros(self.budget.reopens_at_us());
+                deadline = deadline.min(opens);
+                -1
+            };
             let mut fds = [
-                worker::readable(self.upcalls.as_raw_fd()),
+                worker::readable(local),
                 worker::readable(self.mailbox.fd()),
                 worker::readable(self.tunnel_upcalls.as_raw_fd()),
+                worker::readable(self.relays.as_raw_fd()),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
                 tracing::error!(error = %e, "fast datapath poll failed");
@@ -455,11 +489,17 @@ impl Worker {
             if fds[1].revents != 0 && !self.commands() {
                 return;
             }
+            if fds[3].revents != 0 {
+                self.upcalls(Queue::Relays);
+            }
             if fds[2].revents != 0 {
-                self.upcalls(true);
+                self.upcalls(Queue::Tunnel);
+            }
+            if self.misses_stale && self.budget.open(self.clock_us(Instant::now())) {
+                self.drop_stale_misses();
             }
             if fds[0].revents != 0 {
-                self.upcalls(false);
+                self.upcalls(Queue::Local);
             }
             let now = Instant::now();
             if now >= self.next_repair {
@@ -562,13 +602,18 @@ impl Worker {
     /// [`UPCALL_TURN`]: under a flood of misses the socket never runs
     /// dry, and commands, repairs and the flow table's passes must still
     /// get their turn.
-    fn upcalls(&mut self, tunnel: bool) {
+    fn upcalls(&mut self, queue: Queue) {
         let started = Instant::now();
         while started.elapsed() < UPCALL_TURN {
-            let socket = if tunnel {
-                &self.tunnel_upcalls
-            } else {
-                &self.upcalls
+            let socket = match queue {
+                Queue::Local => {
+                    if !self.budget.open(self.clock_us(Instant::now())) {
+                        return; // the rest waits unread (see `run`)
+                    }
+                    &self.upcalls
+                }
+                Queue::Tunnel => &self.tunnel_upcalls,
+                Queue::Relays => &self.relays,
             };
             let batch = match socket.recv() {
                 Ok(b) if b.is_empty() => return,
@@ -582,6 +627,21 @@ impl Worker {
                 self.upcall(upcall);
             }
         }
+    }
+
+    /// Drops, unread, the local misses that queued while the budget was
+    /// closed: by now they are older than the misses behind them.
+    fn drop_stale_misses(&mut self) {
+        self.misses_stale = false;
+        match self.upcalls.discard(STALE_MISSES_AT_MOST) {
+            Ok(n) => bump(&self.counters.misses_over_budget, n as u64),
+            Err(e) => tracing::debug!(error = %e, "upcall socket"),
+        }
+    }
+
+    /// Microseconds since the worker started: the budget's clock.
+    fn clock_us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     fn upcall(&mut self, upcall: Upcall) {
@@ -625,7 +685,7 @@ impl Worker {
         let Some((src, dst)) = macs(&upcall.packet) else {
             return;
         };
-        if !self.budget.take(self.epoch.elapsed().as_micros() as u64) {
+        if !self.budget.take(self.clock_us(now)) {
             bump(&self.counters.misses_over_budget, 1);
             return;
         }
@@ -664,42 +724,51 @@ impl Worker {
             key.insert(0, KeyAttr::Tunnel(tunnel));
             mask.insert(0, KeyAttr::Tunnel(exact));
         }
-        self.install(Flow::new(key, Some(mask), actions.clone()), now);
-        // The packet that missed still has to go.
-        let mut exec_key = vec![KeyAttr::InPort(in_port)];
-        if let Some(t) = upcall.key.tunnel() {
-            exec_key.insert(0, KeyAttr::Tunnel(t.to_vec()));
-        }
-        if !actions.is_empty()
-            && let Err(e) = self
-                .client
-                .execute(self.ports.dp, &upcall.packet, exec_key, actions)
-        {
-            tracing::debug!(error = %e, "cannot execute a missed packet");
-        }
-        self.budget.charge(planning.elapsed().as_micros() as u64);
-    }
-
-    /// Installs a flow if the table has room; near the bound, asks for a
-    /// pass that makes room soon.
-    fn install(&mut self, flow: Flow, now: Instant) {
-        if self.table.admit() {
-            match self
-                .client
-                .put_flow(self.ports.dp, &flow, PutMode::CreateOrModify)
-            {
-                Ok(_) => {
-                    bump(&self.counters.flows_installed, 1);
-                    self.installed.insert(flow_id(&flow.key), flow.key);
-                }
-                Err(e) => {
-                    self.table.not_installed();
-                    tracing::debug!(error = %e, "cannot install a flow");
-                }
-            }
+        // The flow and the packet that missed (which still has to go) in
+        // one request to the kernel.
+        let flow = Flow::new(key, Some(mask), actions.clone());
+        let mut batch = Batch::default();
+        let installing = self.table.admit();
+        if installing {
+            batch.put_flow(self.ports.dp, &flow, PutMode::CreateOrModify);
         } else {
             bump(&self.counters.flows_not_installed_table_full, 1);
         }
+        if !actions.is_empty() {
+            let mut exec_key = vec![KeyAttr::InPort(in_port)];
+            if let Some(t) = upcall.key.tunnel() {
+                exec_key.insert(0, KeyAttr::Tunnel(t.to_vec()));
+            }
+            batch.execute(self.ports.dp, &upcall.packet, exec_key, actions);
+        }
+        let results = self.client.send_batch(batch);
+        let mut results = match results {
+            Ok(results) => results.into_iter(),
+            Err(e) => vec![Err(e)].into_iter(),
+        };
+        if installing {
+            match results.next() {
+                Some(Ok(())) => {
+                    bump(&self.counters.flows_installed, 1);
+                    self.installed.insert(flow_id(&flow.key), flow.key);
+                }
+                Some(Err(e)) => {
+                    self.table.not_installed();
+                    tracing::debug!(error = %e, "cannot install a flow");
+                }
+                None => self.table.not_installed(),
+            }
+        }
+        if let Some(Err(e)) = results.next() {
+            tracing::debug!(error = %e, "cannot execute a missed packet");
+        }
+        self.table_grew(now);
+        self.budget.charge(planning.elapsed().as_micros() as u64);
+    }
+
+    /// Counts the table; near its bound, asks for a pass that makes room
+    /// soon.
+    fn table_grew(&mut self, now: Instant) {
         if self.table.crowded() {
             self.next_expiry = self.next_expiry.min(now + SHED_SOON);
         }
@@ -722,7 +791,7 @@ impl Worker {
                 }
                 Hop::Userspace(origin) => {
                     let cookie = origin.octets().to_vec();
-                    actions.push(Action::userspace(self.upcalls.port_id(), Some(cookie)));
+                    actions.push(Action::userspace(self.relays.port_id(), Some(cookie)));
                 }
             }
         }

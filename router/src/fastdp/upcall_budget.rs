@@ -3,10 +3,12 @@
 //! container sending from thousands of forged MACs would otherwise keep
 //! the datapath thread busy with its misses alone, and the kernel's upcall
 //! queue would hold seconds of stale misses ahead of a new connection's
-//! first packet. Over the budget a miss is read and dropped (cheap), so the
-//! queue keeps draining (and heartbeats that come up as misses, when their
-//! own flow is missing, still reach their thread); established flows never
-//! miss.
+//! first packet. While the budget is closed the router leaves the local
+//! miss queue unread, and drops what it holds unread when the budget opens
+//! again (the kernel's copy is the only cost, and the queue never holds
+//! more than a window of stale misses); the peers' queue is still read
+//! over budget, since heartbeats come up there as misses while their own
+//! flow is missing. Established flows never miss.
 
 /// Misses planned per second, at most.
 pub const UPCALLS_PER_SECOND: u32 = 20_000;
@@ -36,16 +38,27 @@ impl UpcallBudget {
         }
     }
 
-    /// Whether one more miss may be planned at `now_us` (any monotonic
-    /// clock in microseconds).
-    pub fn take(&mut self, now_us: u64) -> bool {
+    /// Whether a miss could be planned at `now_us` (any monotonic clock in
+    /// microseconds), without taking it: while the budget is closed, the
+    /// router leaves its miss queue unread.
+    pub fn open(&mut self, now_us: u64) -> bool {
         let window = now_us / WINDOW_US;
         if window != self.window {
             self.window = window;
             self.spent = 0;
             self.busy_us = 0;
         }
-        if self.spent >= self.per_window || self.busy_us >= BUSY_US {
+        self.spent < self.per_window && self.busy_us < BUSY_US
+    }
+
+    /// When a closed budget opens again: the next window's start.
+    pub fn reopens_at_us(&self) -> u64 {
+        self.window.saturating_add(1).saturating_mul(WINDOW_US)
+    }
+
+    /// Whether one more miss may be planned at `now_us`, and takes it.
+    pub fn take(&mut self, now_us: u64) -> bool {
+        if !self.open(now_us) {
             return false;
         }
         self.spent += 1;
@@ -88,6 +101,24 @@ mod tests {
         }
         assert_eq!(granted, 5);
         assert!(b.take(300_000), "the next window");
+    }
+
+    #[test]
+    fn a_closed_budget_says_when_it_opens_and_looking_takes_nothing() {
+        let mut b = UpcallBudget::new(20);
+        assert!(b.open(1_010_000));
+        assert!(b.open(1_010_000), "looking twice takes nothing");
+        assert!(b.take(1_020_000) && b.take(1_030_000));
+        assert!(!b.open(1_040_000), "two per window, both taken");
+        assert_eq!(b.reopens_at_us(), 1_100_000);
+        assert!(!b.open(1_099_999));
+        assert!(b.open(1_100_000));
+        // Closed by time spent, not by count.
+        let mut b = UpcallBudget::new(20_000);
+        assert!(b.take(0));
+        b.charge(BUSY_US);
+        assert!(!b.open(1));
+        assert_eq!(b.reopens_at_us(), WINDOW_US);
     }
 
     #[test]
