@@ -16,9 +16,14 @@ pub const UPCALLS_PER_SECOND: u32 = 20_000;
 /// whole second's worth at once.
 const WINDOW_US: u64 = 100_000;
 /// Of each window, at most this long goes to planning misses, whatever
-/// the machine's speed: the rest is for draining the queue, heartbeats,
-/// the flow table's passes and repairs.
-const BUSY_US: u64 = WINDOW_US / 2;
+/// the machine's speed: the rest of the thread's time is for commands,
+/// the flow table's passes and repairs, and the rest of the CPU for the
+/// traffic that already has flows. A fifth: with half, the two routers of
+/// the VM's flow bench spent 0.6 of its two CPUs on a flood of misses and
+/// an established transfer kept 0.53x of its speed; with a fifth, 0.38
+/// and 0.76x, still planning 140-170 misses a second under emulation
+/// (natively, a miss costs tens of microseconds: thousands a second).
+const BUSY_US: u64 = WINDOW_US / 5;
 
 #[derive(Debug)]
 pub struct UpcallBudget {
@@ -89,8 +94,8 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_machine_plans_for_half_of_each_window_only() {
-        // Each miss takes 10 ms to plan: five fit in half a window.
+    fn a_slow_machine_plans_for_a_fifth_of_each_window_only() {
+        // Each miss takes 10 ms to plan: two fit in a fifth of a window.
         let mut b = UpcallBudget::new(20_000);
         let mut granted = 0;
         for i in 0..100u64 {
@@ -99,7 +104,7 @@ mod tests {
                 granted += 1;
             }
         }
-        assert_eq!(granted, 5);
+        assert_eq!(granted, 2);
         assert!(b.take(300_000), "the next window");
     }
 
