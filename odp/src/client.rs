@@ -541,7 +541,8 @@ impl Client {
         key: Vec<KeyAttr>,
         actions: Vec<Action>,
     ) -> Result<(), Error> {
-        let msg = PacketMessage::execute(dp_ifindex, packet, key, actions);
-        self.request(&msg, 0, false, "packet execute").map(drop)
+        let mut batch = Batch::default();
+        batch.execute(dp_ifindex, packet, key, actions);
+        self.send_batch(batch)?.pop().unwrap_or(Ok(()))
     }
 }
