@@ -51,6 +51,29 @@ impl UpcallSocket {
         Ok(value.max(0) as usize)
     }
 
+    /// The bytes of upcalls waiting to be read (the kernel's accounting:
+    /// each upcall's buffer, a few hundred bytes more than its packet).
+    pub fn queued_bytes(&self) -> std::io::Result<usize> {
+        // SK_MEMINFO_RMEM_ALLOC is the first of the SO_MEMINFO counters.
+        let mut info = [0u32; 9];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: info and len point at live locals of the sizes given;
+        // the kernel writes at most len bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(info[0] as usize)
+    }
+
     /// The netlink port id to register as upcall pid.
     pub fn port_id(&self) -> u32 {
         self.socket.pid()

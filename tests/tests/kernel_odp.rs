@@ -561,8 +561,13 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
         }
     })
     .unwrap();
-    let mut dropped = 0;
     let until = Instant::now() + Duration::from_secs(10);
+    while upcalls.queued_bytes().unwrap() < 5 * 60 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = upcalls.queued_bytes().unwrap();
+    assert!(queued >= 5 * 60, "{queued} bytes queued for 5 misses");
+    let mut dropped = 0;
     while dropped < 5 && Instant::now() < until {
         dropped += upcalls.discard(3).unwrap();
         std::thread::sleep(Duration::from_millis(20));

@@ -357,15 +357,16 @@ struct Worker {
     config: FastdpConfig,
     client: Client,
     plumbing: Plumbing,
-    /// Misses from the bridge and the TAP: left unread while the upcall
-    /// budget is closed.
+    /// Misses from the bridge and the TAP.
     upcalls: UpcallSocket,
+    /// Misses from the vxlan port. Both miss queues are left unread while
+    /// the upcall budget is closed.
     tunnel_upcalls: UpcallSocket,
     /// Frames our flows hand up for the userspace path: a socket of their
     /// own, so dropping over-budget misses unread never drops them.
     relays: UpcallSocket,
-    /// The local miss queue went unread while the budget was closed: what
-    /// it holds is stale.
+    /// The miss queues went unread while the budget was closed: what they
+    /// hold is stale.
     misses_stale: bool,
     /// The heartbeat thread; the heartbeat flow sends peers' heartbeats
     /// to its socket, never queued behind misses, however many there are.
@@ -407,8 +408,11 @@ impl Worker {
         };
         // The vxlan port's upcalls (misses of frames from peers, and their
         // heartbeats while the heartbeat flow is missing) have a socket of
-        // their own, so a local container's flood of misses cannot bury
-        // them in one queue.
+        // their own, read first, so a local container's flood of misses
+        // cannot bury them in one queue. (While the budget is closed both
+        // queues go unread and are dropped: a heartbeat lost that way needs
+        // its flow missing too, which the next repair pass, within a
+        // second, puts back.)
         let tunnel_upcalls = UpcallSocket::open()?;
         tunnel_upcalls.set_nonblocking()?;
         let relays = UpcallSocket::open()?;
@@ -466,20 +470,19 @@ impl Worker {
         loop {
             let now = Instant::now();
             let mut deadline = self.next_repair.min(self.next_expiry);
-            // A closed budget leaves the local misses queued (poll skips a
+            // A closed budget leaves the misses queued (poll skips a
             // negative descriptor) until it opens.
-            let local = if self.budget.open(self.clock_us(now)) {
-                self.upcalls.as_raw_fd()
-            } else {
+            let open = self.budget.open(self.clock_us(now));
+            if !open {
                 self.misses_stale = true;
                 let opens = self.epoch + Duration::from_micros(self.budget.reopens_at_us());
                 deadline = deadline.min(opens);
-                -1
-            };
+            }
+            let misses = |socket: &UpcallSocket| if open { socket.as_raw_fd() } else { -1 };
             let mut fds = [
-                worker::readable(local),
+                worker::readable(misses(&self.upcalls)),
                 worker::readable(self.mailbox.fd()),
-                worker::readable(self.tunnel_upcalls.as_raw_fd()),
+                worker::readable(misses(&self.tunnel_upcalls)),
                 worker::readable(self.relays.as_raw_fd()),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
@@ -492,11 +495,11 @@ impl Worker {
             if fds[3].revents != 0 {
                 self.upcalls(Queue::Relays);
             }
-            if fds[2].revents != 0 {
-                self.upcalls(Queue::Tunnel);
-            }
             if self.misses_stale && self.budget.open(self.clock_us(Instant::now())) {
                 self.drop_stale_misses();
+            }
+            if fds[2].revents != 0 {
+                self.upcalls(Queue::Tunnel);
             }
             if fds[0].revents != 0 {
                 self.upcalls(Queue::Local);
@@ -605,13 +608,12 @@ impl Worker {
     fn upcalls(&mut self, queue: Queue) {
         let started = Instant::now();
         while started.elapsed() < UPCALL_TURN {
+            let misses = !matches!(queue, Queue::Relays);
+            if misses && !self.budget.open(self.clock_us(Instant::now())) {
+                return; // the rest waits unread (see `run`)
+            }
             let socket = match queue {
-                Queue::Local => {
-                    if !self.budget.open(self.clock_us(Instant::now())) {
-                        return; // the rest waits unread (see `run`)
-                    }
-                    &self.upcalls
-                }
+                Queue::Local => &self.upcalls,
                 Queue::Tunnel => &self.tunnel_upcalls,
                 Queue::Relays => &self.relays,
             };
@@ -629,13 +631,22 @@ impl Worker {
         }
     }
 
-    /// Drops, unread, the local misses that queued while the budget was
-    /// closed: by now they are older than the misses behind them.
+    /// Drops, unread, the misses that queued while the budget was closed,
+    /// if there are more than a burst of them: a flood's are older than
+    /// the misses behind them by now, while a few new connections' first
+    /// packets on a slow machine (whose first miss of a window may close
+    /// the budget) are kept and read.
     fn drop_stale_misses(&mut self) {
         self.misses_stale = false;
-        match self.upcalls.discard(STALE_MISSES_AT_MOST) {
-            Ok(n) => bump(&self.counters.misses_over_budget, n as u64),
-            Err(e) => tracing::debug!(error = %e, "upcall socket"),
+        for socket in [&self.upcalls, &self.tunnel_upcalls] {
+            let queued = socket.queued_bytes().unwrap_or(usize::MAX);
+            if !upcall_budget::flooded(queued) {
+                continue;
+            }
+            match socket.discard(STALE_MISSES_AT_MOST) {
+                Ok(n) => bump(&self.counters.misses_over_budget, n as u64),
+                Err(e) => tracing::debug!(error = %e, "upcall socket"),
+            }
         }
     }
 

@@ -3,12 +3,12 @@
 //! container sending from thousands of forged MACs would otherwise keep
 //! the datapath thread busy with its misses alone, and the kernel's upcall
 //! queue would hold seconds of stale misses ahead of a new connection's
-//! first packet. While the budget is closed the router leaves the local
-//! miss queue unread, and drops what it holds unread when the budget opens
-//! again (the kernel's copy is the only cost, and the queue never holds
-//! more than a window of stale misses); the peers' queue is still read
-//! over budget, since heartbeats come up there as misses while their own
-//! flow is missing. Established flows never miss.
+//! first packet. While the budget is closed the router leaves its miss
+//! queues unread, and when it opens again drops unread what a queue holds
+//! if that is more than a burst (the kernel's copy is the only cost, and a
+//! flooded queue never holds more than a window of stale misses). Peers' heartbeats have a flow of their
+//! own, so they come up as misses only while it is missing (at most a
+//! second, until the next repair pass). Established flows never miss.
 
 /// Misses planned per second, at most.
 pub const UPCALLS_PER_SECOND: u32 = 20_000;
@@ -24,6 +24,14 @@ const WINDOW_US: u64 = 100_000;
 /// and 0.76x, still planning 140-170 misses a second under emulation
 /// (natively, a miss costs tens of microseconds: thousands a second).
 const BUSY_US: u64 = WINDOW_US / 5;
+
+/// Whether a miss queue that waited out a closed budget holds a flood
+/// (drop it unread) rather than a burst (read it): more than about a
+/// hundred full-size frames' worth.
+pub fn flooded(queued_bytes: usize) -> bool {
+    queued_bytes > FLOOD_BYTES
+}
+const FLOOD_BYTES: usize = 256 << 10;
 
 #[derive(Debug)]
 pub struct UpcallBudget {
@@ -124,6 +132,17 @@ mod tests {
         b.charge(BUSY_US);
         assert!(!b.open(1));
         assert_eq!(b.reopens_at_us(), WINDOW_US);
+    }
+
+    #[test]
+    fn a_burst_waits_to_be_read_and_a_flood_is_dropped() {
+        // Five new connections' first frames (about 2 KiB each as the
+        // kernel counts them) are a burst; a window of a flood is not.
+        assert!(!flooded(0));
+        assert!(!flooded(5 * 2_304));
+        assert!(!flooded(100 * 2_304));
+        assert!(flooded(1_000 * 2_304));
+        assert!(flooded(usize::MAX), "a queue that cannot be measured");
     }
 
     #[test]
