@@ -410,9 +410,9 @@ impl Worker {
         // heartbeats while the heartbeat flow is missing) have a socket of
         // their own, read first, so a local container's flood of misses
         // cannot bury them in one queue. (While the budget is closed both
-        // queues go unread and are dropped: a heartbeat lost that way needs
-        // its flow missing too, which the next repair pass, within a
-        // second, puts back.)
+        // queues go unread, and are dropped if a flood filled them: a
+        // heartbeat lost that way needs its flow missing too, which the
+        // next repair pass, within a second, puts back.)
         let tunnel_upcalls = UpcallSocket::open()?;
         tunnel_upcalls.set_nonblocking()?;
         let relays = UpcallSocket::open()?;

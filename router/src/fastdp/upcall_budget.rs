@@ -5,10 +5,11 @@
 //! queue would hold seconds of stale misses ahead of a new connection's
 //! first packet. While the budget is closed the router leaves its miss
 //! queues unread, and when it opens again drops unread what a queue holds
-//! if that is more than a burst (the kernel's copy is the only cost, and a
-//! flooded queue never holds more than a window of stale misses). Peers' heartbeats have a flow of their
-//! own, so they come up as misses only while it is missing (at most a
-//! second, until the next repair pass). Established flows never miss.
+//! if that is more than a burst (the kernel's copy is the only cost); so
+//! at most a burst of stale misses waits ahead of new ones. Peers'
+//! heartbeats have a flow of their own, so they come up as misses only
+//! while it is missing (at most a second, until the next repair pass).
+//! Established flows never miss.
 
 /// Misses planned per second, at most.
 pub const UPCALLS_PER_SECOND: u32 = 20_000;
