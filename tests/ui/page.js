@@ -3,7 +3,7 @@
 //
 //   node page.js URL STEP [ARG...]
 //
-//   graph NODES EDGES          wait until the graph shows that many
+//   graph NODES EDGES          wait until the graph shows that many, all reported
 //   edge A B CLASS SECONDS     wait until the edge A-B has CLASS; its details
 //   slider ID WAY FIELD AT     move a condition slider to the first position
 //                              showing at least AT, as a user drags it
@@ -74,7 +74,10 @@ const STEPS = {
         return until('the graph', async () => {
             const seen = await page.$$eval('#graph g.node', gs => gs.map(g => g.dataset.name))
             const drawn = await edges(page)
-            return { ok: seen.length === Number(nodes) && drawn.length === Number(count), nodes: seen, edges: drawn }
+            // Every edge reported too, by its end or by gossip: a remote
+            // edge is drawn from the topology before its report arrives.
+            const reported = drawn.every(e => e.source !== 'none')
+            return { ok: seen.length === Number(nodes) && drawn.length === Number(count) && reported, nodes: seen, edges: drawn }
         })
     },
 
