@@ -122,14 +122,6 @@ impl Batch {
             context,
         });
     }
-
-    pub fn len(&self) -> usize {
-        self.requests.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
-    }
 }
 
 impl Client {

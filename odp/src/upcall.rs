@@ -33,21 +33,7 @@ impl UpcallSocket {
     /// The receive buffer the kernel gave the socket, in bytes (its own
     /// accounting: twice what was asked).
     pub fn recv_buffer_size(&self) -> std::io::Result<usize> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: value and len point at live locals of the sizes given.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let value: libc::c_int = socket_option(self.socket.as_raw_fd(), libc::SO_RCVBUF)?;
         Ok(value.max(0) as usize)
     }
 
@@ -55,22 +41,7 @@ impl UpcallSocket {
     /// each upcall's buffer, a few hundred bytes more than its packet).
     pub fn queued_bytes(&self) -> std::io::Result<usize> {
         // SK_MEMINFO_RMEM_ALLOC is the first of the SO_MEMINFO counters.
-        let mut info = [0u32; 9];
-        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-        // SAFETY: info and len point at live locals of the sizes given;
-        // the kernel writes at most len bytes.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_MEMINFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let info: [u32; 9] = socket_option(self.socket.as_raw_fd(), libc::SO_MEMINFO)?;
         Ok(info[0] as usize)
     }
 
@@ -119,7 +90,18 @@ impl UpcallSocket {
     /// Each upcall is a datagram of its own, so nothing but upcalls is lost.
     pub fn discard(&self, max: usize) -> Result<usize, Error> {
         let fd = self.socket.as_raw_fd();
+        // The buffers and headers are built once and reused by every call.
         let mut scratch = [[0u8; 16]; DISCARD_BATCH];
+        let mut iov = scratch.each_mut().map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        });
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty one.
+        let mut msgs: [libc::mmsghdr; DISCARD_BATCH] = unsafe { std::mem::zeroed() };
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
         let mut dropped = 0;
         // A queue that overflowed reports ENOBUFS once; the tries bound a
         // socket that keeps failing.
@@ -128,22 +110,9 @@ impl UpcallSocket {
             if want == 0 {
                 break;
             }
-            let mut iov: Vec<libc::iovec> = scratch
-                .iter_mut()
-                .take(want)
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
-                .collect();
-            // SAFETY: mmsghdr is plain data; all-zero is a valid empty one.
-            let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; want];
-            for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: `want` headers, each pointing at one live iovec over
-            // a live 16-byte buffer; no address or control buffers.
+            // SAFETY: at most DISCARD_BATCH headers, each pointing at one
+            // live iovec over a live 16-byte buffer, none moved since; no
+            // address or control buffers.
             let rc = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -172,6 +141,28 @@ impl UpcallSocket {
 
 /// How many upcalls [`UpcallSocket::discard`] drops per system call.
 pub const DISCARD_BATCH: usize = 64;
+
+/// Reads the socket-level option `name` of `fd`, a value of type `T`.
+fn socket_option<T: Default>(fd: RawFd, name: libc::c_int) -> std::io::Result<T> {
+    let mut value = T::default();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: value and len point at live locals; the kernel writes at
+    // most len bytes, and T is plain data (an integer or an array of them)
+    // at every call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut T).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value)
+}
 
 /// Sets `fd`'s receive buffer to `bytes` past net.core.rmem_max.
 fn force_recv_buffer(fd: RawFd, bytes: usize) -> std::io::Result<()> {

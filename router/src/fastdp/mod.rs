@@ -607,8 +607,8 @@ impl Worker {
     /// get their turn.
     fn upcalls(&mut self, queue: Queue) {
         let started = Instant::now();
+        let misses = !matches!(queue, Queue::Relays);
         while started.elapsed() < UPCALL_TURN {
-            let misses = !matches!(queue, Queue::Relays);
             if misses && !self.budget.open(self.clock_us(Instant::now())) {
                 return; // the rest waits unread (see `run`)
             }
@@ -752,10 +752,12 @@ impl Worker {
             }
             batch.execute(self.ports.dp, &upcall.packet, exec_key, actions);
         }
-        let results = self.client.send_batch(batch);
-        let mut results = match results {
+        let mut results = match self.client.send_batch(batch) {
             Ok(results) => results.into_iter(),
-            Err(e) => vec![Err(e)].into_iter(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot send a missed packet's flow and packet");
+                Vec::new().into_iter()
+            }
         };
         if installing {
             match results.next() {
