@@ -83,11 +83,12 @@ impl Addressed for PacketFamily {
 /// by an ack alone: for the router's handling of a miss (a flow, then the
 /// packet that missed), where the kernel's copy of the new flow would only
 /// be built, read and thrown away, and one system call does for two.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Batch {
     requests: Vec<Pending>,
 }
 
+#[derive(Debug)]
 struct Pending {
     family: fn(&FamilyIds) -> u16,
     payload: Vec<u8>,
@@ -149,17 +150,23 @@ impl Client {
         if datagram.is_empty() {
             return Ok(Vec::new());
         }
-        // SAFETY: sends a live buffer of its true length on our socket.
-        let sent = unsafe {
-            libc::send(
-                self.socket.as_raw_fd(),
-                datagram.as_ptr().cast(),
-                datagram.len(),
-                0,
-            )
-        };
-        if sent < 0 {
-            return Err(socket_error(std::io::Error::last_os_error()));
+        loop {
+            // SAFETY: sends a live buffer of its true length on our socket.
+            let sent = unsafe {
+                libc::send(
+                    self.socket.as_raw_fd(),
+                    datagram.as_ptr().cast(),
+                    datagram.len(),
+                    0,
+                )
+            };
+            if sent >= 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(socket_error(e));
+            }
         }
         let mut results: Vec<Option<Result<(), Error>>> =
             batch.requests.iter().map(|_| None).collect();

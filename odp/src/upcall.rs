@@ -103,9 +103,11 @@ impl UpcallSocket {
             m.msg_hdr.msg_iovlen = 1;
         }
         let mut dropped = 0;
-        // A queue that overflowed reports ENOBUFS once; the tries bound a
-        // socket that keeps failing.
-        for _ in 0..max.div_ceil(DISCARD_BATCH) + 2 {
+        // Until the queue is empty (EAGAIN: a short count may also mean an
+        // error after some were taken, reported on the next call). A queue
+        // that overflowed reports ENOBUFS once; the tries bound a socket
+        // that keeps failing.
+        for _ in 0..2 * max.div_ceil(DISCARD_BATCH) + 2 {
             let want = (max - dropped).min(DISCARD_BATCH);
             if want == 0 {
                 break;
@@ -131,9 +133,6 @@ impl UpcallSocket {
                 }
             }
             dropped += rc as usize;
-            if (rc as usize) < want {
-                break;
-            }
         }
         Ok(dropped)
     }

@@ -75,8 +75,8 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 const SHED_SOON: Duration = Duration::from_millis(100);
 /// How long upcalls are handled before timers get their turn.
 const UPCALL_TURN: Duration = Duration::from_millis(50);
-/// Bounds one drop of stale misses: more than the local queue's buffer
-/// holds (an upcall takes well over 64 bytes of it).
+/// Bounds one drop of stale misses: more than a miss queue's buffer holds
+/// (8 MiB as the kernel counts it; an upcall takes well over 128 bytes).
 const STALE_MISSES_AT_MOST: usize = weft_odp::upcall::RECEIVE_BUFFER / 64;
 
 /// The upcall sockets the datapath thread reads.
@@ -368,6 +368,8 @@ struct Worker {
     /// The miss queues went unread while the budget was closed: what they
     /// hold is stale.
     misses_stale: bool,
+    /// Which miss queue is read first this turn (they alternate).
+    local_first: bool,
     /// The heartbeat thread; the heartbeat flow sends peers' heartbeats
     /// to its socket, never queued behind misses, however many there are.
     heartbeats: Heartbeats,
@@ -449,6 +451,7 @@ impl Worker {
             tunnel_upcalls,
             relays,
             misses_stale: false,
+            local_first: false,
             heartbeats,
             ports,
             tunnels: Tunnels::default(),
@@ -498,11 +501,20 @@ impl Worker {
             if self.misses_stale && self.budget.open(self.clock_us(Instant::now())) {
                 self.drop_stale_misses();
             }
-            if fds[2].revents != 0 {
-                self.upcalls(Queue::Tunnel);
+            // Turn about, so neither queue can take every window's budget
+            // while both are busy.
+            let mut queues = [
+                (fds[2].revents, Queue::Tunnel),
+                (fds[0].revents, Queue::Local),
+            ];
+            if self.local_first {
+                queues.reverse();
             }
-            if fds[0].revents != 0 {
-                self.upcalls(Queue::Local);
+            self.local_first = !self.local_first;
+            for (revents, queue) in queues {
+                if revents != 0 {
+                    self.upcalls(queue);
+                }
             }
             let now = Instant::now();
             if now >= self.next_repair {
@@ -803,6 +815,12 @@ impl Worker {
                     }
                 }
                 Hop::Userspace(origin) => {
+                    // To the relay socket, never among the misses a flood
+                    // drops. (Were another program to switch the datapath
+                    // to per-CPU dispatch, the kernel would send these to
+                    // the miss socket instead until the repair pass, within
+                    // a second, switches it back; they are relayed from
+                    // there too unless a flood's queue is dropped.)
                     let cookie = origin.octets().to_vec();
                     actions.push(Action::userspace(self.relays.port_id(), Some(cookie)));
                 }

@@ -20,10 +20,11 @@ const WINDOW_US: u64 = 100_000;
 /// the machine's speed: the rest of the thread's time is for commands,
 /// the flow table's passes and repairs, and the rest of the CPU for the
 /// traffic that already has flows. A fifth: with half, the two routers of
-/// the VM's flow bench spent 0.6 of its two CPUs on a flood of misses and
-/// an established transfer kept 0.53x of its speed; with a fifth, 0.38
-/// and 0.76x, still planning 140-170 misses a second under emulation
-/// (natively, a miss costs tens of microseconds: thousands a second).
+/// the VM's flow bench spent 0.58-0.68 of its two CPUs on a flood of
+/// misses and an established transfer kept 0.53x of its speed; with a
+/// fifth, 0.35-0.43 and 0.70-0.76x (three runs), still planning 126-227
+/// misses a second under emulation (natively, a miss costs tens of
+/// microseconds: thousands a second).
 const BUSY_US: u64 = WINDOW_US / 5;
 
 /// Whether a miss queue that waited out a closed budget holds a flood
