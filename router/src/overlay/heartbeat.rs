@@ -103,15 +103,29 @@ pub enum VxlanState {
     Down,
 }
 
-/// Heartbeats to one peer over vxlan: alternately small and full-size,
-/// one per heartbeat interval.
+/// A path is too small for full-size frames once this many full-size
+/// heartbeats in a row went unanswered while the small one sent after
+/// each came back. Counting those, not time since the last full-size
+/// answer, keeps a burst that loses every frame (a busy host, another
+/// program briefly taking the datapath's upcalls) from reading as a small
+/// MTU: full-size heartbeats go every other interval, so two lost in such
+/// a burst left none answered within the dead time.
+const FULL_SIZE_LOST_TOO_SMALL: u32 = 3;
+
+/// Heartbeats to one peer over vxlan: alternately small (odd sequence
+/// numbers) and full-size (even), one per heartbeat interval.
 pub struct VxlanPath {
     full_size: usize,
     seq: u32,
     /// Any answer, small or full-size.
     liveness: Liveness,
-    last_full: Option<Instant>,
-    first_ack: Option<Instant>,
+    /// The newest full-size heartbeat answered at full size.
+    full_answered: Option<u32>,
+    /// Full-size heartbeats unanswered while a later small one was
+    /// answered, since the last full-size answer.
+    full_lost: u32,
+    /// The newest full-size heartbeat counted in `full_lost`.
+    full_lost_newest: Option<u32>,
 }
 
 impl VxlanPath {
@@ -122,8 +136,9 @@ impl VxlanPath {
             full_size,
             seq: 0,
             liveness: Liveness::new(now, PATH_HEARTBEAT_INTERVAL, PATH_DEAD_AFTER),
-            last_full: None,
-            first_ack: None,
+            full_answered: None,
+            full_lost: 0,
+            full_lost_newest: None,
         }
     }
 
@@ -169,29 +184,36 @@ impl VxlanPath {
         if seq == 0 || self.seq.wrapping_sub(seq) >= ACK_WINDOW {
             return;
         }
-        self.first_ack.get_or_insert(now);
         self.liveness.received(now);
         if size >= self.full_size {
-            self.last_full = Some(now);
+            if !newer(self.full_answered, seq) {
+                return;
+            }
+            self.full_answered = Some(seq);
+            self.full_lost = 0;
+            return;
+        }
+        // The full-size heartbeat this answer follows (or is: a full-size
+        // one that arrived cut short) had its chance and did not come back
+        // whole, while this smaller one did.
+        let full = seq & !1;
+        if full != 0 && newer(self.full_answered, full) && newer(self.full_lost_newest, full) {
+            self.full_lost_newest = Some(full);
+            self.full_lost += 1;
         }
     }
 
     pub fn state(&self, now: Instant) -> VxlanState {
-        let answered = self.liveness.heard_recently(now);
-        let full_fresh = self
-            .last_full
-            .is_some_and(|t| now.duration_since(t) < PATH_DEAD_AFTER);
-        // A full-size frame may trail the first small one: until it has
-        // had its chance, the path is still being probed, not too small.
-        let full_had_time = self
-            .first_ack
-            .is_some_and(|t| now.duration_since(t) >= PATH_DEAD_AFTER);
-        if answered && (full_fresh || full_had_time) {
-            VxlanState::Up {
-                full_size: full_fresh,
+        if self.liveness.heard_recently(now) {
+            if self.full_lost >= FULL_SIZE_LOST_TOO_SMALL {
+                VxlanState::Up { full_size: false }
+            } else if self.full_answered.is_some() {
+                VxlanState::Up { full_size: true }
+            } else {
+                // A full-size frame may trail the first small one: until
+                // it has had its chances, the path is still being probed.
+                VxlanState::Probing
             }
-        } else if answered {
-            VxlanState::Probing
         } else if self.liveness.ever_heard() || self.liveness.age(now) >= GIVE_UP_AFTER {
             VxlanState::Down
         } else {
@@ -202,6 +224,11 @@ impl VxlanPath {
     pub fn deadline(&self) -> Instant {
         self.liveness.next_heartbeat()
     }
+}
+
+/// Whether heartbeat `seq` is newer than `than` (none is older than any).
+fn newer(than: Option<u32>, seq: u32) -> bool {
+    than.is_none_or(|t| seq != t && seq.wrapping_sub(t) < u32::MAX / 2)
 }
 
 #[cfg(test)]
@@ -271,6 +298,75 @@ mod tests {
             p.state(t0 + PATH_HEARTBEAT_INTERVAL + PATH_DEAD_AFTER),
             VxlanState::Down
         );
+    }
+
+    #[test]
+    fn a_burst_that_loses_every_frame_is_not_a_small_mtu() {
+        // Seen in CI: ovs-dpctl took the datapath's upcalls twice, a second
+        // each; the full-size heartbeats of both seconds were lost, and the
+        // small one after them answered: a window of three seconds with no
+        // full-size answer read as a path too small, and the connection
+        // left the fast datapath (and its flows) for an instant.
+        let t0 = Instant::now();
+        let mut p = VxlanPath::new(t0, 1464);
+        let mut at = t0;
+        let answer = |p: &mut VxlanPath, at: Instant, lost: bool| {
+            let (seq, size) = p.poll(at).unwrap();
+            if !lost {
+                p.acked(at, seq, size);
+            }
+            size
+        };
+        for _ in 0..4 {
+            answer(&mut p, at, false);
+            at += PATH_HEARTBEAT_INTERVAL;
+        }
+        assert_eq!(p.state(at), VxlanState::Up { full_size: true });
+        // Everything lost for two seconds (two full-size heartbeats among
+        // them), then a small one answered.
+        for _ in 0..4 {
+            answer(&mut p, at, true);
+            at += PATH_HEARTBEAT_INTERVAL;
+        }
+        assert_eq!(answer(&mut p, at, false), MIN_LEN);
+        at += PATH_HEARTBEAT_INTERVAL;
+        assert_eq!(
+            p.state(at),
+            VxlanState::Up { full_size: true },
+            "a burst of loss is not a small MTU"
+        );
+
+        // Whereas full-size heartbeats lost each time a small one after
+        // them comes back are: three in a row, then a full-size answer
+        // again undoes it.
+        let mut lost = 0;
+        while p.state(at) == (VxlanState::Up { full_size: true }) {
+            assert!(
+                lost <= FULL_SIZE_LOST_TOO_SMALL,
+                "still full-size after {lost} lost"
+            );
+            let (seq, size) = p.poll(at).unwrap();
+            if size == MIN_LEN {
+                p.acked(at, seq, size);
+            } else {
+                lost += 1;
+            }
+            at += PATH_HEARTBEAT_INTERVAL;
+        }
+        assert_eq!(p.state(at), VxlanState::Up { full_size: false });
+        // The burst's last full-size heartbeat counts: the small one after
+        // it came back.
+        assert_eq!(lost + 1, FULL_SIZE_LOST_TOO_SMALL);
+        // One full-size answer undoes it.
+        let (mut seq, mut size) = p.poll(at).unwrap();
+        if size == MIN_LEN {
+            p.acked(at, seq, size);
+            assert_eq!(p.state(at), VxlanState::Up { full_size: false });
+            at += PATH_HEARTBEAT_INTERVAL;
+            (seq, size) = p.poll(at).unwrap();
+        }
+        p.acked(at, seq, size);
+        assert_eq!(p.state(at), VxlanState::Up { full_size: true });
     }
 
     #[test]
