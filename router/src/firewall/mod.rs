@@ -269,24 +269,23 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
         looks = looks.wrapping_add(1);
         let full = looks.is_multiple_of(FULL_CHECK_EVERY);
         let outcome = async {
-            if let Some((r, seen)) = &applied
-                && *r == wanted
-                && !full
-                && listing_of(BRIDGE_FAMILY).await?.as_ref() == Some(&seen[1])
+            // A new wanted table is applied without listing the old one
+            // first (each listing is an nft run: under emulation, the
+            // better part of a second of every policy change).
+            let still_wanted = applied.as_ref().is_some_and(|(r, _)| *r == wanted);
+            if let Some((_, seen)) = &applied
+                && still_wanted
             {
-                return Ok(false);
-            }
-            let now = listing().await?;
-            let intact = match (&applied, &now) {
-                (Some((r, seen)), Some(now)) => *r == wanted && seen == now,
-                _ => false,
-            };
-            if intact {
-                return Ok(false);
+                if !full && listing_of(BRIDGE_FAMILY).await?.as_ref() == Some(&seen[1]) {
+                    return Ok(false);
+                }
+                if listing().await?.as_ref() == Some(seen) {
+                    return Ok(false);
+                }
             }
             // The table changed under us only if what we applied is what
             // is still wanted.
-            let tampered = applied.as_ref().is_some_and(|(r, _)| *r == wanted);
+            let tampered = still_wanted;
             apply_script(&wanted.script()).await?;
             let seen = listing().await?.unwrap_or_default();
             applied = Some((wanted.clone(), seen));
