@@ -57,6 +57,8 @@ pub struct Model {
     applied: Vec<String>,
     /// Whether a case's tables have held once (see [`FIRST_SETTLE`]).
     enforced: bool,
+    /// Where the last case's time went, for the log of a run.
+    timing: String,
 }
 
 impl Drop for Model {
@@ -257,6 +259,7 @@ impl Model {
             dir,
             applied: Vec::new(),
             enforced: false,
+            timing: String::new(),
         };
         // Before any policy, everyone reaches everyone: the data path is
         // warm (under emulation, the fast datapath's first flows take a
@@ -341,6 +344,7 @@ impl Model {
             }
         }
         self.applied = ids.clone();
+        let started = std::time::Instant::now();
         for r in &self.routers {
             eventually("the case's policies on every router", SETTLE, || {
                 let mut seen = r.policy_ids().unwrap_or_default();
@@ -350,8 +354,14 @@ impl Model {
                     .ok_or_else(|| format!("{seen:?}"))
             });
         }
+        let everywhere = started.elapsed();
         let held = self.verify(case);
         self.enforced |= held.is_ok();
+        self.timing = format!(
+            "policies on every router {} ms, tables {} ms",
+            everywhere.as_millis(),
+            (started.elapsed() - everywhere).as_millis()
+        );
         held
     }
 
@@ -365,6 +375,7 @@ impl Model {
                 if got == want {
                     break;
                 }
+                eprintln!("     {probe:?} not yet");
                 if std::time::Instant::now() > deadline {
                     return Err(format!(
                         "{} ({probe:?}):\nwant\n{}seen\n{}",
@@ -400,9 +411,10 @@ impl Model {
             let started = std::time::Instant::now();
             match self.check(n, case) {
                 Ok(()) => eprintln!(
-                    "ok   {:>5} ms  {}",
+                    "ok   {:>5} ms  {} ({})",
                     started.elapsed().as_millis(),
-                    case.title
+                    case.title,
+                    self.timing
                 ),
                 Err(e) => {
                     eprintln!("FAIL {}\n{e}", case.title);

@@ -265,9 +265,25 @@ impl WeftHost {
             .map_err(|e| Error::Spec(format!("weft {} is not JSON: {e}\n{text}", args.join(" "))))
     }
 
-    /// `weft report`, parsed.
+    /// GET `path` from the router's API on its unix socket, as the CLI
+    /// does but without a process: tests poll the router often, and under
+    /// emulation (the kernel VM) each `ip netns exec weft ...` took a good
+    /// part of a second.
+    pub fn api_get(&self, path: &str) -> Result<String> {
+        weft_api::Client::new(self.run_dir.join("weft.sock"))
+            .get(path)
+            .map_err(|e| Error::Command {
+                command: format!("GET {path} on h{}", self.host),
+                status: "failed".into(),
+                stderr: e.to_string(),
+            })
+    }
+
+    /// The router's report (what `weft report` prints), parsed.
     pub fn report(&self) -> Result<Value> {
-        self.json(&["report"])
+        let text = self.api_get("/report")?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("the report is not JSON: {e}\n{text}")))
     }
 
     /// What this router's IPAM holds (`weft ipam show`): each owner
@@ -421,7 +437,7 @@ impl WeftHost {
     /// The ids of the policies `weft policy list` shows.
     pub fn policy_ids(&self) -> Result<Vec<String>> {
         Ok(self
-            .run(&["policy", "list"])?
+            .api_get("/policy/list")?
             .lines()
             .skip(1)
             .filter(|l| !l.starts_with('!'))
