@@ -85,7 +85,9 @@ fn five_hosts_given_one_address_form_a_connected_mesh() {
     let table = routers[2].run(&["status", "connections"]).unwrap();
     assert!(table.starts_with("DIR  ADDRESS"), "{table}");
     assert!(table.contains("established"), "{table}");
-    let report = routers[0].report().unwrap();
+    // `weft report` prints the API's report (what the tests read).
+    let report = routers[0].json(&["report"]).unwrap();
+    assert_eq!(peer_names(&report), names, "weft report: {report}");
     for field in ["name", "nickname", "version"] {
         assert!(report["router"][field].is_string(), "router.{field}");
     }
