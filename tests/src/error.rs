@@ -36,6 +36,12 @@ pub enum Error {
     State { path: PathBuf, reason: String },
     #[error("thread inside namespace {0} panicked")]
     ThreadPanicked(String),
+    #[error("GET {path} from h{host}'s router: {source}")]
+    Api {
+        host: usize,
+        path: String,
+        source: weft_api::ClientError,
+    },
 }
 
 impl Error {

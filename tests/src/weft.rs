@@ -272,10 +272,10 @@ impl WeftHost {
     pub fn api_get(&self, path: &str) -> Result<String> {
         weft_api::Client::new(self.run_dir.join("weft.sock"))
             .get(path)
-            .map_err(|e| Error::Command {
-                command: format!("GET {path} on h{}", self.host),
-                status: "failed".into(),
-                stderr: e.to_string(),
+            .map_err(|source| Error::Api {
+                host: self.host,
+                path: path.to_string(),
+                source,
             })
     }
 
