@@ -283,13 +283,12 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
                     return Ok(false);
                 }
             }
-            // The table changed under us only if what we applied is what
-            // is still wanted.
-            let tampered = still_wanted;
             apply_script(&wanted.script()).await?;
             let seen = listing().await?.unwrap_or_default();
             applied = Some((wanted.clone(), seen));
-            Ok::<bool, FirewallError>(tampered)
+            // The table changed under us only if what we applied is what
+            // is still wanted.
+            Ok::<bool, FirewallError>(still_wanted)
         }
         .await;
         // Hairpin on the overlay's ports only while the bridge table that

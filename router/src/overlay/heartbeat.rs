@@ -186,11 +186,10 @@ impl VxlanPath {
         }
         self.liveness.received(now);
         if size >= self.full_size {
-            if !newer(self.full_answered, seq) {
-                return;
+            if newer(self.full_answered, seq) {
+                self.full_answered = Some(seq);
+                self.full_lost = 0;
             }
-            self.full_answered = Some(seq);
-            self.full_lost = 0;
             return;
         }
         // The full-size heartbeat this answer follows (or is: a full-size
