@@ -100,6 +100,11 @@ struct Args {
     rounds: usize,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Record each udp_lat measurement with `perf record -a -g` into this
+    /// directory, one file per configuration and round (on the host: in
+    /// the emulated VM the guest takes a handful of samples a second)
+    #[arg(long)]
+    profile: Option<std::path::PathBuf>,
 }
 
 /// iperf3's received throughput in bytes/s with `streams` parallel TCP
@@ -155,6 +160,7 @@ fn measure(
     for round in 1..=args.rounds {
         for (&config, m) in configs.iter().zip(&mut all) {
             let server = config.server();
+            let beside = !routers.is_empty() && config.weft().is_none();
             let cpu_before: f64 = pids.iter().map(|p| bench::cpu_seconds(*p)).sum();
             let started = Instant::now();
             m.tcp_bw
@@ -173,16 +179,23 @@ fn measure(
             m.memory.push(resident / 1024.0);
             m.tcp_lat
                 .push(bench::qperf(&client, server, "tcp_lat", args.seconds)?);
+            let beside_name = if beside { "-beside-weft" } else { "" };
+            let profile = profile_machine(
+                args,
+                &format!(
+                    "{}{beside_name}-{round}-udp_lat",
+                    config.name().replace(' ', "-")
+                ),
+            )?;
             m.udp_lat
                 .push(bench::qperf(&client, server, "udp_lat", args.seconds)?);
+            if let Some(perf) = profile {
+                finish_profile(perf)?;
+            }
             eprintln!(
                 "{}{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
                 config.name(),
-                if routers.is_empty() || config.weft().is_some() {
-                    ""
-                } else {
-                    BESIDE_WEFT
-                },
+                if beside { BESIDE_WEFT } else { "" },
                 m.tcp_bw[round - 1] / 1e9,
                 m.iperf_1[round - 1] / 1e9,
                 m.iperf_4[round - 1] / 1e9,
@@ -192,6 +205,53 @@ fn measure(
         }
     }
     Ok(all)
+}
+
+/// With `--profile DIR`, records the whole machine's kernel and user
+/// stacks (`perf record -a -g`) into `DIR/<name>.data` while a measurement
+/// runs, so two paths' per-packet costs can be compared function by
+/// function (`perf report -i`). Returns the recorder to stop afterwards.
+fn profile_machine(args: &Args, name: &str) -> Result<Option<std::process::Child>, String> {
+    let Some(dir) = &args.profile else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = dir.join(format!("{name}.data"));
+    let perf = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-a",
+            "-g",
+            "-q",
+            "-F",
+            "1000",
+            "-e",
+            "cpu-clock",
+            "-o",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf record (install linux-perf): {e}"))?;
+    // perf needs a moment before it records anything.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(Some(perf))
+}
+
+/// Stops a `perf record` with SIGINT, which makes it write its file whole.
+fn finish_profile(mut perf: std::process::Child) -> Result<(), String> {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(perf.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let status = perf.wait().map_err(|e| format!("perf record: {e}"))?;
+    // It ends itself with the signal once the file is written.
+    use std::os::unix::process::ExitStatusExt;
+    if status.success() || status.signal() == Some(nix::libc::SIGINT) {
+        Ok(())
+    } else {
+        Err(format!("perf record failed: {status}"))
+    }
 }
 
 /// Starts both routers and waits until their connection carries data on
