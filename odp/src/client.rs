@@ -23,7 +23,7 @@ use neli::{
 use crate::{
     Datapath, DatapathFamily, DatapathMessage, Error, Family, Flow, FlowFamily, FlowMessage,
     KeyAttr, Message, PacketFamily, PacketMessage, PutMode, Vport, VportFamily, VportKind,
-    VportMessage, flow::Action, vport::VPORT_MCGROUP,
+    VportMessage, datapath::DATAPATH_MCGROUP, flow::Action, vport::VPORT_MCGROUP,
 };
 
 /// The generic netlink ids the kernel assigned to the datapath families at
@@ -34,6 +34,8 @@ pub struct FamilyIds {
     pub vport: u16,
     pub flow: u16,
     pub packet: u16,
+    /// The multicast group announcing datapath changes.
+    pub datapath_mcgroup: Option<u32>,
     /// The multicast group announcing vport changes.
     pub vport_mcgroup: Option<u32>,
 }
@@ -51,6 +53,17 @@ fn socket_error(e: impl std::fmt::Display) -> Error {
 
 pub(crate) fn open_socket() -> Result<NlSocketHandle, Error> {
     NlSocketHandle::connect(NlFamily::Generic, None, Groups::empty()).map_err(socket_error)
+}
+
+/// Makes reads on `fd` return at once instead of blocking, for sockets
+/// read from an event loop.
+pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> Result<(), Error> {
+    // SAFETY: fcntl on a descriptor the caller owns, with no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(Error::Socket(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(())
 }
 
 /// Which family a message type belongs to, for addressing it.
@@ -206,11 +219,13 @@ impl Client {
                 vport: 0,
                 flow: 0,
                 packet: 0,
+                datapath_mcgroup: None,
                 vport_mcgroup: None,
             },
             seq: 0,
         };
-        let (datapath, _) = client.resolve(DatapathFamily::NAME, None)?;
+        let (datapath, datapath_mcgroup) =
+            client.resolve(DatapathFamily::NAME, Some(DATAPATH_MCGROUP))?;
         let (vport, vport_mcgroup) = client.resolve(VportFamily::NAME, Some(VPORT_MCGROUP))?;
         let (flow, _) = client.resolve(FlowFamily::NAME, None)?;
         let (packet, _) = client.resolve(PacketFamily::NAME, None)?;
@@ -219,6 +234,7 @@ impl Client {
             vport,
             flow,
             packet,
+            datapath_mcgroup,
             vport_mcgroup,
         };
         Ok(client)

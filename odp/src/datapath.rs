@@ -21,6 +21,10 @@ impl Family for DatapathFamily {
 
 pub type DatapathMessage = Message<DatapathFamily>;
 
+/// The multicast group the kernel announces datapath changes on (created,
+/// set, deleted), whichever program made them.
+pub const DATAPATH_MCGROUP: &str = "ovs_datapath";
+
 nla_enum! {
     /// `enum ovs_datapath_attr`.
     pub enum DatapathAttr {

@@ -12,9 +12,10 @@
 //!
 //! Layout: [`message`] is the envelope shared by all families, [`nla`] the
 //! attribute encoding; [`datapath`], [`vport`], [`flow`] and [`packet`] one
-//! family each, with their attributes and request constructors; [`client`]
-//! and [`upcall`] the sockets.
+//! family each, with their attributes and request constructors; [`client`],
+//! [`upcall`] and [`changes`] the sockets.
 
+pub mod changes;
 pub mod client;
 pub mod codec;
 pub mod datapath;
@@ -26,6 +27,7 @@ pub mod packet;
 pub mod upcall;
 pub mod vport;
 
+pub use changes::ChangeSocket;
 pub use client::{Batch, Client, FamilyIds};
 pub use datapath::{
     Datapath, DatapathAttr, DatapathFamily, DatapathMessage, DatapathStats, MegaflowStats, features,

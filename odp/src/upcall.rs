@@ -4,7 +4,10 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use neli::{nl::NlPayload, socket::synchronous::NlSocketHandle, types::Buffer};
 
-use crate::{DecodeError, Error, PacketMessage, Upcall, client::open_socket};
+use crate::{
+    DecodeError, Error, PacketMessage, Upcall,
+    client::{open_socket, set_nonblocking},
+};
 
 /// Room for a burst of upcalls: a full queue loses them (the datapath
 /// counts them in `lost`), and a busy router drains it in batches.
@@ -53,13 +56,7 @@ impl UpcallSocket {
     /// Makes [`UpcallSocket::recv`] return an empty batch instead of
     /// blocking, for use with an event loop.
     pub fn set_nonblocking(&self) -> Result<(), Error> {
-        let fd = self.socket.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own, with no pointers involved.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(Error::Socket(std::io::Error::last_os_error().to_string()));
-        }
-        Ok(())
+        set_nonblocking(self.socket.as_raw_fd())
     }
 
     /// Receives one datagram's worth of upcalls. Messages that are not

@@ -9,8 +9,8 @@ use std::{
 
 use testbed::{Netns, Spec, Testbed};
 use weft_odp::{
-    Action, Batch, Client, Error, Flow, KeyAttr, KeyFields, PacketCmd, PutMode, TunnelAttr,
-    TunnelKey, Upcall, UpcallSocket, VportKind, VportType,
+    Action, Batch, ChangeSocket, Client, Error, Flow, KeyAttr, KeyFields, PacketCmd, PutMode,
+    TunnelAttr, TunnelKey, Upcall, UpcallSocket, VportKind, VportType,
     flow::{EthernetKey, Ipv4Key, PortsKey},
 };
 
@@ -279,11 +279,21 @@ fn two_netdev_ports_forward_only_through_installed_flows() {
     );
     assert!(stats.hit > 0, "the pings after them hit: {stats:?}");
     assert_eq!(stats.flows, 2);
+    // Every change to a datapath or its ports is announced, whichever
+    // program made it: the router's repairs wait for nothing else.
+    let ids = odp.family_ids();
+    assert!(ids.datapath_mcgroup.is_some() && ids.vport_mcgroup.is_some());
+    let changes = h1
+        .in_thread(move || ChangeSocket::open(&ids))
+        .unwrap()
+        .unwrap();
+    assert_eq!(changes.drain(64).unwrap(), 0, "nothing changed yet");
     let features = weft_odp::features::UNALIGNED;
     let changed = odp
         .set_datapath(dp.ifindex, upcalls.port_id(), features)
         .unwrap();
     assert_eq!(changed.user_features & features, features);
+    assert_eq!(changes.drain(64).unwrap(), 1, "the features' change");
     let names: Vec<String> = odp
         .datapaths()
         .unwrap()
@@ -308,6 +318,7 @@ fn two_netdev_ports_forward_only_through_installed_flows() {
     assert!(odp.flows(dp.ifindex).unwrap().is_empty());
 
     odp.delete_vport(dp.ifindex, v2.port_no).unwrap();
+    assert_eq!(changes.drain(64).unwrap(), 1, "the port's deletion");
     assert!(matches!(
         odp.vport(dp.ifindex, "v2"),
         Err(Error::NotFound { .. })

@@ -21,7 +21,8 @@
 //! datapath run on a thread of their own ([`heartbeats`]; peers'
 //! heartbeats come up through a flow of their own, not as misses). This
 //! thread puts the datapath back together if someone deletes it or its
-//! ports.
+//! ports, or changes its features: at once when the kernel announces the
+//! change, else at the next pass.
 
 pub mod flow_table;
 mod heartbeats;
@@ -42,8 +43,8 @@ use std::{
 };
 
 use weft_odp::{
-    Action, Batch, Client, Error as OdpError, Flow, KeyAttr, KeyFields, PacketCmd, PutMode,
-    TunnelAttr, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
+    Action, Batch, ChangeSocket, Client, Error as OdpError, Flow, KeyAttr, KeyFields, PacketCmd,
+    PutMode, TunnelAttr, Upcall, UpcallSocket, VportKind, flow::EthernetKey,
 };
 
 use crate::overlay::heartbeat::{self, Heartbeat, VxlanState};
@@ -69,6 +70,11 @@ const BRIDGE_PORT: u32 = 0;
 /// still reach the datapath and the router can answer them.
 const BRIDGE_PORT_MTU: u32 = 65521;
 const REPAIR_EVERY: Duration = Duration::from_secs(1);
+/// The least time between repair passes that announced changes bring
+/// forward: this router's own repairs are announced too.
+const REPAIR_AFTER_CHANGE: Duration = Duration::from_millis(50);
+/// Announcements read per turn of the loop.
+const CHANGES_PER_TURN: usize = 64;
 /// How often the flow table is read for idle flows.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 /// How soon the next pass comes while the table sheds flows.
@@ -365,6 +371,13 @@ struct Worker {
     /// Frames our flows hand up for the userspace path: a socket of their
     /// own, so dropping over-budget misses unread never drops them.
     relays: UpcallSocket,
+    /// The kernel's announcements of datapath and port changes, which
+    /// bring the repair pass forward: `ovs-dpctl` switches the datapath to
+    /// per-CPU upcall dispatch just by opening it, and every upcall,
+    /// heartbeats included, goes to its sockets until the features are put
+    /// back. None where the kernel announces nothing (then the pass's
+    /// second is the bound).
+    changes: Option<ChangeSocket>,
     /// The miss queues went unread while the budget was closed: what they
     /// hold is stale.
     misses_stale: bool,
@@ -389,6 +402,7 @@ struct Worker {
     mailbox: Mailbox<FastdpCommand>,
     reports: tokio::sync::mpsc::UnboundedSender<Report>,
     next_repair: Instant,
+    last_repair: Instant,
     next_expiry: Instant,
     up: bool,
 }
@@ -419,6 +433,11 @@ impl Worker {
         tunnel_upcalls.set_nonblocking()?;
         let relays = UpcallSocket::open()?;
         relays.set_nonblocking()?;
+        let changes = ChangeSocket::open(&client.family_ids())
+            .inspect_err(|e| {
+                tracing::info!(error = %e, "no datapath announcements: another program's changes are undone within a second")
+            })
+            .ok();
         let ports = build(
             &mut client,
             &plumbing,
@@ -450,6 +469,7 @@ impl Worker {
             upcalls,
             tunnel_upcalls,
             relays,
+            changes,
             misses_stale: false,
             local_first: false,
             heartbeats,
@@ -462,6 +482,7 @@ impl Worker {
             mailbox,
             reports,
             next_repair: now + REPAIR_EVERY,
+            last_repair: now,
             next_expiry: now + EXPIRE_EVERY,
             up: true,
         };
@@ -487,6 +508,7 @@ impl Worker {
                 worker::readable(self.mailbox.fd()),
                 worker::readable(misses(&self.tunnel_upcalls)),
                 worker::readable(self.relays.as_raw_fd()),
+                worker::readable(self.changes.as_ref().map_or(-1, |c| c.as_raw_fd())),
             ];
             if let Err(e) = worker::poll(&mut fds, now, deadline) {
                 tracing::error!(error = %e, "fast datapath poll failed");
@@ -497,6 +519,9 @@ impl Worker {
             }
             if fds[3].revents != 0 {
                 self.upcalls(Queue::Relays);
+            }
+            if fds[4].revents != 0 {
+                self.changes_announced();
             }
             if self.misses_stale && self.budget.open(self.clock_us(Instant::now())) {
                 self.drop_stale_misses();
@@ -519,6 +544,7 @@ impl Worker {
             let now = Instant::now();
             if now >= self.next_repair {
                 self.next_repair = now + REPAIR_EVERY;
+                self.last_repair = now;
                 self.repair();
             }
             if now >= self.next_expiry {
@@ -818,15 +844,34 @@ impl Worker {
                     // To the relay socket, never among the misses a flood
                     // drops. (Were another program to switch the datapath
                     // to per-CPU dispatch, the kernel would send these to
-                    // the miss socket instead until the repair pass, within
-                    // a second, switches it back; they are relayed from
-                    // there too unless a flood's queue is dropped.)
+                    // the miss socket instead until the repair pass, which
+                    // the change's announcement brings forward, switches it
+                    // back; they are relayed from there too unless a
+                    // flood's queue is dropped.)
                     let cookie = origin.octets().to_vec();
                     actions.push(Action::userspace(self.relays.port_id(), Some(cookie)));
                 }
             }
         }
         actions
+    }
+
+    /// The kernel announced changes to datapaths or ports: the repair pass
+    /// comes at once, or as soon as [`REPAIR_AFTER_CHANGE`] allows.
+    fn changes_announced(&mut self) {
+        let Some(changes) = &self.changes else {
+            return;
+        };
+        match changes.drain(CHANGES_PER_TURN) {
+            Ok(0) => {}
+            Ok(_) => {
+                self.next_repair = self.next_repair.min(self.last_repair + REPAIR_AFTER_CHANGE);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the datapath's announcements: repairing once a second only");
+                self.changes = None;
+            }
+        }
     }
 
     /// Puts the datapath back if it or a port was deleted under us, and
