@@ -100,11 +100,17 @@ struct Args {
     rounds: usize,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Record each udp_lat measurement with `perf record -a -g` into this
-    /// directory, one file per configuration and round (on the host: in
-    /// the emulated VM the guest takes a handful of samples a second)
+    /// Profile each udp_lat measurement into this directory, one file per
+    /// configuration and round (see --profile-mode)
     #[arg(long)]
     profile: Option<std::path::PathBuf>,
+    /// How --profile looks: `record`, stacks sampled by `perf record -a
+    /// -g` (on the host: the emulated VM's guest takes a handful of
+    /// samples a second); `count`, kernel events counted by `perf stat
+    /// -a` (packets queued and received, allocations, softirqs, wakeups),
+    /// which works in the VM too
+    #[arg(long, value_enum, default_value_t = ProfileMode::Record)]
+    profile_mode: ProfileMode,
 }
 
 /// iperf3's received throughput in bytes/s with `streams` parallel TCP
@@ -129,6 +135,21 @@ fn iperf3(client: &Netns, server: &str, streams: u32, seconds: u32) -> Result<f6
         .map(|bits| bits / 8.0)
         .ok_or_else(|| format!("no end.sum_received in iperf3's report: {out}"))
 }
+
+/// What `--profile` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProfileMode {
+    /// Sampled stacks (`perf record -a -g`), `<name>.data`.
+    Record,
+    /// Counted kernel events (`perf stat -a`), `<name>.txt`.
+    Count,
+}
+
+/// The events `--profile-mode count` counts: per round trip, they tell
+/// how many times a packet was queued to a device or a CPU's backlog,
+/// received, allocated, and how often a CPU was woken.
+const COUNTED_EVENTS: &str = "cpu-clock,context-switches,net:net_dev_queue,net:netif_rx,\
+net:netif_receive_skb,kmem:kmalloc,kmem:kmem_cache_alloc,irq:softirq_raise,sched:sched_wakeup";
 
 /// Samples of one configuration, one per round, by metric.
 #[derive(Default)]
@@ -208,31 +229,38 @@ fn measure(
 }
 
 /// With `--profile DIR`, records the whole machine's kernel and user
-/// stacks (`perf record -a -g`) into `DIR/<name>.data` while a measurement
-/// runs, so two paths' per-packet costs can be compared function by
-/// function (`perf report -i`). Returns the recorder to stop afterwards.
+/// stacks (`perf record -a -g`) into `DIR/<name>.data`, or counts its
+/// kernel events into `DIR/<name>.txt`, while a measurement runs, so two
+/// paths' per-packet costs can be compared. Returns the recorder to stop
+/// afterwards.
 fn profile_machine(args: &Args, name: &str) -> Result<Option<std::process::Child>, String> {
     let Some(dir) = &args.profile else {
         return Ok(None);
     };
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let out = dir.join(format!("{name}.data"));
-    let perf = std::process::Command::new("perf")
-        .args([
-            "record",
-            "-a",
-            "-g",
-            "-q",
-            "-F",
-            "1000",
-            "-e",
-            "cpu-clock",
-            "-o",
-        ])
-        .arg(&out)
+    let mut perf = std::process::Command::new("perf");
+    match args.profile_mode {
+        ProfileMode::Record => perf
+            .args([
+                "record",
+                "-a",
+                "-g",
+                "-q",
+                "-F",
+                "1000",
+                "-e",
+                "cpu-clock",
+                "-o",
+            ])
+            .arg(dir.join(format!("{name}.data"))),
+        ProfileMode::Count => perf
+            .args(["stat", "-a", "-e", COUNTED_EVENTS, "-o"])
+            .arg(dir.join(format!("{name}.txt"))),
+    };
+    let perf = perf
         .stdout(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("perf record (install linux-perf): {e}"))?;
+        .map_err(|e| format!("perf (install linux-perf): {e}"))?;
     // perf needs a moment before it records anything.
     std::thread::sleep(Duration::from_millis(500));
     Ok(Some(perf))
@@ -244,13 +272,13 @@ fn finish_profile(mut perf: std::process::Child) -> Result<(), String> {
         nix::unistd::Pid::from_raw(perf.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     );
-    let status = perf.wait().map_err(|e| format!("perf record: {e}"))?;
+    let status = perf.wait().map_err(|e| format!("perf: {e}"))?;
     // It ends itself with the signal once the file is written.
     use std::os::unix::process::ExitStatusExt;
     if status.success() || status.signal() == Some(nix::libc::SIGINT) {
         Ok(())
     } else {
-        Err(format!("perf record failed: {status}"))
+        Err(format!("perf failed: {status}"))
     }
 }
 
