@@ -212,19 +212,25 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
                 .host(1)
                 .run(["ovs-dpctl", "show", "weft-dp"])
                 .map_err(|e| e.to_string())?;
-            // The internal port is back on the bridge too.
+            // The internal port is back on the bridge too, and the port
+            // that gives the bridge its headroom, down.
             let link = tb
                 .host(1)
                 .run(["ip", "link", "show", "weft-dp"])
+                .map_err(|e| e.to_string())?;
+            let headroom = tb
+                .host(1)
+                .run(["ip", "link", "show", "weft-headroom"])
                 .map_err(|e| e.to_string())?;
             if ["(internal)", "weft-tap", "weft-vxlan"]
                 .iter()
                 .all(|p| show.contains(p))
                 && link.contains("master weft ")
+                && headroom.contains("master weft state DOWN")
             {
                 Ok(())
             } else {
-                Err(format!("{show}\n{link}"))
+                Err(format!("{show}\n{link}\n{headroom}"))
             }
         })
     };
@@ -266,6 +272,12 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
     ports_back("weft-tap back on the datapath");
     tb.host(1).ip(["link", "del", "weft-vxlan"]).unwrap();
     ports_back("weft-vxlan recreated");
+    // The headroom port cannot come up (so never receives) while the
+    // datapath's vxlan port holds its UDP port; deleted, it comes back.
+    let up = tb.host(1).ip(["link", "set", "weft-headroom", "up"]);
+    assert!(up.is_err(), "the headroom port came up: {up:?}");
+    tb.host(1).ip(["link", "del", "weft-headroom"]).unwrap();
+    ports_back("weft-headroom put back");
     tb.host(1)
         .run(["ovs-dpctl", "del-flows", "weft-dp"])
         .unwrap();

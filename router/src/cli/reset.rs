@@ -97,6 +97,7 @@ async fn remove_devices(netlink: &Netlink) -> Result<()> {
         let ours = link.name == netdev::BRIDGE
             || link.name == netdev::TAP
             || link.name == crate::vxlan_device::DEVICE
+            || link.name == crate::fastdp::HEADROOM_PORT
             || link.name.starts_with(netdev::attach::HOST_PREFIX)
             || link.name.starts_with("vwefc");
         if ours {

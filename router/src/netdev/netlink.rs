@@ -427,6 +427,27 @@ impl Netlink {
         mtu: u32,
         bridge: u32,
     ) -> Result<Link> {
+        let link = self
+            .add_vxlan_port_down(name, vni, port, mtu, bridge)
+            .await?;
+        if let Err(e) = self.set_mtu_up(link.index, mtu).await {
+            let _ = self.delete(link.index).await;
+            return Err(e);
+        }
+        Ok(link)
+    }
+
+    /// [`Netlink::add_vxlan_port`] without bringing the device up: a down
+    /// port carries nothing, but the bridge still counts the headroom it
+    /// asks for. On failure nothing is left.
+    pub async fn add_vxlan_port_down(
+        &self,
+        name: &str,
+        vni: u32,
+        port: u16,
+        mtu: u32,
+        bridge: u32,
+    ) -> Result<Link> {
         self.handle
             .link()
             .add(
@@ -456,11 +477,7 @@ impl Netlink {
             .execute()
             .await
             .map_err(request(format!("set {name}'s bridge port flags")));
-        let up = match flags {
-            Ok(()) => self.set_mtu_up(link.index, mtu).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = up {
+        if let Err(e) = flags {
             let _ = self.delete(link.index).await;
             return Err(e);
         }
