@@ -101,7 +101,9 @@ struct Args {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Profile each udp_lat measurement into this directory, one file per
-    /// configuration and round (see --profile-mode)
+    /// configuration and round (see --profile-mode), and beside each weft
+    /// measurement the datapath's own counters and flows (`weft dp show`,
+    /// `weft dp flows`)
     #[arg(long)]
     profile: Option<std::path::PathBuf>,
     /// How --profile looks: `record`, stacks sampled by `perf record -a
@@ -212,6 +214,17 @@ fn measure(
                 .push(bench::qperf(&client, server, "udp_lat", args.seconds)?);
             if let Some(perf) = profile {
                 finish_profile(perf)?;
+                if let (Some(dir), Some(router)) = (&args.profile, routers.first())
+                    && config.weft().is_some()
+                {
+                    datapath_counters(
+                        router,
+                        &dir.join(format!(
+                            "{}-{round}-dp.txt",
+                            config.name().replace(' ', "-")
+                        )),
+                    )?;
+                }
             }
             eprintln!(
                 "{}{}, round {round}: tcp_bw {:.2} GB/s, iperf3 {:.2}/{:.2} GB/s, tcp_lat {:.1} µs, udp_lat {:.1} µs",
@@ -264,6 +277,18 @@ fn profile_machine(args: &Args, name: &str) -> Result<Option<std::process::Child
     // perf needs a moment before it records anything.
     std::thread::sleep(Duration::from_millis(500));
     Ok(Some(perf))
+}
+
+/// With `--profile`, what the datapath itself counted (lookups, masks,
+/// flows), from the first router, beside the machine's counts.
+fn datapath_counters(router: &WeftHost, file: &std::path::Path) -> Result<(), String> {
+    let mut out = String::new();
+    for what in ["show", "flows"] {
+        out += &router
+            .run(&["dp", what])
+            .map_err(|e| format!("weft dp {what}: {e}"))?;
+    }
+    std::fs::write(file, out).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Stops a `perf record` with SIGINT, which makes it write its file whole.

@@ -83,6 +83,17 @@ pub fn datapath() -> Result<String, Error> {
             features.join(",")
         }
     );
+    // A packet's lookup tries masks until one matches: more than one per
+    // packet means flows of different shapes compete.
+    if let Some(m) = dp.megaflow_stats {
+        let per_packet = m.mask_hit as f64 / s.hit.saturating_add(s.missed).max(1) as f64;
+        writeln!(
+            out,
+            "  masks {}: {per_packet:.2} tried per packet, {} lookups found theirs in the mask cache",
+            m.masks, m.cache_hit
+        )
+        .expect("writing to a string");
+    }
     for v in client.vports(dp.ifindex)? {
         let port = v.dst_port.map(|p| format!(", udp {p}")).unwrap_or_default();
         let st = v.stats;
