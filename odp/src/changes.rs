@@ -6,7 +6,7 @@ use neli::socket::synchronous::NlSocketHandle;
 
 use crate::{
     Error, FamilyIds,
-    client::{open_socket, set_nonblocking},
+    client::{discard_queued, open_socket, set_nonblocking},
 };
 
 /// Subscribed to the datapath and vport families' multicast groups, where
@@ -45,37 +45,8 @@ impl ChangeSocket {
     /// there were. A queue that overflowed counts as one: something
     /// changed, the details are lost either way.
     pub fn drain(&self, max: usize) -> Result<usize, Error> {
-        let fd = self.socket.as_raw_fd();
-        let mut scratch = [0u8; 16];
-        let mut seen = 0;
-        // The tries bound a socket that keeps failing.
-        for _ in 0..2 * max + 2 {
-            if seen >= max {
-                break;
-            }
-            // SAFETY: a live 16-byte buffer and its length; MSG_TRUNC
-            // drops the rest of each datagram.
-            let rc = unsafe {
-                libc::recv(
-                    fd,
-                    scratch.as_mut_ptr().cast(),
-                    scratch.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                )
-            };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => break,
-                    Some(libc::ENOBUFS) => seen += 1,
-                    Some(libc::EINTR) => {}
-                    _ => return Err(Error::Socket(e.to_string())),
-                }
-                continue;
-            }
-            seen += 1;
-        }
-        Ok(seen)
+        let (dropped, overflowed) = discard_queued(self.socket.as_raw_fd(), max)?;
+        Ok(dropped + usize::from(overflowed))
     }
 }
 

@@ -66,6 +66,64 @@ pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> Result<(), Error> {
     Ok(())
 }
 
+/// How many datagrams [`discard_queued`] drops per system call.
+pub const DISCARD_BATCH: usize = 64;
+
+/// Drops up to `max` datagrams queued on non-blocking netlink socket `fd`
+/// without reading them (the kernel copies a few bytes of each at most),
+/// up to [`DISCARD_BATCH`] per system call; says how many went and whether
+/// the queue had overflowed (the kernel reports that once, as ENOBUFS).
+/// Each message is a datagram of its own, so only whole messages are lost.
+pub(crate) fn discard_queued(fd: std::os::fd::RawFd, max: usize) -> Result<(usize, bool), Error> {
+    // The buffers and headers are built once and reused by every call.
+    let mut scratch = [[0u8; 16]; DISCARD_BATCH];
+    let mut iov = scratch.each_mut().map(|b| libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: b.len(),
+    });
+    // SAFETY: mmsghdr is plain data; all-zero is a valid empty one.
+    let mut msgs: [libc::mmsghdr; DISCARD_BATCH] = unsafe { std::mem::zeroed() };
+    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let mut dropped = 0;
+    let mut overflowed = false;
+    // Until the queue is empty (EAGAIN: a short count may also mean an
+    // error after some were taken, reported on the next call); the tries
+    // bound a socket that keeps failing.
+    for _ in 0..2 * max.div_ceil(DISCARD_BATCH) + 2 {
+        let want = (max - dropped).min(DISCARD_BATCH);
+        if want == 0 {
+            break;
+        }
+        // SAFETY: at most DISCARD_BATCH headers, each pointing at one
+        // live iovec over a live 16-byte buffer, none moved since; no
+        // address or control buffers.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => break,
+                Some(libc::ENOBUFS) => overflowed = true,
+                Some(libc::EINTR) => {}
+                _ => return Err(Error::Socket(e.to_string())),
+            }
+            continue;
+        }
+        dropped += rc as usize;
+    }
+    Ok((dropped, overflowed))
+}
+
 /// Which family a message type belongs to, for addressing it.
 pub trait Addressed: Family {
     fn id(ids: &FamilyIds) -> u16;

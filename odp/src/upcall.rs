@@ -6,7 +6,7 @@ use neli::{nl::NlPayload, socket::synchronous::NlSocketHandle, types::Buffer};
 
 use crate::{
     DecodeError, Error, PacketMessage, Upcall,
-    client::{open_socket, set_nonblocking},
+    client::{discard_queued, open_socket, set_nonblocking},
 };
 
 /// Room for a burst of upcalls: a full queue loses them (the datapath
@@ -81,62 +81,13 @@ impl UpcallSocket {
     }
 
     /// Drops up to `max` queued upcalls without reading them, and says how
-    /// many went: the kernel copies a few bytes of each at most, and takes
-    /// up to [`DISCARD_BATCH`] per system call. For a router over its
-    /// budget, whose queue must not hold stale misses ahead of new ones.
-    /// Each upcall is a datagram of its own, so nothing but upcalls is lost.
+    /// many went. For a router over its budget, whose queue must not hold
+    /// stale misses ahead of new ones.
     pub fn discard(&self, max: usize) -> Result<usize, Error> {
-        let fd = self.socket.as_raw_fd();
-        // The buffers and headers are built once and reused by every call.
-        let mut scratch = [[0u8; 16]; DISCARD_BATCH];
-        let mut iov = scratch.each_mut().map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        });
-        // SAFETY: mmsghdr is plain data; all-zero is a valid empty one.
-        let mut msgs: [libc::mmsghdr; DISCARD_BATCH] = unsafe { std::mem::zeroed() };
-        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-        }
-        let mut dropped = 0;
-        // Until the queue is empty (EAGAIN: a short count may also mean an
-        // error after some were taken, reported on the next call). A queue
-        // that overflowed reports ENOBUFS once; the tries bound a socket
-        // that keeps failing.
-        for _ in 0..2 * max.div_ceil(DISCARD_BATCH) + 2 {
-            let want = (max - dropped).min(DISCARD_BATCH);
-            if want == 0 {
-                break;
-            }
-            // SAFETY: at most DISCARD_BATCH headers, each pointing at one
-            // live iovec over a live 16-byte buffer, none moved since; no
-            // address or control buffers.
-            let rc = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    msgs.as_mut_ptr(),
-                    want as libc::c_uint,
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                    std::ptr::null_mut(),
-                )
-            };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => break,
-                    Some(libc::ENOBUFS) | Some(libc::EINTR) => continue,
-                    _ => return Err(Error::Socket(e.to_string())),
-                }
-            }
-            dropped += rc as usize;
-        }
-        Ok(dropped)
+        // An overflow is no upcall: the lost ones are the datapath's count.
+        discard_queued(self.socket.as_raw_fd(), max).map(|(dropped, _)| dropped)
     }
 }
-
-/// How many upcalls [`UpcallSocket::discard`] drops per system call.
-pub const DISCARD_BATCH: usize = 64;
 
 /// Reads the socket-level option `name` of `fd`, a value of type `T`.
 fn socket_option<T: Default>(fd: RawFd, name: libc::c_int) -> std::io::Result<T> {
