@@ -47,16 +47,21 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-/// iperf3's received throughput in bits/s.
-fn iperf3(client: &Netns, server: &str, seconds: u32) -> Result<f64, String> {
+/// iperf3's received throughput in bits/s, and the sender's
+/// retransmissions (segments the path lost or delayed past their timer).
+fn iperf3(client: &Netns, server: &str, seconds: u32) -> Result<(f64, u64), String> {
     let out = client
         .run(["iperf3", "-c", server, "-J", "-t", &seconds.to_string()])
         .map_err(|e| e.to_string())?;
     let report: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| format!("iperf3 -J output: {e}: {out}"))?;
-    report["end"]["sum_received"]["bits_per_second"]
+    let bps = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .ok_or_else(|| format!("no end.sum_received in iperf3's report: {out}"))
+        .ok_or_else(|| format!("no end.sum_received in iperf3's report: {out}"))?;
+    let retransmits = report["end"]["sum_sent"]["retransmits"]
+        .as_u64()
+        .unwrap_or(0);
+    Ok((bps, retransmits))
 }
 
 /// A counter of `weft_fastdp_total`.
@@ -200,13 +205,15 @@ fn main() -> Result<(), String> {
     let mut steady_cpu = Vec::new();
     let mut churned = Churned::default();
     for round in 1..=args.rounds {
-        quiet.push(iperf3(&client, "10.32.0.2", args.seconds)?);
+        let (bps, quiet_rtx) = iperf3(&client, "10.32.0.2", args.seconds)?;
+        quiet.push(bps);
         let cpu0 = cpu(&routers)?;
         let one_pair =
             MacChurn::start(&client, "weft0", &dst, 1, args.rate).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_secs(3));
         let started = Instant::now();
-        steady.push(iperf3(&client, "10.32.0.2", args.seconds)?);
+        let (bps, steady_rtx) = iperf3(&client, "10.32.0.2", args.seconds)?;
+        steady.push(bps);
         let sent = one_pair.stop().map_err(|e| e.to_string())?;
         let wall = started.elapsed().as_secs_f64() + 3.0;
         steady_sent.push(sent as f64 / wall);
@@ -249,7 +256,8 @@ fn main() -> Result<(), String> {
         churned.cpu.push(busy(cpu0, cpu(&routers)?, wall));
         let after = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
         let per_s = |now: u64, then: u64| (now - then) as f64 / wall;
-        churned.transfer.push(transfer?);
+        let (bps, churn_rtx) = transfer?;
+        churned.transfer.push(bps);
         churned.misses_per_s.push(per_s(after("misses")?, misses0));
         churned
             .over_budget_per_s
@@ -264,7 +272,7 @@ fn main() -> Result<(), String> {
         churned.most_flows.push(most as f64);
         churned.sent_per_s.push(sent as f64 / wall);
         eprintln!(
-            "round {round}: transfer {:.0} Mbit/s quiet, {:.0} beside {:.0} frames/s from one pair, {:.0} with churn; {:.0} frames/s sent, {:.0} misses/s planned, {:.0}/s over budget, {:.0}/s lost by the kernel, {:.0} flows evicted/s, at most {most} flows on host 1; CPUs busy: routers {:.2} with churn ({:.2} beside one pair), kernel {:.2} ({:.2})",
+            "round {round}: transfer {:.0} Mbit/s quiet, {:.0} beside {:.0} frames/s from one pair, {:.0} with churn; {:.0} frames/s sent, {:.0} misses/s planned, {:.0}/s over budget, {:.0}/s lost by the kernel, {:.0} flows evicted/s, at most {most} flows on host 1; CPUs busy: routers {:.2} with churn ({:.2} beside one pair), kernel {:.2} ({:.2}); retransmitted segments: {quiet_rtx} quiet, {steady_rtx} beside one pair, {churn_rtx} with churn",
             quiet[round - 1] / 1e6,
             steady[round - 1] / 1e6,
             steady_sent[round - 1],
