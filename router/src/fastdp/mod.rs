@@ -53,7 +53,7 @@ use crate::overlay::heartbeat::{self, Heartbeat, VxlanState};
 use crate::{
     identity::PeerName,
     mesh::Routes,
-    netdev::netlink::{Netlink, NetlinkError},
+    netdev::netlink::{Netlink, NetlinkError, VxlanPort},
     userspace::{engine, forwarding::SharedMacs, packet::macs, switch::UserspaceCommand},
     worker::{self, Mailbox},
 };
@@ -342,13 +342,13 @@ impl Plumbing {
                 Some(port) => nl.delete(port.index).await?,
                 None => {}
             }
-            nl.add_vxlan_port_down(
-                HEADROOM_PORT,
-                HEADROOM_VNI,
-                config.vxlan_port,
-                config.overlay_mtu,
-                bridge.index,
-            )
+            nl.add_vxlan_port_down(&VxlanPort {
+                name: HEADROOM_PORT,
+                vni: HEADROOM_VNI,
+                port: config.vxlan_port,
+                mtu: config.overlay_mtu,
+                bridge: bridge.index,
+            })
             .await?;
             Ok(true)
         })

@@ -82,6 +82,18 @@ fn link_of(msg: &LinkMessage) -> Link {
     link
 }
 
+/// A vxlan device to make as a port of a bridge.
+#[derive(Clone, Copy, Debug)]
+pub struct VxlanPort<'a> {
+    pub name: &'a str,
+    pub vni: u32,
+    /// Its UDP port.
+    pub port: u16,
+    pub mtu: u32,
+    /// The bridge's interface index.
+    pub bridge: u32,
+}
+
 /// A netlink connection bound to one network namespace.
 #[derive(Clone)]
 pub struct Netlink {
@@ -419,18 +431,9 @@ impl Netlink {
     /// port of `bridge` that the bridge never floods to and learns nothing
     /// from, and brings it up only then (up first, the bridge could learn
     /// from what peers send in between). On failure nothing is left.
-    pub async fn add_vxlan_port(
-        &self,
-        name: &str,
-        vni: u32,
-        port: u16,
-        mtu: u32,
-        bridge: u32,
-    ) -> Result<Link> {
-        let link = self
-            .add_vxlan_port_down(name, vni, port, mtu, bridge)
-            .await?;
-        if let Err(e) = self.set_mtu_up(link.index, mtu).await {
+    pub async fn add_vxlan_port(&self, spec: &VxlanPort<'_>) -> Result<Link> {
+        let link = self.add_vxlan_port_down(spec).await?;
+        if let Err(e) = self.set_mtu_up(link.index, spec.mtu).await {
             let _ = self.delete(link.index).await;
             return Err(e);
         }
@@ -440,14 +443,14 @@ impl Netlink {
     /// [`Netlink::add_vxlan_port`] without bringing the device up: a down
     /// port carries nothing, but the bridge still counts the headroom it
     /// asks for. On failure nothing is left.
-    pub async fn add_vxlan_port_down(
-        &self,
-        name: &str,
-        vni: u32,
-        port: u16,
-        mtu: u32,
-        bridge: u32,
-    ) -> Result<Link> {
+    pub async fn add_vxlan_port_down(&self, spec: &VxlanPort<'_>) -> Result<Link> {
+        let VxlanPort {
+            name,
+            vni,
+            port,
+            mtu,
+            bridge,
+        } = *spec;
         self.handle
             .link()
             .add(

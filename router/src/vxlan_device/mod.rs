@@ -33,7 +33,7 @@ use crate::{
     identity::PeerName,
     netdev::{
         self,
-        netlink::{FdbEntry, Netlink},
+        netlink::{FdbEntry, Netlink, VxlanPort},
     },
     overlay::heartbeat::{ETHERTYPE, Heartbeat, VxlanPath, VxlanState},
     userspace::forwarding::SharedMacs,
@@ -154,7 +154,13 @@ async fn build(config: &VxlanDeviceConfig) -> Result<u32, netdev::NetlinkError> 
         netlink.delete(old.index).await?;
     }
     let link = netlink
-        .add_vxlan_port(DEVICE, VNI, config.port, config.overlay_mtu, config.bridge)
+        .add_vxlan_port(&VxlanPort {
+            name: DEVICE,
+            vni: VNI,
+            port: config.port,
+            mtu: config.overlay_mtu,
+            bridge: config.bridge,
+        })
         .await?;
     Ok(link.index)
 }
