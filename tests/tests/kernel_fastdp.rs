@@ -293,6 +293,20 @@ fn three_hosts_use_the_fast_datapath_fall_back_when_blocked_and_heal() {
         },
     );
     tb.ping_all_pairs(3);
+
+    // A router that stops takes its datapath and headroom port with it.
+    routers[0].run(&["stop"]).unwrap();
+    eventually(
+        "the stopped router's devices gone",
+        Duration::from_secs(10),
+        || {
+            let link = |name: &str| tb.host(1).run(["ip", "link", "show", name]);
+            match (link("weft-dp"), link("weft-headroom")) {
+                (Err(_), Err(_)) => Ok(()),
+                (dp, headroom) => Err(format!("{dp:?}\n{headroom:?}")),
+            }
+        },
+    );
 }
 
 #[test]

@@ -13,9 +13,11 @@
 //! rather than a veth pair joins the two: one device and one queueing
 //! step fewer for every packet (measured in `bench-datapath`). A fourth
 //! device, [`HEADROOM_PORT`], sits on the bridge, down, so that packets
-//! bound for the tunnel are made with room for its header. Flows are installed on misses ([`planner`] decides), within
-//! a budget of misses per second ([`upcall_budget`]); they expire when
-//! idle, the least recently used make room when the table nears its bound
+//! bound for the tunnel are made with room for its header.
+//!
+//! Flows are installed on misses ([`planner`] decides), within a budget of
+//! misses per second ([`upcall_budget`]); they expire when idle, the least
+//! recently used make room when the table nears its bound
 //! ([`flow_table`]), and all are flushed whenever routes or overlay
 //! choices change.
 //!
