@@ -479,9 +479,7 @@ impl Api {
         );
         let netlink = &network.netlink;
         // Left over from a container that was killed along with dockerd.
-        if let Some(stale) = netlink.link(&host).await? {
-            netlink.delete(stale.index).await?;
-        }
+        netlink.delete_named(&host).await?;
         netlink.add_veth(&host, &peer, network.mtu).await?;
         // The overlay MTU on both ends: Docker keeps what it is handed.
         let inner = netlink.require(&peer).await?;
@@ -554,9 +552,7 @@ impl Api {
     async fn leave(&self, body: &Bytes) -> Answer {
         let req: EndpointRequest = parse(body)?;
         let netlink = &self.host_network()?.netlink;
-        if let Some(link) = netlink.link(&bridge_side(&req.endpoint_id)).await? {
-            netlink.delete(link.index).await?;
-        }
+        netlink.delete_named(&bridge_side(&req.endpoint_id)).await?;
         Ok(json!({}))
     }
 }

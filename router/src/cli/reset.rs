@@ -65,8 +65,8 @@ async fn reset(dirs: &DirArgs, detach: bool) -> Result<()> {
             if running {
                 let body = serde_json::json!({ "id": a.id, "missing_ok": true });
                 super::post(dirs, "/detach", &body)?;
-            } else if let Some(link) = netlink.link(&a.interface).await? {
-                netlink.delete(link.index).await?;
+            } else {
+                netlink.delete_named(&a.interface).await?;
             }
             println!("detached {}", a.id);
         }

@@ -357,12 +357,9 @@ impl Plumbing {
     }
 
     fn remove_headroom_port(&self) {
-        let removed = self.runtime.block_on(async {
-            match self.netlink.link(HEADROOM_PORT).await? {
-                Some(port) => self.netlink.delete(port.index).await,
-                None => Ok(()),
-            }
-        });
+        let removed = self
+            .runtime
+            .block_on(self.netlink.delete_named(HEADROOM_PORT));
         if let Err(e) = removed {
             tracing::warn!(error = %e, port = HEADROOM_PORT, "cannot remove the headroom port");
         }

@@ -299,8 +299,8 @@ impl Registry {
                     let _ = inside.delete_address(container.index, *net).await;
                 }
             }
-        } else if let Some(link) = netlink.link(&host_if).await.ok().flatten() {
-            let _ = netlink.delete(link.index).await;
+        } else {
+            let _ = netlink.delete_named(&host_if).await;
         }
         if let Err(e) = self.put(&plug.id, previous) {
             tracing::warn!(id = %plug.id, error = %e, "cannot take back a failed attachment's entry; the next start settles it");
@@ -343,9 +343,7 @@ impl Registry {
         let host_if = host_interface(&plug.id);
         let name = plug.interface.as_str();
         if !existed {
-            if let Some(stale) = netlink.link(&host_if).await? {
-                netlink.delete(stale.index).await?;
-            }
+            netlink.delete_named(&host_if).await?;
             netlink.add_veth_into(&host_if, name, netns, mtu).await?;
         }
         let host = netlink.require(&host_if).await?;

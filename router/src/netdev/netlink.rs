@@ -286,6 +286,14 @@ impl Netlink {
             .map_err(request(format!("delete link {index}")))
     }
 
+    /// Deletes link `name` if there is one; says whether there was.
+    pub async fn delete_named(&self, name: &str) -> Result<bool> {
+        match self.link(name).await? {
+            Some(link) => self.delete(link.index).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
         match self
             .handle

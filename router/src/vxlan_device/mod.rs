@@ -134,15 +134,14 @@ impl Drop for VxlanDevice {
 /// static entries would hold MACs nothing maintains, and its port would
 /// stay open with no guard in front of it.
 pub async fn remove_leftover(netlink: &Netlink) {
-    if let Ok(Some(old)) = netlink.link(DEVICE).await {
-        match netlink.delete(old.index).await {
-            Ok(()) => tracing::info!(
-                device = DEVICE,
-                "removed the vxlan device of an earlier router"
-            ),
-            Err(e) => {
-                tracing::warn!(device = DEVICE, error = %e, "cannot remove the vxlan device of an earlier router")
-            }
+    match netlink.delete_named(DEVICE).await {
+        Ok(true) => tracing::info!(
+            device = DEVICE,
+            "removed the vxlan device of an earlier router"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(device = DEVICE, error = %e, "cannot remove the vxlan device of an earlier router")
         }
     }
 }
@@ -150,9 +149,7 @@ pub async fn remove_leftover(netlink: &Netlink) {
 /// Deletes a device of our name and makes ours; returns its index.
 async fn build(config: &VxlanDeviceConfig) -> Result<u32, netdev::NetlinkError> {
     let netlink = &config.netlink;
-    if let Some(old) = netlink.link(DEVICE).await? {
-        netlink.delete(old.index).await?;
-    }
+    netlink.delete_named(DEVICE).await?;
     let link = netlink
         .add_vxlan_port(&VxlanPort {
             name: DEVICE,
