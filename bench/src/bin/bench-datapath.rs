@@ -203,13 +203,9 @@ fn measure(
             m.tcp_lat
                 .push(bench::qperf(&client, server, "tcp_lat", args.seconds)?);
             let beside_name = if beside { "-beside-weft" } else { "" };
-            let profile = profile_machine(
-                args,
-                &format!(
-                    "{}{beside_name}-{round}-udp_lat",
-                    config.name().replace(' ', "-")
-                ),
-            )?;
+            let file_stem = config.name().replace(' ', "-");
+            let profile =
+                profile_machine(args, &format!("{file_stem}{beside_name}-{round}-udp_lat"))?;
             m.udp_lat
                 .push(bench::qperf(&client, server, "udp_lat", args.seconds)?);
             if let Some(perf) = profile {
@@ -217,13 +213,7 @@ fn measure(
                 if let (Some(dir), Some(router)) = (&args.profile, routers.first())
                     && config.weft().is_some()
                 {
-                    datapath_counters(
-                        router,
-                        &dir.join(format!(
-                            "{}-{round}-dp.txt",
-                            config.name().replace(' ', "-")
-                        )),
-                    )?;
+                    datapath_counters(router, &dir.join(format!("{file_stem}-{round}-dp.txt")))?;
                 }
             }
             eprintln!(
