@@ -152,8 +152,11 @@ impl Addressed for PacketFamily {
 
 /// Requests sent to the kernel together, in one datagram, each answered
 /// by an ack alone: for the router's handling of a miss (a flow, then the
-/// packet that missed), where the kernel's copy of the new flow would only
-/// be built, read and thrown away, and one system call does for two.
+/// packet that missed) and its flow table's passes (a step of deletions),
+/// where the kernel's copy of each flow would only be built, read and
+/// thrown away, and one system call does for many. Each request's ack
+/// waits in the socket's receive buffer until all are sent: keep a batch
+/// to a few dozen requests.
 #[derive(Debug, Default)]
 pub struct Batch {
     requests: Vec<Pending>,
@@ -172,6 +175,13 @@ impl Batch {
     pub fn put_flow(&mut self, dp_ifindex: i32, flow: &Flow, mode: PutMode) {
         let msg = FlowMessage::put(dp_ifindex, flow, mode);
         self.push(&msg, mode.netlink_flags(), "flow");
+    }
+
+    /// Deletes the flow whose unmasked key is `key` (see
+    /// [`Client::delete_flow`], which also returns the flow's last stats).
+    pub fn delete_flow(&mut self, dp_ifindex: i32, key: &[KeyAttr]) {
+        let msg = FlowMessage::delete(dp_ifindex, Some(key));
+        self.push(&msg, 0, "flow");
     }
 
     /// Runs `actions` on `packet` (see [`Client::execute`]).

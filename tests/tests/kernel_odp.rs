@@ -627,6 +627,47 @@ fn misses_arrive_as_upcalls_with_the_packet_key_and_can_be_executed() {
     let (n, _) = c2_socket.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"fresh");
 
+    // A pass of the router's flow table deletes a step of flows in
+    // batches: every one of a full batch answered, in order, a flow that
+    // is not there on its own.
+    let by_source = |i: u8| {
+        let ethernet = |src| {
+            KeyAttr::Ethernet(EthernetKey {
+                src,
+                dst: [0x02, 0, 0, 0, 0, 0xfe],
+            })
+        };
+        let key = vec![KeyAttr::InPort(v2), ethernet([0x02, 0, 0, 0, 1, i])];
+        let mask = vec![KeyAttr::InPort(u32::MAX), ethernet([0xff; 6])];
+        Flow::new(key, Some(mask), vec![Action::Output(v1)])
+    };
+    let flows: Vec<Flow> = (0..64).map(by_source).collect();
+    let before = odp.flows(dp).unwrap().len();
+    let mut puts = Batch::default();
+    for flow in &flows {
+        puts.put_flow(dp, flow, PutMode::Create);
+    }
+    assert!(odp.send_batch(puts).unwrap().iter().all(Result::is_ok));
+    assert_eq!(odp.flows(dp).unwrap().len(), before + 64);
+    let mut deletes = Batch::default();
+    for flow in flows.iter().skip(1) {
+        deletes.delete_flow(dp, &flow.key);
+    }
+    deletes.delete_flow(dp, &by_source(200).key);
+    let results = odp.send_batch(deletes).unwrap();
+    assert_eq!(results.len(), 64);
+    assert!(results[..63].iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        matches!(results[63], Err(Error::NotFound { .. })),
+        "{results:?}"
+    );
+    assert_eq!(
+        odp.flows(dp).unwrap().len(),
+        before + 1,
+        "the one not deleted stays"
+    );
+    odp.delete_flow(dp, &flows[0].key).unwrap();
+
     // A userspace action hands packets up with our cookie.
     let (key, mask) = from_port(v1);
     let cookie = b"cookie42".to_vec();
