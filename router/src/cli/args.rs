@@ -394,8 +394,9 @@ pub struct RouterArgs {
     /// the vxlan device.
     #[arg(long, default_value_t = 6784)]
     pub fastdp_port: u16,
-    /// Most flows in the fast datapath's kernel table. Near it the least
-    /// recently used make room (from 7/8 full down to 3/4); at it a new
+    /// Most flows in the fast datapath's kernel table. Near it flows make
+    /// room (from 7/8 full down to 3/4), those that carried fewer than 16
+    /// packets first, each kind least recently used first; at it a new
     /// pair of MACs is forwarded without a flow until there is room.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1_000_000))]
     pub fastdp_max_flows: u32,

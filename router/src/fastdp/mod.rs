@@ -59,7 +59,7 @@ use crate::{
     userspace::{engine, forwarding::SharedMacs, packet::macs, switch::UserspaceCommand},
     worker::{self, Mailbox},
 };
-use flow_table::FlowTable;
+use flow_table::{Dumped, FlowTable};
 use heartbeats::{HeartbeatCommand, HeartbeatConfig, Heartbeats};
 use planner::{Hop, Ingress, View};
 use tunnels::Tunnels;
@@ -93,6 +93,11 @@ const REPAIR_AFTER_CHANGE: Duration = Duration::from_millis(50);
 const CHANGES_PER_TURN: usize = 64;
 /// How often the flow table is read for idle flows.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+/// Flow deletions sent to the kernel in one datagram: a step of a large
+/// table's pass is a thousand, one request each took a round trip and
+/// made the kernel build a copy of every deleted flow; the acks of one
+/// datagram wait together in the socket's receive buffer.
+const DELETES_PER_REQUEST: usize = 64;
 /// How soon the next pass comes while the table sheds flows.
 const SHED_SOON: Duration = Duration::from_millis(100);
 /// How long upcalls are handled before timers get their turn.
@@ -191,7 +196,7 @@ pub struct Counters {
     /// Misses forwarded without a flow: the table was at its bound.
     pub flows_not_installed_table_full: AtomicU64,
     pub flows_expired_idle: AtomicU64,
-    /// Flows removed to make room, least recently used first.
+    /// Flows removed to make room (those on probation first).
     pub flows_evicted: AtomicU64,
     pub flushes: AtomicU64,
     /// Flows in the kernel's table now (an upper bound between passes).
@@ -1024,8 +1029,8 @@ impl Worker {
         }
     }
 
-    /// Removes idle flows, and the least recently used when the table is
-    /// crowded, a step at a time ([`flow_table`]).
+    /// Removes idle flows, and makes room when the table is crowded, a
+    /// step at a time ([`flow_table`]).
     fn expire(&mut self, now: Instant) {
         self.next_expiry = now + EXPIRE_EVERY;
         let flows = match self.client.flows(self.ports.dp) {
@@ -1039,19 +1044,34 @@ impl Worker {
                 return;
             }
         };
-        let ages: Vec<(FlowId, Option<u64>)> =
-            flows.iter().map(|f| (flow_id(&f.key), f.used_ms)).collect();
+        let ages: Vec<Dumped<FlowId>> = flows
+            .iter()
+            .map(|f| Dumped {
+                id: flow_id(&f.key),
+                used_ms: f.used_ms,
+                packets: f.stats.packets,
+            })
+            .collect();
         let pass = self.table.pass(&ages, monotonic_ms());
-        for (n, &i) in pass.delete.iter().enumerate() {
-            let key = self
-                .installed
-                .remove(&ages[i].0)
-                .unwrap_or_else(|| flows[i].key.clone());
-            let deleted = self.client.delete_flow(self.ports.dp, &key);
-            if let Err(e) = &deleted {
-                tracing::debug!(error = %e, "cannot delete a flow");
+        for (step, chunk) in pass.delete.chunks(DELETES_PER_REQUEST).enumerate() {
+            let mut batch = Batch::default();
+            for &i in chunk {
+                let key = self.installed.get(&ages[i].id).unwrap_or(&flows[i].key);
+                batch.delete_flow(self.ports.dp, key);
             }
-            if deleted.is_ok() {
+            let results = match self.client.send_batch(batch) {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot delete flows");
+                    break;
+                }
+            };
+            for ((n, deleted), &i) in (step * DELETES_PER_REQUEST..).zip(results).zip(chunk) {
+                if let Err(e) = &deleted {
+                    tracing::debug!(error = %e, "cannot delete a flow");
+                    continue;
+                }
+                self.installed.remove(&ages[i].id);
                 self.table.removed();
                 let counter = if n < pass.idle {
                     &self.counters.flows_expired_idle
@@ -1065,7 +1085,7 @@ impl Worker {
             self.next_expiry = now + SHED_SOON;
         }
         // Keys of flows the kernel no longer has (deleted by someone else).
-        let present: std::collections::HashSet<&FlowId> = ages.iter().map(|(id, _)| id).collect();
+        let present: std::collections::HashSet<&FlowId> = ages.iter().map(|f| &f.id).collect();
         self.installed.retain(|id, _| present.contains(id));
         self.counters
             .flows
