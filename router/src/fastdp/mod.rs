@@ -1044,7 +1044,7 @@ impl Worker {
                 return;
             }
         };
-        let ages: Vec<Dumped<FlowId>> = flows
+        let dumped: Vec<Dumped<FlowId>> = flows
             .iter()
             .map(|f| Dumped {
                 id: flow_id(&f.key),
@@ -1052,11 +1052,11 @@ impl Worker {
                 packets: f.stats.packets,
             })
             .collect();
-        let pass = self.table.pass(&ages, monotonic_ms());
+        let pass = self.table.pass(&dumped, monotonic_ms());
         for (step, chunk) in pass.delete.chunks(DELETES_PER_REQUEST).enumerate() {
             let mut batch = Batch::default();
             for &i in chunk {
-                let key = self.installed.get(&ages[i].id).unwrap_or(&flows[i].key);
+                let key = self.installed.get(&dumped[i].id).unwrap_or(&flows[i].key);
                 batch.delete_flow(self.ports.dp, key);
             }
             let results = match self.client.send_batch(batch) {
@@ -1071,7 +1071,7 @@ impl Worker {
                     tracing::debug!(error = %e, "cannot delete a flow");
                     continue;
                 }
-                self.installed.remove(&ages[i].id);
+                self.installed.remove(&dumped[i].id);
                 self.table.removed();
                 let counter = if n < pass.idle {
                     &self.counters.flows_expired_idle
@@ -1085,7 +1085,7 @@ impl Worker {
             self.next_expiry = now + SHED_SOON;
         }
         // Keys of flows the kernel no longer has (deleted by someone else).
-        let present: std::collections::HashSet<&FlowId> = ages.iter().map(|f| &f.id).collect();
+        let present: std::collections::HashSet<&FlowId> = dumped.iter().map(|f| &f.id).collect();
         self.installed.retain(|id, _| present.contains(id));
         self.counters
             .flows
