@@ -396,6 +396,15 @@ impl WeftHost {
         std::fs::read_to_string(self.run_dir.join("weft.log")).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the router's log, oldest first: for a
+    /// failure message.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let mut tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.reverse();
+        tail.join("\n")
+    }
+
     /// Sends `request` (raw HTTP; it should say `Connection: close`) to the
     /// router's TCP API from inside the host, as root or, with `nobody`, as
     /// an unprivileged user; returns the raw answer.
@@ -469,6 +478,16 @@ impl WeftHost {
     pub fn datapath_counter(&self, name: &str) -> u64 {
         self.metric(&format!("weft_datapath_total{{counter=\"{name}\"}}"))
             .unwrap()
+    }
+
+    /// Every `/metrics` line of the fast datapath (`weft_fastdp_...`).
+    pub fn fastdp_metrics(&self) -> Result<Vec<String>> {
+        Ok(self
+            .metrics()?
+            .lines()
+            .filter(|l| l.starts_with("weft_fastdp"))
+            .map(str::to_string)
+            .collect())
     }
 
     /// A counter of the fast datapath (`weft_fastdp_total`).

@@ -91,12 +91,10 @@ fn diagnostics(routers: &[WeftHost]) -> String {
     for r in routers {
         let status = r.run(&["status", "connections"]).unwrap_or_default();
         let flows = r.run(&["dp", "flows"]).unwrap_or_default();
-        let log = r.log();
-        let tail: Vec<&str> = log.lines().rev().take(25).collect();
         out.push_str(&format!(
             "==== h{}\n{status}\n{flows}\n{}\n",
             r.host,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            r.log_tail(25)
         ));
     }
     out
@@ -525,19 +523,19 @@ fn a_flood_of_mac_pairs_sheds_old_flows_without_a_flush() {
             .unwrap();
     }
     testbed::tcp_transfer(&paused_from, &paused_to, paused_addr, 5303, 2_000_000).unwrap();
-    let (src, dst) = (
+    let (paused_src, paused_dst) = (
         paused_from.mac("weft0").unwrap(),
         paused_to.mac("weft0").unwrap(),
     );
     let paused_flow = || {
         let flows = kernel_flows(&tb, 1);
-        let found = flows
-            .lines()
-            .any(|l| l.contains(&format!("src={src}")) && l.contains(&format!("dst={dst}")));
+        let found = flows.lines().any(|l| {
+            l.contains(&format!("src={paused_src}")) && l.contains(&format!("dst={paused_dst}"))
+        });
         found.then_some(()).ok_or(flows)
     };
     if let Err(flows) = paused_flow() {
-        panic!("no flow for the transfer {src} -> {dst} on host 1:\n{flows}");
+        panic!("no flow for the transfer {paused_src} -> {paused_dst} on host 1:\n{flows}");
     }
     let to = container_addr(2).to_string();
     assert!(pings(&tb.container(1, 1), container_addr(2)));
@@ -561,14 +559,7 @@ fn a_flood_of_mac_pairs_sheds_old_flows_without_a_flush() {
                 n if n >= wanted => Ok(()),
                 n => Err(format!(
                     "{n} evicted, {most} flows at most so far; {}",
-                    routers[0]
-                        .metrics()
-                        .unwrap()
-                        .lines()
-                        .filter(|l| l.starts_with("weft_fastdp"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                        + &routers[0].log()
+                    routers[0].fastdp_metrics().unwrap().join(", ") + &routers[0].log()
                 )),
             }
         })
@@ -580,7 +571,9 @@ fn a_flood_of_mac_pairs_sheds_old_flows_without_a_flush() {
     // within the minute after which an idle flow goes anyway.)
     wait_for_evictions(128, Duration::from_secs(40));
     if let Err(flows) = paused_flow() {
-        panic!("the paused transfer's flow {src} -> {dst} was shed under the flood:\n{flows}");
+        panic!(
+            "the paused transfer's flow {paused_src} -> {paused_dst} was shed under the flood:\n{flows}"
+        );
     }
     if let Err(e) = testbed::tcp_transfer(&paused_from, &paused_to, paused_addr, 5304, 200_000) {
         panic!(

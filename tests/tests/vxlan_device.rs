@@ -40,13 +40,11 @@ fn diagnostics(tb: &Testbed, routers: &[WeftHost]) -> String {
     let mut out = String::new();
     for r in routers {
         let status = r.run(&["status", "connections"]).unwrap_or_default();
-        let log = r.log();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
         out.push_str(&format!(
             "==== h{}\n{status}\n{}\n{}\n",
             r.host,
             entries(tb, r.host),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            r.log_tail(20)
         ));
     }
     out

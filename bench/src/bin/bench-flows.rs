@@ -215,19 +215,8 @@ fn diagnose(routers: &[WeftHost], client: &Netns) -> String {
     let mut out = String::new();
     for (h, r) in routers.iter().enumerate() {
         let show = r.run(&["dp", "show"]).unwrap_or_else(|e| e.to_string());
-        let metrics: String = r
-            .metrics()
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("weft_fastdp"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let log = r.log();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        out += &format!("host {}: {show}\n{metrics}", h + 1);
-        for line in tail.iter().rev() {
-            out += &format!("  log: {line}\n");
-        }
+        let metrics = r.fastdp_metrics().unwrap_or_default().join("\n");
+        out += &format!("host {}: {show}\n{metrics}\n{}\n", h + 1, r.log_tail(20));
     }
     for argv in [
         &["ip", "neigh"][..],

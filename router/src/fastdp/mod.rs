@@ -16,10 +16,10 @@
 //! bound for the tunnel are made with room for its header.
 //!
 //! Flows are installed on misses ([`planner`] decides), within a budget of
-//! misses per second ([`upcall_budget`]); they expire when idle, the least
-//! recently used make room when the table nears its bound
-//! ([`flow_table`]), and all are flushed whenever routes or overlay
-//! choices change.
+//! misses per second ([`upcall_budget`]); they expire when idle, those
+//! that have carried few packets and then the least recently used make
+//! room when the table nears its bound ([`flow_table`]), and all are
+//! flushed whenever routes or overlay choices change.
 //!
 //! The vxlan heartbeats that decide whether a connection may use the fast
 //! datapath run on a thread of their own ([`heartbeats`]; peers'
