@@ -4,7 +4,8 @@
 //! four streams, with the routers' CPU and memory. For context it also
 //! measures routing without an overlay and the kernel's own vxlan device.
 //! In the kernel VM (`scripts/bench-fastdp`, `scripts/bench`) it measures
-//! the fast datapath too.
+//! the fast datapath too, and on request (`--configs odp-direct`) the least
+//! an Open vSwitch datapath pays without a bridge in front, beside it.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,11 @@ enum Config {
     Fastdp,
     /// weft's kernel vxlan device path (where there is no openvswitch).
     VxlanDevice,
+    /// The least any Open vSwitch datapath design pays (needs the
+    /// openvswitch module): each container's veth a port of a datapath,
+    /// one flow each way, no bridge in front. Measured beside the fast
+    /// datapath, whose extra cost over it is then the bridge's hop.
+    OdpDirect,
 }
 
 impl Config {
@@ -48,6 +54,7 @@ impl Config {
             Config::Encrypted => "weft userspace, encrypted",
             Config::Fastdp => "weft fastdp",
             Config::VxlanDevice => "weft vxlan device",
+            Config::OdpDirect => "Open vSwitch datapath, containers on it",
         }
     }
 
@@ -57,6 +64,7 @@ impl Config {
             Config::Plain => "10.99.0.2",
             Config::Routed => "10.97.2.2",
             Config::KernelVxlan => "10.98.0.2",
+            Config::OdpDirect => "10.95.0.2",
             _ => "10.32.0.2",
         }
     }
@@ -383,6 +391,94 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
     Ok(())
 }
 
+/// The datapath of [`Config::OdpDirect`] in each host, and its vxlan port
+/// (beside weft's and the kernel device's own UDP ports).
+const DIRECT_DATAPATH: &str = "bench-odp";
+const DIRECT_VXLAN: &str = "bench-odp-vx";
+const DIRECT_UDP_PORT: u16 = 4790;
+const DIRECT_VNI: u64 = 43;
+
+/// [`Config::OdpDirect`] between container 1 of hosts 1 and 2
+/// (10.95.0.0/24): in each host a datapath whose ports are the
+/// container's veth and a vxlan port, and two flows that match every frame
+/// by its port alone: from the veth into the tunnel to the other host, and
+/// from the tunnel with that id and sender to the veth. No upcalls (a miss
+/// is dropped); the datapath goes with the host's namespace.
+fn odp_direct_path(tb: &Testbed) -> Result<(), String> {
+    use weft_odp::{
+        Action, Client, Flow, KeyAttr, PutMode, TunnelAttr, TunnelKey, VportKind, flow::EthernetKey,
+    };
+    for h in 1..=2usize {
+        let (host, c) = (tb.host(h), tb.container(h, 1));
+        ip(
+            &host,
+            &format!("link add odh type veth peer name od0 netns {}", c.name()),
+        )?;
+        ip(&host, "link set dev odh up")?;
+        ip(&c, &format!("addr add 10.95.0.{h}/24 dev od0"))?;
+        ip(&c, "link set dev od0 mtu 1450 up")?;
+        let (local, remote) = (tb.host_addr(h), tb.host_addr(3 - h));
+        let made = host.in_thread(move || -> Result<(), weft_odp::Error> {
+            let mut odp = Client::connect()?;
+            let dp = odp.create_datapath(DIRECT_DATAPATH, 0, 0)?.ifindex;
+            let veth = odp
+                .create_vport(dp, "odh", VportKind::Netdev, &[0])?
+                .port_no;
+            let tunnel = VportKind::Vxlan {
+                dst_port: DIRECT_UDP_PORT,
+            };
+            let vxlan = odp.create_vport(dp, DIRECT_VXLAN, tunnel, &[0])?.port_no;
+            let any_frame = KeyAttr::Ethernet(EthernetKey::default());
+            let out = Flow::new(
+                vec![KeyAttr::InPort(veth), any_frame.clone()],
+                Some(vec![KeyAttr::InPort(u32::MAX), any_frame.clone()]),
+                vec![
+                    Action::set_tunnel(&TunnelKey {
+                        id: DIRECT_VNI,
+                        src: local,
+                        dst: remote,
+                        tos: 0,
+                        ttl: 64,
+                        dont_fragment: true,
+                        csum: false,
+                    }),
+                    Action::Output(vxlan),
+                ],
+            );
+            odp.put_flow(dp, &out, PutMode::Create)?;
+            let from_peer = vec![
+                TunnelAttr::Id(DIRECT_VNI),
+                TunnelAttr::Ipv4Src(remote),
+                TunnelAttr::Ipv4Dst(local),
+                TunnelAttr::Ttl(64),
+            ];
+            let exact = vec![
+                TunnelAttr::Id(u64::MAX),
+                TunnelAttr::Ipv4Src(std::net::Ipv4Addr::BROADCAST),
+                TunnelAttr::Ipv4Dst(std::net::Ipv4Addr::BROADCAST),
+            ];
+            let back = Flow::new(
+                vec![
+                    KeyAttr::Tunnel(from_peer),
+                    KeyAttr::InPort(vxlan),
+                    any_frame.clone(),
+                ],
+                Some(vec![
+                    KeyAttr::Tunnel(exact),
+                    KeyAttr::InPort(u32::MAX),
+                    any_frame,
+                ]),
+                vec![Action::Output(veth)],
+            );
+            odp.put_flow(dp, &back, PutMode::Create)?;
+            Ok(())
+        });
+        made.map_err(|e| e.to_string())?
+            .map_err(|e| format!("host {h}'s datapath for containers on it: {e}"))?;
+    }
+    Ok(())
+}
+
 fn gb(bytes_per_second: &[f64]) -> Vec<f64> {
     bytes_per_second.iter().map(|x| x / 1e9).collect()
 }
@@ -463,6 +559,42 @@ fn against_kernel_vxlan(
     rows
 }
 
+/// The least an Open vSwitch datapath costs ([`Config::OdpDirect`])
+/// against the kernel's vxlan device beside weft, and weft's fast datapath
+/// against that least, round by round: where fastdp's cost over the
+/// kernel device lies, in the datapath or in the bridge in front of it.
+fn against_odp_direct(
+    benchmark: &str,
+    fastdp: &Measured,
+    direct: &Measured,
+    kernel_beside: Option<&Measured>,
+) -> Vec<Row> {
+    let name = Config::OdpDirect.name();
+    let mut rows = Vec::new();
+    if let Some(kernel) = kernel_beside {
+        let base = "the kernel vxlan device beside weft (paired rounds)";
+        rows.push(
+            Row::new(benchmark, name, TCP_BW, "GB/s", &gb(&direct.tcp_bw))
+                .against_paired(&gb(&kernel.tcp_bw), base),
+        );
+        rows.push(
+            Row::new(benchmark, name, UDP_LAT, "µs", &direct.udp_lat)
+                .against_paired(&kernel.udp_lat, base),
+        );
+    }
+    let base = "the Open vSwitch datapath with containers on it (paired rounds)";
+    let fastdp_name = Config::Fastdp.name();
+    rows.push(
+        Row::new(benchmark, fastdp_name, TCP_BW, "GB/s", &gb(&fastdp.tcp_bw))
+            .against_paired(&gb(&direct.tcp_bw), base),
+    );
+    rows.push(
+        Row::new(benchmark, fastdp_name, UDP_LAT, "µs", &fastdp.udp_lat)
+            .against_paired(&direct.udp_lat, base),
+    );
+    rows
+}
+
 /// How a measurement of the kernel's vxlan device with weft running is
 /// named.
 const BESIDE_WEFT: &str = ", beside weft";
@@ -499,6 +631,14 @@ fn main() -> Result<(), String> {
     let mut all = rows(benchmark, Config::Plain, &plain, &plain);
     let mut kernel_vxlan: Option<Measured> = None;
     let compare = args.configs.contains(&Config::KernelVxlan);
+    let direct = args.configs.contains(&Config::OdpDirect);
+    if direct {
+        odp_direct_path(&tb)?;
+    }
+    // Beside the fast datapath when both are asked for.
+    if args.configs.contains(&Config::Fastdp) {
+        args.configs.retain(|c| *c != Config::OdpDirect);
+    }
     for &config in &args.configs {
         let routers = match config.weft() {
             Some((flags, overlay, _)) => launch(&tb, flags, overlay)?,
@@ -511,13 +651,16 @@ fn main() -> Result<(), String> {
         // turns connection tracking on, and the bridges hand their frames
         // to it) and what any host with Docker or kube-proxy has.
         let beside = compare && matches!(config, Config::Fastdp | Config::VxlanDevice);
-        let configs: &[Config] = if beside {
-            &[config, Config::KernelVxlan]
-        } else {
-            &[config]
-        };
-        let mut measured = measure(&tb, configs, &routers, &args)?.into_iter();
+        let mut configs = vec![config];
+        if beside {
+            configs.push(Config::KernelVxlan);
+        }
+        if direct && config == Config::Fastdp {
+            configs.push(Config::OdpDirect);
+        }
+        let mut measured = measure(&tb, &configs, &routers, &args)?.into_iter();
         let m = measured.next().expect("one measurement per configuration");
+        let kernel_beside = if beside { measured.next() } else { None };
         for r in &routers {
             let _ = r.run(&["stop"]);
         }
@@ -526,8 +669,17 @@ fn main() -> Result<(), String> {
             kernel_vxlan = Some(m);
             continue;
         }
-        if let (Some(alone), Some(next)) = (&kernel_vxlan, measured.next()) {
-            all.extend(against_kernel_vxlan(benchmark, config, &m, alone, &next));
+        if let (Some(alone), Some(next)) = (&kernel_vxlan, &kernel_beside) {
+            all.extend(against_kernel_vxlan(benchmark, config, &m, alone, next));
+        }
+        if let Some(on_it) = measured.next() {
+            all.extend(rows(benchmark, Config::OdpDirect, &on_it, &plain));
+            all.extend(against_odp_direct(
+                benchmark,
+                &m,
+                &on_it,
+                kernel_beside.as_ref(),
+            ));
         }
     }
     bench::emit(&all, args.json.as_deref())
