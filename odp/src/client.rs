@@ -67,7 +67,7 @@ pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> Result<(), Error> {
 }
 
 /// How many datagrams [`discard_queued`] drops per system call.
-pub const DISCARD_BATCH: usize = 64;
+pub(crate) const DISCARD_BATCH: usize = 64;
 
 /// Drops up to `max` datagrams queued on non-blocking netlink socket `fd`
 /// without reading them (the kernel copies a few bytes of each at most),

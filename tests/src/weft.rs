@@ -491,9 +491,14 @@ impl WeftHost {
     }
 
     /// A counter of the fast datapath (`weft_fastdp_total`).
-    pub fn fastdp_counter(&self, name: &str) -> u64 {
+    pub fn fastdp_total(&self, name: &str) -> Result<u64> {
         self.metric(&format!("weft_fastdp_total{{counter=\"{name}\"}}"))
-            .unwrap()
+    }
+
+    /// [`WeftHost::fastdp_total`] for tests, where a missing counter is a
+    /// failure.
+    pub fn fastdp_counter(&self, name: &str) -> u64 {
+        self.fastdp_total(name).unwrap()
     }
 
     /// The flows in the kernel datapath's table, as `weft dp show` reads

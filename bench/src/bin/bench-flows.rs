@@ -75,13 +75,6 @@ fn iperf3(client: &Netns, server: &str, seconds: u32) -> Result<(f64, u64), Stri
     Ok((bps, retransmits))
 }
 
-/// A counter of `weft_fastdp_total`.
-fn fastdp_metric(router: &WeftHost, name: &str) -> Result<u64, String> {
-    router
-        .metric(&format!("weft_fastdp_total{{counter=\"{name}\"}}"))
-        .map_err(|e| e.to_string())
-}
-
 /// The kernel's count of upcalls it lost (its queue to the router full),
 /// from `weft dp show`.
 fn kernel_lost(router: &WeftHost) -> Result<u64, String> {
@@ -310,7 +303,11 @@ fn main() -> Result<(), String> {
         steady_sent.push(sent as f64 / wall);
         steady_cpu.push(busy(cpu0, cpu(&routers)?, wall));
 
-        let before = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
+        let before = |name: &'static str| {
+            sum(&routers, |r| {
+                r.fastdp_total(name).map_err(|e| e.to_string())
+            })
+        };
         let (misses0, over0, evicted0, flushes0) = (
             before("misses")?,
             before("misses_over_budget")?,
@@ -330,7 +327,11 @@ fn main() -> Result<(), String> {
         let sent = churn.stop().map_err(|e| e.to_string())?;
         let wall = started.elapsed().as_secs_f64() + 3.0;
         churned.cpu.push(busy(cpu0, cpu(&routers)?, wall));
-        let after = |name: &'static str| sum(&routers, |r| fastdp_metric(r, name));
+        let after = |name: &'static str| {
+            sum(&routers, |r| {
+                r.fastdp_total(name).map_err(|e| e.to_string())
+            })
+        };
         let per_s = |now: u64, then: u64| (now - then) as f64 / wall;
         let (bps, churn_rtx) = churn_transfer?;
         churned.transfer.push(bps);
