@@ -360,14 +360,9 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
         let (host, c) = (tb.host(h), tb.container(h, 1));
         let (remote, vxlan_mtu) = (tb.host_addr(other), 1450);
         // Routed: the host forwards between its veth and the underlay.
-        ip(
-            &host,
-            &format!("link add rt type veth peer name rt0 netns {}", c.name()),
-        )?;
+        veth_into(&host, &c, ("rt", "rt0"), &format!("10.97.{h}.2/24"), 1500)?;
         ip(&host, &format!("addr add 10.97.{h}.1/24 dev rt"))?;
         ip(&host, "link set dev rt up")?;
-        ip(&c, &format!("addr add 10.97.{h}.2/24 dev rt0"))?;
-        ip(&c, "link set dev rt0 up")?;
         ip(&c, &format!("route add 10.97.{other}.0/24 via 10.97.{h}.1"))?;
         ip(&host, &format!("route add 10.97.{other}.0/24 via {remote}"))?;
         host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -380,15 +375,38 @@ fn reference_paths(tb: &Testbed) -> Result<(), String> {
             &format!("link add kvx type vxlan id 42 remote {remote} dstport 4789 dev eth0"),
         )?;
         ip(&host, "link set dev kvx master kvbr up")?;
-        ip(
+        veth_into(
             &host,
-            &format!("link add kvh type veth peer name kv0 netns {}", c.name()),
+            &c,
+            ("kvh", "kv0"),
+            &format!("10.98.0.{h}/24"),
+            vxlan_mtu,
         )?;
         ip(&host, "link set dev kvh master kvbr up")?;
-        ip(&c, &format!("addr add 10.98.0.{h}/24 dev kv0"))?;
-        ip(&c, &format!("link set dev kv0 mtu {vxlan_mtu} up"))?;
     }
     Ok(())
+}
+
+/// A veth pair from `host` into container `c`: `names.1` inside, with
+/// `addr` and `mtu`, up; `names.0` stays in the host for the caller to
+/// place.
+fn veth_into(
+    host: &Netns,
+    c: &Netns,
+    names: (&str, &str),
+    addr: &str,
+    mtu: u32,
+) -> Result<(), String> {
+    let (outer, inner) = names;
+    ip(
+        host,
+        &format!(
+            "link add {outer} type veth peer name {inner} netns {}",
+            c.name()
+        ),
+    )?;
+    ip(c, &format!("addr add {addr} dev {inner}"))?;
+    ip(c, &format!("link set dev {inner} mtu {mtu} up"))
 }
 
 /// The datapath of [`Config::OdpDirect`] in each host, and its vxlan port
@@ -410,13 +428,8 @@ fn odp_direct_path(tb: &Testbed) -> Result<(), String> {
     };
     for h in 1..=2usize {
         let (host, c) = (tb.host(h), tb.container(h, 1));
-        ip(
-            &host,
-            &format!("link add odh type veth peer name od0 netns {}", c.name()),
-        )?;
+        veth_into(&host, &c, ("odh", "od0"), &format!("10.95.0.{h}/24"), 1450)?;
         ip(&host, "link set dev odh up")?;
-        ip(&c, &format!("addr add 10.95.0.{h}/24 dev od0"))?;
-        ip(&c, "link set dev od0 mtu 1450 up")?;
         let (local, remote) = (tb.host_addr(h), tb.host_addr(3 - h));
         let made = host.in_thread(move || -> Result<(), weft_odp::Error> {
             let mut odp = Client::connect()?;
@@ -569,29 +582,30 @@ fn against_odp_direct(
     direct: &Measured,
     kernel_beside: Option<&Measured>,
 ) -> Vec<Row> {
-    let name = Config::OdpDirect.name();
+    // tcp_bw and udp_lat of `name`'s `m` against `base`, round by round.
+    let paired = |name: &str, m: &Measured, base: &Measured, base_name: &str| {
+        [
+            Row::new(benchmark, name, TCP_BW, "GB/s", &gb(&m.tcp_bw))
+                .against_paired(&gb(&base.tcp_bw), base_name),
+            Row::new(benchmark, name, UDP_LAT, "µs", &m.udp_lat)
+                .against_paired(&base.udp_lat, base_name),
+        ]
+    };
     let mut rows = Vec::new();
     if let Some(kernel) = kernel_beside {
-        let base = "the kernel vxlan device beside weft (paired rounds)";
-        rows.push(
-            Row::new(benchmark, name, TCP_BW, "GB/s", &gb(&direct.tcp_bw))
-                .against_paired(&gb(&kernel.tcp_bw), base),
-        );
-        rows.push(
-            Row::new(benchmark, name, UDP_LAT, "µs", &direct.udp_lat)
-                .against_paired(&kernel.udp_lat, base),
-        );
+        rows.extend(paired(
+            Config::OdpDirect.name(),
+            direct,
+            kernel,
+            "the kernel vxlan device beside weft (paired rounds)",
+        ));
     }
-    let base = "the Open vSwitch datapath with containers on it (paired rounds)";
-    let fastdp_name = Config::Fastdp.name();
-    rows.push(
-        Row::new(benchmark, fastdp_name, TCP_BW, "GB/s", &gb(&fastdp.tcp_bw))
-            .against_paired(&gb(&direct.tcp_bw), base),
-    );
-    rows.push(
-        Row::new(benchmark, fastdp_name, UDP_LAT, "µs", &fastdp.udp_lat)
-            .against_paired(&direct.udp_lat, base),
-    );
+    rows.extend(paired(
+        Config::Fastdp.name(),
+        fastdp,
+        direct,
+        "the Open vSwitch datapath with containers on it (paired rounds)",
+    ));
     rows
 }
 
