@@ -436,9 +436,12 @@ fn a_conditioned_container_is_conditioned_and_counted_on_the_fast_datapath() {
     eprintln!("fastdp, latency 20 ms: median round trip grew by {added:.2} ms (base {base:.2} ms)");
     // Never less than the latency; the host suite holds it to 1 ms, but
     // under emulation each pass through the port thread (two packet
-    // copies, a wakeup) costs milliseconds of its own: 2.5-3.6 ms seen.
+    // copies, a wakeup) costs milliseconds of its own, as many as the
+    // emulating machine is slow: 2.5-3.6 ms seen on one, 11.3 ms on one
+    // 4.6 times slower. So here the bound only catches the latency held
+    // twice (40 ms and more), not how exactly it is held.
     assert!(
-        (19.5..=28.0).contains(&added),
+        (19.5..40.0).contains(&added),
         "round trips grew by {added:.2} ms"
     );
     assert!(
