@@ -597,11 +597,10 @@ async fn serve(mut args: RouterArgs) -> Result<()> {
     if vxlan_device.is_none() {
         vxlan_device::remove_leftover(&netlink).await;
     }
-    if fastdp.is_some() || vxlan_device.is_some() {
+    if vxlan_device.is_some() {
         let guard = crate::firewall::VxlanGuard {
             port: args.fastdp_port,
             peers: Default::default(),
-            device: vxlan_device.is_some(),
         };
         host.firewall.update(|r| r.vxlan = Some(guard));
     }

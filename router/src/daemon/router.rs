@@ -311,9 +311,8 @@ pub struct Router {
     fastdp_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
     vxlan_device: Option<VxlanDevice>,
     device_reports: tokio::sync::mpsc::UnboundedReceiver<fastdp::Report>,
-    /// The peers a kernel path (the datapath or the vxlan device) probes:
-    /// their vxlan skips connection tracking, and they are the only
-    /// senders the firewall lets through to the device's port.
+    /// The peers the vxlan device probes: the only senders the firewall
+    /// lets through to its port.
     vxlan_peers: BTreeMap<crate::identity::PeerName, std::net::Ipv4Addr>,
     ipam: IpamHandle,
     /// Notified when IPAM's state reached the disk: answers and messages
@@ -690,8 +689,6 @@ impl Router {
                 }
                 paths::Action::StartFastdp(tunnel) => {
                     if let Some(f) = &self.fastdp {
-                        self.vxlan_peers.insert(tunnel.name, tunnel.remote);
-                        self.guard_vxlan_port();
                         f.send(FastdpCommand::Peer(tunnel));
                     }
                 }

@@ -56,29 +56,21 @@ pub struct Ruleset {
     /// Network policy's chains for this host's containers
     /// (`weft_policy::nft::render`), in the same table and transaction.
     pub policy: String,
-    /// While a kernel path (the datapath or the vxlan device) runs: its
-    /// peers' vxlan skips connection tracking, and the device's port is
-    /// guarded.
+    /// While the vxlan device runs: only its peers may send to its port.
     pub vxlan: Option<VxlanGuard>,
 }
 
-/// vxlan between this host and the peers a kernel path sends to is never
-/// translated and needs no state, so it skips connection tracking (a
-/// lookup or two per packet on each host).
-///
-/// The kernel's vxlan device, moreover, hands whatever arrives on its UDP
-/// port to the bridge, from any sender (the fast datapath's flows and the
-/// userspace path's sessions check where data comes from; the device does
-/// not): so with the device, datagrams to that port from anyone but its
-/// peers are dropped before they reach it, and vxlan heartbeats count only
-/// coming out of it: the bridge drops their EtherType from every other
+/// The kernel's vxlan device hands whatever arrives on its UDP port to the
+/// bridge, from any sender (the fast datapath's flows and the userspace
+/// path's sessions check where data comes from; the device does not): so
+/// datagrams to that port from anyone but the peers it sends to are
+/// dropped before they reach it. And vxlan heartbeats count only coming
+/// out of the device: the bridge drops their EtherType from every other
 /// port, so a container cannot fake a peer's answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VxlanGuard {
     pub port: u16,
     pub peers: BTreeSet<Ipv4Addr>,
-    /// The port is the kernel's vxlan device's (not the datapath's).
-    pub device: bool,
 }
 
 /// Containers' queries to the host's resolvers, answered by the router's
@@ -97,11 +89,6 @@ pub struct DnsCapture {
 }
 
 impl Ruleset {
-    /// The vxlan device's guard, when the device holds the port.
-    fn device_guard(&self) -> Option<&VxlanGuard> {
-        self.vxlan.as_ref().filter(|g| g.device)
-    }
-
     /// The destinations whose traffic keeps its container source: the
     /// range itself, multicast and the user's exclusions, merged so that
     /// nft's interval set takes them.
@@ -161,19 +148,17 @@ impl Ruleset {
                 false,
                 guard.peers.iter(),
             );
-            if guard.device {
-                out.push_str("\tchain vxlan_input {\n");
-                out.push_str("\t\ttype filter hook input priority filter; policy accept;\n");
-                let _ = writeln!(
-                    out,
-                    "\t\tudp dport {} ip saddr != @vxlan_peers drop",
-                    guard.port
-                );
-                out.push_str("\t}\n");
-            }
-            // The frames inside are still tracked where the bridge hands
-            // them to the IP hooks. Counted, so what skipped tracking shows
-            // in `nft list table inet weft`.
+            out.push_str("\tchain vxlan_input {\n");
+            out.push_str("\t\ttype filter hook input priority filter; policy accept;\n");
+            let _ = writeln!(
+                out,
+                "\t\tudp dport {} ip saddr != @vxlan_peers drop",
+                guard.port
+            );
+            out.push_str("\t}\n");
+            // vxlan between hosts is never translated and needs no state:
+            // untracked, it skips a connection-tracking lookup per packet
+            // (the frames inside are still tracked on the bridge).
             // Only between this host and its peers: a container's own
             // flows to that port (bridged through the IP hooks too) keep
             // their tracking, for masquerade and policy.
@@ -188,7 +173,7 @@ impl Ruleset {
                 );
                 let _ = writeln!(
                     out,
-                    "\t\tip {peer} @vxlan_peers udp dport {} counter notrack",
+                    "\t\tip {peer} @vxlan_peers udp dport {} notrack",
                     guard.port
                 );
                 out.push_str("\t}\n");
@@ -220,7 +205,7 @@ impl Ruleset {
         // frame, while its destination still says where it was going.
         out.push_str("\tchain prerouting {\n");
         out.push_str("\t\ttype filter hook prerouting priority -300; policy accept;\n");
-        if self.device_guard().is_some() {
+        if self.vxlan.is_some() {
             // Also inside a VLAN tag, which the host strips before its
             // socket sees the frame.
             for kind in ["ether", "vlan"] {
@@ -304,7 +289,6 @@ mod tests {
             vxlan: Some(VxlanGuard {
                 port: 6784,
                 peers: ["192.0.2.3".parse().unwrap()].into(),
-                device: true,
             }),
         }
     }
@@ -341,34 +325,6 @@ mod tests {
         let mesh = script.split("set mesh_hosts").nth(1).unwrap();
         let mesh = mesh.split("\t}").next().unwrap();
         assert!(!mesh.contains("elements"), "{mesh}");
-    }
-
-    #[test]
-    fn the_datapath_s_peers_are_untracked_but_only_the_device_s_port_is_guarded() {
-        let r = Ruleset {
-            vxlan: Some(VxlanGuard {
-                device: false,
-                ..ruleset().vxlan.unwrap()
-            }),
-            ..ruleset()
-        };
-        let script = r.script();
-        for hook in ["prerouting", "output"] {
-            assert!(
-                script.contains(&format!(
-                    "type filter hook {hook} priority raw; policy accept;\n\t\tip {} @vxlan_peers udp dport 6784 counter notrack",
-                    if hook == "output" { "daddr" } else { "saddr" }
-                )),
-                "{hook}: {script}"
-            );
-        }
-        assert!(
-            !script.contains("vxlan_input") && !script.contains("0x88b5"),
-            "the datapath's flows check senders themselves: {script}"
-        );
-        let device = ruleset().script();
-        assert!(device.contains("ip saddr != @vxlan_peers drop"), "{device}");
-        assert!(device.contains("ether type 0x88b5 drop"), "{device}");
     }
 
     #[test]
