@@ -46,6 +46,21 @@ pub fn allow_counter(policy_index: usize) -> String {
     format!("allow_{policy_index}")
 }
 
+/// The kernel modules behind the expressions [`render`] writes beyond
+/// nf_tables' own: `ct state` (nft_ct), `limit` (nft_limit), `log ... group`
+/// (nft_log, nfnetlink_log) and `counter name` (nft_objref). Where they are
+/// modules, nf_tables loads each on first use by dropping the whole
+/// transaction, loading it and starting again: five loads, five replays,
+/// 14 s for the first policy in the emulated VM and 49 s with three
+/// routers doing it at once, against under a second for one `modprobe -a`.
+pub const KERNEL_MODULES: &[&str] = &[
+    "nft_ct",
+    "nft_limit",
+    "nft_log",
+    "nfnetlink_log",
+    "nft_objref",
+];
+
 /// The chains, counters and hooks of `plan`; empty when nothing is
 /// isolated (and then no packet is looked at).
 pub fn render(plan: &Plan) -> String {

@@ -51,6 +51,30 @@ fn the_rendering_is_pinned() {
     weft_golden::Golden::new(env!("CARGO_MANIFEST_DIR")).check_text("web-nft", &render(&plan()));
 }
 
+/// The modules loaded ahead are exactly those of the expressions the
+/// rendering uses: one the renderer stops writing leaves the list, one
+/// it starts writing must join it (or nf_tables replays the first
+/// transaction for it).
+#[test]
+fn the_modules_loaded_ahead_are_those_the_rendering_uses() {
+    let text = render(&plan());
+    let by_expression = [
+        ("ct state ", &["nft_ct"][..]),
+        ("limit rate ", &["nft_limit"]),
+        (" log prefix ", &["nft_log", "nfnetlink_log"]),
+        ("counter name ", &["nft_objref"]),
+    ];
+    let mut used: Vec<&str> = by_expression
+        .iter()
+        .filter(|(expression, _)| text.contains(expression))
+        .flat_map(|(_, modules)| modules.iter().copied())
+        .collect();
+    used.sort_unstable();
+    let mut listed = KERNEL_MODULES.to_vec();
+    listed.sort_unstable();
+    assert_eq!(used, listed);
+}
+
 #[test]
 fn nothing_isolated_renders_nothing() {
     assert_eq!(render(&Plan::default()), "");

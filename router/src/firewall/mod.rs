@@ -8,6 +8,7 @@
 pub mod rules;
 
 use std::{
+    collections::BTreeSet,
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
@@ -253,6 +254,30 @@ async fn hairpin(netlink: &crate::netdev::Netlink, ports: &[String], on: bool) {
     }
 }
 
+/// Loads `modules` in one `modprobe -a` before the table that needs them
+/// is written (see `weft_policy::nft::KERNEL_MODULES` for why). Failing
+/// costs only time: nf_tables then loads each itself, and a kernel with
+/// them built in has nothing to load.
+async fn load_modules(modules: &[&str]) {
+    let started = std::time::Instant::now();
+    let status = crate::sbin::command("modprobe")
+        .arg("-a")
+        .args(modules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    match status {
+        Ok(s) if s.success() => {
+            tracing::debug!(?modules, elapsed = ?started.elapsed(), "kernel modules loaded")
+        }
+        other => {
+            tracing::debug!(?modules, outcome = ?other, "kernel modules not loaded ahead; nf_tables loads them as it needs them")
+        }
+    }
+}
+
 /// Applies the wanted table, then checks every [`CHECK_EVERY`] that the
 /// kernel still has exactly what was applied; anything else (deleted,
 /// flushed, edited) is replaced whole.
@@ -261,11 +286,22 @@ async fn keep(mut desired: watch::Receiver<Ruleset>, status: Arc<Mutex<FirewallS
     let netlink = crate::netdev::Netlink::here()
         .inspect_err(|e| tracing::error!(error = %e, "no netlink: the overlay's ports get no hairpin, node ports across hosts will not answer"))
         .ok();
+    // Asked of modprobe once each, whatever it answered.
+    let mut modules_asked: BTreeSet<&'static str> = BTreeSet::new();
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut looks = 0u32;
     loop {
         let wanted = desired.borrow_and_update().clone();
+        let unasked: Vec<&str> = wanted
+            .kernel_modules()
+            .iter()
+            .copied()
+            .filter(|m| modules_asked.insert(m))
+            .collect();
+        if !unasked.is_empty() {
+            load_modules(&unasked).await;
+        }
         looks = looks.wrapping_add(1);
         let full = looks.is_multiple_of(FULL_CHECK_EVERY);
         let outcome = async {

@@ -98,6 +98,16 @@ impl Ruleset {
         Ipv4Net::aggregate(&all)
     }
 
+    /// The kernel modules the script needs loaded beyond what the table
+    /// without policy needs (and loads at start): the policy chains'.
+    pub fn kernel_modules(&self) -> &'static [&'static str] {
+        if self.policy.is_empty() {
+            &[]
+        } else {
+            weft_policy::nft::KERNEL_MODULES
+        }
+    }
+
     /// The capture as `weft status` says it, when there is one.
     pub fn dns_capture_line(&self) -> Option<String> {
         let dns = self.dns.as_ref().filter(|d| !d.resolvers.is_empty())?;
@@ -291,6 +301,14 @@ mod tests {
                 peers: ["192.0.2.3".parse().unwrap()].into(),
             }),
         }
+    }
+
+    #[test]
+    fn policy_chains_want_their_modules_loaded_first() {
+        let mut r = ruleset();
+        assert!(r.kernel_modules().is_empty(), "no policy, nothing to load");
+        r.policy = "\tchain egress_0 {\n\t}\n".into();
+        assert_eq!(r.kernel_modules(), weft_policy::nft::KERNEL_MODULES);
     }
 
     /// The exact bytes weft writes, so a change to the table is a
