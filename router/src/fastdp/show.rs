@@ -82,8 +82,13 @@ fn key(attrs: &[KeyAttr], mask: Option<&[KeyAttr]>, ports: &HashMap<u32, String>
                     shown(dst, dst_bits)
                 ))
             }
+            // A tunnel mask of nothing but zeros is there all the same
+            // (nested, it is never empty) and matches no tunnel field.
             (KeyAttr::Tunnel(t), Some(KeyAttr::Tunnel(bits))) => {
-                parts.push(tunnel(&matched(t, Some(bits))))
+                let fields = matched(t, Some(bits));
+                if !fields.is_empty() {
+                    parts.push(tunnel(&fields))
+                }
             }
             (KeyAttr::Tunnel(t), _) => parts.push(tunnel(t)),
             (KeyAttr::EtherType(t), _) => parts.push(format!("eth_type({t:#06x})")),
@@ -244,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ignored_mac_shows_as_a_star_and_no_mask_means_every_field() {
+    fn ignored_fields_are_starred_or_left_out_and_no_mask_means_every_field() {
         let (k, mut m) = arrived();
         m[2] = KeyAttr::Ethernet(EthernetKey {
             src: [0; 6],
@@ -257,6 +262,15 @@ mod tests {
         );
         m[2] = KeyAttr::Ethernet(EthernetKey::default());
         assert!(!key(&k, Some(&m), &ports()).contains("eth("));
+        m[0] = KeyAttr::Tunnel(vec![
+            TunnelAttr::Id(0),
+            TunnelAttr::Ipv4Src(Ipv4Addr::UNSPECIFIED),
+        ]);
+        let untunnelled = key(&k, Some(&m), &ports());
+        assert!(
+            untunnelled.starts_with("in_port(weft-vxlan)"),
+            "{untunnelled}"
+        );
         let all = key(&k, None, &ports());
         assert!(all.contains("ttl=64,df,tp_src=51234,tp_dst=6784"), "{all}");
         assert!(all.ends_with("eth_type(0x0800)"), "{all}");
