@@ -303,16 +303,17 @@ fn main() -> Result<(), String> {
         steady_sent.push(sent as f64 / wall);
         steady_cpu.push(busy(cpu0, cpu(&routers)?, wall));
 
-        let before = |name: &'static str| {
+        // A fastdp counter summed over the routers, read before and after.
+        let total = |name: &'static str| {
             sum(&routers, |r| {
                 r.fastdp_total(name).map_err(|e| e.to_string())
             })
         };
         let (misses0, over0, evicted0, flushes0) = (
-            before("misses")?,
-            before("misses_over_budget")?,
-            before("flows_evicted")?,
-            before("flushes")?,
+            total("misses")?,
+            total("misses_over_budget")?,
+            total("flows_evicted")?,
+            total("flushes")?,
         );
         let lost0 = sum(&routers, kernel_lost)?;
         let cpu0 = cpu(&routers)?;
@@ -327,22 +328,17 @@ fn main() -> Result<(), String> {
         let sent = churn.stop().map_err(|e| e.to_string())?;
         let wall = started.elapsed().as_secs_f64() + 3.0;
         churned.cpu.push(busy(cpu0, cpu(&routers)?, wall));
-        let after = |name: &'static str| {
-            sum(&routers, |r| {
-                r.fastdp_total(name).map_err(|e| e.to_string())
-            })
-        };
         let per_s = |now: u64, then: u64| (now - then) as f64 / wall;
         let (bps, churn_rtx) = churn_transfer?;
         churned.transfer.push(bps);
-        churned.misses_per_s.push(per_s(after("misses")?, misses0));
+        churned.misses_per_s.push(per_s(total("misses")?, misses0));
         churned
             .over_budget_per_s
-            .push(per_s(after("misses_over_budget")?, over0));
+            .push(per_s(total("misses_over_budget")?, over0));
         churned
             .evicted_per_s
-            .push(per_s(after("flows_evicted")?, evicted0));
-        churned.flushes.push((after("flushes")? - flushes0) as f64);
+            .push(per_s(total("flows_evicted")?, evicted0));
+        churned.flushes.push((total("flushes")? - flushes0) as f64);
         churned
             .lost_per_s
             .push(per_s(sum(&routers, kernel_lost)?, lost0));
