@@ -254,31 +254,17 @@ async fn hairpin(netlink: &crate::netdev::Netlink, ports: &[String], on: bool) {
     }
 }
 
-/// How long the keeper waits for modprobe before writing the table
-/// anyway; the table is what matters, the modules only make it quicker.
-const MODPROBE_WAIT: Duration = Duration::from_secs(20);
-
 /// Loads `modules` in one `modprobe -a` before the table that needs them
 /// is written (see `weft_policy::nft::KERNEL_MODULES` for why). Failing
-/// costs only time: nf_tables then loads each itself, and a kernel with
-/// them built in has nothing to load.
+/// costs only time: nf_tables then loads each itself.
 async fn load_modules(modules: &[&str]) {
     let started = std::time::Instant::now();
-    let mut modprobe = crate::sbin::command("modprobe");
-    modprobe
-        .arg("-a")
-        .args(modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // Dropped at the deadline, the command is killed (kill_on_drop).
-    let status = tokio::time::timeout(MODPROBE_WAIT, modprobe.status()).await;
-    match status {
-        Ok(Ok(s)) if s.success() => {
+    match crate::sbin::modprobe(modules).await {
+        Ok(()) => {
             tracing::debug!(?modules, elapsed = ?started.elapsed(), "kernel modules loaded")
         }
-        other => {
-            tracing::debug!(?modules, outcome = ?other, "kernel modules not loaded ahead; nf_tables loads them as it needs them")
+        Err(why) => {
+            tracing::debug!(%why, "kernel modules not loaded ahead; nf_tables loads them as it needs them")
         }
     }
 }

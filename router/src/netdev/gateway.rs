@@ -144,17 +144,13 @@ impl Gateway {
 async fn prepare_host(netlink: &Netlink) -> Result<u32, GatewayError> {
     // Where br_netfilter is a module (Debian's kernel), the bridge's
     // nf_call_iptables does nothing until it is loaded.
-    if !Path::new("/proc/sys/net/bridge").exists() {
-        let loaded = tokio::process::Command::new("modprobe")
-            .arg("br_netfilter")
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
-        if !loaded {
-            tracing::warn!(
-                "br_netfilter is not loaded and cannot be: replies from service addresses (kube-proxy's NAT) across hosts will not be translated back"
-            );
-        }
+    if !Path::new("/proc/sys/net/bridge").exists()
+        && let Err(why) = crate::sbin::modprobe(&["br_netfilter"]).await
+    {
+        tracing::warn!(
+            %why,
+            "br_netfilter is not loaded and cannot be: replies from service addresses (kube-proxy's NAT) across hosts will not be translated back"
+        );
     }
     let bridge = netlink.require(BRIDGE).await?;
     netlink.bridge_nf_call_iptables(&bridge).await?;
